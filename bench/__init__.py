@@ -1,0 +1,1 @@
+"""The harness: backend adapters, timing, statistics, validity gates, records, the runner."""

@@ -1,0 +1,132 @@
+"""Result records: append-only JSON Lines, one record per case, and the pandas loader."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+DONE = ("ok", "invalid", "skipped")  # statuses that --resume does not run again
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def case_key(case: dict) -> str:
+    """A stable identity for a requested case (what --resume matches on)."""
+    fields = ("backend", "workload", "params", "dtype", "tf32", "threads")
+    return json.dumps({f: case.get(f) for f in fields}, sort_keys=True, separators=(",", ":"))
+
+
+def run_provenance(seed: int) -> dict:
+    """What is the same for every record of one run."""
+    from infercost import __version__
+    from infercost.hardware.host import git_commit, host_facts
+    return {
+        "infercost": __version__,
+        "git_commit": git_commit(),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "started": now(),
+        "seed": seed,
+        "host": host_facts(),
+    }
+
+
+class Writer:
+    """Appends records to a JSON Lines file, each flushed to disk as soon as it is written."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = self.path.open("a", encoding="utf-8")
+
+    def write(self, record: dict) -> None:
+        self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def read_records(path: Path) -> list[dict]:
+    """Every complete record of a file. A broken line (a crash mid-write) is skipped with a warning."""
+    records = []
+    with Path(path).open(encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                warnings.warn(f"{path}:{number}: skipped an incomplete record (interrupted write?)",
+                              stacklevel=2)
+                continue
+            if not isinstance(record, dict) or "schema" not in record:
+                warnings.warn(f"{path}:{number}: skipped a line that is not an infercost record",
+                              stacklevel=2)
+                continue
+            records.append(record)
+    return records
+
+
+def done_keys(path: Path) -> set[str]:
+    if not Path(path).exists():
+        return set()
+    return {r["key"] for r in read_records(path) if r.get("status") in DONE}
+
+
+def flatten(record: dict) -> dict:
+    """One tidy row: case, check, stats, metrics and timing fields as columns."""
+    row = {
+        "schema": record.get("schema"),
+        "status": record.get("status"),
+        "valid": record.get("valid"),
+        "reasons": "; ".join(record.get("reasons", [])),
+        "warnings": "; ".join(record.get("warnings", [])),
+        "timestamp": record.get("timestamp"),
+    }
+    case = record.get("case", {})
+    for key, value in case.items():
+        if key == "params":
+            row.update(value)
+        elif key == "precision_flags":
+            row["precision_flags"] = json.dumps(value, sort_keys=True)
+        else:
+            row[key] = value
+    for section in ("metrics", "stats", "check", "timing"):
+        for key, value in (record.get(section) or {}).items():
+            row[key if section == "metrics" else f"{section}_{key}"] = value
+    prov = record.get("provenance", {})
+    row["git_commit"] = prov.get("git_commit")
+    row["host"] = prov.get("host", {}).get("hostname")
+    row["cpu_model"] = prov.get("host", {}).get("cpu_model")
+    row["versions"] = json.dumps(prov.get("versions", {}), sort_keys=True)
+    row["raw_times_s"] = record.get("raw_times_s")
+    return row
+
+
+def load(*paths) -> "pandas.DataFrame":
+    """Load result files (paths or folders of *.jsonl) into a tidy DataFrame, one row per case.
+
+    Columns include: backend, device, workload, shape, m/n/k, dtype, tf32, threads, status,
+    valid, reasons, tflops (steady state), tflops_median, gbps, stats_median (s), stats_ci95_*,
+    check_error, raw_times_s (list) and provenance columns. See the README for the full list.
+    """
+    import pandas as pd
+    files: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        files.extend(sorted(p.glob("*.jsonl")) if p.is_dir() else [p])
+    rows = []
+    for f in files:
+        for record in read_records(f):
+            row = flatten(record)
+            row["source_file"] = str(f)
+            rows.append(row)
+    return pd.DataFrame(rows)

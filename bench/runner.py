@@ -1,0 +1,181 @@
+"""The runner: one worker process per backend, a time limit per case, every record kept.
+
+A crash, out-of-memory kill or hang in one backend becomes an error record for the case it
+was running; the worker is restarted for the remaining cases and the run goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+
+from .records import SCHEMA_VERSION, case_key, now
+
+STARTUP_TIMEOUT_S = 180.0  # importing a framework and finding its device
+
+
+@dataclass
+class Event:
+    kind: str     # "start" (a case began), "record" (a case ended), "backend" (a worker is up)
+    backend: str
+    case: dict | None = None
+    record: dict | None = None
+    detail: str | None = None
+
+
+def worker_env() -> dict:
+    env = dict(os.environ)
+    # JAX would otherwise take 75% of GPU memory at start; each backend has its own process,
+    # and the memory check needs the real free memory.
+    env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return env
+
+
+def probe(names: list[str], timeout: float = STARTUP_TIMEOUT_S) -> dict[str, dict]:
+    """Probe backends in child processes (one per framework, in parallel)."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(name.split("-")[0], []).append(name)
+    procs = {
+        fw: subprocess.Popen([sys.executable, "-m", "infercost.bench.worker", "probe", *group],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=worker_env())
+        for fw, group in groups.items()
+    }
+    found = {}
+    for fw, proc in procs.items():
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            err = f"probe timed out after {timeout:.0f} s"
+        for line in out.splitlines():
+            info = json.loads(line)
+            found[info["backend"]] = info
+        for name in groups[fw]:
+            if name not in found:
+                tail = err.strip().splitlines()[-1] if err.strip() else f"exit status {proc.returncode}"
+                found[name] = {"backend": name, "available": False, "device": None,
+                               "reason": f"probe failed: {tail[:200]}"}
+    return {name: found[name] for name in names}
+
+
+class Worker:
+    """One worker process for one backend, read through a thread so reads can time out."""
+
+    def __init__(self, job: dict):
+        self.stderr = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "infercost.bench.worker"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, text=True,
+            env=worker_env(), start_new_session=True,  # Ctrl-C reaches the runner, which stops us
+        )
+        self.lines: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        self.proc.stdin.write(json.dumps(job))
+        self.proc.stdin.close()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def next(self, timeout: float) -> dict | None:
+        """The next message; None when the worker exited. Raises queue.Empty on timeout."""
+        line = self.lines.get(timeout=timeout)
+        return None if line is None else json.loads(line)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+    def failure(self) -> str:
+        """Why the worker died, from its exit status and the last line of its stderr."""
+        self.proc.wait()
+        code = self.proc.returncode
+        self.stderr.seek(0)
+        lines = [l for l in self.stderr.read().strip().splitlines() if l.strip()]
+        tail = lines[-1].strip()[:300] if lines else ""
+        if code is not None and code < 0:
+            import signal
+            what = f"killed by {signal.Signals(-code).name}"
+            if -code == signal.SIGKILL:
+                what += " (out of memory?)"
+        else:
+            what = f"exited with status {code}"
+        return f"worker {what}" + (f": {tail}" if tail else "")
+
+
+def run(cases: list[dict], job: dict, writer, provenance: dict, case_timeout: float, on_event) -> list[dict]:
+    """Run cases grouped by backend; each record is written as soon as its case ends."""
+    records = []
+
+    def finish(case: dict, body: dict) -> None:
+        record = {"schema": SCHEMA_VERSION, "key": case_key(case), "timestamp": now(), **body}
+        record["provenance"] = {**provenance, "versions": record.pop("versions", {})}
+        writer.write(record)
+        records.append(record)
+        on_event(Event("record", case["backend"], case=case, record=record))
+
+    by_backend: dict[str, list[dict]] = {}
+    for case in cases:
+        by_backend.setdefault(case["backend"], []).append(case)
+
+    for backend, pending in by_backend.items():
+        while pending:
+            worker = Worker({**job, "backend": backend, "cases": pending})
+            current, deadline = None, time.monotonic() + STARTUP_TIMEOUT_S
+            try:
+                while True:
+                    try:
+                        msg = worker.next(timeout=max(0.1, deadline - time.monotonic()))
+                    except queue.Empty:
+                        msg = {"event": "timeout"}
+                    if msg is None or msg["event"] == "timeout":
+                        if current is None and msg is not None:
+                            reason = f"backend did not start within {STARTUP_TIMEOUT_S:.0f} s"
+                        elif msg is not None:
+                            reason = f"timed out after {case_timeout:.0f} s (case time limit)"
+                        else:
+                            reason = worker.failure()
+                        worker.stop()
+                        if current is None:  # died before any case: none of them can run
+                            for case in pending:
+                                finish(case, {"case": case, "status": "error", "valid": False,
+                                              "reasons": [reason], "warnings": []})
+                            pending = []
+                        else:
+                            finish(pending[current], {"case": pending[current], "status": "error",
+                                                      "valid": False, "reasons": [reason], "warnings": []})
+                            pending = pending[current + 1:]
+                        break
+                    if msg["event"] == "unavailable":
+                        for case in pending:
+                            finish(case, {"case": case, "status": "skipped", "valid": False,
+                                          "reasons": [msg["reason"]], "warnings": []})
+                        pending = []
+                        break
+                    if msg["event"] == "ready":
+                        on_event(Event("backend", backend, detail=msg["device"]))
+                    elif msg["event"] == "start":
+                        current = msg["index"]
+                        deadline = time.monotonic() + case_timeout
+                        on_event(Event("start", backend, case=pending[current]))
+                    elif msg["event"] == "record":
+                        finish(pending[msg["index"]], msg["record"])
+                        deadline = time.monotonic() + case_timeout
+                        if msg["index"] == len(pending) - 1:
+                            pending = []
+                            break
+            finally:
+                worker.stop()
+    return records

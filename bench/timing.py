@@ -1,0 +1,63 @@
+"""The timing loop: calibrate, warm up by time, then time blocks of back-to-back calls."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Settings:
+    warmup_s: float = 1.0     # time spent calling the kernel before any block counts
+    min_time_s: float = 1.0   # keep timing blocks until this much time has passed...
+    min_blocks: int = 10      # ...and at least this many blocks were timed
+    max_blocks: int = 500
+    max_time_s: float = 20.0  # stop early (with >= 3 blocks) for very slow calls
+    block_s: float = 0.02     # calls per block are chosen so a block lasts about this long
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def calls_per_block(first_call_s: float, settings: Settings, flush: bool) -> int:
+    """One call per block when it is long enough to time alone (and the cache is flushed
+    before each), otherwise enough back-to-back calls to fill a block."""
+    if flush and first_call_s >= 100e-6:
+        return 1
+    return max(1, math.floor(settings.block_s / max(first_call_s, 1e-9)))
+
+
+def measure(backend, fn, args, settings: Settings) -> dict:
+    """Time fn(*args) on a backend. Per-call times are block times divided by calls per block."""
+    first = backend.time_block(fn, args, 1)
+    number = calls_per_block(first, settings, flush=backend.cache_policy != "hot")
+
+    start = time.perf_counter()
+    while time.perf_counter() - start < settings.warmup_s:
+        backend.time_block(fn, args, number)
+    warmup_s = time.perf_counter() - start
+
+    blocks: list[float] = []
+    start = time.perf_counter()
+    while True:
+        blocks.append(backend.time_block(fn, args, number))
+        elapsed = time.perf_counter() - start
+        if len(blocks) >= settings.max_blocks:
+            break
+        if len(blocks) >= settings.min_blocks and elapsed >= settings.min_time_s:
+            break
+        if len(blocks) >= 3 and elapsed >= settings.max_time_s:
+            break
+    # One block of twice the calls: if it does not take about twice as long, the
+    # timer is not seeing the work (a missing sync); the scaling gate reads this.
+    double = backend.time_block(fn, args, 2 * number)
+    blocks_sorted = sorted(blocks)
+    return {
+        "times": [b / number for b in blocks],
+        "calls_per_block": number,
+        "first_call_s": first,
+        "warmup_s": warmup_s,
+        "block_median_s": blocks_sorted[len(blocks) // 2],
+        "double_block_s": double,
+    }

@@ -1,0 +1,66 @@
+"""The accelerator catalog: dense spec ceilings per device, each row with a source and date.
+
+Peaks are dense (no sparsity) in decimal units: 1 TFLOP/s = 1e12 FLOP/s, 1 TB/s = 1e12 B/s.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+CATALOG_FILE = Path(__file__).with_name("accelerators.csv")
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    name: str
+    vendor: str
+    memory_gb: float | None
+    bandwidth_tbs: float | None
+    peak_tflops: dict  # dtype name -> dense TFLOP/s (None when unknown)
+    tdp_w: float | None
+    as_of: str
+    source: str
+
+    def peak(self, dtype: str, tf32: bool = False) -> float | None:
+        """Dense peak FLOP/s for a matmul in this dtype, or None when unknown."""
+        key = "tf32" if (dtype == "float32" and tf32) else dtype
+        tflops = self.peak_tflops.get(key)
+        return tflops * 1e12 if tflops else None
+
+    @property
+    def bandwidth(self) -> float | None:
+        return self.bandwidth_tbs * 1e12 if self.bandwidth_tbs else None
+
+
+def _num(text: str) -> float | None:
+    return float(text) if text.strip() else None
+
+
+@lru_cache(maxsize=None)
+def _rows() -> tuple[tuple[re.Pattern, Accelerator], ...]:
+    rows = []
+    with CATALOG_FILE.open(newline="") as f:
+        for row in csv.DictReader(f):
+            peaks = {
+                key.removeprefix("peak_tflops_"): _num(value)
+                for key, value in row.items() if key.startswith("peak_tflops_")
+            }
+            acc = Accelerator(
+                name=row["name"], vendor=row["vendor"], memory_gb=_num(row["memory_gb"]),
+                bandwidth_tbs=_num(row["bandwidth_tbs"]), peak_tflops=peaks,
+                tdp_w=_num(row["tdp_w"]), as_of=row["as_of"], source=row["source"],
+            )
+            rows.append((re.compile(row["match"], re.IGNORECASE), acc))
+    return tuple(rows)
+
+
+def lookup(device_name: str) -> Accelerator | None:
+    """The catalog entry for a device name as a backend reports it, or None if unknown."""
+    for pattern, acc in _rows():
+        if pattern.search(device_name):
+            return acc
+    return None

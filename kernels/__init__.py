@@ -1,0 +1,1 @@
+"""Workloads: the kernels infercost times, each with its float64 reference."""
