@@ -153,7 +153,18 @@ def serve(job: dict, emit) -> None:
         emit({"event": "record", "index": index, "record": record})
 
 
+def die_with_parent() -> None:
+    """Ask Linux to kill this worker if the runner dies (kill -9), so no orphan keeps a core busy."""
+    try:
+        import ctypes
+        import signal
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def main() -> None:
+    die_with_parent()
     # Keep stdout for the protocol: point fd 1 at stderr for everything else.
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)

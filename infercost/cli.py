@@ -99,12 +99,11 @@ def choose_backends(requested: list[str], probes_fn) -> tuple[list[str], dict]:
     for name in requested:
         if name not in NAMES:
             raise UsageError(f"unknown backend {name!r}; valid backends: {', '.join(NAMES)}")
-    names = requested or list(NAMES)
-    probes = probes_fn(names)
-    available = [n for n in names if probes[n]["available"]]
+    probes = probes_fn(list(NAMES))
+    available = [n for n in (requested or NAMES) if probes[n]["available"]]
     for name in requested:
         if not probes[name]["available"]:
-            others = ", ".join(available) or "none"
+            others = ", ".join(n for n in NAMES if probes[n]["available"]) or "none"
             raise UsageError(f"backend {name} is not available here: {probes[name]['reason']} (available: {others})")
     if not available:
         raise UsageError("no backend is available: install torch or jax (see README)")
@@ -285,9 +284,21 @@ def cmd_backends(args) -> int:
     return 0
 
 
+def join_negative_values(argv: list[str]) -> list[str]:
+    """`--shape -4x4x4` would read as an unknown option; keep it as --shape's value so the
+    error can say what is wrong with it."""
+    out = []
+    for token in argv:
+        if out and out[-1] == "--shape" and token.startswith("-") and token[1:2].isdigit():
+            out[-1] = f"--shape={token}"
+        else:
+            out.append(token)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser().parse_args(join_negative_values(sys.argv[1:] if argv is None else argv))
         return {"run": cmd_run, "backends": cmd_backends}[args.command](args)
     except UsageError as e:
         errors.print(f"infercost: error: {e}", markup=False)

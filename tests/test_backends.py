@@ -1,0 +1,71 @@
+"""The adapters on CPU: identity, identical inputs across frameworks, timing that sees the work."""
+
+import numpy as np
+import pytest
+
+from infercost.bench.backend import NAMES, Unavailable, open_backend, probe
+from infercost.hardware.host import cpu_model
+from infercost.kernels.matmul import Matmul
+
+CPU_BACKENDS = ["torch-cpu", "jax-cpu"]
+
+
+@pytest.fixture(scope="module", params=CPU_BACKENDS)
+def backend(request):
+    return open_backend(request.param, threads=1)
+
+
+def test_device_name_is_the_cpu_model(backend):
+    assert backend.device_name() == cpu_model()
+    assert backend.device_name()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_every_cpu_backend_gets_the_same_rounded_inputs(dtype):
+    host = Matmul(64, 48, 32, dtype).inputs(seed=3)
+    got = [open_backend(name).fetch(open_backend(name).put(host[0], dtype)) for name in CPU_BACKENDS]
+    np.testing.assert_array_equal(got[0], got[1])
+    if dtype == "float32":
+        np.testing.assert_array_equal(got[0], host[0].astype(np.float64))
+    else:  # rounding to 16 bits changes values, but by at most half an ulp
+        rel = np.abs(got[0] - host[0]) / np.abs(host[0])
+        assert 0 < rel.max() <= (2**-8 if dtype == "bfloat16" else 2**-11)
+
+
+def test_inputs_are_seeded_and_never_zero():
+    a1, b1 = Matmul(32, 32, 32, "float32").inputs(seed=7)
+    a2, _ = Matmul(32, 32, 32, "float32").inputs(seed=7)
+    a3, _ = Matmul(32, 32, 32, "float32").inputs(seed=8)
+    np.testing.assert_array_equal(a1, a2)
+    assert not np.array_equal(a1, a3)
+    assert a1.std() > 0.5 and (a1 == 0).mean() < 0.01 and not np.array_equal(a1, b1)
+
+
+def test_time_block_grows_with_the_number_of_calls(backend):
+    w = Matmul(512, 512, 512, "float32")  # ~1 ms a call: well above dispatch overhead
+    args = [backend.put(x, "float32") for x in w.inputs(0)]
+    fn = backend.compile(w.function(backend.framework), args)
+    backend.time_block(fn, args, 2)
+    one = min(backend.time_block(fn, args, 2) for _ in range(3))
+    four = min(backend.time_block(fn, args, 8) for _ in range(3))
+    assert 2.5 < four / one < 6
+
+
+def test_probe_reports_available_cpu_backends_and_why_others_are_not():
+    for name in NAMES:
+        info = probe(name)
+        assert info["backend"] == name
+        if name in CPU_BACKENDS:
+            assert info["available"] and info["device"] == cpu_model()
+        elif not info["available"]:
+            assert info["reason"]  # a reason, never a blank
+
+
+def test_unknown_backend_is_unavailable_with_the_valid_names():
+    with pytest.raises(Unavailable, match="torch-cpu"):
+        open_backend("torch-mps")
+
+
+def test_tf32_is_refused_off_cuda(backend):
+    assert "TF32" in backend.unsupported("float32", tf32=True)
+    assert backend.unsupported("float32") is None
