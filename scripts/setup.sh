@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# One set-up for every machine: a virtual environment in .venv with infercost installed.
+#   bash scripts/setup.sh        # to run infercost
+#   bash scripts/setup.sh test   # also the test dependencies
+# torch and jax are chosen for the hardware found: CUDA builds where an NVIDIA GPU answers,
+# JAX's TPU build on a Cloud TPU VM, CPU builds elsewhere. Set INFERCOST_TORCH to a pip
+# requirement (e.g. "torch==2.11.0") to choose torch yourself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv=.venv
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+pip() { "$venv/bin/python" -m pip "$@"; }
+pip install -q --upgrade pip
+
+extras=()
+[ "${1:-}" = test ] && extras+=(test)
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    torch_req=${INFERCOST_TORCH:-"torch>=2.4"}
+    extras+=(cuda)
+elif ls /dev/accel* /dev/vfio/[0-9]* >/dev/null 2>&1; then
+    torch_req=${INFERCOST_TORCH:-"torch==2.13.0"}
+    extras+=(tpu)
+else
+    # A plain "torch" would pull a multi-GB CUDA build onto a machine with no GPU.
+    torch_req=${INFERCOST_TORCH:-"torch==2.13.0"}
+fi
+"$venv/bin/python" -c "import torch" 2>/dev/null || pip install -q "$torch_req"
+spec="."
+[ ${#extras[@]} -gt 0 ] && spec=".[$(IFS=,; echo "${extras[*]}")]"
+pip install -q -e "$spec"
+echo "infercost is set up in $venv ($("$venv/bin/infercost" --version))"
