@@ -41,8 +41,6 @@ def run_case(backend, case: dict, settings, seed: int, cpus_available: int, work
     from infercost.kernels.dtypes import tolerance
 
     from . import gates
-    from .stats import summarize
-    from .timing import measure
 
     workload = workload or make_workload(case)
     device = backend.device_name()
@@ -82,8 +80,7 @@ def run_case(backend, case: dict, settings, seed: int, cpus_available: int, work
                 "reasons": [why], "warnings": []}
     del result
 
-    m = measure(backend, fn, args, settings)
-    stats = summarize(m["times"], seed=seed)
+    m, stats, timing_findings = timed(backend, fn, args, settings, seed, case, cpus_available)
     timing.update({k: v for k, v in m.items() if k != "times"})
     steady = float(np.mean(m["times"]))  # total time / total calls over all timed blocks
     acc = catalog.lookup(device)
@@ -103,19 +100,30 @@ def run_case(backend, case: dict, settings, seed: int, cpus_available: int, work
         "peak_tflops": peak / 1e12 if peak else None,
         "peak_fraction": flops / steady / peak if peak else None,
     }
-    findings += gates.noise_gate(stats)
-    findings += gates.timer_gate(m["times"])
+    findings += timing_findings
     findings += gates.peak_gate(flops / stats["min"], peak, nbytes / stats["min"], bandwidth)
-    findings += gates.scaling_gate(m["block_median_s"], m["double_block_s"])
-    if backend.name.endswith("-cpu"):
-        findings += gates.threads_gate(case.get("threads"), cpus_available)
-    findings += gates.warmup_gate(m["times"])
     verdict = gates.verdict(findings)
     if not verdict["valid"]:  # an invalid measurement reports no throughput
         metrics.update(tflops=None, tflops_median=None, tflops_ci95_low=None,
                        tflops_ci95_high=None, gbps=None, peak_fraction=None)
     return {**out, "timing": timing, "stats": stats, "metrics": metrics,
             "raw_times_s": m["times"], "status": "ok" if verdict["valid"] else "invalid", **verdict}
+
+
+def timed(backend, fn, args, settings, seed: int, case: dict, cpus_available: int):
+    """Measure fn(*args); returns the raw measurement, its statistics and the timing gates' findings."""
+    from . import gates
+    from .stats import summarize
+    from .timing import measure
+
+    m = measure(backend, fn, args, settings)
+    stats = summarize(m["times"], seed=seed)
+    findings = gates.noise_gate(stats) + gates.timer_gate(m["times"])
+    findings += gates.scaling_gate(m["block_median_s"], m["double_block_s"])
+    if backend.name.endswith("-cpu"):
+        findings += gates.threads_gate(case.get("threads"), cpus_available)
+    findings += gates.warmup_gate(m["times"])
+    return m, stats, findings
 
 
 def versions(backend) -> dict:
@@ -143,7 +151,11 @@ def serve(job: dict, emit) -> None:
     for index, case in enumerate(job["cases"]):
         emit({"event": "start", "index": index})
         try:
-            record = run_case(backend, case, settings, job["seed"], cpus_available)
+            if case["workload"] in ("prefill", "decode"):
+                from .llm import run_llm_case
+                record = run_llm_case(backend, case, settings, job["seed"], cpus_available)
+            else:
+                record = run_case(backend, case, settings, job["seed"], cpus_available)
         except Exception as e:  # one broken case (OOM, a framework error) must not end the run
             traceback.print_exc(file=sys.stderr)
             record = error_record(case, f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}")

@@ -19,6 +19,7 @@ console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 errors = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
 
 CUDA_BACKENDS = ("torch-cuda", "jax-gpu")
+WORKLOADS = ("matmul", "prefill", "decode")
 
 
 class UsageError(Exception):
@@ -74,12 +75,18 @@ def build_parser() -> Parser:
     run.add_argument("--backend", "-b", action="append", type=csv_list, default=[],
                      help=f"backends to run, repeatable or comma-separated ({', '.join(NAMES)}); default: all available")
     run.add_argument("--workload", "-w", action="append", type=csv_list, default=[],
-                     help="workloads to run (matmul); default: all")
+                     help=f"workloads to run ({', '.join(WORKLOADS)}); default: the suite's")
     run.add_argument("--dtype", "-d", action="append", type=csv_list, default=[],
                      help=f"dtypes ({', '.join(DTYPES)}); default: the suite's")
     run.add_argument("--suite", "-s", default="quick", help=f"named suite ({', '.join(SUITES)}); default quick")
     run.add_argument("--shape", action="append", default=[],
                      help="explicit matmul shape MxNxK (repeatable); replaces the suite's shapes")
+    run.add_argument("--model", "-m", action="append", type=csv_list, default=[],
+                     help="transformer cases for these models (a name or a config.json); replaces the suite's")
+    run.add_argument("--batch", action="append", type=csv_list, default=[], help="batch sizes for --model (default 1)")
+    run.add_argument("--tokens", action="append", type=csv_list, default=[],
+                     help="prompt length (prefill) and context length (decode) for --model (default 128)")
+    run.add_argument("--weights", default=None, help="safetensors file or folder with Hugging Face names (default: seeded random weights)")
     run.add_argument("--tf32", action="store_true", help="allow TF32 for float32 matmuls on CUDA GPUs")
     run.add_argument("--repeats", type=positive(int), default=None, help="minimum timed blocks per case (default 10)")
     run.add_argument("--min-time", type=positive(float), default=None, help="minimum seconds of timing per case (default 1)")
@@ -110,6 +117,56 @@ def choose_backends(requested: list[str], probes_fn) -> tuple[list[str], dict]:
     return available, probes
 
 
+def positive_ints(groups: list[list[str]], flag: str, default: list[int]) -> list[int]:
+    values = []
+    for text in (v for g in groups for v in g):
+        try:
+            value = int(text)
+        except ValueError:
+            raise UsageError(f"{flag} {text!r} is not a whole number") from None
+        if value <= 0:
+            raise UsageError(f"{flag} {text!r}: must be positive")
+        values.append(value)
+    return values or default
+
+
+def requested_cases(args) -> list[dict] | None:
+    """Cases from --shape and --model, or None to take the suite's."""
+    from infercost.kernels.llama import CONFIGS, resolve_config
+
+    dtypes = [d for g in args.dtype for d in g]
+    workloads = [w for g in args.workload for w in g]
+    shapes = [parse_shape(s) for s in args.shape]
+    models = [m for g in args.model for m in g]
+    if not shapes and not models:
+        return None
+    cases = [{"workload": "matmul", "params": {"m": m, "n": n, "k": k}, "dtype": d}
+             for (m, n, k) in shapes for d in (dtypes or ["float32"])]
+    batches = positive_ints(args.batch, "--batch", [1])
+    tokens = positive_ints(args.tokens, "--tokens", [128])
+    if args.weights and not Path(args.weights).exists():
+        raise UsageError(f"--weights {args.weights}: no such file or folder")
+    for model in models:
+        try:
+            cfg = resolve_config(model)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        if args.weights:
+            from infercost.kernels.llama import check_weights, read_safetensors
+            try:
+                check_weights(cfg, read_safetensors(args.weights))
+            except ValueError as e:
+                raise UsageError(f"--weights {args.weights}: {e}") from None
+        for phase in [w for w in (workloads or ["prefill", "decode"]) if w != "matmul"]:
+            for b in batches:
+                for t in tokens:
+                    params = {"model": model, "batch": b, "tokens": t}
+                    if args.weights:
+                        params["weights"] = str(Path(args.weights).resolve())
+                    cases += [{"workload": phase, "params": params, "dtype": d} for d in (dtypes or ["float32"])]
+    return cases
+
+
 def plan_cases(args, backends: list[str], probes: dict) -> tuple[list[dict], list[str]]:
     from infercost.bench.suites import SUITES, suite_cases
     from infercost.kernels.dtypes import DTYPES
@@ -117,15 +174,15 @@ def plan_cases(args, backends: list[str], probes: dict) -> tuple[list[dict], lis
     notices = []
     if args.suite not in SUITES:
         raise UsageError(f"unknown suite {args.suite!r}; valid suites: {', '.join(SUITES)}")
-    workloads = [w for group in args.workload for w in group] or ["matmul"]
+    workloads = [w for g in args.workload for w in g]
     for w in workloads:
-        if w not in ("matmul",):
-            raise UsageError(f"unknown workload {w!r}; valid workloads: matmul")
-    dtypes = [d for group in args.dtype for d in group]
+        if w not in WORKLOADS:
+            raise UsageError(f"unknown workload {w!r}; valid workloads: {', '.join(WORKLOADS)}")
+    dtypes = [d for g in args.dtype for d in g]
     for d in dtypes:
         if d not in DTYPES:
             raise UsageError(f"unknown dtype {d!r}; valid dtypes: {', '.join(DTYPES)}")
-    shapes = [parse_shape(s) for s in args.shape]
+    explicit = requested_cases(args)
     if args.tf32 and not any(b in CUDA_BACKENDS for b in backends):
         raise UsageError(f"--tf32 applies to CUDA GPUs only; none of {', '.join(backends)} is one")
 
@@ -136,17 +193,18 @@ def plan_cases(args, backends: list[str], probes: dict) -> tuple[list[dict], lis
             if d in lacks:
                 valid = [x for x in DTYPES if x not in lacks]
                 raise UsageError(f"dtype {d} is not supported on {backend}: {lacks[d]} (valid: {', '.join(valid)})")
-        if shapes:
-            wanted = [(s, d) for s in shapes for d in (dtypes or ["float32"])]
+        if explicit is not None:
+            wanted = explicit
         else:
-            wanted = [(s, d) for s, d in suite_cases(args.suite, backend) if not dtypes or d in dtypes]
-        for (m, n, k), dtype in wanted:
+            wanted = [c for c in suite_cases(args.suite, backend)
+                      if (not dtypes or c["dtype"] in dtypes) and (not workloads or c["workload"] in workloads)]
+        for spec in wanted:
+            dtype = spec["dtype"]
             if dtype in lacks:
                 notices.append(f"{backend}: skipping {dtype} ({lacks[dtype]})")
                 continue
             cases.append({
-                "backend": backend, "workload": "matmul", "params": {"m": m, "n": n, "k": k},
-                "dtype": dtype,
+                "backend": backend, **spec,
                 "tf32": bool(args.tf32 and dtype == "float32" and backend in CUDA_BACKENDS),
                 "threads": args.threads_resolved if backend.endswith("-cpu") else None,
             })
@@ -177,32 +235,69 @@ def output_path(args) -> Path:
 
 def fmt_case(case: dict) -> str:
     p = case["params"]
-    return f"{case['workload']} {p['m']}x{p['n']}x{p['k']} {case['dtype']}{' tf32' if case.get('tf32') else ''}"
+    tf32 = " tf32" if case.get("tf32") else ""
+    if case["workload"] == "matmul":
+        return f"matmul {p['m']}x{p['n']}x{p['k']} {case['dtype']}{tf32}"
+    what = "prompt" if case["workload"] == "prefill" else "ctx"
+    return f"{case['workload']} {p['model']} b{p['batch']} {what}{p['tokens']} {case['dtype']}{tf32}"
 
 
 def fmt_result(record: dict) -> str:
     if record["status"] == "ok":
         m = record["metrics"]
         warn = f" [yellow]({record['warnings'][0]})[/]" if record["warnings"] else ""
-        return f"[green]{m['tflops']:.3g} TFLOP/s[/] ±{m['spread']:.0%}{warn}"
+        wl = record["case"]["workload"]
+        if wl == "prefill":
+            main = f"{m['input_tokens_per_s']:.4g} input tok/s, TTFT {m['ttft_s'] * 1e3:.3g} ms"
+        elif wl == "decode":
+            main = f"{m['output_tokens_per_s']:.4g} output tok/s, TPOT {m['tpot_s'] * 1e3:.3g} ms"
+        else:
+            main = f"{m['tflops']:.3g} TFLOP/s"
+        return f"[green]{main}[/] ±{m['spread']:.0%}{warn}"
     colour = "yellow" if record["status"] == "skipped" else "red"
     return f"[{colour}]{record['status']}: {'; '.join(record['reasons'])}[/]"
 
 
-def results_table(records: list[dict]) -> Table:
+def validity(r: dict) -> str:
+    if r["status"] == "ok":
+        return "yes" + (" (warn)" if r["warnings"] else "")
+    return f"[red]{r['status']}[/]: {'; '.join(r['reasons'])[:70]}"
+
+
+def pct(x) -> str:
+    return f"{x:.1%}" if x is not None else "-"
+
+
+def matmul_table(records: list[dict]) -> Table:
     table = Table(title="matmul throughput (steady state; spread = IQR/median)")
-    for col in ("backend", "device", "shape", "dtype", "TFLOP/s", "spread", "valid"):
-        table.add_column(col, justify="right" if col in ("TFLOP/s", "spread") else "left")
+    for col in ("backend", "device", "shape", "dtype", "TFLOP/s", "of peak", "spread", "valid"):
+        table.add_column(col, justify="right" if col in ("TFLOP/s", "spread", "of peak") else "left")
     for r in records:
         case, m = r["case"], r.get("metrics") or {}
         ok = r["status"] == "ok"
-        table.add_row(
-            case["backend"], case.get("device") or "?", case.get("shape") or fmt_case(case).split()[1],
-            case["dtype"] + (" (tf32)" if case.get("tf32") else ""),
-            f"{m['tflops']:.3g}" if ok else "-",
-            f"{m['spread']:.1%}" if ok else "-",
-            "yes" if ok else f"[red]no[/]: {'; '.join(r['reasons'])[:60]}",
-        )
+        table.add_row(case["backend"], case.get("device") or "?", fmt_case(case).split()[1],
+                      case["dtype"] + (" (tf32)" if case.get("tf32") else ""),
+                      f"{m['tflops']:.3g}" if ok else "-", pct(m.get("peak_fraction")) if ok else "-",
+                      f"{m['spread']:.1%}" if ok else "-", validity(r))
+    return table
+
+
+def llm_table(records: list[dict]) -> Table:
+    table = Table(title="transformer inference (prefill: input tokens; decode: output tokens; "
+                        "roofline = share of the max(FLOPs/peak, bytes/bandwidth) bound reached)")
+    for col in ("backend", "device", "model", "phase", "batch", "tokens", "dtype", "tok/s",
+                "TTFT/TPOT ms", "MFU/MBU", "roofline", "valid"):
+        table.add_column(col, justify="right" if col in ("batch", "tokens", "tok/s", "TTFT/TPOT ms", "MFU/MBU", "roofline") else "left")
+    for r in records:
+        case, m = r["case"], r.get("metrics") or {}
+        p, ok, prefill = case["params"], r["status"] == "ok", case["workload"] == "prefill"
+        rate = m.get("input_tokens_per_s" if prefill else "output_tokens_per_s")
+        latency = m.get("ttft_s" if prefill else "tpot_s")
+        util = m.get("mfu" if prefill else "mbu")
+        table.add_row(case["backend"], case.get("device") or "?", p["model"], case["workload"], str(p["batch"]),
+                      str(p["tokens"]), case["dtype"], f"{rate:.4g}" if ok and rate else "-",
+                      f"{latency * 1e3:.3g}" if ok and latency else "-", pct(util) if ok else "-",
+                      pct(m.get("roofline_fraction")) if ok else "-", validity(r))
     return table
 
 
@@ -249,7 +344,7 @@ def cmd_run(args) -> int:
             done_count[0] += 1
             took = time.monotonic() - started[0]
             console.print(f"[{done_count[0]:>{len(str(total))}}/{total}] {event.backend:<10} "
-                          f"{fmt_case(event.case):<34} {fmt_result(event.record)} [dim]({took:.1f} s)[/]")
+                          f"{fmt_case(event.case):<40} {fmt_result(event.record)} [dim]({took:.1f} s)[/]")
 
     writer = Writer(path)
     try:
@@ -260,8 +355,12 @@ def cmd_run(args) -> int:
                      f"continue with: infercost run <same options> --resume --out {path}")
         return 130
     writer.close()
-    if records:
-        console.print(results_table(records))
+    matmuls = [r for r in records if r["case"]["workload"] == "matmul"]
+    llms = [r for r in records if r["case"]["workload"] != "matmul"]
+    if matmuls:
+        console.print(matmul_table(matmuls))
+    if llms:
+        console.print(llm_table(llms))
     console.print(f"results: {path}  (load with: infercost.load_results({str(path)!r}))")
     return 0
 

@@ -64,7 +64,8 @@ def test_resume_with_nothing_to_resume(tmp_path):
 
 
 def plan_args(**kw):
-    base = dict(suite="quick", workload=[], dtype=[], shape=[], tf32=False, threads_resolved=2)
+    base = dict(suite="quick", workload=[], dtype=[], shape=[], model=[], batch=[], tokens=[],
+                weights=None, tf32=False, threads_resolved=2)
     return SimpleNamespace(**{**base, **kw})
 
 

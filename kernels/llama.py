@@ -1,0 +1,298 @@
+"""The Llama-family decoder, framework-free: configurations with real public shapes, analytic
+FLOPs and bytes, seeded weights that are identical on every backend, safetensors loading,
+and rotary tables.
+
+Parameter names are Hugging Face's (`model.layers.0.self_attn.q_proj.weight`, ...), so a
+`LlamaForCausalLM` checkpoint loads as is. Linear weights are [out, in] as in HF.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from .dtypes import ITEMSIZE
+
+
+@dataclass(frozen=True)
+class LlamaConfig:
+    vocab_size: int
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    intermediate: int
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    tie_embeddings: bool = False
+    head_dim: int | None = None
+    qkv_bias: bool = False            # Qwen2 has biases on q, k and v
+    rope_scaling: dict | None = None  # Llama 3.1+ "llama3" frequency scaling
+    source: str = ""
+
+    @property
+    def hd(self) -> int:
+        return self.head_dim or self.hidden // self.heads
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    # -- sizes ------------------------------------------------------------------------
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every parameter by its Hugging Face name, in a fixed order."""
+        h, hd, i = self.hidden, self.hd, self.intermediate
+        shapes = {"model.embed_tokens.weight": (self.vocab_size, h)}
+        for layer in range(self.layers):
+            p = f"model.layers.{layer}."
+            shapes[p + "input_layernorm.weight"] = (h,)
+            shapes[p + "self_attn.q_proj.weight"] = (self.heads * hd, h)
+            shapes[p + "self_attn.k_proj.weight"] = (self.kv_heads * hd, h)
+            shapes[p + "self_attn.v_proj.weight"] = (self.kv_heads * hd, h)
+            if self.qkv_bias:
+                shapes[p + "self_attn.q_proj.bias"] = (self.heads * hd,)
+                shapes[p + "self_attn.k_proj.bias"] = (self.kv_heads * hd,)
+                shapes[p + "self_attn.v_proj.bias"] = (self.kv_heads * hd,)
+            shapes[p + "self_attn.o_proj.weight"] = (h, self.heads * hd)
+            shapes[p + "post_attention_layernorm.weight"] = (h,)
+            shapes[p + "mlp.gate_proj.weight"] = (i, h)
+            shapes[p + "mlp.up_proj.weight"] = (i, h)
+            shapes[p + "mlp.down_proj.weight"] = (h, i)
+        shapes["model.norm.weight"] = (h,)
+        if not self.tie_embeddings:
+            shapes["lm_head.weight"] = (self.vocab_size, h)
+        return shapes
+
+    def n_params(self) -> int:
+        return sum(math.prod(s) for s in self.param_shapes().values())
+
+    def weight_bytes(self, dtype: str) -> int:
+        return self.n_params() * ITEMSIZE[dtype]
+
+    def kv_bytes(self, batch: int, seq: int, dtype: str) -> int:
+        """Bytes of a KV cache holding `seq` positions for `batch` sequences."""
+        return 2 * self.layers * batch * seq * self.kv_heads * self.hd * ITEMSIZE[dtype]
+
+    # -- work -------------------------------------------------------------------------
+    def matmul_params(self) -> int:
+        """Parameters that take part in matmuls per token (all but the embedding gather and norms;
+        the LM head counts even when tied, since the logits multiply by it)."""
+        h, hd = self.hidden, self.hd
+        per_layer = h * hd * (2 * self.heads + 2 * self.kv_heads) + 3 * h * self.intermediate
+        return self.layers * per_layer + self.vocab_size * h
+
+    def flops(self, batch: int, new_tokens: int, attended: int, logit_tokens: int | None = None) -> int:
+        """Matmul FLOPs of one forward pass as executed: 2 per weight per token, the LM head
+        only for the `logit_tokens` per sequence that produce logits (default all), plus QK^T
+        and AV over `attended` keys for each new token (prefill attends the prompt as a full,
+        causally masked square; decode attends the whole static cache)."""
+        tokens = batch * new_tokens
+        logit_tokens = new_tokens if logit_tokens is None else logit_tokens
+        head = self.vocab_size * self.hidden
+        attention = 4 * self.layers * self.heads * self.hd * attended * tokens
+        return 2 * (self.matmul_params() - head) * tokens + 2 * head * batch * logit_tokens + attention
+
+    def bytes(self, batch: int, new_tokens: int, cache_len: int, dtype: str,
+              logit_tokens: int | None = None) -> int:
+        """Minimum bytes moved by one forward pass: every matmul weight and norm read once,
+        the embedding rows gathered, the KV cache read over `cache_len` positions and the
+        new positions written, activations in and logits out (float32)."""
+        item = ITEMSIZE[dtype]
+        tokens = batch * new_tokens
+        weights = (self.matmul_params() + (2 * self.layers + 1) * self.hidden) * item
+        embed_rows = tokens * self.hidden * item
+        kv = self.kv_bytes(batch, cache_len, dtype) + self.kv_bytes(batch, new_tokens, dtype)
+        logits = batch * (new_tokens if logit_tokens is None else logit_tokens) * self.vocab_size * 4
+        return weights + embed_rows + kv + logits
+
+
+def _hf(name: str, **kw) -> LlamaConfig:
+    return LlamaConfig(source=f"huggingface.co/{name}/blob/main/config.json", **kw)
+
+
+LLAMA3_SCALING = {"rope_type": "llama3", "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                  "original_max_position_embeddings": 8192}
+
+CONFIGS = {
+    # Real shapes, from each model's public config.json (source field).
+    "llama-3.2-1b": _hf("meta-llama/Llama-3.2-1B", vocab_size=128256, hidden=2048, layers=16, heads=32,
+                        kv_heads=8, intermediate=8192, rope_theta=500000.0, tie_embeddings=True, head_dim=64,
+                        rope_scaling={**LLAMA3_SCALING, "factor": 32.0}),
+    "llama-3.2-3b": _hf("meta-llama/Llama-3.2-3B", vocab_size=128256, hidden=3072, layers=28, heads=24,
+                        kv_heads=8, intermediate=8192, rope_theta=500000.0, tie_embeddings=True, head_dim=128,
+                        rope_scaling={**LLAMA3_SCALING, "factor": 32.0}),
+    "llama-3.1-8b": _hf("meta-llama/Llama-3.1-8B", vocab_size=128256, hidden=4096, layers=32, heads=32,
+                        kv_heads=8, intermediate=14336, rope_theta=500000.0,
+                        rope_scaling={**LLAMA3_SCALING, "factor": 8.0}),
+    "llama-3.1-70b": _hf("meta-llama/Llama-3.1-70B", vocab_size=128256, hidden=8192, layers=80, heads=64,
+                         kv_heads=8, intermediate=28672, rope_theta=500000.0,
+                         rope_scaling={**LLAMA3_SCALING, "factor": 8.0}),
+    "mistral-7b": _hf("mistralai/Mistral-7B-v0.3", vocab_size=32768, hidden=4096, layers=32, heads=32,
+                      kv_heads=8, intermediate=14336, rope_theta=1000000.0),
+    "qwen2.5-7b": _hf("Qwen/Qwen2.5-7B", vocab_size=152064, hidden=3584, layers=28, heads=28, kv_heads=4,
+                      intermediate=18944, rope_theta=1000000.0, norm_eps=1e-6, qkv_bias=True),
+    # Small shapes for CPU runs and tests (not public models).
+    "small-125m": LlamaConfig(vocab_size=32000, hidden=768, layers=12, heads=12, kv_heads=4,
+                              intermediate=2048, source="infercost CPU benchmark shape"),
+    "tiny": LlamaConfig(vocab_size=512, hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128,
+                        source="infercost test shape"),
+}
+
+
+def from_hf_config(path: str | Path) -> LlamaConfig:
+    """A configuration from a Hugging Face config.json of a Llama-family model."""
+    path = Path(path)
+    try:
+        c = json.loads(path.read_text())
+        heads = c["num_attention_heads"]
+        return LlamaConfig(
+            vocab_size=c["vocab_size"], hidden=c["hidden_size"], layers=c["num_hidden_layers"],
+            heads=heads, kv_heads=c.get("num_key_value_heads") or heads,
+            intermediate=c["intermediate_size"], rope_theta=float(c.get("rope_theta", 10000.0)),
+            norm_eps=float(c.get("rms_norm_eps", 1e-6)),
+            tie_embeddings=bool(c.get("tie_word_embeddings", False)),
+            head_dim=c.get("head_dim"),
+            qkv_bias=c.get("model_type") == "qwen2" or bool(c.get("attention_bias", False)),
+            rope_scaling=c.get("rope_scaling"), source=str(path),
+        )
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"cannot read model config {path}: {e}") from None
+    except KeyError as e:
+        raise ValueError(f"model config {path} lacks the field {e.args[0]!r}") from None
+
+
+def resolve_config(name: str) -> LlamaConfig:
+    """A named configuration, or a path to a config.json."""
+    if name in CONFIGS:
+        return CONFIGS[name]
+    if name.endswith(".json") or Path(name).is_file():
+        return from_hf_config(name)
+    raise ValueError(f"unknown model {name!r}; valid: {', '.join(CONFIGS)}, or a path to a config.json")
+
+
+def truncated(cfg: LlamaConfig, layers: int) -> LlamaConfig:
+    """The same widths with fewer layers: checks every real matmul shape at a fraction of the cost."""
+    return replace(cfg, layers=min(cfg.layers, layers))
+
+
+# -- rotary embedding ---------------------------------------------------------------------
+
+def inv_freq(cfg: LlamaConfig) -> np.ndarray:
+    """Rotary inverse frequencies in float64, with Llama 3's scaling when configured."""
+    freq = 1.0 / cfg.rope_theta ** (np.arange(0, cfg.hd, 2, dtype=np.float64) / cfg.hd)
+    scaling = cfg.rope_scaling or {}
+    if scaling.get("rope_type", scaling.get("type")) == "llama3":
+        factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+        old = scaling["original_max_position_embeddings"]
+        wavelen = 2 * math.pi / freq
+        scaled = np.where(wavelen > old / low, freq / factor, freq)
+        smooth = (old / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = (wavelen >= old / high) & (wavelen <= old / low)
+        freq = np.where(medium, smoothed, scaled)
+    return freq
+
+
+def rope_tables(cfg: LlamaConfig, positions: int) -> tuple[np.ndarray, np.ndarray]:
+    """cos and sin, [positions, head_dim], in the split-half layout HF's Llama uses."""
+    angles = np.outer(np.arange(positions, dtype=np.float64), inv_freq(cfg))
+    angles = np.concatenate([angles, angles], axis=-1)
+    return np.cos(angles), np.sin(angles)
+
+
+# -- weights ------------------------------------------------------------------------------
+# Seeded weights come from a counter-based hash of (seed, tensor index, element index), so
+# numpy, torch and JAX produce bit-identical values, each on its own device, without
+# generating billions of numbers on the host for a large model.
+
+GOLDEN, M1, M2 = 0x9E3779B1, 0x85EBCA6B, 0xC2B2AE35
+
+
+def tensor_salt(seed: int, index: int) -> int:
+    return (seed * 0x27D4EB2F + (index + 1) * 0x165667B1) & 0xFFFFFFFF
+
+
+def weight_init(name: str) -> tuple[float, float]:
+    """(offset, half-width) of the uniform distribution a parameter is drawn from.
+
+    Half-widths are powers of two, so offset + width * u is one rounding in float32 on every
+    framework (an exact product, then one add): bit-identical weights everywhere.
+    """
+    if name.endswith("norm.weight"):
+        return 1.0, 2.0**-3  # around one, but not all ones, so the norms are really tested
+    return 0.0, 2.0**-5      # std 0.018, near HF's initializer_range of 0.02
+
+
+def hashed_uniform_numpy(n: int, salt: int) -> np.ndarray:
+    """float64 values in [-1, 1) from the hash; the reference for the framework versions."""
+    x = (np.arange(n, dtype=np.uint64) * GOLDEN + salt) & 0xFFFFFFFF
+    x ^= x >> 16
+    x = (x * M1) & 0xFFFFFFFF
+    x ^= x >> 13
+    x = (x * M2) & 0xFFFFFFFF
+    x ^= x >> 16
+    return (x >> 8).astype(np.float64) * 2.0**-23 - 1.0
+
+
+def seeded_weights_numpy(cfg: LlamaConfig, seed: int) -> dict[str, np.ndarray]:
+    """All parameters as numpy float64 arrays holding the float32 values the backends build."""
+    out = {}
+    for index, (name, shape) in enumerate(cfg.param_shapes().items()):
+        offset, width = weight_init(name)
+        u = hashed_uniform_numpy(math.prod(shape), tensor_salt(seed, index))
+        # exact in float64, then rounded once to float32, as the frameworks compute it
+        out[name] = (offset + width * u).astype(np.float32).astype(np.float64).reshape(shape)
+    return out
+
+
+# -- safetensors --------------------------------------------------------------------------
+
+SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64}
+
+
+def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:
+    """Tensors of a .safetensors file (or every such file in a folder), memory-mapped.
+
+    The format is an 8-byte header length, a JSON header, then raw little-endian data; no
+    pickle is ever loaded. bfloat16 is read through ml_dtypes (a JAX dependency).
+    """
+    path = Path(path)
+    files = sorted(path.glob("*.safetensors")) if path.is_dir() else [path]
+    if not files:
+        raise ValueError(f"no .safetensors files in {path}")
+    tensors = {}
+    for f in files:
+        try:
+            raw = np.memmap(f, dtype=np.uint8, mode="r")
+            (n,) = struct.unpack("<Q", raw[:8].tobytes())
+            header = json.loads(raw[8:8 + n].tobytes())
+        except (OSError, ValueError, struct.error) as e:
+            raise ValueError(f"{f} is not a safetensors file: {e}") from None
+        base = 8 + n
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            dtype = info["dtype"]
+            if dtype == "BF16":
+                import ml_dtypes
+                np_dtype = ml_dtypes.bfloat16
+            elif dtype in SAFETENSORS_DTYPES:
+                np_dtype = SAFETENSORS_DTYPES[dtype]
+            else:
+                raise ValueError(f"{f}: tensor {name} has unsupported dtype {dtype}")
+            start, end = info["data_offsets"]
+            tensors[name] = raw[base + start:base + end].view(np_dtype).reshape(info["shape"])
+    return tensors
+
+
+def check_weights(cfg: LlamaConfig, tensors: dict) -> None:
+    """Every parameter the configuration needs is present with its shape."""
+    for name, shape in cfg.param_shapes().items():
+        if name not in tensors:
+            raise ValueError(f"weights lack {name}")
+        if tuple(tensors[name].shape) != shape:
+            raise ValueError(f"{name} has shape {tuple(tensors[name].shape)}, config needs {shape}")

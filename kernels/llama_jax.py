@@ -1,0 +1,168 @@
+"""The decoder in JAX: the same math and op order as llama_torch.py, jitted, with the KV
+cache a list of per-layer arrays [batch, max_seq, kv_heads, head_dim] donated to each step
+and updated in place with dynamic_update_slice."""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .llama import GOLDEN, M1, M2, LlamaConfig, rope_tables, tensor_salt, weight_init
+
+
+@partial(jax.jit, static_argnums=0)  # salt is traced: one compile per tensor size, not per tensor
+def hashed_uniform(n: int, salt) -> jax.Array:
+    """float32 values in [-1, 1), bit-identical to llama.hashed_uniform_numpy."""
+    x = jnp.arange(n, dtype=jnp.uint32) * jnp.uint32(GOLDEN) + salt
+    x ^= x >> 16
+    x *= jnp.uint32(M1)
+    x ^= x >> 13
+    x *= jnp.uint32(M2)
+    x ^= x >> 16
+    return (x >> 8).astype(jnp.float32) * jnp.float32(2.0**-23) - jnp.float32(1.0)
+
+
+def seeded_weights(cfg: LlamaConfig, seed: int, dtype, device) -> dict[str, jax.Array]:
+    out = {}
+    with jax.default_device(device):
+        for index, (name, shape) in enumerate(cfg.param_shapes().items()):
+            offset, width = weight_init(name)
+            u = hashed_uniform(math.prod(shape), jnp.uint32(tensor_salt(seed, index)))
+            out[name] = (jnp.float32(offset) + jnp.float32(width) * u).reshape(shape).astype(dtype)
+    return out
+
+
+def prepare(cfg: LlamaConfig, w: dict) -> dict:
+    """Fuse weights as the torch model does; returns the params pytree."""
+    layers = []
+    for i in range(cfg.layers):
+        p = f"model.layers.{i}."
+        layer = {
+            "ln1": w[p + "input_layernorm.weight"],
+            "wqkv": jnp.concatenate([w[p + f"self_attn.{n}_proj.weight"] for n in "qkv"]),
+            "wo": w[p + "self_attn.o_proj.weight"],
+            "ln2": w[p + "post_attention_layernorm.weight"],
+            "w13": jnp.concatenate([w[p + "mlp.gate_proj.weight"], w[p + "mlp.up_proj.weight"]]),
+            "w2": w[p + "mlp.down_proj.weight"],
+        }
+        if cfg.qkv_bias:
+            layer["bqkv"] = jnp.concatenate([w[p + f"self_attn.{n}_proj.bias"] for n in "qkv"])
+        layers.append(layer)
+    embed = w["model.embed_tokens.weight"]
+    return {"embed": embed, "head": embed if cfg.tie_embeddings else w["lm_head.weight"],
+            "norm": w["model.norm.weight"], "layers": layers}
+
+
+def rope(cfg: LlamaConfig, max_seq: int, dtype) -> tuple[jax.Array, jax.Array]:
+    cos, sin = rope_tables(cfg, max_seq)
+    return (jnp.asarray(cos.astype(np.float32)).astype(dtype), jnp.asarray(sin.astype(np.float32)).astype(dtype))
+
+
+def new_cache(cfg: LlamaConfig, batch: int, max_seq: int, dtype) -> list:
+    shape = (batch, max_seq, cfg.kv_heads, cfg.hd)
+    return [(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for _ in range(cfg.layers)]
+
+
+def rms_norm(x, w, eps):
+    x32 = x.astype(jnp.float32)
+    return w * (x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)).astype(x.dtype)
+
+
+def rotate_half(x):
+    half = x.shape[-1] // 2
+    return jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+
+
+def linear(x, w, b=None):
+    y = jnp.einsum("bti,oi->bto", x, w)
+    return y if b is None else y + b
+
+
+def forward(cfg: LlamaConfig, params, rope_tab, tokens, pos, cache, prefill: bool, last_only: bool = False):
+    """Logits (float32) [B, T, V] and the updated cache, for tokens [B, T] starting at `pos`
+    (a scalar). Prefill starts at 0 and attends causally within the prompt; decode attends
+    the whole static cache, masked to the positions written so far."""
+    b, t = tokens.shape
+    nh, nkv, hd = cfg.heads, cfg.kv_heads, cfg.hd
+    cos_all, sin_all = rope_tab
+    max_seq = cos_all.shape[0]
+    cos = jax.lax.dynamic_slice_in_dim(cos_all, pos, t)[None, :, None, :]
+    sin = jax.lax.dynamic_slice_in_dim(sin_all, pos, t)[None, :, None, :]
+    x = params["embed"][tokens]
+    new_cache = []
+    for layer, (k_cache, v_cache) in zip(params["layers"], cache):
+        h = rms_norm(x, layer["ln1"], cfg.norm_eps)
+        qkv = linear(h, layer["wqkv"], layer.get("bqkv"))
+        q, k, v = jnp.split(qkv, [nh * hd, (nh + nkv) * hd], axis=-1)
+        q = q.reshape(b, t, nh, hd)
+        k = k.reshape(b, t, nkv, hd)
+        v = v.reshape(b, t, nkv, hd)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        k_cache = jax.lax.dynamic_update_slice_in_dim(k_cache, k, pos, axis=1)
+        v_cache = jax.lax.dynamic_update_slice_in_dim(v_cache, v, pos, axis=1)
+        new_cache.append((k_cache, v_cache))
+        if prefill:
+            o = jax.nn.dot_product_attention(q, k, v, is_causal=True)
+        else:
+            lengths = jnp.full((b,), pos + t, dtype=jnp.int32)
+            o = jax.nn.dot_product_attention(q, k_cache, v_cache, key_value_seq_lengths=lengths)
+        x = x + linear(o.reshape(b, t, nh * hd), layer["wo"])
+        h = rms_norm(x, layer["ln2"], cfg.norm_eps)
+        gate, up = jnp.split(linear(h, layer["w13"]), 2, axis=-1)
+        x = x + linear(jax.nn.silu(gate) * up, layer["w2"])
+    if last_only:
+        x = x[:, -1:]
+    x = rms_norm(x, params["norm"], cfg.norm_eps)
+    return linear(x, params["head"]).astype(jnp.float32), new_cache
+
+
+class Runner:
+    """One model on one device: builds weights and cache, and hands out compiled steps."""
+
+    launch = "jit"
+
+    def __init__(self, cfg: LlamaConfig, dtype: str, device, batch: int, max_seq: int,
+                 seed: int = 0, weights: dict | None = None, compile_decode: bool = True):
+        self.cfg, self.device, self.batch, self.max_seq = cfg, device, batch, max_seq
+        self.dtype = jnp.dtype(dtype)
+        if weights is None:
+            w = seeded_weights(cfg, seed, self.dtype, device)
+        else:
+            w = {k: jax.device_put(np.asarray(v).astype(self.dtype), device) for k, v in weights.items()}
+        self.weights = w
+        with jax.default_device(device):
+            self.params = prepare(cfg, w)
+            self.rope = rope(cfg, max_seq, self.dtype)
+            self.cache = new_cache(cfg, batch, max_seq, self.dtype)
+        self._compiled = {}
+
+    def _fn(self, key, tokens, pos, prefill, last_only):
+        if key not in self._compiled:
+            f = partial(forward, self.cfg, prefill=prefill, last_only=last_only)
+            self._compiled[key] = jax.jit(f, donate_argnums=4).lower(
+                self.params, self.rope, tokens, pos, self.cache).compile()
+        return self._compiled[key]
+
+    def _step(self, key, tokens, pos, prefill, last_only):
+        tokens = jax.device_put(np.asarray(tokens, np.int32), self.device)
+        pos = jax.device_put(np.int32(pos), self.device)
+        fn = self._fn(key + tokens.shape, tokens, pos, prefill, last_only)
+
+        def step():
+            logits, self.cache = fn(self.params, self.rope, tokens, pos, self.cache)
+            return logits
+        return step
+
+    def prefill_step(self, tokens, last_only: bool = True):
+        return self._step(("prefill", last_only), tokens, 0, True, last_only)
+
+    def decode_step(self, tokens, pos: int):
+        return self._step(("decode",), tokens, pos, False, False)
+
+    def weights_numpy(self) -> dict:
+        return {k: np.asarray(jax.device_get(v)).astype(np.float64) for k, v in self.weights.items()}

@@ -1,0 +1,209 @@
+"""The decoder in PyTorch: static KV cache updated in place, prefill and decode steps.
+
+Same math and op order as llama_jax.py: fused QKV and gate/up weights, RMSNorm in float32,
+rotary tables cast to the model dtype, attention softmax in float32 (SDPA), logits in float32.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .llama import GOLDEN, M1, M2, LlamaConfig, rope_tables, tensor_salt, weight_init
+
+MASK = 0xFFFFFFFF
+
+
+def hashed_uniform(n: int, salt: int, device) -> torch.Tensor:
+    """float32 values in [-1, 1), bit-identical to llama.hashed_uniform_numpy."""
+    # int64 holds every intermediate: the low 32 bits are right even when a product wraps.
+    x = (torch.arange(n, dtype=torch.int64, device=device) * GOLDEN + salt) & MASK
+    x ^= x >> 16
+    x = (x * M1) & MASK
+    x ^= x >> 13
+    x = (x * M2) & MASK
+    x ^= x >> 16
+    return (x >> 8).to(torch.float32) * 2.0**-23 - 1.0
+
+
+def seeded_weights(cfg: LlamaConfig, seed: int, dtype: torch.dtype, device) -> dict[str, torch.Tensor]:
+    out = {}
+    for index, (name, shape) in enumerate(cfg.param_shapes().items()):
+        offset, width = weight_init(name)
+        u = hashed_uniform(math.prod(shape), tensor_salt(seed, index), device)
+        out[name] = (offset + width * u).reshape(shape).to(dtype)
+        del u
+    return out
+
+
+def rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+    x32 = x.float()
+    return w * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+
+
+# oneDNN's inner product on a pre-packed weight (the kernel torch.compile's CPU path calls).
+ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def as_weight(w: torch.Tensor, batch: int) -> torch.Tensor:
+    """An HF [out, in] weight stored for `linear`.
+
+    On CPUs it is packed for oneDNN. Why: MKL's matrix-vector product (decode) runs on one
+    thread whatever torch's thread count; on a 2-core EPYC it streamed weights at ~0.6 of a
+    read sweep's bandwidth, oneDNN's inner product at ~0.83, and it is faster at prefill too.
+    """
+    if ONEDNN and w.device.type == "cpu" and w.dtype in (torch.float32, torch.bfloat16):
+        return torch.ops.mkldnn._reorder_linear_weight(w, batch)
+    return w
+
+
+def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+    """x @ W.T (+ b) for a weight stored by as_weight."""
+    if w.is_mkldnn:
+        return torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
+    return F.linear(x, w, b)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+
+
+class Llama(torch.nn.Module):
+    """Weights (HF names) fused for speed; caches of [batch, kv_heads, max_seq, head_dim]."""
+
+    def __init__(self, cfg: LlamaConfig, weights: dict, batch: int, max_seq: int):
+        super().__init__()
+        self.cfg = cfg
+        w = weights
+        dtype = w["model.embed_tokens.weight"].dtype
+        device = w["model.embed_tokens.weight"].device
+        self.embed = w["model.embed_tokens.weight"]
+        self.head = as_weight(self.embed if cfg.tie_embeddings else w["lm_head.weight"], batch)
+        self.norm = w["model.norm.weight"]
+        self.layers = []
+        for i in range(cfg.layers):
+            p = f"model.layers.{i}."
+            layer = {
+                "ln1": w[p + "input_layernorm.weight"],
+                "wqkv": as_weight(torch.cat([w[p + f"self_attn.{n}_proj.weight"] for n in "qkv"]), batch),
+                "wo": as_weight(w[p + "self_attn.o_proj.weight"], batch),
+                "ln2": w[p + "post_attention_layernorm.weight"],
+                "w13": as_weight(torch.cat([w[p + "mlp.gate_proj.weight"], w[p + "mlp.up_proj.weight"]]), batch),
+                "w2": as_weight(w[p + "mlp.down_proj.weight"], batch),
+            }
+            if cfg.qkv_bias:
+                layer["bqkv"] = torch.cat([w[p + f"self_attn.{n}_proj.bias"] for n in "qkv"])
+            self.layers.append(layer)
+        cos, sin = rope_tables(cfg, max_seq)
+        self.cos = torch.from_numpy(cos).to(device, torch.float32).to(dtype)
+        self.sin = torch.from_numpy(sin).to(device, torch.float32).to(dtype)
+        shape = (batch, cfg.kv_heads, max_seq, cfg.hd)
+        self.k_cache = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.layers)]
+        self.v_cache = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.layers)]
+        self.max_seq = max_seq
+
+    def tensors(self) -> list[torch.Tensor]:
+        """Every tensor a step reads or writes (CUDA graphs keep them at fixed addresses)."""
+        layer_tensors = [t for layer in self.layers for t in layer.values()]
+        return [self.embed, self.head, self.norm, self.cos, self.sin, *layer_tensors,
+                *self.k_cache, *self.v_cache]
+
+    def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor, prefill: bool,
+                last_only: bool = False) -> torch.Tensor:
+        """Logits (float32) for tokens [B, T] at positions input_pos [T].
+
+        prefill: the prompt from position 0 attends to itself causally, and its keys and
+        values are written to the cache. Otherwise (decode) the new token attends to the
+        whole static cache, masked to the positions written so far.
+        """
+        cfg = self.cfg
+        b, t = tokens.shape
+        nh, nkv, hd = cfg.heads, cfg.kv_heads, cfg.hd
+        cos, sin = self.cos[input_pos], self.sin[input_pos]
+        mask = None if prefill else (torch.arange(self.max_seq, device=tokens.device) <= input_pos[-1]).view(1, 1, 1, -1)
+        x = F.embedding(tokens, self.embed)
+        for layer, k_cache, v_cache in zip(self.layers, self.k_cache, self.v_cache):
+            h = rms_norm(x, layer["ln1"], cfg.norm_eps)
+            qkv = linear(h, layer["wqkv"], layer.get("bqkv"))
+            q, k, v = qkv.split([nh * hd, nkv * hd, nkv * hd], dim=-1)
+            q = q.view(b, t, nh, hd).transpose(1, 2)
+            k = k.view(b, t, nkv, hd).transpose(1, 2)
+            v = v.view(b, t, nkv, hd).transpose(1, 2)
+            q = q * cos + rotate_half(q) * sin
+            k = k * cos + rotate_half(k) * sin
+            k_cache.index_copy_(2, input_pos, k)
+            v_cache.index_copy_(2, input_pos, v)
+            if prefill:
+                o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+            else:
+                o = F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=mask, enable_gqa=True)
+            x = x + linear(o.transpose(1, 2).reshape(b, t, nh * hd), layer["wo"])
+            h = rms_norm(x, layer["ln2"], cfg.norm_eps)
+            gate, up = linear(h, layer["w13"]).chunk(2, dim=-1)
+            x = x + linear(F.silu(gate) * up, layer["w2"])
+        if last_only:
+            x = x[:, -1:]
+        x = rms_norm(x, self.norm, cfg.norm_eps)
+        return linear(x, self.head).float()
+
+
+TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class Runner:
+    """One model on one device: builds weights and cache, and hands out ready-to-call steps.
+
+    On CUDA, decode runs through torch.compile with CUDA graphs ("reduce-overhead"); if that
+    fails the runner falls back to eager and says why in `launch`.
+    """
+
+    def __init__(self, cfg: LlamaConfig, dtype: str, device, batch: int, max_seq: int,
+                 seed: int = 0, weights: dict | None = None, compile_decode: bool = True):
+        tdtype = TORCH_DTYPES[dtype]
+        if weights is None:
+            w = seeded_weights(cfg, seed, tdtype, device)
+        else:  # numpy (bfloat16 via ml_dtypes) -> float32 -> dtype: exact for every source dtype
+            import numpy as np
+            w = {k: torch.from_numpy(np.asarray(v, dtype=np.float32)).to(device, tdtype) for k, v in weights.items()}
+        self.weights = w
+        self.device = torch.device(device)
+        self.model = Llama(cfg, w, batch, max_seq)
+        self.launch = "eager"
+        self._decode = partial_forward = lambda tokens, pos: self.model(tokens, pos, prefill=False)
+        if compile_decode and self.device.type == "cuda":
+            for t in self.model.tensors():
+                torch._dynamo.mark_static_address(t)
+            self._decode = torch.compile(partial_forward, mode="reduce-overhead", fullgraph=True)
+            self.launch = "torch.compile(reduce-overhead): CUDA graphs"
+        self._eager_decode = partial_forward
+
+    @torch.inference_mode()
+    def _run_decode(self, tokens, pos):
+        try:
+            return self._decode(tokens, pos)
+        except Exception as e:  # compile failure: eager is slower but still the same math
+            if self._decode is self._eager_decode:
+                raise
+            self._decode = self._eager_decode
+            self.launch = f"eager (torch.compile failed: {type(e).__name__}: {str(e).splitlines()[0][:120]})"
+            return self._decode(tokens, pos)
+
+    def prefill_step(self, tokens, last_only: bool = True):
+        tokens = torch.as_tensor(tokens, dtype=torch.long, device=self.device)
+        pos = torch.arange(tokens.shape[1], device=self.device)
+
+        @torch.inference_mode()
+        def step():
+            return self.model(tokens, pos, prefill=True, last_only=last_only)
+        return step
+
+    def decode_step(self, tokens, pos: int):
+        tokens = torch.as_tensor(tokens, dtype=torch.long, device=self.device)
+        pos = torch.tensor([pos], dtype=torch.long, device=self.device)
+        return lambda: self._run_decode(tokens, pos)
+
+    def weights_numpy(self) -> dict:
+        return {k: v.detach().to("cpu", torch.float64).numpy() for k, v in self.weights.items()}
