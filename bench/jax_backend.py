@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from infercost.hardware.host import available_cpus, cpu_model
+from infercost.hardware.host import available_cpus, cpu_model, memory_available
 
 from .backend import Backend, Unavailable
 
@@ -99,6 +99,9 @@ class JaxCPU(JaxBackend):
 
     def device_info(self) -> dict:
         return {**super().device_info(), "threads": self.threads}
+
+    def memory_bytes(self) -> int | None:
+        return memory_available()  # XLA's CPU client keeps no memory statistics
 
 
 class JaxGPU(JaxBackend):

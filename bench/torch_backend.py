@@ -5,22 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from infercost.hardware.host import available_cpus, cpu_model
+from infercost.hardware.host import available_cpus, cpu_model, memory_available
 
 from .backend import Backend, Unavailable
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def _mem_available() -> int | None:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
 
 
 class TorchBackend(Backend):
@@ -57,7 +46,7 @@ class TorchCPU(TorchBackend):
         }
 
     def memory_bytes(self) -> int | None:
-        return _mem_available()
+        return memory_available()
 
 
 class TorchCUDA(TorchBackend):

@@ -32,6 +32,18 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def memory_available() -> int | None:
+    """Bytes of host memory available to a new allocation (MemAvailable), when known."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def package_version(name: str) -> str | None:
     try:
         return metadata.version(name)

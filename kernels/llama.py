@@ -149,15 +149,20 @@ def from_hf_config(path: str | Path) -> LlamaConfig:
     try:
         c = json.loads(path.read_text())
         heads = c["num_attention_heads"]
+        # transformers >= 5 writes "rope_parameters" (theta and scaling together); older
+        # files have "rope_theta" and "rope_scaling".
+        rope = c.get("rope_parameters") or {}
+        theta = rope.get("rope_theta", c.get("rope_theta", 10000.0))
+        scaling = c.get("rope_scaling") or (rope if rope.get("rope_type", "default") != "default" else None)
         return LlamaConfig(
             vocab_size=c["vocab_size"], hidden=c["hidden_size"], layers=c["num_hidden_layers"],
             heads=heads, kv_heads=c.get("num_key_value_heads") or heads,
-            intermediate=c["intermediate_size"], rope_theta=float(c.get("rope_theta", 10000.0)),
+            intermediate=c["intermediate_size"], rope_theta=float(theta),
             norm_eps=float(c.get("rms_norm_eps", 1e-6)),
             tie_embeddings=bool(c.get("tie_word_embeddings", False)),
             head_dim=c.get("head_dim"),
             qkv_bias=c.get("model_type") == "qwen2" or bool(c.get("attention_bias", False)),
-            rope_scaling=c.get("rope_scaling"), source=str(path),
+            rope_scaling=scaling, source=str(path),
         )
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"cannot read model config {path}: {e}") from None
@@ -185,7 +190,10 @@ def inv_freq(cfg: LlamaConfig) -> np.ndarray:
     """Rotary inverse frequencies in float64, with Llama 3's scaling when configured."""
     freq = 1.0 / cfg.rope_theta ** (np.arange(0, cfg.hd, 2, dtype=np.float64) / cfg.hd)
     scaling = cfg.rope_scaling or {}
-    if scaling.get("rope_type", scaling.get("type")) == "llama3":
+    kind = scaling.get("rope_type", scaling.get("type", "default"))
+    if kind not in ("default", "llama3"):
+        raise ValueError(f"rope scaling {kind!r} is not supported (default and llama3 are)")
+    if kind == "llama3":
         factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
         old = scaling["original_max_position_embeddings"]
         wavelen = 2 * math.pi / freq

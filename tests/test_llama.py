@@ -1,0 +1,206 @@
+"""The Llama-family decoder: identical weights everywhere, logits against float64 and against
+Hugging Face transformers, analytic FLOPs and bytes against the frameworks' own counters."""
+
+from dataclasses import replace
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from infercost.bench.backend import open_backend
+from infercost.bench.llm import check_model, generate, host_weights, run_llm_case, runner_class
+from infercost.bench.timing import Settings
+from infercost.kernels import llama, llama_jax, llama_ref, llama_torch
+from infercost.kernels.llama import CONFIGS, LLAMA3_SCALING
+
+# GQA (4 heads on 2 KV heads), qkv bias, tied head and Llama 3 rope scaling all exercised.
+CFG = replace(CONFIGS["tiny"], qkv_bias=True, tie_embeddings=True,
+              rope_scaling={**LLAMA3_SCALING, "factor": 8.0, "original_max_position_embeddings": 16})
+BACKENDS = ["torch-cpu", "jax-cpu"]
+FAST = Settings(warmup_s=0.05, min_time_s=0.1, min_blocks=5)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def backend(request):
+    b = open_backend(request.param, threads=2)
+    b.configure("float32", False)
+    return b
+
+
+def test_named_configs_have_the_published_parameter_counts():
+    # Parameter counts as the model cards state them (billions), an independent check of the shapes.
+    published = {"llama-3.2-1b": 1.24, "llama-3.2-3b": 3.21, "llama-3.1-8b": 8.03,
+                 "llama-3.1-70b": 70.6, "mistral-7b": 7.25, "qwen2.5-7b": 7.61}
+    for name, billions in published.items():
+        assert CONFIGS[name].n_params() / 1e9 == pytest.approx(billions, rel=0.01), name
+
+
+def test_seeded_weights_are_bit_identical_in_numpy_torch_and_jax():
+    ref = llama.seeded_weights_numpy(CFG, seed=5)
+    t = llama_torch.seeded_weights(CFG, 5, torch.float32, "cpu")
+    j = llama_jax.seeded_weights(CFG, 5, jnp.float32, jax.devices("cpu")[0])
+    for name, w in ref.items():
+        np.testing.assert_array_equal(t[name].double().numpy(), w, err_msg=name)
+        np.testing.assert_array_equal(np.asarray(j[name], np.float64), w, err_msg=name)
+    norm = ref["model.layers.0.input_layernorm.weight"]
+    assert norm.std() > 0.01 and abs(norm.mean() - 1) < 0.05  # norms are random, not all ones
+    assert llama.seeded_weights_numpy(CFG, seed=6)["model.norm.weight"].tolist() != ref["model.norm.weight"].tolist()
+
+
+def run_greedy(backend, cfg, weights, prompt, steps):
+    runner = runner_class(backend.framework)(cfg, "float32", backend.device, prompt.shape[0],
+                                             prompt.shape[1] + steps, weights=weights)
+    logits = [backend.fetch(runner.prefill_step(prompt, last_only=False)())]
+    tokens = [logits[0][:, -1].argmax(-1)]
+    for i in range(steps - 1):
+        logits.append(backend.fetch(runner.decode_step(tokens[-1][:, None], prompt.shape[1] + i)()))
+        tokens.append(logits[-1][:, -1].argmax(-1))
+    return np.stack(tokens, axis=1), logits
+
+
+def test_prefill_and_decode_match_the_float64_reference(backend):
+    w64 = llama.seeded_weights_numpy(CFG, seed=0)
+    prompt = np.random.default_rng(1).integers(0, CFG.vocab_size, (2, 9))
+    tokens, logits = run_greedy(backend, CFG, w64, prompt, steps=5)
+    ref_tokens, ref_logits = llama_ref.greedy(CFG, w64, prompt, 5)
+    np.testing.assert_array_equal(tokens, ref_tokens)
+    for got, ref in zip(logits, ref_logits):
+        assert np.abs(got - ref).max() / np.abs(ref).max() < 1e-5
+
+
+def hf_checkpoint(tmp_path, kind):
+    from safetensors.torch import save_file
+    import transformers as tf
+    torch.manual_seed(0)
+    common = dict(vocab_size=300, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, intermediate_size=96, max_position_embeddings=64)
+    if kind == "llama3":
+        cfg = tf.LlamaConfig(**common, rope_theta=500000.0, tie_word_embeddings=False,
+                             rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                           "high_freq_factor": 4.0, "original_max_position_embeddings": 16})
+        model = tf.LlamaForCausalLM(cfg)
+    else:
+        cfg = tf.Qwen2Config(**common, tie_word_embeddings=True)
+        model = tf.Qwen2ForCausalLM(cfg)
+    with torch.no_grad():  # HF initialises norms to ones; randomise them so they are tested
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.copy_(1 + 0.2 * torch.randn_like(p))
+    model.eval()
+    cfg.save_pretrained(tmp_path)
+    state = {k: v.contiguous() for k, v in model.state_dict().items() if not (kind == "qwen2" and k == "lm_head.weight")}
+    save_file(state, tmp_path / "model.safetensors")
+    return model
+
+
+@pytest.mark.parametrize("kind", ["llama3", "qwen2"])
+def test_logits_and_greedy_tokens_match_hugging_face(tmp_path, backend, kind):
+    model = hf_checkpoint(tmp_path, kind)
+    cfg = llama.from_hf_config(tmp_path / "config.json")
+    assert cfg.qkv_bias == (kind == "qwen2") and cfg.tie_embeddings == (kind == "qwen2")
+    prompt = np.random.default_rng(2).integers(0, 300, (2, 12))
+    with torch.no_grad():
+        hf_logits = model(torch.as_tensor(prompt)).logits.double().numpy()
+        hf_tokens = model.generate(torch.as_tensor(prompt), max_new_tokens=6, min_new_tokens=6,
+                                   do_sample=False)[:, 12:].numpy()
+    weights = host_weights(str(tmp_path / "model.safetensors"), cfg)
+    tokens, logits = run_greedy(backend, cfg, weights, prompt, steps=6)
+    assert np.abs(logits[0] - hf_logits).max() / np.abs(hf_logits).max() < 1e-5
+    np.testing.assert_array_equal(tokens, hf_tokens)
+
+
+def test_a_wrong_model_fails_its_check(monkeypatch):
+    backend = open_backend("torch-cpu")
+    good = check_model(backend, CONFIGS["tiny"], "float32", False, 0, None)
+    assert good["passed"] and good["greedy_tokens_agree"]
+    # A plausible bug: rotary embedding with the halves swapped the wrong way round.
+    monkeypatch.setattr(llama_torch, "rotate_half", lambda x: torch.cat([x[..., x.shape[-1] // 2:],
+                                                                         -x[..., :x.shape[-1] // 2]], -1))
+    bad = check_model(backend, CONFIGS["tiny"], "float32", False, 0, None)
+    assert not bad["passed"] and bad["error"] > 1e-3
+
+
+@pytest.mark.parametrize("prefill", [True, False])
+def test_analytic_flops_match_torch_flop_counter(monkeypatch, prefill):
+    from torch.utils.flop_counter import FlopCounterMode
+    monkeypatch.setattr(llama_torch, "ONEDNN", False)  # the counter knows aten's matmuls
+    cfg, batch, tokens = CONFIGS["small-125m"], 2, 32
+    runner = llama_torch.Runner(cfg, "float32", "cpu", batch, tokens + 1)
+    ids = np.ones((batch, tokens), int)
+    step = runner.prefill_step(ids, last_only=True) if prefill else runner.decode_step(ids[:, :1], tokens)
+    with FlopCounterMode(display=False) as counter:
+        step()
+    expected = cfg.flops(batch, tokens, tokens, logit_tokens=1) if prefill else cfg.flops(batch, 1, tokens + 1)
+    assert counter.get_total_flops() == pytest.approx(expected, rel=0.01)
+
+
+@pytest.mark.parametrize("prefill", [True, False])
+def test_analytic_flops_and_bytes_match_xla_cost_analysis(prefill):
+    cfg, batch, tokens = CONFIGS["small-125m"], 1, 64
+    runner = llama_jax.Runner(cfg, "float32", jax.devices("cpu")[0], batch, tokens + 1)
+    ids = np.ones((batch, tokens), int)
+    runner.prefill_step(ids, last_only=True) if prefill else runner.decode_step(ids[:, :1], tokens)
+    (compiled,) = runner._compiled.values()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    if prefill:
+        flops = cfg.flops(batch, tokens, tokens, logit_tokens=1)
+        nbytes = cfg.bytes(batch, tokens, 0, "float32", logit_tokens=1)
+    else:
+        flops = cfg.flops(batch, 1, tokens + 1)
+        nbytes = cfg.bytes(batch, 1, tokens + 1, "float32")
+    # XLA also counts elementwise work (norms, rotary, softmax) and the traffic of every
+    # intermediate; the analytic bytes are the minimum (weights once). At decode the weights
+    # dominate and the two agree; at prefill the analytic figure must be a lower bound.
+    assert cost["flops"] == pytest.approx(flops, rel=0.05)
+    if prefill:
+        assert nbytes <= cost["bytes accessed"] < 2 * nbytes
+    else:
+        assert cost["bytes accessed"] == pytest.approx(nbytes, rel=0.25)
+
+
+def test_a_model_that_cannot_fit_is_skipped_with_the_reason(backend):
+    case = {"backend": backend.name, "workload": "decode", "dtype": "float32", "tf32": False, "threads": 2,
+            "params": {"model": "llama-3.1-70b", "batch": 1, "tokens": 128}}
+    record = run_llm_case(backend, case, FAST, 0, 2)
+    assert record["status"] == "skipped" and "does not fit" in record["reasons"][0]
+
+
+def test_a_decode_case_reports_serving_metrics(backend):
+    case = {"backend": backend.name, "workload": "decode", "dtype": "float32", "tf32": False, "threads": 2,
+            "params": {"model": "tiny", "batch": 3, "tokens": 24}}
+    r = run_llm_case(backend, case, FAST, 0, 2)
+    assert r["check"]["passed"] and r["check"]["greedy_tokens_agree"]
+    assert r["status"] in ("ok", "invalid")  # a 0.1 ms step may be too noisy to count
+    m = r["metrics"]
+    if r["status"] == "ok":
+        assert m["output_tokens_per_s"] == pytest.approx(3 / np.mean(r["raw_times_s"]))
+        assert m["per_user_tokens_per_s"] == pytest.approx(np.median(1 / np.asarray(r["raw_times_s"])))
+        assert m["mbu"] > 0 and m["bandwidth_basis"].startswith("measured")
+    assert r["timing"]["compile_s"] > 0 and r["timing"]["build_s"] > 0
+
+
+def test_generate_is_greedy_and_times_each_request(backend):
+    w64 = llama.seeded_weights_numpy(CFG, seed=0)
+    prompt = np.random.default_rng(3).integers(0, CFG.vocab_size, (2, 6))
+    runner = runner_class(backend.framework)(CFG, "float32", backend.device, 2, 6 + 5, weights=w64)
+    out = generate(backend, runner, prompt, 5)
+    ref_tokens, _ = llama_ref.greedy(CFG, w64, prompt, 5)
+    np.testing.assert_array_equal(out["tokens"], ref_tokens)
+    assert 0 < out["ttft_s"] < out["total_s"] and out["tpot_s"] > 0
+
+
+def test_safetensors_reader_handles_bf16_and_rejects_bad_input(tmp_path):
+    from safetensors.torch import save_file
+    t = torch.randn(5, 7).to(torch.bfloat16)
+    save_file({"a": t, "b": torch.arange(6, dtype=torch.float32)}, tmp_path / "w.safetensors")
+    got = llama.read_safetensors(tmp_path / "w.safetensors")
+    np.testing.assert_array_equal(np.asarray(got["a"], np.float32), t.float().numpy())
+    assert got["b"].tolist() == list(range(6))
+    (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="not a safetensors file"):
+        llama.read_safetensors(tmp_path / "bad.safetensors")
+    with pytest.raises(ValueError, match="lack"):
+        llama.check_weights(CONFIGS["tiny"], got)
