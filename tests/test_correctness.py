@@ -42,10 +42,13 @@ class ProducesNaN(Matmul):
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_correct_kernel_passes_within_dtype_tolerance(name, dtype):
     record = run_case(open_backend(name), case(name, 96, 80, 64, dtype), FAST, seed=0, cpus_available=2)
-    assert record["status"] == "ok", record["reasons"]
     assert record["check"]["passed"] and record["check"]["checked"] == "full"
     assert record["check"]["error"] < (1e-6 if dtype == "float32" else 1e-2)
-    assert record["metrics"]["tflops"] > 0
+    # A 0.1 s timing of a tiny kernel on a busy machine may be too noisy to count; that is a
+    # measurement verdict, not a correctness one.
+    assert all(r.startswith(("too noisy", "time does not grow")) for r in record["reasons"]), record["reasons"]
+    if record["status"] == "ok":
+        assert record["metrics"]["tflops"] > 0
 
 
 @pytest.mark.parametrize("name", ["torch-cpu", "jax-cpu"])
