@@ -127,16 +127,19 @@ class Runner:
     launch = "jit"
 
     def __init__(self, cfg: LlamaConfig, dtype: str, device, batch: int, max_seq: int,
-                 seed: int = 0, weights: dict | None = None, compile_decode: bool = True):
+                 seed: int = 0, weights: dict | None = None, compile_decode: bool = True,
+                 keep_weights: bool = False):
         self.cfg, self.device, self.batch, self.max_seq = cfg, device, batch, max_seq
         self.dtype = jnp.dtype(dtype)
         if weights is None:
             w = seeded_weights(cfg, seed, self.dtype, device)
         else:
             w = {k: jax.device_put(np.asarray(v).astype(self.dtype), device) for k, v in weights.items()}
-        self.weights = w
         with jax.default_device(device):
             self.params = prepare(cfg, w)
+        self.weights = w if keep_weights else None  # the params hold fused copies
+        del w
+        with jax.default_device(device):
             self.rope = rope(cfg, max_seq, self.dtype)
             self.cache = new_cache(cfg, batch, max_seq, self.dtype)
         self._compiled = {}

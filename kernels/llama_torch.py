@@ -71,6 +71,21 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
 
 
+def decode_attention(q, k_cache, v_cache, mask):
+    """Attention of new queries [B, heads, T, hd] over the cache [B, kv_heads, S, hd].
+
+    The query heads that share a KV head are stacked as rows of one product, so the cache is
+    read once per KV head and never expanded (decode is bound by reading weights and cache).
+    Scores and softmax in float32, as SDPA and JAX's dot_product_attention do.
+    """
+    b, nh, t, hd = q.shape
+    nkv = k_cache.shape[1]
+    qg = q.reshape(b, nkv, (nh // nkv) * t, hd)
+    scores = (qg @ k_cache.transpose(-1, -2)).float() * hd**-0.5
+    probs = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1).to(q.dtype)
+    return (probs @ v_cache).reshape(b, nh, t, hd)
+
+
 class Llama(torch.nn.Module):
     """Weights (HF names) fused for speed; caches of [batch, kv_heads, max_seq, head_dim]."""
 
@@ -139,7 +154,7 @@ class Llama(torch.nn.Module):
             if prefill:
                 o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
             else:
-                o = F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=mask, enable_gqa=True)
+                o = decode_attention(q, k_cache, v_cache, mask)
             x = x + linear(o.transpose(1, 2).reshape(b, t, nh * hd), layer["wo"])
             h = rms_norm(x, layer["ln2"], cfg.norm_eps)
             gate, up = linear(h, layer["w13"]).chunk(2, dim=-1)
@@ -161,19 +176,25 @@ class Runner:
     """
 
     def __init__(self, cfg: LlamaConfig, dtype: str, device, batch: int, max_seq: int,
-                 seed: int = 0, weights: dict | None = None, compile_decode: bool = True):
+                 seed: int = 0, weights: dict | None = None, compile_decode: bool = True,
+                 keep_weights: bool = False):
         tdtype = TORCH_DTYPES[dtype]
         if weights is None:
             w = seeded_weights(cfg, seed, tdtype, device)
         else:  # numpy (bfloat16 via ml_dtypes) -> float32 -> dtype: exact for every source dtype
             import numpy as np
             w = {k: torch.from_numpy(np.asarray(v, dtype=np.float32)).to(device, tdtype) for k, v in weights.items()}
-        self.weights = w
         self.device = torch.device(device)
         self.model = Llama(cfg, w, batch, max_seq)
+        self.weights = w if keep_weights else None  # the model holds fused copies
+        self.params = self.model.tensors()
+        del w
         self.launch = "eager"
         self._decode = partial_forward = lambda tokens, pos: self.model(tokens, pos, prefill=False)
         if compile_decode and self.device.type == "cuda":
+            # Each runner is a new closure, so a sweep of batch sizes recompiles; past dynamo's
+            # default limit of 8 it would quietly run eager instead.
+            torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
             for t in self.model.tensors():
                 torch._dynamo.mark_static_address(t)
             self._decode = torch.compile(partial_forward, mode="reduce-overhead", fullgraph=True)

@@ -1,0 +1,155 @@
+"""The prepared GPU check: one call that measures what the issues ask of a GPU, writes every
+record under --out, and prints a short table last.
+
+1. bf16 8192^3 matmul: infercost next to triton.testing.do_bench on the same case (target
+   ratio >= 0.97) and next to the catalog's dense peak.
+2. The matmul sweep (achieved TFLOP/s curve) on every GPU backend, through `infercost run`.
+3. llama-3.1-8b in bf16: decode at batch 1 and a larger batch, prefill of 2048 tokens, on
+   torch-cuda and jax-gpu; batch-1 decode against the HBM bandwidth ceiling (target >= 85%).
+
+    python -m infercost.bench.gpu_check --out DIR
+    python -m infercost.bench.gpu_check --out DIR --dry-run   # the same steps on CPU, tiny sizes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def do_bench_comparison(backend_name: str, n: int, rounds: int) -> dict:
+    """infercost's figure and do_bench's for the same bf16 n^3 product, alternating rounds."""
+    import torch
+
+    from infercost.bench.backend import open_backend
+    from infercost.bench.timing import Settings
+    from infercost.bench.worker import run_case
+    from infercost.kernels.matmul import Matmul
+
+    backend = open_backend(backend_name)
+    case = {"backend": backend_name, "workload": "matmul", "params": {"m": n, "n": n, "k": n},
+            "dtype": "bfloat16", "tf32": False, "threads": None}
+    a, b = (backend.put(x, "bfloat16") for x in Matmul(n, n, n, "bfloat16").inputs(0))
+    try:
+        from triton.testing import do_bench
+    except ImportError:
+        do_bench = None
+    flops = 2 * n**3
+    ours, theirs, record = [], [], None
+    for _ in range(rounds):
+        if do_bench is not None:
+            ms = do_bench(lambda: torch.matmul(a, b), warmup=100, rep=500)  # mean, L2 flushed per call
+            theirs.append(flops / (ms / 1e3) / 1e12)
+        record = run_case(backend, case, Settings(warmup_s=0.3, min_time_s=1.0, min_blocks=20), 0, 1)
+        ours.append(record["metrics"]["tflops"] if record["status"] == "ok" else float("nan"))
+    return {"device": backend.device_name(), "infercost_tflops": statistics.median(ours),
+            "do_bench_tflops": statistics.median(theirs) if theirs else None,
+            "peak_tflops": record["metrics"].get("peak_tflops") if record.get("metrics") else None,
+            "status": record["status"], "reasons": record["reasons"], "check_error": record["check"]["error"]}
+
+
+def infercost_run(args: list[str], out: Path, log_file: Path, timeout: float) -> None:
+    cmd = [sys.executable, "-m", "infercost.cli", "run", "--out", str(out), *args]
+    log("$ infercost " + " ".join(cmd[3:]))
+    with log_file.open("a") as f:
+        try:
+            subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            log(f"  stopped after {timeout:.0f} s; finished records are kept")
+
+
+def records(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--dry-run", action="store_true", help="CPU backends and tiny sizes, to test this script")
+    parser.add_argument("--budget", type=float, default=540, help="seconds for the whole check")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + args.budget
+    left = lambda: max(30.0, deadline - time.monotonic())
+
+    if args.dry_run:
+        torch_b, jax_b, n, model, batches, tokens = "torch-cpu", "jax-cpu", 512, "tiny", "1,4", "64"
+        sweep = ["--shape", "256x256x256", "--shape", "512x512x512", "--dtype", "float32"]
+    else:
+        torch_b, jax_b, n, model, batches, tokens = "torch-cuda", "jax-gpu", 8192, "llama-3.1-8b", "1,16", "2048"
+        sweep = [f"--shape={s}x{s}x{s}" for s in (256, 512, 1024, 2048, 4096, 8192, 16384)] + ["--dtype", "bfloat16"]
+    fast = ["--warmup", "0.2", "--min-time", "0.5", "--case-timeout", "300"]
+    run_log = args.out / "runs.log"
+
+    log(f"1. bf16 {n}^3 matmul: infercost vs do_bench ({torch_b})")
+    try:
+        cmp = do_bench_comparison(torch_b, n, rounds=3)
+    except Exception as e:
+        cmp = {"error": f"{type(e).__name__}: {e}"}
+    (args.out / "do_bench.json").write_text(json.dumps(cmp, indent=1))
+    log(f"   {cmp}")
+
+    log("2. transformer: batch-1 decode and prefill first, then the larger batch; torch then jax")
+    llm = args.out / "llm.jsonl"
+    small, large = batches.split(",")
+    for backend in (torch_b, jax_b):
+        infercost_run(["--backend", backend, "--model", model, "--dtype", "bfloat16", "--workload", "decode",
+                       "--batch", small, "--tokens", tokens, *fast], llm, run_log, timeout=min(200, left()))
+        infercost_run(["--backend", backend, "--model", model, "--dtype", "bfloat16", "--workload", "prefill",
+                       "--batch", "1", "--tokens", tokens, *fast], llm, run_log, timeout=min(120, left()))
+    for backend in (torch_b, jax_b):
+        infercost_run(["--backend", backend, "--model", model, "--dtype", "bfloat16", "--workload", "decode",
+                       "--batch", large, "--tokens", tokens, *fast], llm, run_log, timeout=min(150, left()))
+
+    log("3. matmul sweep on both backends")
+    infercost_run(["--backend", f"{torch_b},{jax_b}", *sweep, *fast], args.out / "matmul.jsonl", run_log,
+                  timeout=min(180, left()))
+    infercost_run(["--backend", f"{torch_b},{jax_b}", f"--shape={n}x{n}x{n}", "--dtype", "float32,float16",
+                   *fast, *([] if args.dry_run else ["--tf32"])], args.out / "matmul.jsonl", run_log,
+                  timeout=min(90, left()))
+
+    # -- the short table, last --------------------------------------------------------
+    print("\n=== summary ===")
+    if "error" in cmp:
+        print(f"do_bench comparison failed: {cmp['error']}")
+    else:
+        ratio = cmp["infercost_tflops"] / cmp["do_bench_tflops"] if cmp["do_bench_tflops"] else float("nan")
+        peak = cmp["peak_tflops"]
+        print(f"bf16 {n}^3 on {cmp['device']}: infercost {cmp['infercost_tflops']:.1f} TFLOP/s, do_bench "
+              f"{cmp['do_bench_tflops'] or float('nan'):.1f}, ratio {ratio:.3f} (target >= 0.97); dense peak "
+              f"{peak or float('nan')} -> {cmp['infercost_tflops'] / peak if peak else float('nan'):.1%}")
+    print(f"{'backend':<11}{'case':<34}{'status':<9}{'TFLOP/s':>9}{'tok/s':>10}{'ms':>9}{'MFU/MBU':>9}  launch / reasons")
+    for r in records(llm) + records(args.out / "matmul.jsonl"):
+        c, m = r["case"], r.get("metrics") or {}
+        p = c["params"]
+        if c["workload"] == "matmul":
+            label = f"matmul {p['m']}x{p['n']}x{p['k']} {c['dtype']}{' tf32' if c.get('tf32') else ''}"
+            rate, ms, util = None, None, m.get("peak_fraction")
+        else:
+            label = f"{c['workload']} {p['model']} b{p['batch']} t{p['tokens']}"
+            pre = c["workload"] == "prefill"
+            rate = m.get("input_tokens_per_s" if pre else "output_tokens_per_s")
+            ms = (m.get("ttft_s" if pre else "tpot_s") or 0) * 1e3 or None
+            util = m.get("mfu" if pre else "mbu")
+        fmt = lambda x, f: format(x, f) if x is not None else "-".rjust(int(f.split(".")[0]))
+        note = c.get("launch") or ""
+        if r["status"] != "ok":
+            note = "; ".join(r["reasons"])[:90]
+        print(f"{c['backend']:<11}{label:<34}{r['status']:<9}{fmt(m.get('tflops'), '9.1f')}{fmt(rate, '10.1f')}"
+              f"{fmt(ms, '9.2f')}{fmt(util, '9.1%')}  {note}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
