@@ -31,6 +31,7 @@ class Backend:
     name: str = ""
     framework: str = ""
     cache_policy: str = "hot"  # inputs stay in cache between calls unless flush() does work
+    device_timer: bool = False  # time_block times device work only (CUDA events), not the host
 
     # -- identity -------------------------------------------------------------------
     def device_name(self) -> str:

@@ -14,6 +14,7 @@ PEAK_MARGIN = 1.05    # above 1.05x the dense peak is physically impossible (no 
 MIN_SCALING = 1.5     # twice the calls must take at least 1.5x the time
 TREND_WARN = 0.03     # first-third vs last-third median drift
 FIRST_CALL_WARN = 5.0 # first timed call / median
+OVERHEAD_WARN = 1.2   # back-to-back per-call time / device time of one call
 MAX_ZERO_FRACTION = 0.01
 
 INVALID, WARN = "invalid", "warn"
@@ -94,6 +95,15 @@ def warmup_gate(times: list[float]) -> list[tuple[str, str]]:
     if t.size >= 3 and median > 0 and t[0] / median > FIRST_CALL_WARN:
         found.append((WARN, f"first timed block is {t[0] / median:.0f}x the median (compile or lazy init?)"))
     return found
+
+
+def overhead_gate(device_call_s: float | None, per_call_s: float) -> list[tuple[str, str]]:
+    """With a device timer, one call alone shows the kernel's own time; if back-to-back calls
+    take much longer each, launch overhead, not the kernel, sets the throughput."""
+    if device_call_s and per_call_s > OVERHEAD_WARN * device_call_s:
+        return [(WARN, f"overhead-bound: {per_call_s * 1e6:.1f} us per call back to back, "
+                       f"{device_call_s * 1e6:.1f} us on the device alone")]
+    return []
 
 
 def verdict(findings: list[tuple[str, str]]) -> dict:

@@ -20,18 +20,21 @@ class Settings:
         return asdict(self)
 
 
-def calls_per_block(first_call_s: float, settings: Settings, flush: bool) -> int:
-    """One call per block when it is long enough to time alone (and the cache is flushed
-    before each), otherwise enough back-to-back calls to fill a block."""
-    if flush and first_call_s >= 100e-6:
+def calls_per_block(call_s: float, settings: Settings, per_call_flush: bool) -> int:
+    """One call per block when the device times it alone and the cache is flushed before
+    each call, and the call is long enough (>= 100 us); otherwise enough back-to-back calls
+    to fill a block, so host timers and launch gaps are amortised."""
+    if per_call_flush and call_s >= 100e-6:
         return 1
-    return max(1, math.floor(settings.block_s / max(first_call_s, 1e-9)))
+    return max(1, math.floor(settings.block_s / max(call_s, 1e-9)))
 
 
 def measure(backend, fn, args, settings: Settings) -> dict:
     """Time fn(*args) on a backend. Per-call times are block times divided by calls per block."""
-    first = backend.time_block(fn, args, 1)
-    number = calls_per_block(first, settings, flush=backend.cache_policy != "hot")
+    first = backend.time_block(fn, args, 1)  # holds one-time costs: calibrate on later calls
+    single = first if first > 10e-3 else min(backend.time_block(fn, args, 1) for _ in range(3))
+    flush = backend.cache_policy != "hot" and backend.device_timer
+    number = calls_per_block(single, settings, per_call_flush=flush)
 
     start = time.perf_counter()
     while time.perf_counter() - start < settings.warmup_s:
@@ -57,6 +60,7 @@ def measure(backend, fn, args, settings: Settings) -> dict:
         "times": [b / number for b in blocks],
         "calls_per_block": number,
         "first_call_s": first,
+        "single_call_s": single,
         "warmup_s": warmup_s,
         "block_median_s": blocks_sorted[len(blocks) // 2],
         "double_block_s": double,

@@ -52,6 +52,7 @@ class TorchCPU(TorchBackend):
 class TorchCUDA(TorchBackend):
     name = "torch-cuda"
     cache_policy = "flush-l2"
+    device_timer = True
 
     def __init__(self, threads: int | None = None):
         if not torch.cuda.is_available():

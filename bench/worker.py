@@ -123,6 +123,8 @@ def timed(backend, fn, args, settings, seed: int, case: dict, cpus_available: in
     if backend.name.endswith("-cpu"):
         findings += gates.threads_gate(case.get("threads"), cpus_available)
     findings += gates.warmup_gate(m["times"])
+    if backend.device_timer and m["calls_per_block"] > 1:
+        findings += gates.overhead_gate(m["single_call_s"], stats["median"])
     return m, stats, findings
 
 

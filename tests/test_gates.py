@@ -98,3 +98,17 @@ def test_oversubscribed_cpu_run_is_invalid_end_to_end():
     record = run_case(open_backend("torch-cpu", threads=4), case, FAST, seed=0, cpus_available=2)
     assert record["status"] == "invalid"
     assert any("oversubscription" in r for r in record["reasons"])
+
+
+def test_launch_overhead_dominating_a_small_kernel_warns():
+    assert gates.overhead_gate(10e-6, 11e-6) == []
+    assert levels(gates.overhead_gate(6e-6, 9e-6)) == ["warn"]
+    assert gates.overhead_gate(None, 9e-6) == []  # host timers cannot tell
+
+
+def test_calibration_ignores_the_first_calls_one_time_cost():
+    from infercost.bench.timing import calls_per_block
+    s = Settings()
+    assert calls_per_block(6e-6, s, per_call_flush=True) > 1000  # tiny kernel: fill a block
+    assert calls_per_block(1.6e-3, s, per_call_flush=True) == 1   # device-timed, flushed per call
+    assert calls_per_block(1.6e-3, s, per_call_flush=False) == 12  # host timer: amortise
