@@ -7,7 +7,6 @@ rotary tables cast to the model dtype, attention softmax in float32 (SDPA), logi
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 import torch.nn.functional as F
@@ -60,19 +59,10 @@ def as_weight(w: torch.Tensor, batch: int) -> torch.Tensor:
     return w
 
 
-# Single-row products (batch-1 decode) under torch.compile: "cublas" calls cuBLAS's GEMV;
-# "reduction" writes the product as a multiply-sum that inductor fuses into one Triton
-# reduction streaming the weight once. INFERCOST_GEMV picks one; the record names it.
-GEMV = os.environ.get("INFERCOST_GEMV", "cublas")
-
-
 def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
     """x @ W.T (+ b) for a weight stored by as_weight."""
     if w.is_mkldnn:
         return torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
-    if GEMV == "reduction" and x.numel() == x.shape[-1] and torch.compiler.is_compiling():
-        y = (x.unsqueeze(-2).float() * w.float()).sum(-1).to(x.dtype)
-        return y if b is None else y + b
     return F.linear(x, w, b)
 
 
@@ -208,7 +198,7 @@ class Runner:
             for t in self.model.tensors():
                 torch._dynamo.mark_static_address(t)
             self._decode = torch.compile(partial_forward, mode="reduce-overhead", fullgraph=True)
-            self.launch = f"torch.compile(reduce-overhead): CUDA graphs, GEMV={GEMV}"
+            self.launch = "torch.compile(reduce-overhead): CUDA graphs"
         self._eager_decode = partial_forward
 
     @torch.inference_mode()
