@@ -152,7 +152,8 @@ def run_llm_case(backend, case: dict, settings, seed: int, cpus_available: int) 
     bandwidth, basis = (acc.bandwidth, "catalog") if acc and acc.bandwidth else (None, None)
     if bandwidth is None and backend.name.endswith("-cpu"):
         bandwidth, basis = cpu_read_bandwidth(backend, settings), "measured (sum of 512 MiB)"
-    roofline_s = max(flops / peak if peak else 0.0, nbytes / bandwidth if bandwidth else 0.0) or None
+    # The roofline needs both ceilings; with one unknown (a CPU has no catalog peak) it is not given.
+    roofline_s = max(flops / peak, nbytes / bandwidth) if peak and bandwidth else None
     metrics = {
         "flops": flops, "bytes": nbytes, "weight_bytes": cfg.weight_bytes(dtype),
         "tflops": flops / steady / 1e12, "gbps": nbytes / steady / 1e9,
