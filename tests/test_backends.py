@@ -45,10 +45,13 @@ def test_time_block_grows_with_the_number_of_calls(backend):
     w = Matmul(512, 512, 512, "float32")  # ~1 ms a call: well above dispatch overhead
     args = [backend.put(x, "float32") for x in w.inputs(0)]
     fn = backend.compile(w.function(backend.framework), args)
-    backend.time_block(fn, args, 2)
-    one = min(backend.time_block(fn, args, 2) for _ in range(3))
-    four = min(backend.time_block(fn, args, 8) for _ in range(3))
-    assert 2.5 < four / one < 6
+    for _ in range(3):
+        backend.time_block(fn, args, 2)
+    pairs = [(backend.time_block(fn, args, 2), backend.time_block(fn, args, 8)) for _ in range(5)]
+    one, four = min(p[0] for p in pairs), min(p[1] for p in pairs)
+    # 4x the calls: a timer that misses the work (no sync) would read ~1x; noise on a
+    # shared machine can only stretch either side, so only the lower bound is asserted.
+    assert four / one > 2.0
 
 
 def test_probe_reports_available_cpu_backends_and_why_others_are_not():
