@@ -58,8 +58,14 @@ def _rows() -> tuple[tuple[re.Pattern, Accelerator], ...]:
     return tuple(rows)
 
 
+def all_entries() -> list[Accelerator]:
+    return [acc for _, acc in _rows()]
+
+
 def lookup(device_name: str) -> Accelerator | None:
     """The catalog entry for a device name as a backend reports it, or None if unknown."""
+    if not device_name:
+        return None
     for pattern, acc in _rows():
         if pattern.search(device_name):
             return acc

@@ -96,7 +96,45 @@ def build_parser() -> Parser:
     run.add_argument("--out", "-o", type=Path, default=None, help="results file (JSON Lines); default results/run-<time>-<host>.jsonl")
     run.add_argument("--resume", action="store_true", help="skip cases already recorded in --out (default: the newest file in results/)")
     run.add_argument("--case-timeout", type=positive(float), default=600.0, help="seconds before a case is abandoned (default 600)")
+    add_price_flags(run)
+
+    cost = sub.add_parser("cost", help="re-price stored results without re-running them")
+    cost.add_argument("results", nargs="+", help="result files or folders")
+    add_price_flags(cost)
+    cost.add_argument("--blend", default="3:1", help="input:output token ratio of the blended price (default 3:1)")
+    cost.add_argument("--max-tpot-ms", type=positive(float), default=None,
+                      help="also show the cheapest batch whose time per output token meets this limit")
+
+    est = sub.add_parser("estimate", help="roofline estimate for a model on catalog hardware (an estimate, not a measurement)")
+    est.add_argument("--model", "-m", required=True, help="model name or config.json")
+    est.add_argument("--accelerator", "-a", required=True, help="a catalog name or a device name, e.g. 'TPU v5e', 'NVIDIA H100 80GB HBM3'")
+    est.add_argument("--chips", type=positive(int), default=1)
+    est.add_argument("--batch", type=positive(int), default=1)
+    est.add_argument("--context", type=positive(int), default=2048)
+    est.add_argument("--prompt", type=positive(int), default=None, help="prompt length for prefill (default: the context)")
+    est.add_argument("--dtype", default="bfloat16", help="float32, bfloat16, float16, fp8 or int8 (weights and KV cache)")
+    est.add_argument("--mfu", type=positive(float), default=1.0, help="scale the compute ceiling by a measured MFU")
+    est.add_argument("--mbu", type=positive(float), default=1.0, help="scale the bandwidth ceiling by a measured MBU")
+    est.add_argument("--price-per-chip-hour", type=positive(float), default=None, help="USD per chip-hour for the floor $/M tokens")
+
+    pr = sub.add_parser("prices", help="list price rows, or import a SkyPilot catalog CSV")
+    pr.add_argument("--import-skypilot", metavar="CSV", help="convert a SkyPilot vms.csv into infercost's format")
+    pr.add_argument("--provider", help="provider of the imported catalog (aws, gcp, azure, ...)")
+    pr.add_argument("--as-of", help="date the imported catalog was read (YYYY-MM-DD)")
+    pr.add_argument("--out", "-o", type=Path, help="where to write the imported table")
+    pr.add_argument("--prices", action="append", default=[], help="extra price table(s) to list")
+    pr.add_argument("filter", nargs="?", default="", help="show rows whose provider:instance contains this")
     return parser
+
+
+def add_price_flags(p) -> None:
+    p.add_argument("--instance", help="price rows for provider:instance_type, e.g. gcp:tpu-v6e-8 (see `infercost prices`)")
+    p.add_argument("--pricing", default="on-demand", help="on-demand, spot, 1-year, 3-year or owned (default on-demand)")
+    p.add_argument("--region", help="region of the price row (default: the first listed)")
+    p.add_argument("--prices", action="append", default=[], help="your own price table(s), same format as hardware/prices.csv")
+    p.add_argument("--price-per-hour", type=positive(float), default=None, help="USD per hour of the machine, instead of a price row")
+    p.add_argument("--accelerators", type=int, default=None,
+                   help="accelerators the --price-per-hour covers (default 1; 0 for a CPU machine)")
 
 
 # -- run ----------------------------------------------------------------------------------
@@ -308,6 +346,7 @@ def cmd_run(args) -> int:
     from infercost.hardware.host import available_cpus
 
     path = output_path(args)
+    basis = price_basis(args, cpu=False)  # validated before any measuring
     args.threads_resolved = args.threads or available_cpus()
     if args.threads and args.threads > available_cpus():
         errors.print(f"[yellow]warning:[/] --threads {args.threads} exceeds the {available_cpus()} "
@@ -361,7 +400,178 @@ def cmd_run(args) -> int:
         console.print(matmul_table(matmuls))
     if llms:
         console.print(llm_table(llms))
+    if basis is not None:
+        if args.price_per_hour is not None and args.accelerators is None and all(r["case"]["backend"].endswith("-cpu") for r in records):
+            basis = price_basis(args, cpu=True)
+        print_costs(records, basis)
+    else:
+        console.print("cost: this machine's price is unknown, so no $/M tokens are shown; give --price-per-hour USD "
+                      "or --instance provider:type (see `infercost prices`), or re-price later with `infercost cost`")
     console.print(f"results: {path}  (load with: infercost.load_results({str(path)!r}))")
+    return 0
+
+
+def price_basis(args, cpu: bool):
+    """The Basis from --price-per-hour or --instance, or None when no price was given."""
+    import warnings as _w
+
+    from infercost.bench.cost import Basis
+    from infercost.hardware import prices
+    if args.price_per_hour is not None and args.instance:
+        raise UsageError("give either --price-per-hour or --instance, not both")
+    if args.price_per_hour is not None:
+        n = args.accelerators if args.accelerators is not None else (0 if cpu else 1)
+        return Basis(args.price_per_hour, n, f"--price-per-hour {args.price_per_hour:g} (user, {n} accelerator(s))")
+    if not args.instance:
+        return None
+    if args.pricing not in prices.PRICINGS:
+        raise UsageError(f"unknown pricing {args.pricing!r}; valid: {', '.join(prices.PRICINGS)}")
+    try:
+        rows = prices.load_all(args.prices)
+        with _w.catch_warnings(record=True) as caught:
+            _w.simplefilter("always")
+            row = prices.find(rows, args.instance, args.pricing, args.region)
+    except prices.PriceTableError as e:
+        raise UsageError(str(e)) from None
+    for w in caught:
+        errors.print(f"[yellow]warning:[/] {w.message}")
+    return Basis(row.usd_per_hour, row.accelerator_count, row.label())
+
+
+def fmt_usd(x) -> str:
+    return "-" if x is None else (f"${x:.3g}" if x < 100 else f"${x:,.0f}")
+
+
+def cost_table(rows: list[dict], title: str) -> Table:
+    table = Table(title=title)
+    for col in ("backend", "device", "case", "$/M input", "$/M output", "$/M blended", "$/PFLOP", "95% CI"):
+        table.add_column(col, justify="left" if col in ("backend", "device", "case") else "right")
+    for r in rows:
+        if r["workload"] == "matmul":
+            ci = (r["usd_per_pflop_ci95_low"], r["usd_per_pflop_ci95_high"])
+            table.add_row(r["backend"], r["device"], f"matmul {r['shape']} {r['dtype']}", "", "", "",
+                          fmt_usd(r["usd_per_pflop"]), f"{fmt_usd(ci[0])}–{fmt_usd(ci[1])}")
+        else:
+            key = "input" if r["workload"] == "prefill" else "output"
+            ci = (r[f"usd_per_m_{key}_ci95_low"], r[f"usd_per_m_{key}_ci95_high"])
+            table.add_row(r["backend"], r["device"], f"{r['workload']} {r['model']} b{r['batch']} t{r['tokens']} {r['dtype']}",
+                          fmt_usd(r.get("usd_per_m_input")), fmt_usd(r.get("usd_per_m_output")),
+                          fmt_usd(r.get("usd_per_m_blended")), "", f"{fmt_usd(ci[0])}–{fmt_usd(ci[1])}")
+    return table
+
+
+def print_costs(records: list[dict], basis, ratio: float = 3.0, max_tpot_s: float | None = None) -> None:
+    from infercost.bench.cost import cheapest_within, price_records
+    rows = price_records(records, basis, ratio)
+    if not rows:
+        console.print("cost: no valid measurement to price")
+        return
+    console.print(cost_table(rows, f"cost (measured throughput at {basis.label})"))
+    console.print(f"[dim]price split: {basis.assumption()}; blended = {ratio:g} input : 1 output[/]")
+    if max_tpot_s is not None:
+        best = cheapest_within(rows, max_tpot_s)
+        if not best:
+            console.print(f"no decode point meets TPOT <= {max_tpot_s * 1e3:g} ms")
+        for r in best:
+            console.print(f"cheapest within TPOT <= {max_tpot_s * 1e3:g} ms: {r['backend']} {r['model']} batch {r['batch']} "
+                          f"(TPOT {r['tpot_s'] * 1e3:.3g} ms) at {fmt_usd(r['usd_per_m_output'])}/M output tokens")
+
+
+def read_results(paths: list[str]) -> list[dict]:
+    """Records of result files or folders; skipped lines are reported as warnings, not tracebacks."""
+    import warnings as _w
+
+    from infercost.bench.records import read_records
+    records = []
+    for p in paths:
+        path = Path(p)
+        files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
+        for f in files:
+            if not f.is_file():
+                raise UsageError(f"no results at {f}")
+            with _w.catch_warnings(record=True) as caught:
+                _w.simplefilter("always")
+                records += read_records(f)
+            for w in caught[:3]:
+                errors.print(f"[yellow]warning:[/] {w.message}", markup=True, highlight=False)
+            if len(caught) > 3:
+                errors.print(f"[yellow]warning:[/] {len(caught) - 3} more lines of {f} skipped")
+    return records
+
+
+def cmd_cost(args) -> int:
+    if price_basis(args, cpu=False) is None:  # a missing or bad price is reported before any file is read
+        raise UsageError("give a price: --instance provider:instance_type (see `infercost prices`) or --price-per-hour USD")
+    records = read_results(args.results)
+    try:
+        a, b = (float(x) for x in args.blend.split(":"))
+        ratio = a / b
+    except (ValueError, ZeroDivisionError):
+        raise UsageError(f"--blend {args.blend!r} must be input:output, e.g. 3:1") from None
+    cpu = all((r.get("case", {}).get("backend", "")).endswith("-cpu") for r in records)
+    basis = price_basis(args, cpu)
+    print_costs(records, basis, ratio, args.max_tpot_ms / 1e3 if args.max_tpot_ms else None)
+    return 0
+
+
+def cmd_estimate(args) -> int:
+    from infercost.bench.estimate import estimate
+    from infercost.hardware import catalog
+    from infercost.kernels.llama import resolve_config
+    try:
+        cfg = resolve_config(args.model)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    acc = catalog.lookup(args.accelerator) or next(
+        (a for a in catalog.all_entries() if a.name.lower() == args.accelerator.lower()), None)
+    if acc is None:
+        names = ", ".join(a.name for a in catalog.all_entries())
+        raise UsageError(f"{args.accelerator!r} is not in the catalog; known: {names}")
+    try:
+        e = estimate(cfg, acc, args.chips, args.batch, args.context, args.dtype, args.prompt,
+                     args.mfu, args.mbu, args.price_per_chip_hour)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    console.print(f"[bold]ESTIMATE[/] (roofline, not a measurement): {args.model} on {args.chips} x {acc.name}, "
+                  f"{args.dtype}, batch {args.batch}, context {args.context}")
+    console.print(f"  decode step   {e['decode_step_s'] * 1e3:.2f} ms ({e['decode_bound']}-bound) -> "
+                  f"{e['output_tokens_per_s']:.4g} output tok/s, {e['output_tokens_per_s_per_chip']:.4g} per chip, "
+                  f"{1 / e['decode_step_s']:.4g} tok/s per user")
+    console.print(f"  prefill       {e['prefill_s'] * 1e3:.2f} ms for {e['prompt']} tokens x {args.batch} -> "
+                  f"{e['input_tokens_per_s']:.4g} input tok/s")
+    console.print(f"  memory        {e['memory_needed_gb']:.1f} GB needed, {e['memory_available_gb']:.0f} GB on the chips"
+                  + ("" if e["fits"] else "  [red](does not fit)[/]"))
+    if "usd_per_m_output_floor" in e:
+        console.print(f"  floor cost    {fmt_usd(e['usd_per_m_output_floor'])}/M output, "
+                      f"{fmt_usd(e['usd_per_m_input_floor'])}/M input at ${args.price_per_chip_hour:g}/chip-hour")
+    console.print(f"[dim]  formula: {e['formula']}; ceilings from the catalog ({acc.source}; as of {acc.as_of})[/]")
+    return 0
+
+
+def cmd_prices(args) -> int:
+    from infercost.hardware import prices
+    if args.import_skypilot:
+        if not (args.provider and args.as_of and args.out):
+            raise UsageError("--import-skypilot needs --provider, --as-of (YYYY-MM-DD) and --out")
+        try:
+            rows = prices.import_skypilot(args.import_skypilot, args.provider, args.as_of)
+        except (OSError, prices.PriceTableError) as e:
+            raise UsageError(str(e)) from None
+        prices.write(rows, args.out)
+        console.print(f"wrote {len(rows)} rows to {args.out} (use with --prices {args.out})")
+        return 0
+    try:
+        rows = prices.load_all(args.prices)
+    except prices.PriceTableError as e:
+        raise UsageError(str(e)) from None
+    table = Table(title="price rows (USD per hour of the whole instance)")
+    for col in ("instance", "accelerators", "region", "pricing", "$/h", "as of"):
+        table.add_column(col)
+    for r in rows:
+        if args.filter in r.instance:
+            table.add_row(r.instance, f"{r.accelerator_count} {r.accelerator}".strip(), r.region, r.pricing,
+                          f"{r.usd_per_hour:g}", r.as_of)
+    console.print(table)
     return 0
 
 
@@ -398,9 +608,11 @@ def join_negative_values(argv: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(join_negative_values(sys.argv[1:] if argv is None else argv))
-        return {"run": cmd_run, "backends": cmd_backends}[args.command](args)
+        commands = {"run": cmd_run, "backends": cmd_backends, "cost": cmd_cost,
+                    "estimate": cmd_estimate, "prices": cmd_prices}
+        return commands[args.command](args)
     except UsageError as e:
-        errors.print(f"infercost: error: {e}", markup=False)
+        sys.stderr.write(f"infercost: error: {e}\n")  # one line, never wrapped
         return 2
     except KeyboardInterrupt:
         errors.print("infercost: interrupted", markup=False)

@@ -135,6 +135,8 @@ CONFIGS = {
                       kv_heads=8, intermediate=14336, rope_theta=1000000.0),
     "qwen2.5-7b": _hf("Qwen/Qwen2.5-7B", vocab_size=152064, hidden=3584, layers=28, heads=28, kv_heads=4,
                       intermediate=18944, rope_theta=1000000.0, norm_eps=1e-6, qkv_bias=True),
+    "llama-7b": _hf("huggyllama/llama-7b", vocab_size=32000, hidden=4096, layers=32, heads=32, kv_heads=32,
+                    intermediate=11008, norm_eps=1e-6),
     # Small shapes for CPU runs and tests (not public models).
     "small-125m": LlamaConfig(vocab_size=32000, hidden=768, layers=12, heads=12, kv_heads=4,
                               intermediate=2048, source="infercost CPU benchmark shape"),

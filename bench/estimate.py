@@ -1,0 +1,54 @@
+"""Roofline estimates for hardware you do not have: always labelled as estimates.
+
+Decode step >= max((weight bytes + batch x KV bytes) / (chips x bandwidth), FLOPs / (chips x peak))
+Prefill     >= max(FLOPs / (chips x peak), bytes / (chips x bandwidth))
+(jax-ml/scaling-book, inference chapter). Weights and KV cache are stored in `dtype`; int8
+and fp8 use the catalog's int8/fp8 peaks. Optional efficiencies (measured MFU/MBU from runs
+on hardware you did measure) scale the ceilings down.
+"""
+
+from __future__ import annotations
+
+from infercost.hardware.catalog import Accelerator
+from infercost.kernels.llama import LlamaConfig
+
+ITEMSIZE = {"float32": 4, "bfloat16": 2, "float16": 2, "fp8": 1, "int8": 1}
+FORMULA = ("decode_s = max((weights + batch*context*kv_per_token) / (chips*bandwidth*mbu), "
+           "flops / (chips*peak*mfu)); prefill_s = max(flops / (chips*peak*mfu), bytes / (chips*bandwidth*mbu))")
+
+
+def estimate(cfg: LlamaConfig, acc: Accelerator, chips: int, batch: int, context: int, dtype: str,
+             prompt: int | None = None, mfu: float = 1.0, mbu: float = 1.0,
+             usd_per_chip_hour: float | None = None) -> dict:
+    if dtype not in ITEMSIZE:
+        raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(ITEMSIZE)}")
+    peak = acc.peak(dtype)
+    if not peak:
+        raise ValueError(f"the catalog has no {dtype} peak for {acc.name}")
+    item = ITEMSIZE[dtype]
+    prompt = prompt or context
+    flops_ceiling = chips * peak * mfu
+    bw = chips * acc.bandwidth * mbu
+    weights = cfg.n_params() * item
+    kv_per_token = 2 * cfg.layers * cfg.kv_heads * cfg.hd * item
+    decode_bytes = weights + batch * context * kv_per_token
+    decode_flops = cfg.flops(batch, 1, context)
+    decode_s = max(decode_bytes / bw, decode_flops / flops_ceiling)
+    prefill_flops = cfg.flops(batch, prompt, prompt, logit_tokens=1)
+    prefill_bytes = weights + batch * prompt * kv_per_token
+    prefill_s = max(prefill_flops / flops_ceiling, prefill_bytes / bw)
+    out = {
+        "estimate": True, "formula": FORMULA, "accelerator": acc.name, "chips": chips, "batch": batch,
+        "context": context, "prompt": prompt, "dtype": dtype, "mfu": mfu, "mbu": mbu,
+        "memory_needed_gb": decode_bytes / 1e9, "memory_available_gb": chips * acc.memory_gb,
+        "fits": decode_bytes <= chips * acc.memory_gb * 1e9,
+        "decode_step_s": decode_s, "decode_bound": "memory" if decode_bytes / bw >= decode_flops / flops_ceiling else "compute",
+        "output_tokens_per_s": batch / decode_s, "output_tokens_per_s_per_chip": batch / decode_s / chips,
+        "prefill_s": prefill_s, "input_tokens_per_s": batch * prompt / prefill_s,
+        "catalog_source": acc.source, "catalog_as_of": acc.as_of,
+    }
+    if usd_per_chip_hour is not None:
+        hourly = usd_per_chip_hour * chips
+        out["usd_per_m_output_floor"] = hourly / (out["output_tokens_per_s"] * 3600) * 1e6
+        out["usd_per_m_input_floor"] = hourly / (out["input_tokens_per_s"] * 3600) * 1e6
+    return out

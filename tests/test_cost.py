@@ -1,0 +1,209 @@
+"""Prices and costs: hand-worked arithmetic, the SkyPilot importer, bad tables, re-pricing,
+and the roofline estimator pinned to published worked examples."""
+
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+from infercost.bench import cost
+from infercost.bench.estimate import estimate
+from infercost.hardware import catalog, prices
+from infercost.kernels.llama import CONFIGS
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_dollars_per_million_tokens_by_hand():
+    # $2.50 an hour at 1000 tokens/s: 3.6M tokens an hour, so $2.50 / 3.6 per million.
+    assert cost.per_million(2.5, 1000) == pytest.approx(0.694444, rel=1e-5)
+    # 1 TFLOP/s for an hour is 3.6 PFLOP; at $3.60/h that is $1 per PFLOP.
+    assert cost.per_pflop(3.6, 1.0) == pytest.approx(1.0)
+    # 3:1 blend of $1 input and $5 output.
+    assert cost.blend(1.0, 5.0) == pytest.approx(2.0)
+    assert cost.blend(1.0, 5.0, ratio=1.0) == pytest.approx(3.0)
+
+
+def test_instance_price_is_split_over_its_accelerators():
+    basis = cost.Basis(55.04, 8, "aws:p5.48xlarge")
+    assert basis.per_hour_used() == pytest.approx(6.88)
+    assert "8 accelerator" in basis.assumption()
+    assert cost.Basis(0.357, 0, "aws:c7i.2xlarge").per_hour_used() == 0.357  # CPU: whole instance
+
+
+def decode_record(batch, tps, tpot, model="m", lo=None, hi=None):
+    return {"status": "ok", "case": {"backend": "b", "device": "d", "workload": "decode", "dtype": "bfloat16",
+                                     "shape": "", "params": {"model": model, "batch": batch, "tokens": 2048}},
+            "metrics": {"output_tokens_per_s": tps, "output_tokens_per_s_ci95_low": lo or tps,
+                        "output_tokens_per_s_ci95_high": hi or tps, "tpot_s": tpot, "per_user_tokens_per_s": 1 / tpot}}
+
+
+def test_confidence_interval_of_throughput_carries_into_cost():
+    row = cost.price_record(decode_record(1, 100.0, 0.01, lo=90.0, hi=110.0), cost.Basis(3.6, 1, "x"))
+    assert row["usd_per_m_output"] == pytest.approx(10.0)
+    assert row["usd_per_m_output_ci95_low"] == pytest.approx(3.6 / (110 * 3600) * 1e6)
+    assert row["usd_per_m_output_ci95_high"] == pytest.approx(3.6 / (90 * 3600) * 1e6)
+
+
+def test_blended_price_pairs_decode_with_the_cheapest_prefill():
+    prefill = {"status": "ok", "case": {"backend": "b", "device": "d", "workload": "prefill", "dtype": "bfloat16",
+                                        "shape": "", "params": {"model": "m", "batch": 1, "tokens": 2048}},
+               "metrics": {"input_tokens_per_s": 1000.0}}
+    rows = cost.price_records([prefill, decode_record(1, 100.0, 0.01)], cost.Basis(3.6, 1, "x"))
+    decode = [r for r in rows if r["workload"] == "decode"][0]
+    assert decode["usd_per_m_blended"] == pytest.approx((3 * 1.0 + 10.0) / 4)
+
+
+def test_frontier_and_cheapest_batch_within_an_interactivity_limit():
+    recs = [decode_record(1, 100, 0.010), decode_record(8, 640, 0.0125), decode_record(32, 1600, 0.020),
+            decode_record(16, 800, 0.020)]  # batch 16 is dominated by batch 32
+    rows = cost.price_records(recs, cost.Basis(3.6, 1, "x"))
+    assert [r["batch"] for r in cost.frontier(rows)] == [1, 8, 32]
+    (best,) = cost.cheapest_within(rows, max_tpot_s=0.015)
+    assert best["batch"] == 8
+    assert cost.cheapest_within(rows, max_tpot_s=0.005) == []
+
+
+def test_invalid_records_are_never_priced():
+    assert cost.price_record({"status": "invalid", "case": {}, "metrics": {}}, cost.Basis(1, 1, "x")) is None
+
+
+def test_skypilot_importer_sums_gcp_host_and_gpu_and_counts_tpu_chips():
+    rows = prices.import_skypilot(FIXTURES / "skypilot_gcp_vms.csv", "gcp", "2026-11-01")
+    got = {(r["instance_type"], r["pricing"]): r for r in rows}
+    a2 = got[("a2-highgpu-8g", "on-demand")]
+    assert float(a2["usd_per_hour"]) == pytest.approx(5.91582 + 23.47126, rel=1e-5)
+    assert a2["accelerator_count"] == 8 and a2["vcpus"] == "96"
+    assert float(got[("a2-highgpu-8g", "spot")]["usd_per_hour"]) == pytest.approx(2.958 + 11.4728, rel=1e-5)
+    assert ("a3-highgpu-8g", "spot") not in got  # the GPU's spot price is unknown
+    assert got[("tpu-v5p-8", "on-demand")]["accelerator_count"] == 4      # suffix counts TensorCores
+    assert got[("tpu-v6e-8", "on-demand")]["accelerator_count"] == 8      # suffix counts chips
+    assert got[("tpu-v5litepod-16", "on-demand")]["accelerator_count"] == 16
+    assert ("tpu-v6e-8", "spot") not in got       # spot equal to on-demand means unknown
+    assert not any(r["instance_type"] == "tpu-v4-32" for r in rows)  # the 700.0 placeholder
+    n1 = got[("n1-standard-8", "on-demand")]  # a VM with no accelerator rows is a CPU instance
+    assert n1["accelerator_count"] == 0 and float(n1["usd_per_hour"]) == pytest.approx(0.379998)
+    assert not any(r["accelerator"] == "T4" for r in rows)  # an attachable GPU has no instance price alone
+    assert len([r for r in rows if r["instance_type"] == "a2-highgpu-8g"]) == 2  # zones collapsed
+
+
+def test_imported_rows_load_as_a_valid_table(tmp_path):
+    rows = prices.import_skypilot(FIXTURES / "skypilot_gcp_vms.csv", "gcp", "2026-11-01")
+    prices.write(rows, tmp_path / "gcp.csv")
+    table = prices.load(tmp_path / "gcp.csv")
+    assert prices.find(table, "gcp:tpu-v5p-8", "spot").usd_per_hour == pytest.approx(3.3428)
+
+
+def test_builtin_table_is_valid_sourced_and_dated():
+    rows = prices.load(prices.PRICES_FILE)
+    assert len(rows) > 50 and all(r.source and r.as_of for r in rows)
+    assert {r.pricing for r in rows} >= {"on-demand", "spot"}
+    assert {r.provider for r in rows} >= {"aws", "gcp", "azure", "lambda", "runpod"}
+    assert any(r.accelerator_count == 0 for r in rows)  # CPU instances too
+
+
+def test_old_prices_warn():
+    rows = prices.load(prices.PRICES_FILE)
+    with pytest.warns(UserWarning, match="days old"):
+        prices.find(rows, "aws:p5.48xlarge", max_age_days=30)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        prices.find(rows, "aws:p5.48xlarge", max_age_days=100_000)
+
+
+HEADER = "provider,instance_type,accelerator,accelerator_count,region,pricing,usd_per_hour,vcpus,memory_gib,as_of,source\n"
+
+
+@pytest.mark.parametrize("body, words", [
+    ("aws,x,H100,8,r,on-demand,-3,,,2026-01-01,s\n", ["line 2", "usd_per_hour", "negative"]),
+    ("aws,x,H100,8,r,on-demand,cheap,,,2026-01-01,s\n", ["line 2", "usd_per_hour", "not a number"]),
+    ("aws,x,H100,8,r,weekly,3,,,2026-01-01,s\n", ["line 2", "pricing", "on-demand"]),
+    ("aws,x,H100,8,r,spot,3,,,yesterday,s\n", ["line 2", "as_of"]),
+    ("aws,x,H100,eight,r,spot,3,,,2026-01-01,s\n", ["line 2", "accelerator_count"]),
+])
+def test_bad_tables_name_file_line_and_field(tmp_path, body, words):
+    path = tmp_path / "mine.csv"
+    path.write_text(HEADER + "aws,ok,H100,8,r,spot,3,,,2026-01-01,s\n" + body)
+    with pytest.raises(prices.PriceTableError) as e:
+        prices.load(path)
+    message = str(e.value)
+    assert message.startswith(f"{path}:3:")  # the file, and the line of the bad row
+    for w in words[1:]:
+        assert w in message
+
+
+def test_a_table_missing_columns_is_refused(tmp_path):
+    path = tmp_path / "short.csv"
+    path.write_text("provider,instance_type\naws,x\n")
+    with pytest.raises(prices.PriceTableError, match=r"short.csv:1: missing column\(s\) accelerator_count"):
+        prices.load(path)
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "infercost.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_repricing_stored_results_round_trip(tmp_path):
+    out = tmp_path / "run.jsonl"
+    run = cli("run", "--backend", "torch-cpu", "--shape", "256x256x256", "--min-time", "0.2", "--warmup", "0.1",
+              "--out", str(out), "--price-per-hour", "0.357", "--accelerators", "0")
+    assert run.returncode == 0, run.stderr
+    assert "$/PFLOP" in run.stdout and "--price-per-hour 0.357" in run.stdout
+    import infercost
+    tflops = infercost.load_results(out)["tflops"].iloc[0]
+    expected = 0.357 / (tflops * 3.6)
+    repriced = cli("cost", str(out), "--price-per-hour", "0.357", "--accelerators", "0")
+    assert repriced.returncode == 0, repriced.stderr
+    assert f"${expected:.3g}" in repriced.stdout
+    by_row = cli("cost", str(out), "--instance", "aws:c7i.2xlarge", "--pricing", "spot")
+    assert by_row.returncode == 0 and "as of 2025-12-01" in by_row.stdout and "prices.csv:" in by_row.stdout
+    assert f"${0.1737 / (tflops * 3.6):.3g}" in by_row.stdout
+
+
+def test_a_run_without_a_price_says_so_and_never_invents_one(tmp_path):
+    run = cli("run", "--backend", "torch-cpu", "--shape", "64x64x64", "--min-time", "0.1", "--warmup", "0.1",
+              "--out", str(tmp_path / "r.jsonl"))
+    assert run.returncode == 0 and "price is unknown" in run.stdout
+    assert "$/PFLOP" not in run.stdout and "cost (measured" not in run.stdout
+
+
+@pytest.mark.parametrize("args, words", [
+    (["cost", "nowhere.jsonl", "--price-per-hour", "1"], ["no results"]),
+    (["cost", "nowhere.jsonl", "--instance", "aws:p99.huge"], ["no price for aws:p99.huge", "p5.48xlarge"]),
+    (["cost", "nowhere.jsonl", "--instance", "aws:p5.48xlarge", "--pricing", "weekly"], ["weekly", "on-demand"]),
+    (["cost", "nowhere.jsonl"], ["give a price"]),
+    (["estimate", "--model", "llama-3.1-8b", "--accelerator", "TPU v9"], ["not in the catalog"]),
+])
+def test_bad_cost_inputs_get_one_line(args, words):
+    proc = cli(*args)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and all(w in lines[0] for w in words), proc.stderr
+
+
+def test_estimator_matches_scaling_book_llama3_70b_on_tpu_v5e():
+    # jax-ml/scaling-book, applied inference: LLaMA-3-70B in int8, batch 32, 8k context on
+    # 8 TPU v5e chips: about 17 ms per decode step, 235 tokens/s per chip.
+    e = estimate(CONFIGS["llama-3.1-70b"], catalog.lookup("TPU v5e"), chips=8, batch=32, context=8192, dtype="int8")
+    assert e["decode_step_s"] == pytest.approx(17e-3, rel=0.10)
+    assert e["output_tokens_per_s_per_chip"] == pytest.approx(235, rel=0.10)
+    assert e["decode_bound"] == "memory" and e["estimate"] is True
+
+
+def test_estimator_matches_llm_analysis_llama_7b_on_a100():
+    # cli99/llm-analysis: LLaMA-7B fp16 on A100-80GB, ideal: prefill of 512 tokens in 22.41 ms,
+    # decode at 6.73 ms per token.
+    e = estimate(CONFIGS["llama-7b"], catalog.lookup("NVIDIA A100-SXM4-80GB"), chips=1, batch=1, context=512,
+                 dtype="float16", prompt=512)
+    assert e["prefill_s"] == pytest.approx(22.41e-3, rel=0.10)
+    assert e["decode_step_s"] == pytest.approx(6.73e-3, rel=0.10)
+
+
+def test_measured_efficiency_scales_an_estimate_and_prices_the_floor():
+    acc = catalog.lookup("NVIDIA H200")
+    ideal = estimate(CONFIGS["llama-3.1-8b"], acc, 1, 1, 2048, "bfloat16", usd_per_chip_hour=7.9)
+    real = estimate(CONFIGS["llama-3.1-8b"], acc, 1, 1, 2048, "bfloat16", mbu=0.5, usd_per_chip_hour=7.9)
+    assert real["decode_step_s"] == pytest.approx(2 * ideal["decode_step_s"])
+    assert real["usd_per_m_output_floor"] == pytest.approx(2 * ideal["usd_per_m_output_floor"])
