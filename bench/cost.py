@@ -31,6 +31,11 @@ class Basis:
                 f"the run used {self.accelerators_used}")
 
 
+def owned_per_hour(purchase_usd: float, years: float, power_w: float, usd_per_kwh: float) -> float:
+    """Owned hardware: the purchase spread evenly over its life, plus electricity at the given draw."""
+    return purchase_usd / (years * 365 * 24) + power_w / 1000 * usd_per_kwh
+
+
 def per_million(usd_per_hour: float, tokens_per_s: float | None) -> float | None:
     return usd_per_hour / (tokens_per_s * 3600) * 1e6 if tokens_per_s else None
 

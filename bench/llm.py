@@ -163,6 +163,7 @@ def run_llm_case(backend, case: dict, settings, seed: int, cpus_available: int) 
         "bandwidth_gbs": bandwidth / 1e9 if bandwidth else None, "bandwidth_basis": basis,
         "roofline_s": roofline_s,
         "roofline_fraction": roofline_s / steady if roofline_s else None,
+        "power_w": m.get("power_w"),  # NVML board power while timed (NVIDIA only)
     }
     if prefill:
         metrics.update({
@@ -171,6 +172,7 @@ def run_llm_case(backend, case: dict, settings, seed: int, cpus_available: int) 
             "input_tokens_per_s_ci95_low": batch * tokens / stats["ci95_high"],
             "input_tokens_per_s_ci95_high": batch * tokens / stats["ci95_low"],
             "mfu": flops / steady / peak if peak else None,
+            "tokens_per_joule": batch * tokens / steady / m["power_w"] if m.get("power_w") else None,
         })
     else:
         metrics.update({
@@ -180,6 +182,7 @@ def run_llm_case(backend, case: dict, settings, seed: int, cpus_available: int) 
             "output_tokens_per_s_ci95_high": batch / stats["ci95_low"],
             "per_user_tokens_per_s": float(np.median(1.0 / times)),  # 1/TPOT per step, then the median
             "mbu": nbytes / steady / bandwidth if bandwidth else None,
+            "tokens_per_joule": batch / steady / m["power_w"] if m.get("power_w") else None,
         })
     findings += gates.peak_gate(flops / stats["min"], peak, nbytes / stats["min"],
                                 bandwidth if basis == "catalog" else None)

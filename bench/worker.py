@@ -99,6 +99,8 @@ def run_case(backend, case: dict, settings, seed: int, cpus_available: int, work
         "catalog_device": acc.name if acc else None,
         "peak_tflops": peak / 1e12 if peak else None,
         "peak_fraction": flops / steady / peak if peak else None,
+        "power_w": m.get("power_w"),
+        "tflops_per_watt": flops / steady / 1e12 / m["power_w"] if m.get("power_w") else None,
     }
     findings += timing_findings
     findings += gates.peak_gate(flops / stats["min"], peak, nbytes / stats["min"], bandwidth)
@@ -116,7 +118,14 @@ def timed(backend, fn, args, settings, seed: int, case: dict, cpus_available: in
     from .stats import summarize
     from .timing import measure
 
-    m = measure(backend, fn, args, settings)
+    from .power import PowerSampler, nvml_reader
+    read = nvml_reader() if backend.name in ("torch-cuda", "jax-gpu") else None
+    if read is None:
+        m = measure(backend, fn, args, settings)
+    else:  # board power while the timed blocks run (NVIDIA only)
+        with PowerSampler(read) as sampler:
+            m = measure(backend, fn, args, settings)
+        m["power_w"] = sampler.mean_watts()
     stats = summarize(m["times"], seed=seed)
     findings = gates.noise_gate(stats) + gates.timer_gate(m["times"])
     findings += gates.scaling_gate(m["block_median_s"], m["double_block_s"])

@@ -97,6 +97,9 @@ def build_parser() -> Parser:
     run.add_argument("--resume", action="store_true", help="skip cases already recorded in --out (default: the newest file in results/)")
     run.add_argument("--case-timeout", type=positive(float), default=600.0, help="seconds before a case is abandoned (default 600)")
     add_price_flags(run)
+    run.add_argument("--detect-instance", action="store_true",
+                     help="ask the cloud's instance-metadata service which instance this is, to price the run "
+                          "(off by default; also INFERCOST_DETECT_INSTANCE=1)")
 
     cost = sub.add_parser("cost", help="re-price stored results without re-running them")
     cost.add_argument("results", nargs="+", help="result files or folders")
@@ -116,6 +119,8 @@ def build_parser() -> Parser:
     est.add_argument("--mfu", type=positive(float), default=1.0, help="scale the compute ceiling by a measured MFU")
     est.add_argument("--mbu", type=positive(float), default=1.0, help="scale the bandwidth ceiling by a measured MBU")
     est.add_argument("--price-per-chip-hour", type=positive(float), default=None, help="USD per chip-hour for the floor $/M tokens")
+    est.add_argument("--from-results", nargs="+", default=None, metavar="RESULTS",
+                     help="scale by the best MFU (prefill) and MBU (decode) measured in these results")
 
     pr = sub.add_parser("prices", help="list price rows, or import a SkyPilot catalog CSV")
     pr.add_argument("--import-skypilot", metavar="CSV", help="convert a SkyPilot vms.csv into infercost's format")
@@ -134,7 +139,12 @@ def add_price_flags(p) -> None:
     p.add_argument("--prices", action="append", default=[], help="your own price table(s), same format as hardware/prices.csv")
     p.add_argument("--price-per-hour", type=positive(float), default=None, help="USD per hour of the machine, instead of a price row")
     p.add_argument("--accelerators", type=int, default=None,
-                   help="accelerators the --price-per-hour covers (default 1; 0 for a CPU machine)")
+                   help="accelerators the --price-per-hour or --owned price covers (default 1; 0 for a CPU machine)")
+    p.add_argument("--owned", type=positive(float), default=None, metavar="USD",
+                   help="owned hardware: its purchase price (with --years, --power-w and --kwh-price)")
+    p.add_argument("--years", type=positive(float), default=4.0, help="amortisation years for --owned (default 4)")
+    p.add_argument("--power-w", type=positive(float), default=None, help="power draw in watts for --owned")
+    p.add_argument("--kwh-price", type=positive(float), default=None, help="electricity USD per kWh for --owned")
 
 
 # -- run ----------------------------------------------------------------------------------
@@ -345,8 +355,10 @@ def cmd_run(args) -> int:
     from infercost.bench.timing import Settings
     from infercost.hardware.host import available_cpus
 
+    from infercost.hardware import cloud
     path = output_path(args)
     basis = price_basis(args, cpu=False)  # validated before any measuring
+    detection = cloud.Detection() if basis is None and cloud.enabled(args.detect_instance) else None
     args.threads_resolved = args.threads or available_cpus()
     if args.threads and args.threads > available_cpus():
         errors.print(f"[yellow]warning:[/] --threads {args.threads} exceeds the {available_cpus()} "
@@ -362,9 +374,13 @@ def cmd_run(args) -> int:
         before = len(cases)
         cases = [c for c in cases if case_key(c) not in done]
         skipped = before - len(cases)
+    from infercost.hardware import catalog
     for name, info in probes.items():
         state = f"[green]{info['device']}[/]" if info["available"] else f"[dim]unavailable: {info['reason']}[/]"
         console.print(f"  {name:<11} {state}")
+    for device in sorted({probes[b]["device"] for b in backends if catalog.lookup(probes[b]["device"]) is None}):
+        console.print(f"[yellow]note:[/] {device!r} is not in the hardware catalog: results are recorded under "
+                      "that name with no spec peak (no MFU; decode MBU on CPUs uses a bandwidth measured in the run)")
     console.print(f"{len(cases)} cases ({skipped} already recorded) -> {path}")
 
     defaults = Settings()
@@ -400,11 +416,22 @@ def cmd_run(args) -> int:
         console.print(matmul_table(matmuls))
     if llms:
         console.print(llm_table(llms))
+    if basis is None and detection is not None:
+        instance = detection.result()
+        if instance is None:
+            console.print("cost: instance metadata did not answer; this machine's price is unknown")
+        else:
+            args.instance = instance
+            try:
+                basis = price_basis(args, cpu=False)
+            except UsageError as e:
+                console.print(f"cost: detected {instance}, but {e}")
     if basis is not None:
-        if args.price_per_hour is not None and args.accelerators is None and all(r["case"]["backend"].endswith("-cpu") for r in records):
+        cpu_only = all(r["case"]["backend"].endswith("-cpu") for r in records)
+        if args.instance is None and args.accelerators is None and cpu_only:
             basis = price_basis(args, cpu=True)
         print_costs(records, basis)
-    else:
+    elif detection is None:
         console.print("cost: this machine's price is unknown, so no $/M tokens are shown; give --price-per-hour USD "
                       "or --instance provider:type (see `infercost prices`), or re-price later with `infercost cost`")
     console.print(f"results: {path}  (load with: infercost.load_results({str(path)!r}))")
@@ -417,8 +444,18 @@ def price_basis(args, cpu: bool):
 
     from infercost.bench.cost import Basis
     from infercost.hardware import prices
-    if args.price_per_hour is not None and args.instance:
-        raise UsageError("give either --price-per-hour or --instance, not both")
+    given = [f for f, v in (("--price-per-hour", args.price_per_hour), ("--instance", args.instance),
+                            ("--owned", args.owned)) if v is not None]
+    if len(given) > 1:
+        raise UsageError(f"give one price: {' and '.join(given)} were both given")
+    if args.owned is not None:
+        from infercost.bench.cost import owned_per_hour
+        if args.power_w is None or args.kwh_price is None:
+            raise UsageError("--owned needs --power-w (the machine's draw) and --kwh-price (USD per kWh)")
+        n = args.accelerators if args.accelerators is not None else (0 if cpu else 1)
+        hourly = owned_per_hour(args.owned, args.years, args.power_w, args.kwh_price)
+        return Basis(hourly, n, f"owned: ${args.owned:,.0f} over {args.years:g} years + {args.power_w:g} W at "
+                                f"${args.kwh_price:g}/kWh = ${hourly:.4g}/h ({n} accelerator(s))")
     if args.price_per_hour is not None:
         n = args.accelerators if args.accelerators is not None else (0 if cpu else 1)
         return Basis(args.price_per_hour, n, f"--price-per-hour {args.price_per_hour:g} (user, {n} accelerator(s))")
@@ -527,13 +564,23 @@ def cmd_estimate(args) -> int:
     if acc is None:
         names = ", ".join(a.name for a in catalog.all_entries())
         raise UsageError(f"{args.accelerator!r} is not in the catalog; known: {names}")
+    basis_note = ""
+    if args.from_results:
+        ok = [r for r in read_results(args.from_results) if r.get("status") == "ok"]
+        mfus = [r["metrics"].get("mfu") for r in ok if r["case"]["workload"] == "prefill" and r["metrics"].get("mfu")]
+        mbus = [r["metrics"].get("mbu") for r in ok if r["case"]["workload"] == "decode" and r["metrics"].get("mbu")]
+        if not (mfus or mbus):
+            raise UsageError("--from-results holds no valid prefill MFU or decode MBU to scale by")
+        args.mfu = max(mfus) if mfus else args.mfu
+        args.mbu = max(mbus) if mbus else args.mbu
+        basis_note = f" scaled by measured MFU {args.mfu:.1%} and MBU {args.mbu:.1%}"
     try:
         e = estimate(cfg, acc, args.chips, args.batch, args.context, args.dtype, args.prompt,
                      args.mfu, args.mbu, args.price_per_chip_hour)
     except ValueError as err:
         raise UsageError(str(err)) from None
-    console.print(f"[bold]ESTIMATE[/] (roofline, not a measurement): {args.model} on {args.chips} x {acc.name}, "
-                  f"{args.dtype}, batch {args.batch}, context {args.context}")
+    console.print(f"[bold]ESTIMATE[/] (roofline, not a measurement){basis_note}: {args.model} on {args.chips} x "
+                  f"{acc.name}, {args.dtype}, batch {args.batch}, context {args.context}")
     console.print(f"  decode step   {e['decode_step_s'] * 1e3:.2f} ms ({e['decode_bound']}-bound) -> "
                   f"{e['output_tokens_per_s']:.4g} output tok/s, {e['output_tokens_per_s_per_chip']:.4g} per chip, "
                   f"{1 / e['decode_step_s']:.4g} tok/s per user")

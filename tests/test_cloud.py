@@ -1,0 +1,104 @@
+"""Instance detection (against a stub metadata server on 127.0.0.1), owned hardware, power."""
+
+import http.server
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from infercost.bench.cost import owned_per_hour
+from infercost.bench.power import PowerSampler
+from infercost.hardware import cloud
+
+
+class Stub(http.server.BaseHTTPRequestHandler):
+    answers: dict = {}
+    requests: list = []
+
+    def _answer(self):
+        Stub.requests.append((self.command, self.path))
+        key = (self.command, self.path.split("?")[0])
+        body, header = self.answers.get(key, (None, None))
+        if body is None or (header and self.headers.get(header[0]) != header[1]):
+            self.send_response(404)
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    do_GET = do_PUT = _answer
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def stub():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    Stub.requests = []
+    yield server, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+AWS = {("PUT", "/latest/api/token"): ("tok", ("X-aws-ec2-metadata-token-ttl-seconds", "60")),
+       ("GET", "/latest/meta-data/instance-type"): ("c7i.2xlarge", ("X-aws-ec2-metadata-token", "tok"))}
+GCP = {("GET", "/computeMetadata/v1/instance/machine-type"): ("projects/1/machineTypes/a2-highgpu-8g",
+                                                              ("Metadata-Flavor", "Google"))}
+TPU = {("GET", "/computeMetadata/v1/instance/attributes/accelerator-type"): ("v6e-8", ("Metadata-Flavor", "Google"))}
+AZURE = {("GET", "/metadata/instance/compute/vmSize"): ("Standard_ND96isr_H100_v5", ("Metadata", "true"))}
+
+
+@pytest.mark.parametrize("answers, expected", [(AWS, "aws:c7i.2xlarge"), (GCP, "gcp:a2-highgpu-8g"),
+                                               (TPU, "gcp:tpu-v6e-8"), (AZURE, "azure:Standard_ND96isr_H100_v5"),
+                                               ({}, None)])
+def test_detect_reads_each_clouds_metadata(stub, answers, expected):
+    Stub.answers = answers
+    assert cloud.detect(base=stub[1]) == expected
+
+
+def test_detection_gives_up_quickly_when_nothing_answers():
+    start = time.monotonic()
+    assert cloud.detect(base="http://127.0.0.1:9", timeout=0.2) is None  # the discard port: refused
+    assert time.monotonic() - start < 3
+
+
+def run_cli(args, env_extra):
+    env = {**os.environ, **env_extra}
+    return subprocess.run([sys.executable, "-m", "infercost.cli", "run", "--backend", "torch-cpu",
+                           "--shape", "128x128x128", "--min-time", "0.1", "--warmup", "0.1", *args],
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_a_run_prices_itself_from_metadata_only_when_asked(stub, tmp_path):
+    Stub.answers = AWS
+    off = run_cli(["--out", str(tmp_path / "a.jsonl")], {"INFERCOST_METADATA_URL": stub[1]})
+    assert off.returncode == 0 and Stub.requests == []  # default: no metadata request at all
+    on = run_cli(["--out", str(tmp_path / "b.jsonl"), "--detect-instance"], {"INFERCOST_METADATA_URL": stub[1]})
+    assert on.returncode == 0, on.stderr
+    assert "aws:c7i.2xlarge" in on.stdout and "$/PFLOP" in on.stdout
+    assert Stub.requests  # it asked the stub, and nothing else
+
+
+def test_owned_hardware_price_by_hand():
+    # $30,000 over 4 years is $0.856/h; 700 W at $0.10/kWh is $0.07/h.
+    assert owned_per_hour(30000, 4, 700, 0.10) == pytest.approx(30000 / (4 * 8760) + 0.07)
+
+
+def test_owned_needs_power_and_electricity_price(tmp_path):
+    proc = run_cli(["--out", str(tmp_path / "c.jsonl"), "--owned", "30000"], {})
+    assert proc.returncode == 2 and "--power-w" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_power_sampler_averages_readings_while_the_block_runs():
+    readings = iter([300.0, 500.0] * 1000)
+    with PowerSampler(lambda: next(readings), period_s=0.001) as s:
+        time.sleep(0.05)
+    assert len(s.samples) >= 2 and s.mean_watts() == pytest.approx(400, abs=100)
+    with PowerSampler(lambda: 1 / 0) as broken:  # a reader that fails stops sampling, never the run
+        time.sleep(0.01)
+    assert broken.mean_watts() is None
