@@ -77,10 +77,16 @@ def price_record(record: dict, basis: Basis) -> dict | None:
     return row
 
 
+def applies(basis: Basis, record: dict) -> bool:
+    """A price covering accelerators prices accelerator runs; a CPU instance's, CPU runs."""
+    on_cpu = record.get("case", {}).get("backend", "").endswith("-cpu")
+    return on_cpu == (basis.accelerators_in_price <= 0)
+
+
 def price_records(records: list[dict], basis: Basis, ratio: float = 3.0) -> list[dict]:
-    """Cost rows for every valid record; decode rows get a blended figure with the cheapest
-    prefill of the same backend, device, model and dtype."""
-    rows = [r for r in (price_record(rec, basis) for rec in records) if r]
+    """Cost rows for every valid record the price applies to; decode rows get a blended figure
+    with the cheapest prefill of the same backend, device, model and dtype."""
+    rows = [r for r in (price_record(rec, basis) for rec in records if applies(basis, rec)) if r]
     best_input = {}
     for r in rows:
         if r["workload"] == "prefill":

@@ -169,8 +169,8 @@ def run_llm_case(backend, case: dict, settings, seed: int, cpus_available: int) 
         metrics.update({
             "ttft_s": stats["median"],
             "input_tokens_per_s": batch * tokens / steady,
-            "input_tokens_per_s_ci95_low": batch * tokens / stats["ci95_high"],
-            "input_tokens_per_s_ci95_high": batch * tokens / stats["ci95_low"],
+            "input_tokens_per_s_ci95_low": batch * tokens / stats["mean_ci95_high"],
+            "input_tokens_per_s_ci95_high": batch * tokens / stats["mean_ci95_low"],
             "mfu": flops / steady / peak if peak else None,
             "tokens_per_joule": batch * tokens / steady / m["power_w"] if m.get("power_w") else None,
         })
@@ -178,8 +178,8 @@ def run_llm_case(backend, case: dict, settings, seed: int, cpus_available: int) 
         metrics.update({
             "tpot_s": stats["median"],
             "output_tokens_per_s": batch / steady,
-            "output_tokens_per_s_ci95_low": batch / stats["ci95_high"],
-            "output_tokens_per_s_ci95_high": batch / stats["ci95_low"],
+            "output_tokens_per_s_ci95_low": batch / stats["mean_ci95_high"],
+            "output_tokens_per_s_ci95_high": batch / stats["mean_ci95_low"],
             "per_user_tokens_per_s": float(np.median(1.0 / times)),  # 1/TPOT per step, then the median
             "mbu": nbytes / steady / bandwidth if bandwidth else None,
             "tokens_per_joule": batch / steady / m["power_w"] if m.get("power_w") else None,

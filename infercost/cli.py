@@ -122,6 +122,17 @@ def build_parser() -> Parser:
     est.add_argument("--from-results", nargs="+", default=None, metavar="RESULTS",
                      help="scale by the best MFU (prefill) and MBU (decode) measured in these results")
 
+    rep = sub.add_parser("report", help="Markdown and HTML report with figures, plus CSV and Parquet, from result files")
+    rep.add_argument("results", nargs="+", help="result files or folders (from one or many machines)")
+    rep.add_argument("--out", "-o", type=Path, required=True, help="folder to write the report to")
+    add_price_flags(rep)
+    rep.add_argument("--blend", default="3:1", help="input:output token ratio of the blended price (default 3:1)")
+
+    cmp = sub.add_parser("compare", help="compare two result sets case by case; exit 1 if any case got slower beyond --threshold")
+    cmp.add_argument("base", help="baseline results (file or folder)")
+    cmp.add_argument("new", help="new results (file or folder)")
+    cmp.add_argument("--threshold", default="5%", help="change that counts, e.g. 5%% (default 5%%)")
+
     pr = sub.add_parser("prices", help="list price rows, or import a SkyPilot catalog CSV")
     pr.add_argument("--import-skypilot", metavar="CSV", help="convert a SkyPilot vms.csv into infercost's format")
     pr.add_argument("--provider", help="provider of the imported catalog (aws, gcp, azure, ...)")
@@ -540,11 +551,7 @@ def cmd_cost(args) -> int:
     if price_basis(args, cpu=False) is None:  # a missing or bad price is reported before any file is read
         raise UsageError("give a price: --instance provider:instance_type (see `infercost prices`) or --price-per-hour USD")
     records = read_results(args.results)
-    try:
-        a, b = (float(x) for x in args.blend.split(":"))
-        ratio = a / b
-    except (ValueError, ZeroDivisionError):
-        raise UsageError(f"--blend {args.blend!r} must be input:output, e.g. 3:1") from None
+    ratio = blend_ratio(args.blend)
     cpu = all((r.get("case", {}).get("backend", "")).endswith("-cpu") for r in records)
     basis = price_basis(args, cpu)
     print_costs(records, basis, ratio, args.max_tpot_ms / 1e3 if args.max_tpot_ms else None)
@@ -592,6 +599,65 @@ def cmd_estimate(args) -> int:
         console.print(f"  floor cost    {fmt_usd(e['usd_per_m_output_floor'])}/M output, "
                       f"{fmt_usd(e['usd_per_m_input_floor'])}/M input at ${args.price_per_chip_hour:g}/chip-hour")
     console.print(f"[dim]  formula: {e['formula']}; ceilings from the catalog ({acc.source}; as of {acc.as_of})[/]")
+    return 0
+
+
+def blend_ratio(text: str) -> float:
+    try:
+        a, b = (float(x) for x in text.split(":"))
+        return a / b
+    except (ValueError, ZeroDivisionError):
+        raise UsageError(f"--blend {text!r} must be input:output, e.g. 3:1") from None
+
+
+def cmd_report(args) -> int:
+    from infercost.bench.report import write_report
+    basis = price_basis(args, cpu=False)
+    ratio = blend_ratio(args.blend)
+    files = []
+    for p in args.results:
+        path = Path(p)
+        files += sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
+    records = read_results(args.results)
+    if not records:
+        raise UsageError("no records in the given results")
+    try:
+        done = write_report(records, files, args.out, basis, ratio)
+    except OSError as e:
+        raise UsageError(f"cannot write the report to {args.out}: {e.strerror or e}") from None
+    console.print(f"wrote {args.out}/report.md, report.html ({len(done['figures'])} figures: "
+                  f"{', '.join(done['figures'])}), results.csv and results.parquet ({done['rows']} rows)")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from infercost.bench.compare import compare
+    text = args.threshold.strip().rstrip("%")
+    try:
+        threshold = float(text) / 100
+    except ValueError:
+        raise UsageError(f"--threshold {args.threshold!r} must be a percentage, e.g. 5%") from None
+    if not 0 <= threshold < 1:
+        raise UsageError(f"--threshold {args.threshold!r} must be between 0% and 100%")
+    rows = compare(read_results([args.base]), read_results([args.new]), threshold)
+    if not rows:
+        raise UsageError("no case appears in both result sets")
+    table = Table(title=f"NEW vs BASE (throughput ratio = BASE time / NEW time; threshold {threshold:.0%})")
+    for col in ("backend", "device", "case", "dtype", "throughput", "95% CI", "p", "cost", "verdict"):
+        table.add_column(col, justify="right" if col in ("throughput", "95% CI", "p", "cost") else "left")
+    colour = {"faster": "green", "slower": "red", "flagged": "yellow", "missing": "yellow", "no change": "white"}
+    for r in rows:
+        has = "throughput_ratio" in r
+        table.add_row(r["backend"], r["device"] or "?", f"{r['workload']} {r['shape']}", r["dtype"],
+                      f"{r['throughput_ratio'] - 1:+.1%}" if has else "-",
+                      f"{r['ci95_low'] - 1:+.1%}..{r['ci95_high'] - 1:+.1%}" if has else "-",
+                      f"{r['p_value']:.3g}" if has else "-", f"{r['cost_ratio'] - 1:+.1%}" if has else "-",
+                      f"[{colour[r['verdict']]}]{r['verdict']}[/] {r['note']}")
+    console.print(table)
+    slower = [r for r in rows if r["verdict"] == "slower"]
+    if slower:
+        console.print(f"[red]{len(slower)} case(s) slower beyond {threshold:.0%}[/]")
+        return 1
     return 0
 
 
@@ -655,8 +721,8 @@ def join_negative_values(argv: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(join_negative_values(sys.argv[1:] if argv is None else argv))
-        commands = {"run": cmd_run, "backends": cmd_backends, "cost": cmd_cost,
-                    "estimate": cmd_estimate, "prices": cmd_prices}
+        commands = {"run": cmd_run, "backends": cmd_backends, "cost": cmd_cost, "estimate": cmd_estimate,
+                    "prices": cmd_prices, "report": cmd_report, "compare": cmd_compare}
         return commands[args.command](args)
     except UsageError as e:
         sys.stderr.write(f"infercost: error: {e}\n")  # one line, never wrapped

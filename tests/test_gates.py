@@ -112,3 +112,10 @@ def test_calibration_ignores_the_first_calls_one_time_cost():
     assert calls_per_block(6e-6, s, per_call_flush=True) > 1000  # tiny kernel: fill a block
     assert calls_per_block(1.6e-3, s, per_call_flush=True) == 1   # device-timed, flushed per call
     assert calls_per_block(1.6e-3, s, per_call_flush=False) == 12  # host timer: amortise
+
+
+def test_the_steady_state_interval_brackets_the_mean():
+    t = list(1e-3 * (1 + rng.exponential(0.2, 50)))  # skewed, as timings are: mean > median
+    s = summarize(t)
+    assert s["mean_ci95_low"] <= s["mean"] <= s["mean_ci95_high"]
+    assert s["ci95_low"] <= s["median"] <= s["ci95_high"]
