@@ -184,7 +184,7 @@ def provenance(records, files) -> list[str]:
     return lines
 
 
-def write_report(records: list[dict], files: list, out: Path, basis=None, ratio: float = 3.0) -> dict:
+def write_report(records: list[dict], files: list, out: Path, bases=(), ratio: float = 3.0) -> dict:
     import pandas as pd
 
     out = Path(out)
@@ -192,10 +192,11 @@ def write_report(records: list[dict], files: list, out: Path, basis=None, ratio:
     df = pd.DataFrame([flatten(r) for r in records])
     df.to_csv(out / "results.csv", index=False)
     df.drop(columns=["raw_times_s"], errors="ignore").to_parquet(out / "results.parquet", index=False)
-    rows = costs.price_records(records, basis, ratio) if basis else []
+    bases = [bases] if isinstance(bases, costs.Basis) else list(bases or [])
+    rows = [row for b in bases for row in costs.price_records(records, b, ratio)]
     runs = provenance(records, files)
-    price_note = (f"Prices: {basis.label}; {basis.assumption()}; blended {ratio:g}:1." if basis
-                  else "Prices: none given, so no costs are shown (use --instance or --price-per-hour).")
+    price_note = ("Prices: " + "; ".join(f"{b.label} ({b.assumption()})" for b in bases) + f"; blended {ratio:g}:1."
+                  if bases else "Prices: none given, so no costs are shown (use --instance or --price-per-hour).")
     figures = [
         ("cost", "Cost per million tokens (input, output, blended) with 95% intervals", fig_costs(rows) if rows else None),
         ("frontier", "Throughput versus interactivity, with the cost of each point", fig_frontier(rows) if rows else None),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import socket
+from dataclasses import replace
 import sys
 import time
 from datetime import datetime
@@ -133,6 +134,10 @@ def build_parser() -> Parser:
     cmp.add_argument("new", help="new results (file or folder)")
     cmp.add_argument("--threshold", default="5%", help="change that counts, e.g. 5%% (default 5%%)")
 
+    ing = sub.add_parser("ingest", help="read pytest-benchmark JSON into infercost results")
+    ing.add_argument("json", type=Path, help="the file pytest --benchmark-json wrote")
+    ing.add_argument("--out", "-o", type=Path, required=True, help="results file to append to")
+
     pr = sub.add_parser("prices", help="list price rows, or import a SkyPilot catalog CSV")
     pr.add_argument("--import-skypilot", metavar="CSV", help="convert a SkyPilot vms.csv into infercost's format")
     pr.add_argument("--provider", help="provider of the imported catalog (aws, gcp, azure, ...)")
@@ -144,7 +149,9 @@ def build_parser() -> Parser:
 
 
 def add_price_flags(p) -> None:
-    p.add_argument("--instance", help="price rows for provider:instance_type, e.g. gcp:tpu-v6e-8 (see `infercost prices`)")
+    p.add_argument("--instance", action="append", default=None,
+                   help="price row provider:instance_type, e.g. gcp:tpu-v6e-8 (see `infercost prices`); repeat to give "
+                        "a GPU/TPU instance for accelerator results and a CPU instance for CPU results")
     p.add_argument("--pricing", default="on-demand", help="on-demand, spot, 1-year, 3-year or owned (default on-demand)")
     p.add_argument("--region", help="region of the price row (default: the first listed)")
     p.add_argument("--prices", action="append", default=[], help="your own price table(s), same format as hardware/prices.csv")
@@ -368,8 +375,8 @@ def cmd_run(args) -> int:
 
     from infercost.hardware import cloud
     path = output_path(args)
-    basis = price_basis(args, cpu=False)  # validated before any measuring
-    detection = cloud.Detection() if basis is None and cloud.enabled(args.detect_instance) else None
+    bases = price_bases(args, cpu=False)  # validated before any measuring
+    detection = cloud.Detection() if not bases and cloud.enabled(args.detect_instance) else None
     args.threads_resolved = args.threads or available_cpus()
     if args.threads and args.threads > available_cpus():
         errors.print(f"[yellow]warning:[/] --threads {args.threads} exceeds the {available_cpus()} "
@@ -427,21 +434,24 @@ def cmd_run(args) -> int:
         console.print(matmul_table(matmuls))
     if llms:
         console.print(llm_table(llms))
-    if basis is None and detection is not None:
+    if not bases and detection is not None:
         instance = detection.result()
         if instance is None:
             console.print("cost: instance metadata did not answer; this machine's price is unknown")
         else:
-            args.instance = instance
+            args.instance = [instance]
             try:
-                basis = price_basis(args, cpu=False)
+                bases = price_bases(args, cpu=False)
             except UsageError as e:
                 console.print(f"cost: detected {instance}, but {e}")
-    if basis is not None:
+            # a detected instance prices every backend the machine ran, CPUs included
+            bases += [replace(b, accelerators_in_price=0, label=b.label + " (whole instance, CPU runs)")
+                      for b in list(bases) if b.accelerators_in_price > 0]
+    if bases:
         cpu_only = all(r["case"]["backend"].endswith("-cpu") for r in records)
-        if args.instance is None and args.accelerators is None and cpu_only:
-            basis = price_basis(args, cpu=True)
-        print_costs(records, basis)
+        if not args.instance and args.accelerators is None and cpu_only:
+            bases = price_bases(args, cpu=True)
+        print_costs(records, bases)
     elif detection is None:
         console.print("cost: this machine's price is unknown, so no $/M tokens are shown; give --price-per-hour USD "
                       "or --instance provider:type (see `infercost prices`), or re-price later with `infercost cost`")
@@ -449,13 +459,31 @@ def cmd_run(args) -> int:
     return 0
 
 
+def price_bases(args, cpu: bool) -> list:
+    """Every Basis the flags give ([] when no price was given)."""
+    instances = args.instance or []
+    if len(instances) <= 1:
+        b = price_basis(args, cpu)
+        return [b] if b is not None else []
+    bases = []
+    for inst in instances:
+        args.instance = [inst]
+        bases.append(price_basis(args, cpu))
+    args.instance = instances
+    kinds = [b.accelerators_in_price > 0 for b in bases]
+    if len(set(kinds)) != len(kinds):
+        raise UsageError("repeat --instance only to give one accelerator instance and one CPU instance")
+    return bases
+
+
 def price_basis(args, cpu: bool):
-    """The Basis from --price-per-hour or --instance, or None when no price was given."""
+    """The Basis from --price-per-hour, --owned or one --instance, or None when no price was given."""
     import warnings as _w
 
     from infercost.bench.cost import Basis
     from infercost.hardware import prices
-    given = [f for f, v in (("--price-per-hour", args.price_per_hour), ("--instance", args.instance),
+    instance = args.instance[0] if args.instance else None
+    given = [f for f, v in (("--price-per-hour", args.price_per_hour), ("--instance", instance),
                             ("--owned", args.owned)) if v is not None]
     if len(given) > 1:
         raise UsageError(f"give one price: {' and '.join(given)} were both given")
@@ -470,7 +498,7 @@ def price_basis(args, cpu: bool):
     if args.price_per_hour is not None:
         n = args.accelerators if args.accelerators is not None else (0 if cpu else 1)
         return Basis(args.price_per_hour, n, f"--price-per-hour {args.price_per_hour:g} (user, {n} accelerator(s))")
-    if not args.instance:
+    if not instance:
         return None
     if args.pricing not in prices.PRICINGS:
         raise UsageError(f"unknown pricing {args.pricing!r}; valid: {', '.join(prices.PRICINGS)}")
@@ -478,7 +506,7 @@ def price_basis(args, cpu: bool):
         rows = prices.load_all(args.prices)
         with _w.catch_warnings(record=True) as caught:
             _w.simplefilter("always")
-            row = prices.find(rows, args.instance, args.pricing, args.region)
+            row = prices.find(rows, instance, args.pricing, args.region)
     except prices.PriceTableError as e:
         raise UsageError(str(e)) from None
     for w in caught:
@@ -508,14 +536,19 @@ def cost_table(rows: list[dict], title: str) -> Table:
     return table
 
 
-def print_costs(records: list[dict], basis, ratio: float = 3.0, max_tpot_s: float | None = None) -> None:
+def print_costs(records: list[dict], bases, ratio: float = 3.0, max_tpot_s: float | None = None) -> None:
     from infercost.bench.cost import cheapest_within, price_records
-    rows = price_records(records, basis, ratio)
+    rows = []
+    for basis in (bases if isinstance(bases, list) else [bases]):
+        priced = price_records(records, basis, ratio)
+        if priced:
+            console.print(cost_table(priced, f"cost (measured throughput at {basis.label})"))
+            console.print(f"[dim]price split: {basis.assumption()}; blended = {ratio:g} input : 1 output[/]")
+        rows += priced
     if not rows:
-        console.print("cost: no valid measurement to price")
+        console.print("cost: no valid measurement that these prices apply to "
+                      "(an accelerator instance prices GPU/TPU results, a CPU instance CPU results)")
         return
-    console.print(cost_table(rows, f"cost (measured throughput at {basis.label})"))
-    console.print(f"[dim]price split: {basis.assumption()}; blended = {ratio:g} input : 1 output[/]")
     if max_tpot_s is not None:
         best = cheapest_within(rows, max_tpot_s)
         if not best:
@@ -548,13 +581,12 @@ def read_results(paths: list[str]) -> list[dict]:
 
 
 def cmd_cost(args) -> int:
-    if price_basis(args, cpu=False) is None:  # a missing or bad price is reported before any file is read
+    if not price_bases(args, cpu=False):  # a missing or bad price is reported before any file is read
         raise UsageError("give a price: --instance provider:instance_type (see `infercost prices`) or --price-per-hour USD")
     records = read_results(args.results)
     ratio = blend_ratio(args.blend)
     cpu = all((r.get("case", {}).get("backend", "")).endswith("-cpu") for r in records)
-    basis = price_basis(args, cpu)
-    print_costs(records, basis, ratio, args.max_tpot_ms / 1e3 if args.max_tpot_ms else None)
+    print_costs(records, price_bases(args, cpu), ratio, args.max_tpot_ms / 1e3 if args.max_tpot_ms else None)
     return 0
 
 
@@ -612,7 +644,7 @@ def blend_ratio(text: str) -> float:
 
 def cmd_report(args) -> int:
     from infercost.bench.report import write_report
-    basis = price_basis(args, cpu=False)
+    bases = price_bases(args, cpu=False)
     ratio = blend_ratio(args.blend)
     files = []
     for p in args.results:
@@ -622,7 +654,7 @@ def cmd_report(args) -> int:
     if not records:
         raise UsageError("no records in the given results")
     try:
-        done = write_report(records, files, args.out, basis, ratio)
+        done = write_report(records, files, args.out, bases, ratio)
     except OSError as e:
         raise UsageError(f"cannot write the report to {args.out}: {e.strerror or e}") from None
     console.print(f"wrote {args.out}/report.md, report.html ({len(done['figures'])} figures: "
@@ -658,6 +690,21 @@ def cmd_compare(args) -> int:
     if slower:
         console.print(f"[red]{len(slower)} case(s) slower beyond {threshold:.0%}[/]")
         return 1
+    return 0
+
+
+def cmd_ingest(args) -> int:
+    from infercost.bench.ingest import ingest
+    from infercost.bench.records import Writer
+    try:
+        records = ingest(args.json)
+    except (OSError, ValueError, KeyError) as e:
+        raise UsageError(f"cannot ingest {args.json}: {e}") from None
+    writer = Writer(args.out)
+    for r in records:
+        writer.write(r)
+    writer.close()
+    console.print(f"ingested {len(records)} benchmarks into {args.out}")
     return 0
 
 
@@ -722,7 +769,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(join_negative_values(sys.argv[1:] if argv is None else argv))
         commands = {"run": cmd_run, "backends": cmd_backends, "cost": cmd_cost, "estimate": cmd_estimate,
-                    "prices": cmd_prices, "report": cmd_report, "compare": cmd_compare}
+                    "prices": cmd_prices, "report": cmd_report, "compare": cmd_compare,
+                    "ingest": cmd_ingest}
         return commands[args.command](args)
     except UsageError as e:
         sys.stderr.write(f"infercost: error: {e}\n")  # one line, never wrapped

@@ -80,3 +80,13 @@ def test_the_html_report_loads_in_a_real_browser_with_every_figure_shown(results
     assert f'data-figures-shown="{len(figures)}"' in dom  # every image decoded with a real size
     assert "data-errors" not in dom          # no script or resource error
     assert "<title>infercost report</title>" in dom  # the injected script never ran
+
+
+def test_the_python_api_prices_and_draws_from_a_notebook(results):
+    import infercost
+    df = infercost.price_results(results, price_per_hour=0.357, accelerators=0)
+    assert len(df) and (df["price"].str.contains("0.357")).all()
+    matmul = df[df["workload"] == "matmul"]
+    assert (matmul["usd_per_pflop"] > 0).all()
+    figs = infercost.figures(results, price_per_hour=0.357, accelerators=0)
+    assert {"cost", "roofline", "matmul"} <= set(figs)
