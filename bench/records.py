@@ -30,7 +30,7 @@ def run_provenance(seed: int) -> dict:
     return {
         "infercost": __version__,
         "git_commit": git_commit(),
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": " ".join(["infercost", *sys.argv[1:]]),
         "started": now(),
         "seed": seed,
         "host": host_facts(),

@@ -173,14 +173,21 @@ def util_rows(records):
 
 
 def provenance(records, files) -> list[str]:
-    runs = {}
+    """One line per machine and infercost commit: how many runs and records, and when."""
+    groups: dict = {}
     for r in records:
         p = r.get("provenance", {})
-        key = (p.get("host", {}).get("hostname"), p.get("git_commit"), p.get("started"))
-        runs[key] = runs.get(key, 0) + 1
+        host = p.get("host", {})
+        devices = groups.setdefault((host.get("hostname"), host.get("cpu_model"), p.get("git_commit")),
+                                    {"records": 0, "starts": set(), "devices": set()})
+        devices["records"] += 1
+        devices["starts"].add(p.get("started") or "?")
+        devices["devices"].add(r.get("case", {}).get("device") or "?")
     lines = [f"{len(records)} records from {len(files)} file(s): {', '.join(Path(f).name for f in files)}"]
-    for (host, commit, started), n in sorted(runs.items(), key=lambda kv: str(kv[0])):
-        lines.append(f"run on host {host} started {started}, infercost commit {commit or 'unknown'}: {n} records")
+    for (host, cpu, commit), g in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        starts = sorted(g["starts"])
+        lines.append(f"host {host} ({cpu}), devices {', '.join(sorted(g['devices']))}, infercost commit "
+                     f"{commit or 'unknown'}: {g['records']} records from {len(starts)} run(s), {starts[0]} to {starts[-1]}")
     return lines
 
 
