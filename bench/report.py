@@ -172,6 +172,25 @@ def util_rows(records):
     return out
 
 
+def peak_rows(records):
+    """The best matmul throughput measured per device and dtype, beside the catalog's dense peak."""
+    best = {}
+    for r in records:
+        c = r["case"]
+        if r["status"] == "ok" and c["workload"] == "matmul":
+            k = (c.get("device") or "?", c["dtype"] + (" tf32" if c.get("tf32") else ""))
+            if r["metrics"]["tflops"] > best.get(k, (0, None))[0]:
+                best[k] = (r["metrics"]["tflops"], r)
+    rows = []
+    for (device, dtype), (tflops, r) in sorted(best.items()):
+        acc = catalog.lookup(device)
+        spec = acc.peak(r["case"]["dtype"], bool(r["case"].get("tf32"))) if acc else None
+        rows.append([device, dtype, f"{tflops:.4g}", r["case"].get("shape") or "",
+                     f"{spec / 1e12:.4g}" if spec else "not in catalog",
+                     f"{tflops * 1e12 / spec:.1%}" if spec else "-"])
+    return rows
+
+
 def provenance(records, files) -> list[str]:
     """One line per machine and infercost commit: how many runs and records, and when."""
     groups: dict = {}
@@ -228,6 +247,10 @@ def write_report(records: list[dict], files: list, out: Path, bases=(), ratio: f
     md = ["# infercost report", "", *[f"- {l}" for l in runs], f"- {price_note}", ""]
     for name, (title, _) in images.items():
         md += [f"## {title}", "", f"![{title}]({name}.png)", "", f"*Source: the runs above. {price_note}*", ""]
+    peaks = peak_rows(records)
+    peak_head = ["device", "dtype", "measured peak TFLOP/s", "at shape", "spec dense peak", "measured / spec"]
+    if peaks:
+        md += ["## Measured peaks beside spec peaks", "", _md_table(peak_head, peaks), ""]
     md += ["## MFU / MBU and throughput", "", _md_table(head, table), ""]
     if cost_table:
         md += ["## Costs", "", f"*{price_note}*", "", _md_table(cost_head, cost_table), ""]
@@ -242,6 +265,8 @@ def write_report(records: list[dict], files: list, out: Path, bases=(), ratio: f
         b64 = base64.b64encode(data).decode()
         body.append(f'<figure><img class="figure" alt="{e(title)}" src="data:image/png;base64,{b64}">'
                     f"<figcaption>{e(title)}. Source: the runs above. {e(price_note)}</figcaption></figure>")
+    if peaks:
+        body.append("<h2>Measured peaks beside spec peaks</h2>" + _html_table(peak_head, peaks))
     body.append("<h2>MFU / MBU and throughput</h2>" + _html_table(head, table))
     if cost_table:
         body.append(f"<h2>Costs</h2><p>{e(price_note)}</p>" + _html_table(cost_head, cost_table))
