@@ -77,7 +77,7 @@ def check_model(backend, cfg, dtype: str, tf32: bool, seed: int, weights_path: s
     }
 
 
-def cpu_read_bandwidth(backend, settings) -> float:
+def cpu_read_bandwidth(backend) -> float:
     """Bytes/s of summing a 512 MiB array: the memory ceiling measured in the same run (CPUs
     have no catalog bandwidth). Cached per worker."""
     if "bandwidth" not in _cache:
@@ -151,7 +151,7 @@ def run_llm_case(backend, case: dict, settings, seed: int, cpus_available: int) 
     peak = acc.peak(dtype, tf32) if acc else None
     bandwidth, basis = (acc.bandwidth, "catalog") if acc and acc.bandwidth else (None, None)
     if bandwidth is None and backend.name.endswith("-cpu"):
-        bandwidth, basis = cpu_read_bandwidth(backend, settings), "measured (sum of 512 MiB)"
+        bandwidth, basis = cpu_read_bandwidth(backend), "measured (sum of 512 MiB)"
     # The roofline needs both ceilings; with one unknown (a CPU has no catalog peak) it is not given.
     roofline_s = max(flops / peak, nbytes / bandwidth) if peak and bandwidth else None
     metrics = {

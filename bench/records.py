@@ -111,7 +111,7 @@ def flatten(record: dict) -> dict:
     return row
 
 
-def load(*paths) -> "pandas.DataFrame":
+def load(*paths):
     """Load result files (paths or folders of *.jsonl) into a tidy DataFrame, one row per case.
 
     Columns include: backend, device, workload, shape, m/n/k, dtype, tf32, threads, status,

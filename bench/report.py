@@ -261,7 +261,7 @@ def write_report(records: list[dict], files: list, out: Path, bases=(), ratio: f
 
     e = html.escape
     body = [f"<h1>infercost report</h1><ul>{''.join(f'<li>{e(l)}</li>' for l in runs)}<li>{e(price_note)}</li></ul>"]
-    for name, (title, data) in images.items():
+    for title, data in images.values():
         b64 = base64.b64encode(data).decode()
         body.append(f'<figure><img class="figure" alt="{e(title)}" src="data:image/png;base64,{b64}">'
                     f"<figcaption>{e(title)}. Source: the runs above. {e(price_note)}</figcaption></figure>")

@@ -198,7 +198,7 @@ def positive_ints(groups: list[list[str]], flag: str, default: list[int]) -> lis
 
 def requested_cases(args) -> list[dict] | None:
     """Cases from --shape and --model, or None to take the suite's."""
-    from infercost.kernels.llama import CONFIGS, resolve_config
+    from infercost.kernels.llama import resolve_config
 
     dtypes = [d for g in args.dtype for d in g]
     workloads = [w for g in args.workload for w in g]

@@ -89,7 +89,6 @@ def forward(cfg: LlamaConfig, params, rope_tab, tokens, pos, cache, prefill: boo
     b, t = tokens.shape
     nh, nkv, hd = cfg.heads, cfg.kv_heads, cfg.hd
     cos_all, sin_all = rope_tab
-    max_seq = cos_all.shape[0]
     cos = jax.lax.dynamic_slice_in_dim(cos_all, pos, t)[None, :, None, :]
     sin = jax.lax.dynamic_slice_in_dim(sin_all, pos, t)[None, :, None, :]
     x = params["embed"][tokens]

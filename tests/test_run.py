@@ -8,8 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 import infercost
 
 FAST = ["--min-time", "0.05", "--warmup", "0.05", "--repeats", "3"]
