@@ -204,3 +204,25 @@ def test_safetensors_reader_handles_bf16_and_rejects_bad_input(tmp_path):
         llama.read_safetensors(tmp_path / "bad.safetensors")
     with pytest.raises(ValueError, match="lack"):
         llama.check_weights(CONFIGS["tiny"], got)
+
+
+def test_run_a_hugging_face_checkpoint_end_to_end_through_the_cli(tmp_path):
+    import subprocess
+    import sys
+
+    import infercost
+    hf_checkpoint(tmp_path, "llama3")
+    out = tmp_path / "run.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "infercost.cli", "run", "--backend", "torch-cpu,jax-cpu",
+                           "--model", str(tmp_path / "config.json"), "--weights", str(tmp_path / "model.safetensors"),
+                           "--batch", "2", "--tokens", "12", "--min-time", "0.1", "--warmup", "0.05", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    df = infercost.load_results(out)
+    assert len(df) == 4 and set(df["workload"]) == {"prefill", "decode"}
+    assert df["check_passed"].all() and df["check_greedy_tokens_agree"].all()
+    assert df["check_error"].max() < 1e-4
+    bad = subprocess.run([sys.executable, "-m", "infercost.cli", "run", "--model", "llama-3.1-8b",
+                          "--weights", str(tmp_path / "model.safetensors"), "--out", str(tmp_path / "x.jsonl")],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "has shape" in bad.stderr and "Traceback" not in bad.stderr
