@@ -70,7 +70,7 @@ def test_detection_gives_up_quickly_when_nothing_answers():
 def run_cli(args, env_extra):
     env = {**os.environ, **env_extra}
     return subprocess.run([sys.executable, "-m", "infercost.cli", "run", "--backend", "torch-cpu",
-                           "--shape", "128x128x128", "--min-time", "0.1", "--warmup", "0.1", *args],
+                           "--shape", "1024x1024x1024", "--min-time", "0.3", "--warmup", "0.1", *args],
                           capture_output=True, text=True, env=env, timeout=300)
 
 
