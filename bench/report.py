@@ -71,13 +71,20 @@ def fig_roofline(records):
         devices.setdefault(label(r), []).append((m["flops"] / m["bytes"], tflops, r["case"]["workload"]))
     xs = np.logspace(-1, 4, 200)
     roofs = set()
+    measured = measured_roofs(records)
     for i, (name, items) in enumerate(sorted(devices.items())):
         colour = f"C{i}"
-        acc = catalog.lookup(name.rsplit(" (", 1)[0])
+        device = name.rsplit(" (", 1)[0]
+        acc = catalog.lookup(device)
         if acc and acc.bandwidth and acc.peak("bfloat16") and acc.name not in roofs:
             roofs.add(acc.name)
             roof = np.minimum(acc.peak("bfloat16") / 1e12, xs * acc.bandwidth / 1e12)
             ax.plot(xs, roof, color=colour, lw=1, ls="--", label=f"{acc.name} roof (bf16 dense, spec)")
+        elif acc is None and device not in roofs and device in measured:
+            roofs.add(device)  # no spec sheet: the best measured throughput and bandwidth make the roof
+            peak_tf, bw = measured[device]
+            ax.plot(xs, np.minimum(peak_tf, xs * bw / 1e12), color=colour, lw=1, ls=":",
+                    label=f"{device} roof (measured: {peak_tf:.3g} TFLOP/s, {bw / 1e9:.0f} GB/s)")
         for marker, wl in (("o", "matmul"), ("s", "prefill"), ("^", "decode")):
             sel = [(x, y) for x, y, w in items if w == wl]
             if sel:
@@ -88,9 +95,23 @@ def fig_roofline(records):
     ax.set_xlabel("arithmetic intensity (FLOP / minimum byte)")
     ax.set_ylabel("achieved TFLOP/s")
     ax.set_title("Roofline: measured points under each device's roof")
-    ax.legend(fontsize=6)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3)
     return fig
+
+
+def measured_roofs(records) -> dict:
+    """Per device: (best matmul TFLOP/s measured, bandwidth measured in the run in B/s), where both exist."""
+    peak, bw = {}, {}
+    for r in records:
+        if r["status"] != "ok":
+            continue
+        device, m = r["case"].get("device"), r["metrics"]
+        if r["case"]["workload"] == "matmul" and m.get("tflops"):
+            peak[device] = max(peak.get(device, 0.0), m["tflops"])
+        if (m.get("bandwidth_basis") or "").startswith("measured") and m.get("bandwidth_gbs"):
+            bw[device] = max(bw.get(device, 0.0), m["bandwidth_gbs"] * 1e9)
+    return {d: (peak[d], bw[d]) for d in peak if d in bw}
 
 
 def fig_frontier(rows):
