@@ -111,6 +111,14 @@ def flatten(record: dict) -> dict:
     return row
 
 
+def result_files(paths) -> list[Path]:
+    """The result files named: each path itself, or every *.jsonl in it when it is a folder."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        files.extend(sorted(p.glob("*.jsonl")) if p.is_dir() else [p])
+    return files
+
+
 def load(*paths):
     """Load result files (paths or folders of *.jsonl) into a tidy DataFrame, one row per case.
 
@@ -119,12 +127,8 @@ def load(*paths):
     check_error, raw_times_s (list) and provenance columns. See the README for the full list.
     """
     import pandas as pd
-    files: list[Path] = []
-    for p in paths:
-        p = Path(p)
-        files.extend(sorted(p.glob("*.jsonl")) if p.is_dir() else [p])
     rows = []
-    for f in files:
+    for f in result_files(paths):
         for record in read_records(f):
             row = flatten(record)
             row["source_file"] = str(f)

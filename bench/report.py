@@ -27,6 +27,15 @@ def _plt():
     return plt
 
 
+def finish(ax, title: str, xlabel: str, ylabel: str, legend: dict | None = None) -> None:
+    """Title, axis labels, legend and grid, the same on every figure."""
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(**(legend or {"fontsize": 6}))
+    ax.grid(alpha=0.3)
+
+
 def label(rec: dict) -> str:
     c = rec["case"]
     return f"{c.get('device') or '?'} ({c['backend']})"
@@ -49,11 +58,8 @@ def fig_matmul_curve(records):
         ax.plot([x for x, _ in xy], [y for _, y in xy], marker="o", label=f"{name} {dtype}")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
-    ax.set_xlabel("square matmul size N (N x N x N)")
-    ax.set_ylabel("achieved TFLOP/s (steady state)")
-    ax.set_title("Matmul throughput curve")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
+    finish(ax, "Matmul throughput curve", "square matmul size N (N x N x N)", "achieved TFLOP/s (steady state)",
+           {"fontsize": 7})
     return fig
 
 
@@ -92,11 +98,8 @@ def fig_roofline(records):
                            label=f"{name}: {wl}")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("arithmetic intensity (FLOP / minimum byte)")
-    ax.set_ylabel("achieved TFLOP/s")
-    ax.set_title("Roofline: measured points under each device's roof")
-    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax.grid(alpha=0.3)
+    finish(ax, "Roofline: measured points under each device's roof", "arithmetic intensity (FLOP / minimum byte)",
+           "achieved TFLOP/s", {"fontsize": 6, "loc": "upper left", "bbox_to_anchor": (1.01, 1.0)})
     return fig
 
 
@@ -133,12 +136,9 @@ def fig_frontier(rows):
             if r.get("usd_per_m_output") is not None:
                 ax.annotate(f"b{r['batch']} ${r['usd_per_m_output']:.3g}/M", (xi, yi), fontsize=6,
                             textcoords="offset points", xytext=(3, 3))
-    ax.set_xlabel("per-user speed (output tokens/s = 1 / TPOT)")
-    ax.set_ylabel("output tokens/s per accelerator")
     ax.set_yscale("log")
-    ax.set_title("Throughput versus interactivity (decode)")
-    ax.legend(fontsize=6)
-    ax.grid(alpha=0.3)
+    finish(ax, "Throughput versus interactivity (decode)", "per-user speed (output tokens/s = 1 / TPOT)",
+           "output tokens/s per accelerator")
     return fig
 
 

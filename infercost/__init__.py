@@ -18,15 +18,8 @@ def load_results(*paths):
 
 
 def _records(paths):
-    from pathlib import Path
-
-    from infercost.bench.records import read_records
-    out = []
-    for p in paths:
-        p = Path(p)
-        for f in (sorted(p.glob("*.jsonl")) if p.is_dir() else [p]):
-            out += read_records(f)
-    return out
+    from infercost.bench.records import read_records, result_files
+    return [r for f in result_files(paths) for r in read_records(f)]
 
 
 def _basis(instance=None, pricing="on-demand", region=None, price_per_hour=None, accelerators=1, prices=()):

@@ -562,21 +562,18 @@ def read_results(paths: list[str]) -> list[dict]:
     """Records of result files or folders; skipped lines are reported as warnings, not tracebacks."""
     import warnings as _w
 
-    from infercost.bench.records import read_records
+    from infercost.bench.records import read_records, result_files
     records = []
-    for p in paths:
-        path = Path(p)
-        files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
-        for f in files:
-            if not f.is_file():
-                raise UsageError(f"no results at {f}")
-            with _w.catch_warnings(record=True) as caught:
-                _w.simplefilter("always")
-                records += read_records(f)
-            for w in caught[:3]:
-                errors.print(f"[yellow]warning:[/] {w.message}", markup=True, highlight=False)
-            if len(caught) > 3:
-                errors.print(f"[yellow]warning:[/] {len(caught) - 3} more lines of {f} skipped")
+    for f in result_files(paths):
+        if not f.is_file():
+            raise UsageError(f"no results at {f}")
+        with _w.catch_warnings(record=True) as caught:
+            _w.simplefilter("always")
+            records += read_records(f)
+        for w in caught[:3]:
+            errors.print(f"[yellow]warning:[/] {w.message}", markup=True, highlight=False)
+        if len(caught) > 3:
+            errors.print(f"[yellow]warning:[/] {len(caught) - 3} more lines of {f} skipped")
     return records
 
 
@@ -646,10 +643,8 @@ def cmd_report(args) -> int:
     from infercost.bench.report import write_report
     bases = price_bases(args, cpu=False)
     ratio = blend_ratio(args.blend)
-    files = []
-    for p in args.results:
-        path = Path(p)
-        files += sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
+    from infercost.bench.records import result_files
+    files = result_files(args.results)
     records = read_results(args.results)
     if not records:
         raise UsageError("no records in the given results")
