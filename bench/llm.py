@@ -47,18 +47,20 @@ def memory_needed(cfg: llama.LlamaConfig, dtype: str, batch: int, tokens: int, m
     return cfg.weight_bytes(dtype) + cfg.kv_bytes(batch, max_seq, dtype) + acts + scores + logits + (256 << 20)
 
 
-def check_model(backend, cfg, dtype: str, tf32: bool, seed: int, weights_path: str | None) -> dict:
+def check_model(backend, cfg, dtype: str, tf32: bool, seed: int, weights_path: str | None,
+                batch: int = CHECK_BATCH) -> dict:
     """Prefill and teacher-forced decode steps against the float64 reference on the same weights.
 
     Large models are checked on their first layers at full width: every matmul shape of the
-    real model, at a cost the host can afford in float64.
+    real model, at a cost the host can afford in float64. `batch` 1 checks the batch-1 code
+    path (compiled differently on CPUs), any other the batched one.
     """
     ccfg = cfg if cfg.n_params() <= CHECK_FULL_MAX_PARAMS else llama.truncated(cfg, CHECK_LAYERS)
     weights = host_weights(weights_path, ccfg)
-    runner = runner_class(backend.framework)(ccfg, dtype, backend.device, CHECK_BATCH,
+    runner = runner_class(backend.framework)(ccfg, dtype, backend.device, batch,
                                              CHECK_PROMPT + CHECK_STEPS, seed=seed, weights=weights,
                                              keep_weights=True)
-    prompt = np.random.default_rng(seed).integers(0, cfg.vocab_size, (CHECK_BATCH, CHECK_PROMPT))
+    prompt = np.random.default_rng(seed).integers(0, cfg.vocab_size, (batch, CHECK_PROMPT))
     w64 = runner.weights_numpy()
     ref_tokens, ref_logits = llama_ref.greedy(ccfg, w64, prompt, CHECK_STEPS)
     got = [backend.fetch(runner.prefill_step(prompt, last_only=False)())]
@@ -72,9 +74,43 @@ def check_model(backend, cfg, dtype: str, tf32: bool, seed: int, weights_path: s
         "error": error, "tolerance": tolerance, "finite": finite,
         "passed": bool(finite and error <= tolerance),
         "greedy_tokens_agree": bool(np.array_equal(device_tokens, ref_tokens)),
-        "checked": f"{ccfg.layers} of {cfg.layers} layers, batch {CHECK_BATCH}, prefill {CHECK_PROMPT} + {CHECK_STEPS} decode steps",
+        "checked": f"{ccfg.layers} of {cfg.layers} layers, batch {batch}, prefill {CHECK_PROMPT} + {CHECK_STEPS} decode steps",
         "launch": runner.launch,
     }
+
+
+def weight_read_sweep(arrays, threads: int | None = None, seconds: float = 0.3) -> float | None:
+    """Bytes/s of ATen's sum over these very buffers (JAX arrays viewed through DLPack, no
+    copy), or None when one cannot be viewed (oneDNN-packed, or not in host memory).
+
+    Why the model's own buffers: on a shared or virtualised host, separately allocated buffers
+    of one process read at different speeds (27 to 55 GB/s seen side by side here), so a sweep
+    of some other buffer measures where that buffer landed, not the ceiling of these weights.
+    ATen's sum for every backend: one read kernel, so torch and JAX share one definition.
+    """
+    import torch
+    views = []
+    for a in arrays:
+        t = a if isinstance(a, torch.Tensor) else torch.from_dlpack(a)
+        if t.is_mkldnn or t.device.type != "cpu":
+            return None
+        views.append(t)
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        for _ in range(2):
+            for t in views:
+                t.sum()
+        times, start = [], time.perf_counter()
+        while time.perf_counter() - start < seconds or len(times) < 5:
+            t0 = time.perf_counter()
+            for t in views:
+                t.sum()
+            times.append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(previous)
+    return sum(t.numel() * t.element_size() for t in views) / float(np.median(times))
 
 
 def cpu_read_bandwidth(backend) -> float:
@@ -110,9 +146,11 @@ def run_llm_case(backend, case: dict, settings, seed: int, cpus_available: int) 
         return {**out, "status": "skipped", "valid": False, "reasons": [reason], "warnings": []}
     out["case"]["precision_flags"] = backend.configure(dtype, tf32)
 
-    check_key = ("check", p["model"], dtype, tf32, seed, p.get("weights"))
-    if check_key not in _cache:  # one check per model: it does not depend on batch or length
-        _cache[check_key] = check_model(backend, cfg, dtype, tf32, seed, p.get("weights"))
+    # One check per model and code path (batch 1 or batched); it does not depend on length.
+    check_batch = 1 if batch == 1 else CHECK_BATCH
+    check_key = ("check", p["model"], dtype, tf32, seed, p.get("weights"), check_batch)
+    if check_key not in _cache:
+        _cache[check_key] = check_model(backend, cfg, dtype, tf32, seed, p.get("weights"), check_batch)
     check = out["check"] = _cache[check_key]
     if not check["passed"]:
         why = "NaN or Inf in the logits" if not check["finite"] else (
@@ -151,7 +189,11 @@ def run_llm_case(backend, case: dict, settings, seed: int, cpus_available: int) 
     peak = acc.peak(dtype, tf32) if acc else None
     bandwidth, basis = (acc.bandwidth, "catalog") if acc and acc.bandwidth else (None, None)
     if bandwidth is None and backend.name.endswith("-cpu"):
-        bandwidth, basis = cpu_read_bandwidth(backend), "measured (sum of 512 MiB)"
+        sweep = weight_read_sweep(runner.streamed(), getattr(backend, "threads", None))
+        if sweep:
+            bandwidth, basis = sweep, "measured (sum over this model's weights, after timing)"
+        else:  # oneDNN-packed weights cannot be read by another kernel
+            bandwidth, basis = cpu_read_bandwidth(backend), "measured (sum of 512 MiB)"
     # The roofline needs both ceilings; with one unknown (a CPU has no catalog peak) it is not given.
     roofline_s = max(flops / peak, nbytes / bandwidth) if peak and bandwidth else None
     metrics = {

@@ -47,21 +47,37 @@ def rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
 ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
-def as_weight(w: torch.Tensor, batch: int) -> torch.Tensor:
+def as_weight(w: torch.Tensor, batch: int, pack: bool = True) -> torch.Tensor:
     """An HF [out, in] weight stored for `linear`.
 
-    On CPUs it is packed for oneDNN. Why: MKL's matrix-vector product (decode) runs on one
-    thread whatever torch's thread count; on a 2-core EPYC it streamed weights at ~0.6 of a
-    read sweep's bandwidth, oneDNN's inner product at ~0.83, and it is faster at prefill too.
+    On CPUs it is packed for oneDNN (unless pack is False). Why: MKL's matrix-vector product
+    runs on one thread whatever torch's thread count; on a 2-core EPYC it streamed weights at
+    ~0.6 of a read sweep's bandwidth, oneDNN's inner product at ~0.8, and it is faster at
+    prefill too.
     """
-    if ONEDNN and w.device.type == "cpu" and w.dtype in (torch.float32, torch.bfloat16):
+    if pack and ONEDNN and w.device.type == "cpu" and w.dtype in (torch.float32, torch.bfloat16):
         return torch.ops.mkldnn._reorder_linear_weight(w, batch)
     return w
 
 
+def fused_gemv() -> bool:
+    """True while torch.compile traces: on CPUs, one-row products and decode attention are
+    then written as multiply-reduces, for inductor to fuse."""
+    return torch.compiler.is_compiling()
+
+
 def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
     """x @ W.T (+ b) for a weight stored by as_weight."""
-    if w.is_mkldnn:
+    cpu = w.device.type == "cpu"
+    if cpu and x.shape[:-1].numel() == 1 and fused_gemv():
+        # Batch-1 decode on a CPU: inductor turns this into one vectorised pass over W's rows,
+        # split across threads, with the norm before it fused in; it streams weights at about
+        # a read sweep's bandwidth, oneDNN's GEMV at ~0.8 of it. float32 accumulation, as a GEMM.
+        y = (x.unsqueeze(-2).float() * w.float()).sum(-1)
+        return (y if b is None else y + b.float()).to(x.dtype)
+    if w.is_mkldnn or (cpu and ONEDNN and w.dtype in (torch.float32, torch.bfloat16) and not fused_gemv()):
+        # oneDNN also takes an unpacked weight (a prefill beside compiled decode) at about
+        # the packed speed; MKL's sgemm behind F.linear was 1.5x slower at 128 rows.
         return torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
     return F.linear(x, w, b)
 
@@ -81,6 +97,13 @@ def decode_attention(q, k_cache, v_cache, mask):
     b, nh, t, hd = q.shape
     nkv = k_cache.shape[1]
     qg = q.reshape(b, nkv, (nh // nkv) * t, hd)
+    if q.device.type == "cpu" and fused_gemv():
+        # Under inductor on a CPU, broadcast multiply-reduces fuse with the softmax around
+        # them; bmm would be a separate library call per layer for a few rows.
+        scores = (qg.unsqueeze(-2).float() * k_cache.unsqueeze(2).float()).sum(-1) * hd**-0.5
+        probs = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
+        o = (probs.unsqueeze(-1) * v_cache.unsqueeze(2).float()).sum(-2).to(q.dtype)
+        return o.reshape(b, nh, t, hd)
     scores = (qg @ k_cache.transpose(-1, -2)).float() * hd**-0.5
     probs = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1).to(q.dtype)
     return (probs @ v_cache).reshape(b, nh, t, hd)
@@ -89,25 +112,25 @@ def decode_attention(q, k_cache, v_cache, mask):
 class Llama(torch.nn.Module):
     """Weights (HF names) fused for speed; caches of [batch, kv_heads, max_seq, head_dim]."""
 
-    def __init__(self, cfg: LlamaConfig, weights: dict, batch: int, max_seq: int):
+    def __init__(self, cfg: LlamaConfig, weights: dict, batch: int, max_seq: int, pack: bool = True):
         super().__init__()
         self.cfg = cfg
         w = weights
         dtype = w["model.embed_tokens.weight"].dtype
         device = w["model.embed_tokens.weight"].device
         self.embed = w["model.embed_tokens.weight"]
-        self.head = as_weight(self.embed if cfg.tie_embeddings else w["lm_head.weight"], batch)
+        self.head = as_weight(self.embed if cfg.tie_embeddings else w["lm_head.weight"], batch, pack)
         self.norm = w["model.norm.weight"]
         self.layers = []
         for i in range(cfg.layers):
             p = f"model.layers.{i}."
             layer = {
                 "ln1": w[p + "input_layernorm.weight"],
-                "wqkv": as_weight(torch.cat([w[p + f"self_attn.{n}_proj.weight"] for n in "qkv"]), batch),
-                "wo": as_weight(w[p + "self_attn.o_proj.weight"], batch),
+                "wqkv": as_weight(torch.cat([w[p + f"self_attn.{n}_proj.weight"] for n in "qkv"]), batch, pack),
+                "wo": as_weight(w[p + "self_attn.o_proj.weight"], batch, pack),
                 "ln2": w[p + "post_attention_layernorm.weight"],
-                "w13": as_weight(torch.cat([w[p + "mlp.gate_proj.weight"], w[p + "mlp.up_proj.weight"]]), batch),
-                "w2": as_weight(w[p + "mlp.down_proj.weight"], batch),
+                "w13": as_weight(torch.cat([w[p + "mlp.gate_proj.weight"], w[p + "mlp.up_proj.weight"]]), batch, pack),
+                "w2": as_weight(w[p + "mlp.down_proj.weight"], batch, pack),
             }
             if cfg.qkv_bias:
                 layer["bqkv"] = torch.cat([w[p + f"self_attn.{n}_proj.bias"] for n in "qkv"])
@@ -119,6 +142,7 @@ class Llama(torch.nn.Module):
         self.k_cache = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.layers)]
         self.v_cache = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.layers)]
         self.max_seq = max_seq
+        self.batch = batch
 
     def tensors(self) -> list[torch.Tensor]:
         """Every tensor a step reads or writes (CUDA graphs keep them at fixed addresses)."""
@@ -171,8 +195,11 @@ TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16":
 class Runner:
     """One model on one device: builds weights and cache, and hands out ready-to-call steps.
 
-    On CUDA, decode runs through torch.compile with CUDA graphs ("reduce-overhead"); if that
-    fails the runner falls back to eager and says why in `launch`.
+    Decode runs compiled where that pays: on CUDA through torch.compile with CUDA graphs
+    ("reduce-overhead"); on a CPU at batch 1 through inductor, whose fused multiply-reduce
+    GEMVs stream the weights faster than any library GEMV torch calls (batch > 1 stays on
+    oneDNN's packed GEMM, faster there). If compiling fails the runner falls back to eager and
+    says why in `launch`.
     """
 
     def __init__(self, cfg: LlamaConfig, dtype: str, device, batch: int, max_seq: int,
@@ -185,20 +212,27 @@ class Runner:
             import numpy as np
             w = {k: torch.from_numpy(np.asarray(v, dtype=np.float32)).to(device, tdtype) for k, v in weights.items()}
         self.device = torch.device(device)
-        self.model = Llama(cfg, w, batch, max_seq)
+        cuda = self.device.type == "cuda"
+        cpu_gemv = compile_decode and self.device.type == "cpu" and batch == 1
+        self.model = Llama(cfg, w, batch, max_seq, pack=not cpu_gemv)
         self.weights = w if keep_weights else None  # the model holds fused copies
         self.params = self.model.tensors()
         del w
         self.launch = "eager"
         self._decode = partial_forward = lambda tokens, pos: self.model(tokens, pos, prefill=False)
-        if compile_decode and self.device.type == "cuda":
-            # Each runner is a new closure, so a sweep of batch sizes recompiles; past dynamo's
-            # default limit of 8 it would quietly run eager instead.
+        if compile_decode and (cuda or cpu_gemv):
+            # Each runner is a new closure over the same code, so a sweep recompiles; past the
+            # limit dynamo would quietly run eager: raise instead, and the fallback records it.
             torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+            torch._dynamo.config.fail_on_recompile_limit_hit = True
+        if compile_decode and cuda:
             for t in self.model.tensors():
                 torch._dynamo.mark_static_address(t)
             self._decode = torch.compile(partial_forward, mode="reduce-overhead", fullgraph=True)
             self.launch = "torch.compile(reduce-overhead): CUDA graphs"
+        elif cpu_gemv:
+            self._decode = torch.compile(partial_forward, fullgraph=True, dynamic=False)
+            self.launch = "torch.compile(inductor, CPU): fused GEMVs"
         self._eager_decode = partial_forward
 
     @torch.inference_mode()
@@ -225,6 +259,12 @@ class Runner:
         tokens = torch.as_tensor(tokens, dtype=torch.long, device=self.device)
         pos = torch.tensor([pos], dtype=torch.long, device=self.device)
         return lambda: self._run_decode(tokens, pos)
+
+    def streamed(self) -> list[torch.Tensor]:
+        """The weights a decode step reads in full (head, every layer's matrices and norms), as
+        stored: the buffers a read sweep must cover to measure this model's bandwidth ceiling."""
+        m = self.model
+        return [m.head, m.norm, *(t for layer in m.layers for t in layer.values())]
 
     def weights_numpy(self) -> dict:
         return {k: v.detach().to("cpu", torch.float64).numpy() for k, v in self.weights.items()}
