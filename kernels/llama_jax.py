@@ -148,7 +148,7 @@ def forward(cfg: LlamaConfig, params, rope_tab, tokens, pos, cache, prefill: boo
 class Runner:
     """One model on one device: builds weights and cache, and hands out compiled steps."""
 
-    launch = "jit"
+    launch = prefill_launch = "jit"
 
     def __init__(self, cfg: LlamaConfig, dtype: str, device, batch: int, max_seq: int,
                  seed: int = 0, weights: dict | None = None, compile_decode: bool = True,

@@ -219,6 +219,7 @@ class Runner:
         self.params = self.model.tensors()
         del w
         self.launch = "eager"
+        self.prefill_launch = "eager (oneDNN)" if self.device.type == "cpu" and ONEDNN else "eager"
         self._decode = partial_forward = lambda tokens, pos: self.model(tokens, pos, prefill=False)
         if compile_decode and (cuda or cpu_gemv):
             # Each runner is a new closure over the same code, so a sweep recompiles; past the

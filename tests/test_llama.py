@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from infercost.bench.backend import open_backend
-from infercost.bench.llm import check_model, generate, host_weights, run_llm_case, runner_class
+from infercost.bench.llm import (check_model, generate, host_weights, run_llm_case, runner_class,
+                                 weight_read_sweep)
 from infercost.bench.timing import Settings
 from infercost.kernels import llama, llama_jax, llama_ref, llama_torch
 from infercost.kernels.llama import CONFIGS, LLAMA3_SCALING
@@ -172,18 +173,36 @@ def test_a_model_that_cannot_fit_is_skipped_with_the_reason(backend):
     assert record["status"] == "skipped" and "does not fit" in record["reasons"][0]
 
 
-def test_a_decode_case_reports_serving_metrics(backend):
+@pytest.mark.parametrize("batch", [1, 3])
+def test_a_decode_case_reports_serving_metrics(backend, batch):
     case = {"backend": backend.name, "workload": "decode", "dtype": "float32", "tf32": False, "threads": 2,
-            "params": {"model": "tiny", "batch": 3, "tokens": 24}}
+            "params": {"model": "tiny", "batch": batch, "tokens": 24}}
     r = run_llm_case(backend, case, FAST, 0, 2)
     assert r["check"]["passed"] and r["check"]["greedy_tokens_agree"]
+    assert f"batch {1 if batch == 1 else 2}," in r["check"]["checked"]  # the timed code path was checked
+    if backend.name == "torch-cpu":
+        assert ("inductor" in r["case"]["launch"]) == (batch == 1)
     assert r["status"] in ("ok", "invalid")  # a 0.1 ms step may be too noisy to count
     m = r["metrics"]
     if r["status"] == "ok":
-        assert m["output_tokens_per_s"] == pytest.approx(3 / np.mean(r["raw_times_s"]))
+        assert m["output_tokens_per_s"] == pytest.approx(batch / np.mean(r["raw_times_s"]))
         assert m["per_user_tokens_per_s"] == pytest.approx(np.median(1 / np.asarray(r["raw_times_s"])))
         assert m["mbu"] > 0 and m["bandwidth_basis"].startswith("measured")
     assert r["timing"]["compile_s"] > 0 and r["timing"]["build_s"] > 0
+
+
+def test_the_cpu_ceiling_reads_the_models_own_weight_buffers(backend):
+    cfg = CONFIGS["tiny"]
+    runner = runner_class(backend.framework)(cfg, "float32", backend.device, 1, 16)
+    arrays = runner.streamed()
+    # Every matrix a decode step multiplies by, and every norm: no more, no less.
+    assert sum(a.nbytes for a in arrays) == cfg.matmul_params() * 4 + (2 * cfg.layers + 1) * cfg.hidden * 4
+    if backend.name == "jax-cpu":  # read in place through DLPack, not copied
+        assert torch.from_dlpack(arrays[0]).data_ptr() == arrays[0].unsafe_buffer_pointer()
+    assert weight_read_sweep(arrays, 2, seconds=0.05) > 1e8
+    if backend.name == "torch-cpu" and llama_torch.ONEDNN:  # packed weights: no other kernel can read them
+        batched = runner_class(backend.framework)(cfg, "float32", backend.device, 2, 16)
+        assert weight_read_sweep(batched.streamed(), 2) is None
 
 
 def test_generate_is_greedy_and_times_each_request(backend):
