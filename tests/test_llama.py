@@ -263,3 +263,17 @@ def test_cpu_decode_falls_back_to_eager_and_says_why_when_inductor_cannot_compil
     got, want = runner.decode_step([[4]], 3)(), eager.decode_step([[4]], 3)()
     assert runner.launch.startswith("eager (torch.compile failed") and "compiler" in runner.launch
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("multiply_reduce", [True, False])  # CPUs, and the batched dots GPUs/TPUs use
+def test_jax_decode_attention_matches_float64_masked_grouped_attention(multiply_reduce):
+    rng = np.random.default_rng(4)
+    b, t, nh, nkv, hd, s, length = 2, 1, 6, 2, 8, 10, 7
+    q, k, v = (rng.standard_normal(shape) for shape in ((b, t, nh, hd), (b, nkv, s, hd), (b, nkv, s, hd)))
+    got = llama_jax.decode_attention(*(jnp.asarray(a, jnp.float32) for a in (q, k, v)), length, multiply_reduce)
+    kv_head = np.arange(nh) // (nh // nkv)  # query head h reads KV head h // group
+    scores = np.einsum("bthd,bhsd->bhts", q, k[:, kv_head]) / np.sqrt(hd)
+    scores[..., length:] = -np.inf  # positions not written yet
+    probs = np.exp(scores - scores.max(-1, keepdims=True))
+    want = np.einsum("bhts,bhsd->bthd", probs / probs.sum(-1, keepdims=True), v[:, kv_head])
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
