@@ -72,7 +72,7 @@ def run_infercost(backend_name: str, folder: Path, prompt, rounds: int) -> dict:
     runner = runner_class(backend.framework)(cfg, "float32", backend.device, 1, PROMPT + NEW,
                                              weights=host_weights(str(folder / "model.safetensors"), cfg))
     generate(backend, runner, np.asarray(prompt), 4)  # warm-up and compile
-    weight_bytes = cfg.matmul_params() * 4 + (2 * cfg.layers + 1) * cfg.hidden * 4
+    weight_bytes = sum(a.nbytes for a in runner.streamed())  # every matrix and norm, read once a token
     sweep = lambda: weight_read_sweep(runner.streamed(), backend.threads)
     runs, shares, sweeps = [], [], [sweep()]
     for _ in range(rounds):
