@@ -27,6 +27,11 @@ def _plt():
     return plt
 
 
+def new_figure(height: float = 4.2):
+    """A figure and its axes, the width every report figure shares (headless backend)."""
+    return _plt().subplots(figsize=(7, height))
+
+
 def finish(ax, title: str, xlabel: str, ylabel: str, legend: dict | None = None) -> None:
     """Title, axis labels, legend and grid, the same on every figure."""
     ax.set_title(title)
@@ -46,8 +51,7 @@ def fig_matmul_curve(records):
     pts = [r for r in records if r["status"] == "ok" and r["case"]["workload"] == "matmul"]
     if not pts:
         return None
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = new_figure()
     groups = {}
     for r in pts:
         p = r["case"]["params"]
@@ -68,8 +72,7 @@ def fig_roofline(records):
     pts = [r for r in records if r["status"] == "ok" and r["metrics"].get("flops") and r["metrics"].get("bytes")]
     if not pts:
         return None
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = new_figure()
     devices = {}
     for r in pts:
         m = r["metrics"]
@@ -122,8 +125,7 @@ def fig_frontier(rows):
     pts = [r for r in rows if r["workload"] == "decode"]
     if not pts:
         return None
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = new_figure()
     groups = {}
     for r in pts:
         groups.setdefault((r["device"], r["backend"], r["model"], r["dtype"]), []).append(r)
@@ -156,8 +158,7 @@ def fig_costs(rows):
                              max(v - lo, 0.0), max(hi - v, 0.0), kind))
     if not bars:
         return None
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 0.35 * len(bars) + 1.2))
+    fig, ax = new_figure(0.35 * len(bars) + 1.2)
     colours = {"input": "C0", "output": "C1", "blended": "C2"}
     y = np.arange(len(bars))
     ax.barh(y, [b[1] for b in bars], xerr=[[b[2] for b in bars], [b[3] for b in bars]],
