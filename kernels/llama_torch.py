@@ -60,22 +60,30 @@ def as_weight(w: torch.Tensor, batch: int, pack: bool = True) -> torch.Tensor:
     return w
 
 
-def fused_gemv() -> bool:
-    """True while torch.compile traces: on CPUs, one-row products and decode attention are
-    then written as multiply-reduces, for inductor to fuse."""
-    return torch.compiler.is_compiling()
+def compiling_for_cpu(t: torch.Tensor) -> bool:
+    """True while torch.compile traces work on a CPU tensor: one-row products and decode
+    attention are then written as multiply-reduces, for inductor to fuse into one kernel."""
+    return t.device.type == "cpu" and torch.compiler.is_compiling()
+
+
+def one_row(x: torch.Tensor) -> bool:
+    return x.shape[:-1].numel() == 1
+
+
+def multiply_reduce(x32: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """x32 @ W.T for one row, as inductor streams it: one vectorised pass over W's rows, split
+    across threads, float32 accumulation as in a GEMM. It reads weights at about a read
+    sweep's bandwidth; oneDNN's GEMV reached ~0.8 of it."""
+    return (x32.unsqueeze(-2) * w.float()).sum(-1)
 
 
 def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
     """x @ W.T (+ b) for a weight stored by as_weight."""
-    cpu = w.device.type == "cpu"
-    if cpu and x.shape[:-1].numel() == 1 and fused_gemv():
-        # Batch-1 decode on a CPU: inductor turns this into one vectorised pass over W's rows,
-        # split across threads, with the norm before it fused in; it streams weights at about
-        # a read sweep's bandwidth, oneDNN's GEMV at ~0.8 of it. float32 accumulation, as a GEMM.
-        y = (x.unsqueeze(-2).float() * w.float()).sum(-1)
+    if one_row(x) and compiling_for_cpu(w):  # batch-1 decode on a CPU
+        y = multiply_reduce(x.float(), w)
         return (y if b is None else y + b.float()).to(x.dtype)
-    if w.is_mkldnn or (cpu and ONEDNN and w.dtype in (torch.float32, torch.bfloat16) and not fused_gemv()):
+    if w.is_mkldnn or (w.device.type == "cpu" and ONEDNN and w.dtype in (torch.float32, torch.bfloat16)
+                       and not torch.compiler.is_compiling()):
         # oneDNN also takes an unpacked weight (a prefill beside compiled decode) at about
         # the packed speed; MKL's sgemm behind F.linear was 1.5x slower at 128 rows.
         return torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
@@ -85,13 +93,13 @@ def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> t
 def norm_linear(x: torch.Tensor, norm_w: torch.Tensor, eps: float, w: torch.Tensor,
                 b: torch.Tensor | None = None) -> torch.Tensor:
     """linear(rms_norm(x)): how each layer enters its attention and MLP, and the head."""
-    if w.device.type == "cpu" and x.shape[:-1].numel() == 1 and fused_gemv():
+    if one_row(x) and compiling_for_cpu(w):
         # RMSNorm's scale is one number per row, so it is applied after the product instead of
         # to every element inside it. Why: fused into the GEMV's loop, the norm made inductor's
         # kernel stream weights 15-35% slower than a plain multiply-reduce (worst on fast memory).
         x32 = x.float()
         scale = torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
-        y = ((norm_w.float() * x32).unsqueeze(-2) * w.float()).sum(-1) * scale
+        y = multiply_reduce(norm_w.float() * x32, w) * scale
         return (y if b is None else y + b.float()).to(x.dtype)
     return linear(rms_norm(x, norm_w, eps), w, b)
 
@@ -111,7 +119,7 @@ def decode_attention(q, k_cache, v_cache, mask):
     b, nh, t, hd = q.shape
     nkv = k_cache.shape[1]
     qg = q.reshape(b, nkv, (nh // nkv) * t, hd)
-    if q.device.type == "cpu" and fused_gemv():
+    if compiling_for_cpu(q):
         # Under inductor on a CPU, broadcast multiply-reduces fuse with the softmax around
         # them; bmm would be a separate library call per layer for a few rows.
         scores = (qg.unsqueeze(-2).float() * k_cache.unsqueeze(2).float()).sum(-1) * hd**-0.5
@@ -156,7 +164,6 @@ class Llama(torch.nn.Module):
         self.k_cache = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.layers)]
         self.v_cache = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.layers)]
         self.max_seq = max_seq
-        self.batch = batch
 
     def tensors(self) -> list[torch.Tensor]:
         """Every tensor a step reads or writes (CUDA graphs keep them at fixed addresses)."""
