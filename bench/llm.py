@@ -113,15 +113,12 @@ def weight_read_sweep(arrays, threads: int | None = None, seconds: float = 0.3) 
     return sum(t.numel() * t.element_size() for t in views) / float(np.median(times))
 
 
-def cpu_read_bandwidth(backend) -> float:
-    """Bytes/s of summing a 512 MiB array: the memory ceiling measured in the same run (CPUs
-    have no catalog bandwidth). Cached per worker."""
+def cpu_read_bandwidth(threads: int | None) -> float:
+    """Bytes/s of the same sweep over a 512 MiB buffer of its own: the ceiling where the
+    weights cannot be swept (oneDNN-packed). Cached per worker."""
     if "bandwidth" not in _cache:
-        x = backend.put(np.ones(128 << 20, np.float32), "float32")
-        fn = backend.compile(lambda a: a.sum(), [x])
-        from .timing import Settings, measure
-        m = measure(backend, fn, [x], Settings(warmup_s=0.3, min_time_s=0.5, min_blocks=5))
-        _cache["bandwidth"] = x.nbytes / float(np.median(m["times"]))
+        import torch
+        _cache["bandwidth"] = weight_read_sweep([torch.ones(128 << 20)], threads, seconds=0.5)
     return _cache["bandwidth"]
 
 
@@ -190,11 +187,12 @@ def run_llm_case(backend, case: dict, settings, seed: int, cpus_available: int) 
     peak = acc.peak(dtype, tf32) if acc else None
     bandwidth, basis = (acc.bandwidth, "catalog") if acc and acc.bandwidth else (None, None)
     if bandwidth is None and backend.name.endswith("-cpu"):
-        sweep = weight_read_sweep(runner.streamed(), getattr(backend, "threads", None))
+        threads = getattr(backend, "threads", None)
+        sweep = weight_read_sweep(runner.streamed(), threads)
         if sweep:
             bandwidth, basis = sweep, "measured (sum over this model's weights, after timing)"
         else:  # oneDNN-packed weights cannot be read by another kernel
-            bandwidth, basis = cpu_read_bandwidth(backend), "measured (sum of 512 MiB)"
+            bandwidth, basis = cpu_read_bandwidth(threads), "measured (sum of 512 MiB)"
     # The roofline needs both ceilings; with one unknown (a CPU has no catalog peak) it is not given.
     roofline_s = max(flops / peak, nbytes / bandwidth) if peak and bandwidth else None
     metrics = {
