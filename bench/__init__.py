@@ -1,1 +1,2 @@
-"""The harness: backend adapters, timing, statistics, validity gates, records, the runner."""
+"""Measure: case planning, the measurement pipeline, backend adapters, timing, statistics,
+validity gates, records and the runner."""

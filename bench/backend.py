@@ -1,7 +1,9 @@
 """The backend contract, and the registry of adapters by name.
 
-An adapter hides one framework on one kind of device. Everything above it (timing,
-checks, records) only calls these methods, and never imports torch or jax itself.
+An adapter hides one framework on one kind of device. Everything above it (planning, the
+measurement pipeline, records, prices) only calls these methods and never imports torch or
+jax itself; the per-framework model files (kernels/llama_torch*.py, kernels/llama_jax.py) are
+reached only through `load_model`.
 """
 
 from __future__ import annotations
@@ -11,16 +13,26 @@ import time
 
 import numpy as np
 
-# name -> (module, class); modules are imported only when a backend is opened, so a
-# machine without JAX can still run torch, and the other way round.
+# name -> (module, class, device kind). Modules are imported only when a backend is opened, so
+# a machine without JAX can still run torch, and the other way round. The kind decides which
+# suite a backend gets and which price applies to its results (a CPU instance prices CPU runs).
 REGISTRY = {
-    "torch-cpu": ("infercost.bench.torch_backend", "TorchCPU"),
-    "torch-cuda": ("infercost.bench.torch_backend", "TorchCUDA"),
-    "jax-cpu": ("infercost.bench.jax_backend", "JaxCPU"),
-    "jax-gpu": ("infercost.bench.jax_backend", "JaxGPU"),
-    "jax-tpu": ("infercost.bench.jax_backend", "JaxTPU"),
+    "torch-cpu": ("infercost.bench.torch_backend", "TorchCPU", "cpu"),
+    "torch-cuda": ("infercost.bench.torch_backend", "TorchCUDA", "gpu"),
+    "jax-cpu": ("infercost.bench.jax_backend", "JaxCPU", "cpu"),
+    "jax-gpu": ("infercost.bench.jax_backend", "JaxGPU", "gpu"),
+    "jax-tpu": ("infercost.bench.jax_backend", "JaxTPU", "tpu"),
 }
 NAMES = tuple(REGISTRY)
+
+
+def device_kind(name: str) -> str:
+    """"cpu", "gpu" or "tpu" for a backend name ("accelerator" for one this version does not know)."""
+    return REGISTRY[name][2] if name in REGISTRY else "accelerator"
+
+
+def module_of(name: str) -> str:
+    return REGISTRY[name][0]
 
 
 class Unavailable(Exception):
@@ -30,7 +42,9 @@ class Unavailable(Exception):
 class Backend:
     name: str = ""
     framework: str = ""
-    cache_policy: str = "hot"  # inputs stay in cache between calls unless flush() does work
+    kind: str = ""              # "cpu", "gpu" or "tpu" (as in REGISTRY)
+    threads: int | None = None  # CPU threads the backend uses (CPU backends only)
+    cache_policy: str = "hot"   # inputs stay in cache between calls unless flush() does work
     device_timer: bool = False  # time_block times device work only (CUDA events), not the host
 
     # -- identity -------------------------------------------------------------------
@@ -85,12 +99,51 @@ class Backend:
         self.sync(out)
         return time.perf_counter() - start
 
+    def power_reader(self):
+        """A function giving the board's power in watts while a block runs, or None."""
+        return None
+
+    # -- workloads ------------------------------------------------------------------
+    def matmul(self, dtype: str, tf32: bool = False):
+        """C = A @ B as a plain function of two device arrays, in true `dtype` precision
+        (TF32 only when asked)."""
+        raise NotImplementedError
+
+    def load_model(self, cfg, dtype: str, batch: int, max_seq: int, *, seed: int = 0,
+                   weights: dict | None = None, compile_decode: bool = True, keep_weights: bool = False,
+                   mesh=None, quant=None):
+        """A Llama-family model on this device, ready to run (see ModelRunner below).
+
+        weights: host arrays by Hugging Face name, or None for the seeded weights. mesh (a device
+        layout) and quant (a quantized-weight form) are reserved for sharded and quantized models;
+        an adapter that cannot honour one raises Unavailable.
+        """
+        if mesh is not None or quant is not None:
+            raise Unavailable(f"{self.name} runs unsharded, unquantized models only")
+        module = importlib.import_module(f"infercost.kernels.llama_{self.framework}")
+        return module.Runner(cfg, dtype, self.device, batch, max_seq, seed=seed, weights=weights,
+                             compile_decode=compile_decode, keep_weights=keep_weights)
+
+    def read_bandwidth(self, buffers) -> tuple[float, str] | None:
+        """Bytes/s a read sweep reaches over these device buffers (a model's streamed weights),
+        and how it was measured; None where no sweep applies (device memory has a catalog figure)."""
+        return None
+
+
+# What load_model returns (kernels/llama_torch.Runner, kernels/llama_jax.Runner):
+#   prefill_step(tokens, last_only=True) -> step; decode_step(tokens, pos) -> step
+#       (step() runs once and returns the logits as a device array)
+#   params          every device array the model holds (sync(params) waits for the build)
+#   launch, prefill_launch   how decode and prefill run (compiled, eager, and why)
+#   streamed()      the buffers a decode step reads in full, for a bandwidth sweep
+#   weights_numpy() the weights as float64 host arrays (with keep_weights=True), for the reference
+
 
 def open_backend(name: str, threads: int | None = None) -> Backend:
     """Instantiate an adapter; raises Unavailable with the reason when it cannot run here."""
     if name not in REGISTRY:
         raise Unavailable(f"unknown backend {name!r} (valid: {', '.join(NAMES)})")
-    module_name, class_name = REGISTRY[name]
+    module_name, class_name, _ = REGISTRY[name]
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:  # the framework itself is missing

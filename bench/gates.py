@@ -106,6 +106,14 @@ def overhead_gate(device_call_s: float | None, per_call_s: float) -> list[tuple[
     return []
 
 
+def figures_gate(metrics: dict) -> list[tuple[str, str]]:
+    """Every figure a record reports must be a finite, non-negative number: a NaN, an infinity
+    or a negative time or rate means the measurement is broken, and nothing may price it."""
+    bad = [f"{k} = {v}" for k, v in metrics.items()
+           if isinstance(v, (int, float)) and not isinstance(v, bool) and not (np.isfinite(v) and v >= 0)]
+    return [(INVALID, f"impossible figure: {', '.join(bad)}")] if bad else []
+
+
 def verdict(findings: list[tuple[str, str]]) -> dict:
     reasons = [r for level, r in findings if level == INVALID]
     warnings = [r for level, r in findings if level == WARN]

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from . import gates
-from .records import SCHEMA_VERSION, case_key, now
+from .records import record
 
 
 def ingest(path: str | Path) -> list[dict]:
@@ -18,7 +18,8 @@ def ingest(path: str | Path) -> list[dict]:
     for b in data["benchmarks"]:
         s, info = b["stats"], (b.get("extra_info") or {}).get("infercost") or {}
         case = info.get("case") or {"backend": "unknown", "workload": b["name"], "params": {}, "dtype": "unknown",
-                                    "tf32": False, "threads": None, "device": machine.get("cpu", {}).get("brand_raw")}
+                                    "tf32": False, "threads": None, "device": machine.get("cpu", {}).get("brand_raw"),
+                                    "device_kind": "cpu"}
         raw = s.get("data")
         stats = {"n": s["rounds"], "mean": s["mean"], "median": s["median"], "min": s["min"], "max": s["max"],
                  "std": s["stddev"], "iqr": s["iqr"], "q1": s["q1"], "q3": s["q3"], "iterations": s["iterations"]}
@@ -28,17 +29,17 @@ def ingest(path: str | Path) -> list[dict]:
         metrics = {"flops": flops, "bytes": info.get("bytes"), "spread": s["iqr"] / s["median"] if s["median"] else None,
                    "tflops": flops / s["mean"] / 1e12 if flops and verdict["valid"] else None,
                    "tflops_median": flops / s["median"] / 1e12 if flops and verdict["valid"] else None}
-        records.append({
-            "schema": SCHEMA_VERSION, "key": case_key(case), "timestamp": now(),
-            "status": "ok" if verdict["valid"] else "invalid", **verdict,
-            "case": case, "check": info.get("check"), "stats": stats, "metrics": metrics, "raw_times_s": raw,
-            "provenance": {"source": f"pytest-benchmark {data.get('version')} ({Path(path).name})",
-                           "git_commit": commit.get("id"), "started": data.get("datetime"),
-                           "host": {"hostname": machine.get("node"), "cpu_model": (machine.get("infercost") or {}).get("cpu_model")},
-                           "versions": {"python": machine.get("python_version")}},
-            "pytest_benchmark": {"benchmark": b, "machine_info": machine, "commit_info": commit,
-                                 "datetime": data.get("datetime"), "version": data.get("version")},
-        })
+        records.append(record(
+            case, "ok" if verdict["valid"] else "invalid", verdict["reasons"], verdict["warnings"],
+            check=info.get("check"), stats=stats, metrics=metrics, raw_times_s=raw,
+            provenance={"source": f"pytest-benchmark {data.get('version')} ({Path(path).name})",
+                        "git_commit": commit.get("id"), "started": data.get("datetime"),
+                        "host": {"hostname": machine.get("node"),
+                                 "cpu_model": (machine.get("infercost") or {}).get("cpu_model")},
+                        "versions": {"python": machine.get("python_version")}},
+            pytest_benchmark={"benchmark": b, "machine_info": machine, "commit_info": commit,
+                              "datetime": data.get("datetime"), "version": data.get("version")},
+        ))
     return records
 
 

@@ -65,6 +65,24 @@ class JaxBackend(Backend):
     def fetch(self, x) -> np.ndarray:
         return np.asarray(jax.device_get(x)).astype(np.float64)
 
+    def matmul(self, dtype: str, tf32: bool = False):
+        # float32 asks for true float32 unless TF32 was requested; JAX's default on GPU and TPU
+        # would silently use reduced-precision passes.
+        precision = jax.lax.Precision.HIGHEST if dtype == "float32" and not tf32 else jax.lax.Precision.DEFAULT
+        return lambda a, b: jnp.matmul(a, b, precision=precision)
+
+    # XLA:CPU fuses decode attention written as broadcast multiply-reduces in place; as dots it
+    # copied and transposed the cache every layer (7% of a CPU step). Elsewhere, batched dots.
+    multiply_reduce_attention = False
+
+    def load_model(self, cfg, dtype, batch, max_seq, *, seed=0, weights=None, compile_decode=True,
+                   keep_weights=False, mesh=None, quant=None):
+        if mesh is not None or quant is not None:
+            return super().load_model(cfg, dtype, batch, max_seq, mesh=mesh, quant=quant)
+        from infercost.kernels import llama_jax
+        return llama_jax.Runner(cfg, dtype, self.device, batch, max_seq, seed=seed, weights=weights,
+                                keep_weights=keep_weights, multiply_reduce_attention=self.multiply_reduce_attention)
+
     def compile(self, fn, args, donate: tuple[int, ...] = ()):
         # Ahead-of-time: the returned object never retraces or recompiles when called.
         return jax.jit(fn, donate_argnums=donate).lower(*args).compile()
@@ -92,7 +110,16 @@ def _version(name: str) -> str | None:
 
 class JaxCPU(JaxBackend):
     name = "jax-cpu"
+    kind = "cpu"
     platform = "cpu"
+    multiply_reduce_attention = True
+
+    def read_bandwidth(self, buffers):
+        try:  # the same ATen sweep as torch-cpu, over these arrays through DLPack (no copy)
+            from .torch_backend import host_read_bandwidth
+        except ImportError:
+            return None
+        return host_read_bandwidth(buffers, self.threads)
 
     def device_name(self) -> str:
         return cpu_model()
@@ -106,6 +133,7 @@ class JaxCPU(JaxBackend):
 
 class JaxGPU(JaxBackend):
     name = "jax-gpu"
+    kind = "gpu"
     platform = "gpu"
     cache_policy = "flush-l2"
 
@@ -122,7 +150,12 @@ class JaxGPU(JaxBackend):
         self._flush_buf = self._flush_fn(self._flush_buf)
         self._flush_buf.block_until_ready()
 
+    def power_reader(self):
+        from .power import nvml_reader
+        return nvml_reader(getattr(self.device, "local_hardware_id", None) or 0)
+
 
 class JaxTPU(JaxBackend):
     name = "jax-tpu"
+    kind = "tpu"
     platform = "tpu"

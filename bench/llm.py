@@ -3,31 +3,26 @@
 Case params: model (a name from kernels.llama.CONFIGS or a config.json path), batch, tokens
 (the prompt length for prefill, the context length for decode), and optionally weights (a
 safetensors file or folder with Hugging Face names; default: seeded random weights).
+Framework-free: models are built and swept through the backend contract.
 """
 
 from __future__ import annotations
 
-import importlib
 import time
 
 import numpy as np
 
-from infercost.hardware import catalog
 from infercost.kernels import llama, llama_ref
 from infercost.kernels.dtypes import ITEMSIZE, model_tolerance
 
 from . import gates
-from .worker import timed
+from .measure import Prepared
 
 CHECK_FULL_MAX_PARAMS = 300_000_000  # larger models are checked on 2 layers of the real widths
 CHECK_LAYERS = 2
 CHECK_BATCH, CHECK_PROMPT, CHECK_STEPS = 2, 8, 3
 
-_cache: dict = {}  # per worker: model checks already passed, and the CPU read bandwidth
-
-
-def runner_class(framework: str):
-    return importlib.import_module(f"infercost.kernels.llama_{framework}").Runner
+_checks: dict = {}  # per worker: model checks already run
 
 
 def host_weights(path: str | None, cfg: llama.LlamaConfig) -> dict | None:
@@ -56,10 +51,8 @@ def check_model(backend, cfg, dtype: str, tf32: bool, seed: int, weights_path: s
     path (compiled differently on CPUs), any other the batched one.
     """
     ccfg = cfg if cfg.n_params() <= CHECK_FULL_MAX_PARAMS else llama.truncated(cfg, CHECK_LAYERS)
-    weights = host_weights(weights_path, ccfg)
-    runner = runner_class(backend.framework)(ccfg, dtype, backend.device, batch,
-                                             CHECK_PROMPT + CHECK_STEPS, seed=seed, weights=weights,
-                                             keep_weights=True)
+    runner = backend.load_model(ccfg, dtype, batch, CHECK_PROMPT + CHECK_STEPS, seed=seed,
+                                weights=host_weights(weights_path, ccfg), keep_weights=True)
     prompt = np.random.default_rng(seed).integers(0, cfg.vocab_size, (batch, CHECK_PROMPT))
     w64 = runner.weights_numpy()
     ref_tokens, ref_logits = llama_ref.greedy(ccfg, w64, prompt, CHECK_STEPS)
@@ -79,165 +72,118 @@ def check_model(backend, cfg, dtype: str, tf32: bool, seed: int, weights_path: s
     }
 
 
-def weight_read_sweep(arrays, threads: int | None = None, seconds: float = 0.3) -> float | None:
-    """Bytes/s of ATen's sum over these very buffers (JAX arrays viewed through DLPack, no
-    copy), or None when one cannot be viewed (oneDNN-packed, or not in host memory).
+class TransformerWorkload:
+    """A prefill (time to first token) or decode (time per output token) step of a model."""
 
-    Why the model's own buffers: on a shared or virtualised host, separately allocated buffers
-    of one process read at different speeds (27 to 55 GB/s seen side by side here), so a sweep
-    of some other buffer measures where that buffer landed, not the ceiling of these weights.
-    ATen's sum for every backend: one read kernel, so torch and JAX share one definition.
-    """
-    import torch
-    views = []
-    for a in arrays:
-        t = a if isinstance(a, torch.Tensor) else torch.from_dlpack(a)
-        if t.is_mkldnn or t.device.type != "cpu":
-            return None
-        views.append(t)
-    previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        for _ in range(2):
-            for t in views:
-                t.sum()
-        times, start = [], time.perf_counter()
-        while time.perf_counter() - start < seconds or len(times) < 5:
-            t0 = time.perf_counter()
-            for t in views:
-                t.sum()
-            times.append(time.perf_counter() - t0)
-    finally:
-        torch.set_num_threads(previous)
-    return sum(t.numel() * t.element_size() for t in views) / float(np.median(times))
+    def __init__(self, case: dict):
+        p = self.p = case["params"]
+        self.case = case
+        self.cfg = llama.resolve_config(p["model"])
+        self.dtype, self.tf32 = case["dtype"], bool(case.get("tf32"))
+        self.batch, self.tokens = p["batch"], p["tokens"]
+        self.prefill = case["workload"] == "prefill"
+        self.max_seq = self.tokens if self.prefill else self.tokens + 1  # decode writes position `tokens`
+        self.runner = None
+        self.sweep_before = None
 
+    def describe(self) -> dict:
+        what = "prompt" if self.prefill else "ctx"
+        return {"shape": f"{self.p['model']} b{self.batch} {what}{self.tokens}", "model_config": self.cfg.as_dict()}
 
-def cpu_read_bandwidth(threads: int | None) -> float:
-    """Bytes/s of the same sweep over a 512 MiB buffer of its own: the ceiling where the
-    weights cannot be swept (oneDNN-packed). Cached per worker."""
-    if "bandwidth" not in _cache:
-        import torch
-        _cache["bandwidth"] = weight_read_sweep([torch.ones(128 << 20)], threads, seconds=0.5)
-    return _cache["bandwidth"]
+    def fit(self, backend) -> str | None:
+        free = backend.memory_bytes()
+        need = memory_needed(self.cfg, self.dtype, self.batch, self.tokens, self.max_seq)
+        if free is not None and need > 0.9 * free:
+            return (f"does not fit: needs ~{need / 1e9:.1f} GB (weights {self.cfg.weight_bytes(self.dtype) / 1e9:.1f} GB), "
+                    f"device has {free / 1e9:.1f} GB free")
+        return None
 
+    def check(self, backend, seed: int) -> tuple[dict, dict]:
+        # One check per model and code path (batch 1 or batched); it does not depend on length.
+        check_batch = 1 if self.batch == 1 else CHECK_BATCH
+        key = (backend.name, self.p["model"], self.dtype, self.tf32, seed, self.p.get("weights"), check_batch)
+        if key not in _checks:
+            _checks[key] = check_model(backend, self.cfg, self.dtype, self.tf32, seed, self.p.get("weights"), check_batch)
+        return _checks[key], {}
 
-def run_llm_case(backend, case: dict, settings, seed: int, cpus_available: int) -> dict:
-    p = case["params"]
-    cfg = llama.resolve_config(p["model"])
-    dtype, tf32 = case["dtype"], bool(case.get("tf32"))
-    batch, tokens = p["batch"], p["tokens"]
-    prefill = case["workload"] == "prefill"
-    max_seq = tokens if prefill else tokens + 1  # decode writes position `tokens`
-    device = backend.device_name()
-    out = {"case": {**case, "framework": backend.framework, "device": device,
-                    "shape": f"{p['model']} b{batch} {'prompt' if prefill else 'ctx'}{tokens}",
-                    "cache_policy": backend.cache_policy, "model_config": cfg.as_dict()}}
+    def prepare(self, backend, seed: int) -> Prepared:
+        start = time.perf_counter()
+        self.runner = backend.load_model(self.cfg, self.dtype, self.batch, self.max_seq, seed=seed,
+                                         weights=host_weights(self.p.get("weights"), self.cfg),
+                                         compile_decode=not self.prefill)
+        backend.sync(self.runner.params)
+        build_s = time.perf_counter() - start
+        rng = np.random.default_rng(seed + 1)
+        start = time.perf_counter()
+        prompt = rng.integers(0, self.cfg.vocab_size, (self.batch, self.tokens))
+        if self.prefill:
+            step = self.runner.prefill_step(prompt, last_only=True)
+        else:
+            self.runner.prefill_step(prompt)()  # fill the cache
+            step = self.runner.decode_step(rng.integers(0, self.cfg.vocab_size, (self.batch, 1)), self.tokens)
+        backend.sync(step())
+        backend.sync(step())  # a second call: CUDA graphs are recorded on the call after warm-up
+        compile_s = time.perf_counter() - start
+        launch = self.runner.prefill_launch if self.prefill else self.runner.launch
+        return Prepared(step, [], {"build_s": build_s, "compile_s": compile_s}, {"launch": launch})
 
-    reason = backend.unsupported(dtype, tf32)
-    free = backend.memory_bytes()
-    need = memory_needed(cfg, dtype, batch, tokens, max_seq)
-    if reason is None and free is not None and need > 0.9 * free:
-        reason = f"does not fit: needs ~{need / 1e9:.1f} GB (weights {cfg.weight_bytes(dtype) / 1e9:.1f} GB), device has {free / 1e9:.1f} GB free"
-    if reason:
-        return {**out, "status": "skipped", "valid": False, "reasons": [reason], "warnings": []}
-    out["case"]["precision_flags"] = backend.configure(dtype, tf32)
+    def work(self) -> tuple[int, int]:
+        cfg, b, t = self.cfg, self.batch, self.tokens
+        if self.prefill:
+            return (cfg.flops(b, t, attended=t, logit_tokens=1),
+                    cfg.bytes(b, t, cache_len=0, dtype=self.dtype, logit_tokens=1))
+        return cfg.flops(b, 1, attended=self.max_seq), cfg.bytes(b, 1, cache_len=self.max_seq, dtype=self.dtype)
 
-    # One check per model and code path (batch 1 or batched); it does not depend on length.
-    check_batch = 1 if batch == 1 else CHECK_BATCH
-    check_key = ("check", p["model"], dtype, tf32, seed, p.get("weights"), check_batch)
-    if check_key not in _cache:
-        _cache[check_key] = check_model(backend, cfg, dtype, tf32, seed, p.get("weights"), check_batch)
-    check = out["check"] = _cache[check_key]
-    if not check["passed"]:
-        why = "NaN or Inf in the logits" if not check["finite"] else (
-            f"wrong logits: relative error {check['error']:.2e} > tolerance {check['tolerance']:.0e}")
-        return {**out, "status": "invalid", "valid": False, "reasons": [why], "warnings": []}
+    def before_timing(self, backend) -> None:
+        # The weights' read speed moves with a host's load, so sweep just before and after timing.
+        self.sweep_before = backend.read_bandwidth(self.runner.streamed())
 
-    start = time.perf_counter()
-    runner = runner_class(backend.framework)(cfg, dtype, backend.device, batch, max_seq, seed=seed,
-                                             weights=host_weights(p.get("weights"), cfg),
-                                             compile_decode=not prefill)
-    backend.sync(runner.params)
-    build_s = time.perf_counter() - start
+    def ceiling(self, backend, acc) -> tuple[float | None, str | None]:
+        """Bytes/s the step could stream at most: the catalog's, or a sweep measured around timing."""
+        if acc and acc.bandwidth:
+            return acc.bandwidth, "catalog"
+        if self.sweep_before is None:
+            return None, None
+        after = backend.read_bandwidth(self.runner.streamed())
+        return (self.sweep_before[0] + after[0]) / 2, self.sweep_before[1]
 
-    rng = np.random.default_rng(seed + 1)
-    start = time.perf_counter()
-    if prefill:
-        step = runner.prefill_step(rng.integers(0, cfg.vocab_size, (batch, tokens)), last_only=True)
-    else:
-        runner.prefill_step(rng.integers(0, cfg.vocab_size, (batch, tokens)))()  # fill the cache
-        step = runner.decode_step(rng.integers(0, cfg.vocab_size, (batch, 1)), tokens)
-    backend.sync(step())
-    backend.sync(step())  # a second call: CUDA graphs are recorded on the call after warm-up
-    compile_s = time.perf_counter() - start
-    out["case"]["launch"] = runner.prefill_launch if prefill else runner.launch
-
-    # CPUs: the weights' read speed moves with the host's load, so sweep just before and after.
-    cpu = backend.name.endswith("-cpu")
-    threads = getattr(backend, "threads", None)
-    sweep_before = weight_read_sweep(runner.streamed(), threads) if cpu else None
-    m, stats, findings = timed(backend, step, [], settings, seed, case, cpus_available)
-    times = np.asarray(m["times"])
-    steady = float(times.mean())
-    if prefill:
-        flops = cfg.flops(batch, tokens, attended=tokens, logit_tokens=1)
-        nbytes = cfg.bytes(batch, tokens, cache_len=0, dtype=dtype, logit_tokens=1)
-    else:
-        flops = cfg.flops(batch, 1, attended=max_seq)
-        nbytes = cfg.bytes(batch, 1, cache_len=max_seq, dtype=dtype)
-
-    acc = catalog.lookup(device)
-    peak = acc.peak(dtype, tf32) if acc else None
-    bandwidth, basis = (acc.bandwidth, "catalog") if acc and acc.bandwidth else (None, None)
-    if bandwidth is None and cpu:
-        if sweep_before:
-            bandwidth = (sweep_before + weight_read_sweep(runner.streamed(), threads)) / 2
-            basis = "measured (sum over this model's weights, before and after timing)"
-        else:  # oneDNN-packed weights cannot be read by another kernel
-            bandwidth, basis = cpu_read_bandwidth(threads), "measured (sum of 512 MiB)"
-    # The roofline needs both ceilings; with one unknown (a CPU has no catalog peak) it is not given.
-    roofline_s = max(flops / peak, nbytes / bandwidth) if peak and bandwidth else None
-    metrics = {
-        "flops": flops, "bytes": nbytes, "weight_bytes": cfg.weight_bytes(dtype),
-        "tflops": flops / steady / 1e12, "gbps": nbytes / steady / 1e9,
-        "spread": stats["iqr"] / stats["median"],
-        "catalog_device": acc.name if acc else None,
-        "peak_tflops": peak / 1e12 if peak else None,
-        "bandwidth_gbs": bandwidth / 1e9 if bandwidth else None, "bandwidth_basis": basis,
-        "roofline_s": roofline_s,
-        "roofline_fraction": roofline_s / steady if roofline_s else None,
-        "power_w": m.get("power_w"),  # NVML board power while timed (NVIDIA only)
-    }
-    if prefill:
-        metrics.update({
-            "ttft_s": stats["median"],
-            "input_tokens_per_s": batch * tokens / steady,
-            "input_tokens_per_s_ci95_low": batch * tokens / stats["mean_ci95_high"],
-            "input_tokens_per_s_ci95_high": batch * tokens / stats["mean_ci95_low"],
-            "mfu": flops / steady / peak if peak else None,
-            "tokens_per_joule": batch * tokens / steady / m["power_w"] if m.get("power_w") else None,
-        })
-    else:
-        metrics.update({
-            "tpot_s": stats["median"],
-            "output_tokens_per_s": batch / steady,
-            "output_tokens_per_s_ci95_low": batch / stats["mean_ci95_high"],
-            "output_tokens_per_s_ci95_high": batch / stats["mean_ci95_low"],
-            "per_user_tokens_per_s": float(np.median(1.0 / times)),  # 1/TPOT per step, then the median
-            "mbu": nbytes / steady / bandwidth if bandwidth else None,
-            "tokens_per_joule": batch / steady / m["power_w"] if m.get("power_w") else None,
-        })
-    findings += gates.peak_gate(flops / stats["min"], peak, nbytes / stats["min"],
-                                bandwidth if basis == "catalog" else None)
-    verdict = gates.verdict(findings)
-    if not verdict["valid"]:
-        for k in list(metrics):
-            if k.startswith(("tflops", "gbps", "input_tokens", "output_tokens", "per_user", "mfu", "mbu", "ttft", "tpot")):
-                metrics[k] = None
-    timing = {"build_s": build_s, "compile_s": compile_s, **{k: v for k, v in m.items() if k != "times"}}
-    return {**out, "timing": timing, "stats": stats, "metrics": metrics, "raw_times_s": m["times"],
-            "status": "ok" if verdict["valid"] else "invalid", **verdict}
+    def metrics(self, backend, acc, stats: dict, m: dict) -> tuple[dict, list]:
+        flops, nbytes = self.work()
+        times = np.asarray(m["times"])
+        steady = float(times.mean())
+        peak = acc.peak(self.dtype, self.tf32) if acc else None
+        bandwidth, basis = self.ceiling(backend, acc)
+        # The roofline needs both ceilings; with one unknown (a CPU has no catalog peak) it is not given.
+        roofline_s = max(flops / peak, nbytes / bandwidth) if peak and bandwidth else None
+        power = m.get("power_w")
+        out = {
+            "weight_bytes": self.cfg.weight_bytes(self.dtype),
+            "bandwidth_gbs": bandwidth / 1e9 if bandwidth else None, "bandwidth_basis": basis,
+            "roofline_s": roofline_s,
+            "roofline_fraction": roofline_s / steady if roofline_s else None,
+        }
+        tokens = self.batch * self.tokens if self.prefill else self.batch
+        if self.prefill:
+            out.update({
+                "ttft_s": stats["median"],
+                "input_tokens_per_s": tokens / steady,
+                "input_tokens_per_s_ci95_low": tokens / stats["mean_ci95_high"],
+                "input_tokens_per_s_ci95_high": tokens / stats["mean_ci95_low"],
+                "mfu": flops / steady / peak if peak else None,
+            })
+        else:
+            out.update({
+                "tpot_s": stats["median"],
+                "output_tokens_per_s": tokens / steady,
+                "output_tokens_per_s_ci95_low": tokens / stats["mean_ci95_high"],
+                "output_tokens_per_s_ci95_high": tokens / stats["mean_ci95_low"],
+                "per_user_tokens_per_s": float(np.median(1.0 / times)),  # 1/TPOT per step, then the median
+                "mbu": nbytes / steady / bandwidth if bandwidth else None,
+            })
+        out["tokens_per_joule"] = tokens / steady / power if power else None
+        findings = gates.peak_gate(flops / stats["min"], peak, nbytes / stats["min"],
+                                   bandwidth if basis == "catalog" else None)
+        return out, findings
 
 
 def generate(backend, runner, prompt: np.ndarray, new_tokens: int) -> dict:

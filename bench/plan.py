@@ -1,4 +1,6 @@
-"""Named suites of cases. Each lists cases for CPUs and for accelerators (GPU, TPU).
+"""Case planning: named suites and the run's flags -> the list of cases to measure.
+
+Each suite lists cases for CPUs and for accelerators (GPU, TPU).
 
 Square matmul sweeps draw the achieved-TFLOP/s curve from small (launch- and cache-bound) to
 large (compute-bound); the LLM matmul shapes are the GEMMs of a Llama-3.1-8B layer (hidden
@@ -7,6 +9,15 @@ to first token) and decode (time per output token) of real model shapes.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
+
+from infercost.errors import InputError
+from infercost.kernels.dtypes import DTYPES
+
+from .backend import NAMES, device_kind
+
+WORKLOADS = ("matmul", "prefill", "decode")
 
 
 def matmul(sizes, dtype):
@@ -62,9 +73,124 @@ SUITES = {
 }
 
 
-def device_class(backend: str) -> str:
-    return "cpu" if backend.endswith("-cpu") else "accelerator"
-
-
 def suite_cases(suite: str, backend: str) -> list[dict]:
-    return SUITES[suite][device_class(backend)]
+    return SUITES[suite]["cpu" if device_kind(backend) == "cpu" else "accelerator"]
+
+
+def choose_backends(requested: list[str], probes_fn) -> tuple[list[str], dict]:
+    """The backends to run (those requested, or every available one) and every backend's probe."""
+    for name in requested:
+        if name not in NAMES:
+            raise InputError(f"unknown backend {name!r}; valid backends: {', '.join(NAMES)}")
+    probes = probes_fn(list(NAMES))
+    available = [n for n in (requested or NAMES) if probes[n]["available"]]
+    for name in requested:
+        if not probes[name]["available"]:
+            others = ", ".join(n for n in NAMES if probes[n]["available"]) or "none"
+            raise InputError(f"backend {name} is not available here: {probes[name]['reason']} (available: {others})")
+    if not available:
+        raise InputError("no backend is available: install torch or jax (see README)")
+    return available, probes
+
+
+def parse_shape(text: str) -> tuple[int, int, int]:
+    parts = text.lower().replace("×", "x").split("x")
+    if len(parts) != 3:
+        raise InputError(f"shape {text!r} must be MxNxK, e.g. 1024x1024x1024")
+    try:
+        dims = tuple(int(p) for p in parts)
+    except ValueError:
+        raise InputError(f"shape {text!r} must be three whole numbers MxNxK") from None
+    if any(d <= 0 for d in dims):
+        raise InputError(f"shape {text!r}: every dimension must be positive")
+    return dims
+
+
+def positive_ints(values: list[str], flag: str, default: list[int]) -> list[int]:
+    out = []
+    for text in values:
+        try:
+            value = int(text)
+        except ValueError:
+            raise InputError(f"{flag} {text!r} is not a whole number") from None
+        if value <= 0:
+            raise InputError(f"{flag} {text!r}: must be positive")
+        out.append(value)
+    return out or default
+
+
+def explicit_cases(shapes: list[str], models: list[str], workloads: list[str], dtypes: list[str],
+                   batches: list[str], tokens: list[str], weights: str | None) -> list[dict] | None:
+    """Cases from --shape and --model, or None to take the suite's."""
+    from infercost.kernels.llama import check_weights, read_safetensors, resolve_config
+
+    dims = [parse_shape(s) for s in shapes]
+    if not dims and not models:
+        return None
+    cases = [{"workload": "matmul", "params": {"m": m, "n": n, "k": k}, "dtype": d}
+             for (m, n, k) in dims for d in (dtypes or ["float32"])]
+    batch_sizes = positive_ints(batches, "--batch", [1])
+    lengths = positive_ints(tokens, "--tokens", [128])
+    if weights and not Path(weights).exists():
+        raise InputError(f"--weights {weights}: no such file or folder")
+    for model in models:
+        try:
+            cfg = resolve_config(model)
+        except ValueError as e:
+            raise InputError(str(e)) from None
+        if weights:
+            try:
+                check_weights(cfg, read_safetensors(weights))
+            except ValueError as e:
+                raise InputError(f"--weights {weights}: {e}") from None
+        for phase in [w for w in (workloads or ["prefill", "decode"]) if w != "matmul"]:
+            for b in batch_sizes:
+                for t in lengths:
+                    params = {"model": model, "batch": b, "tokens": t}
+                    if weights:
+                        params["weights"] = str(Path(weights).resolve())
+                    cases += [{"workload": phase, "params": params, "dtype": d} for d in (dtypes or ["float32"])]
+    return cases
+
+
+def plan_cases(suite: str, backends: list[str], probes: dict, *, workloads=(), dtypes=(), shapes=(),
+               models=(), batches=(), tokens=(), weights=None, tf32=False, threads=None) -> tuple[list[dict], list[str]]:
+    """Every case of the run, one per backend, and notices of what was left out and why."""
+    if suite not in SUITES:
+        raise InputError(f"unknown suite {suite!r}; valid suites: {', '.join(SUITES)}")
+    for w in workloads:
+        if w not in WORKLOADS:
+            raise InputError(f"unknown workload {w!r}; valid workloads: {', '.join(WORKLOADS)}")
+    for d in dtypes:
+        if d not in DTYPES:
+            raise InputError(f"unknown dtype {d!r}; valid dtypes: {', '.join(DTYPES)}")
+    explicit = explicit_cases(list(shapes), list(models), list(workloads), list(dtypes), list(batches),
+                              list(tokens), weights)
+    if tf32 and not any(device_kind(b) == "gpu" for b in backends):
+        raise InputError(f"--tf32 applies to CUDA GPUs only; none of {', '.join(backends)} is one")
+
+    cases, notices = [], []
+    for backend in backends:
+        lacks = probes[backend].get("unsupported", {})
+        for d in dtypes:
+            if d in lacks:
+                valid = [x for x in DTYPES if x not in lacks]
+                raise InputError(f"dtype {d} is not supported on {backend}: {lacks[d]} (valid: {', '.join(valid)})")
+        if explicit is not None:
+            wanted = explicit
+        else:
+            wanted = [c for c in suite_cases(suite, backend)
+                      if (not dtypes or c["dtype"] in dtypes) and (not workloads or c["workload"] in workloads)]
+        kind = device_kind(backend)
+        for spec in wanted:
+            dtype = spec["dtype"]
+            if dtype in lacks:
+                notices.append(f"{backend}: skipping {dtype} ({lacks[dtype]})")
+                continue
+            cases.append({
+                "backend": backend, **spec,
+                "tf32": bool(tf32 and dtype == "float32" and kind == "gpu"),
+                "threads": threads if kind == "cpu" else None,
+                "device_kind": kind,
+            })
+    return cases, sorted(set(notices))

@@ -1,6 +1,6 @@
 """pytest-benchmark integration: infercost's kernels as benchmarks.
 
-    pytest -p infercost.bench.pytest_plugin bench/kernel_benchmarks.py --benchmark-json out.json
+    pytest -p infercost.bench.pytest_plugin bench/perf/kernel_benchmarks.py --benchmark-json out.json
 
 The `infercost_kernel` fixture returns a call that synchronises the device after the kernel
 (pytest-benchmark's clock then sees the work, not the launch), checked against float64 before
@@ -31,7 +31,7 @@ def infercost_kernel():
         flags = backend.configure(dtype, False)
         work = Matmul(m, n, k, dtype)
         args = [backend.put(x, dtype) for x in work.inputs(seed)]
-        fn = backend.compile(work.function(backend.framework), args)
+        fn = backend.compile(backend.matmul(dtype), args)
         out = fn(*args)
         check = work.check(backend.fetch(out), [backend.fetch(a) for a in args], seed)
         assert check["finite"] and check["error"] <= tolerance(dtype), f"wrong result: {check}"
@@ -41,7 +41,7 @@ def infercost_kernel():
             backend.sync(fn(*args))
 
         case = {"backend": backend.name, "workload": "matmul", "params": {"m": m, "n": n, "k": k},
-                "dtype": dtype, "tf32": False, "threads": getattr(backend, "threads", None),
+                "dtype": dtype, "tf32": False, "threads": backend.threads, "device_kind": backend.kind,
                 "framework": backend.framework, "device": backend.device_name(), "shape": work.shape,
                 "cache_policy": "hot", "precision_flags": flags}
         return call, {"infercost": {"case": case, "flops": work.flops(), "bytes": work.bytes(), "check": check}}

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
+from infercost.errors import InputError
+
+from .backend import device_kind
+
 SCHEMA_VERSION = 1
+STATUSES = ("ok", "invalid", "skipped", "error")
 DONE = ("ok", "invalid", "skipped")  # statuses that --resume does not run again
 
 
@@ -23,9 +29,25 @@ def case_key(case: dict) -> str:
     return json.dumps({f: case.get(f) for f in fields}, sort_keys=True, separators=(",", ":"))
 
 
+def record(case: dict, status: str, reasons=(), warnings=(), provenance: dict | None = None,
+           **sections) -> dict:
+    """The one record builder, for every kind of record: ok, invalid (a gate or the check said
+    no), skipped (cannot run here), error (crashed, timed out) and ingested ones.
+
+    sections: check, timing, stats, metrics, raw_times_s, and anything a source adds.
+    """
+    if status not in STATUSES:
+        raise ValueError(f"unknown record status {status!r}")
+    out = {"schema": SCHEMA_VERSION, "key": case_key(case), "timestamp": now(), "case": case, **sections,
+           "status": status, "valid": status == "ok", "reasons": list(reasons), "warnings": list(warnings)}
+    if provenance is not None:
+        out["provenance"] = provenance
+    return out
+
+
 def run_provenance(seed: int) -> dict:
     """What is the same for every record of one run."""
-    from infercost import __version__
+    from infercost.version import __version__
     from infercost.hardware.host import git_commit, host_facts
     return {
         "infercost": __version__,
@@ -62,16 +84,19 @@ def read_records(path: Path) -> list[dict]:
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                rec = json.loads(line)
             except json.JSONDecodeError:
                 warnings.warn(f"{path}:{number}: skipped an incomplete record (interrupted write?)",
                               stacklevel=2)
                 continue
-            if not isinstance(record, dict) or "schema" not in record:
+            if not isinstance(rec, dict) or "schema" not in rec:
                 warnings.warn(f"{path}:{number}: skipped a line that is not an infercost record",
                               stacklevel=2)
                 continue
-            records.append(record)
+            case = rec.get("case")
+            if isinstance(case, dict) and "device_kind" not in case:  # written before the field existed
+                case["device_kind"] = device_kind(case.get("backend"))
+            records.append(rec)
     return records
 
 
@@ -117,6 +142,46 @@ def result_files(paths) -> list[Path]:
     for p in map(Path, paths):
         files.extend(sorted(p.glob("*.jsonl")) if p.is_dir() else [p])
     return files
+
+
+def results_path(out: Path | None, resume: bool, folder: Path = Path("results")) -> Path:
+    """Where a run writes: --out, or with --resume alone the newest file in results/, or a new
+    results/run-<time>-<host>.jsonl. Checked writable before anything is measured."""
+    if out is not None:
+        path = Path(out)
+    elif resume:
+        runs = sorted(folder.glob("*.jsonl"), key=lambda p: p.stat().st_mtime)
+        if not runs:
+            raise InputError(f"--resume found no {folder}/*.jsonl to resume; name one with --out")
+        path = runs[-1]
+    else:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = folder / f"run-{stamp}-{socket.gethostname()}.jsonl"
+    if path.exists() and path.is_dir():
+        raise InputError(f"cannot write results to {path}: it is a directory")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a"):
+            pass
+    except OSError as e:
+        raise InputError(f"cannot write results to {path}: {e.strerror or e}") from None
+    return path
+
+
+def read_paths(paths, warn) -> list[dict]:
+    """Records of result files or folders; lines skipped are passed to warn(text) (3 per file at most)."""
+    records = []
+    for f in result_files(paths):
+        if not f.is_file():
+            raise InputError(f"no results at {f}")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            records += read_records(f)
+        for w in caught[:3]:
+            warn(str(w.message))
+        if len(caught) > 3:
+            warn(f"{len(caught) - 3} more lines of {f} skipped")
+    return records
 
 
 def load(*paths):

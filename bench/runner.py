@@ -16,7 +16,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from .records import SCHEMA_VERSION, case_key, now
+from .backend import module_of
+from .records import record
 
 STARTUP_TIMEOUT_S = 180.0  # importing a framework and finding its device
 
@@ -43,7 +44,7 @@ def probe(names: list[str], timeout: float = STARTUP_TIMEOUT_S) -> dict[str, dic
     """Probe backends in child processes (one per framework, in parallel)."""
     groups: dict[str, list[str]] = {}
     for name in names:
-        groups.setdefault(name.split("-")[0], []).append(name)
+        groups.setdefault(module_of(name), []).append(name)
     procs = {
         fw: subprocess.Popen([sys.executable, "-m", "infercost.bench.worker", "probe", *group],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=worker_env())
@@ -119,12 +120,11 @@ def run(cases: list[dict], job: dict, writer, provenance: dict, case_timeout: fl
     """Run cases grouped by backend; each record is written as soon as its case ends."""
     records = []
 
-    def finish(case: dict, body: dict) -> None:
-        record = {"schema": SCHEMA_VERSION, "key": case_key(case), "timestamp": now(), **body}
-        record["provenance"] = {**provenance, "versions": record.pop("versions", {})}
-        writer.write(record)
-        records.append(record)
-        on_event(Event("record", case["backend"], case=case, record=record))
+    def finish(case: dict, done: dict) -> None:
+        done["provenance"] = {**provenance, "versions": done.pop("versions", {})}
+        writer.write(done)
+        records.append(done)
+        on_event(Event("record", case["backend"], case=case, record=done))
 
     by_backend: dict[str, list[dict]] = {}
     for case in cases:
@@ -150,18 +150,15 @@ def run(cases: list[dict], job: dict, writer, provenance: dict, case_timeout: fl
                         worker.stop()
                         if current is None:  # died before any case: none of them can run
                             for case in pending:
-                                finish(case, {"case": case, "status": "error", "valid": False,
-                                              "reasons": [reason], "warnings": []})
+                                finish(case, record(case, "error", [reason]))
                             pending = []
                         else:
-                            finish(pending[current], {"case": pending[current], "status": "error",
-                                                      "valid": False, "reasons": [reason], "warnings": []})
+                            finish(pending[current], record(pending[current], "error", [reason]))
                             pending = pending[current + 1:]
                         break
                     if msg["event"] == "unavailable":
                         for case in pending:
-                            finish(case, {"case": case, "status": "skipped", "valid": False,
-                                          "reasons": [msg["reason"]], "warnings": []})
+                            finish(case, record(case, "skipped", [msg["reason"]]))
                         pending = []
                         break
                     if msg["event"] == "ready":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
@@ -10,6 +12,54 @@ from infercost.hardware.host import available_cpus, cpu_model, memory_available
 from .backend import Backend, Unavailable
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def weight_read_sweep(tensors, threads: int | None = None, seconds: float = 0.3) -> float | None:
+    """Bytes/s of ATen's sum over these very host buffers, or None when one cannot be read by
+    another kernel (oneDNN-packed) or is not in host memory.
+
+    Why the model's own buffers: on a shared or virtualised host, separately allocated buffers
+    of one process read at different speeds (27 to 55 GB/s seen side by side here), so a sweep
+    of some other buffer measures where that buffer landed, not the ceiling of these weights.
+    JAX's CPU arrays are swept through DLPack (no copy) with the same kernel, so torch and JAX
+    share one definition.
+    """
+    views = []
+    for a in tensors:
+        t = a if isinstance(a, torch.Tensor) else torch.from_dlpack(a)
+        if t.is_mkldnn or t.device.type != "cpu":
+            return None
+        views.append(t)
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        for _ in range(2):
+            for t in views:
+                t.sum()
+        times, start = [], time.perf_counter()
+        while time.perf_counter() - start < seconds or len(times) < 5:
+            t0 = time.perf_counter()
+            for t in views:
+                t.sum()
+            times.append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(previous)
+    return sum(t.numel() * t.element_size() for t in views) / float(np.median(times))
+
+
+_own_buffer_sweep: dict = {}
+
+
+def host_read_bandwidth(tensors, threads: int | None) -> tuple[float, str]:
+    """The sweep over these buffers, or where they cannot be swept (oneDNN-packed) over a 512 MiB
+    buffer of its own (measured once per process)."""
+    bw = weight_read_sweep(tensors, threads)
+    if bw is not None:
+        return bw, "measured (sum over this model's weights, before and after timing)"
+    if threads not in _own_buffer_sweep:
+        _own_buffer_sweep[threads] = weight_read_sweep([torch.ones(128 << 20)], threads, seconds=0.5)
+    return _own_buffer_sweep[threads], "measured (sum of 512 MiB)"
 
 
 class TorchBackend(Backend):
@@ -26,9 +76,13 @@ class TorchBackend(Backend):
         torch.set_float32_matmul_precision("high" if tf32 else "highest")
         return {"float32_matmul_precision": torch.get_float32_matmul_precision()}
 
+    def matmul(self, dtype: str, tf32: bool = False):
+        return torch.matmul  # precision is set by configure()
+
 
 class TorchCPU(TorchBackend):
     name = "torch-cpu"
+    kind = "cpu"
 
     def __init__(self, threads: int | None = None):
         self.threads = threads or available_cpus()
@@ -48,9 +102,21 @@ class TorchCPU(TorchBackend):
     def memory_bytes(self) -> int | None:
         return memory_available()
 
+    def load_model(self, cfg, dtype, batch, max_seq, *, seed=0, weights=None, compile_decode=True,
+                   keep_weights=False, mesh=None, quant=None):
+        if mesh is not None or quant is not None:
+            return super().load_model(cfg, dtype, batch, max_seq, mesh=mesh, quant=quant)
+        from infercost.kernels import llama_torch, llama_torch_cpu
+        return llama_torch.Runner(cfg, dtype, self.device, batch, max_seq, seed=seed, weights=weights,
+                                  keep_weights=keep_weights, **llama_torch_cpu.plan(batch, compile_decode))
+
+    def read_bandwidth(self, buffers):
+        return host_read_bandwidth(buffers, self.threads)
+
 
 class TorchCUDA(TorchBackend):
     name = "torch-cuda"
+    kind = "gpu"
     cache_policy = "flush-l2"
     device_timer = True
 
@@ -116,3 +182,16 @@ class TorchCUDA(TorchBackend):
         end.record()
         end.synchronize()
         return start.elapsed_time(end) / 1e3
+
+    def power_reader(self):
+        from .power import nvml_reader
+        return nvml_reader(self.device.index or 0)
+
+    def load_model(self, cfg, dtype, batch, max_seq, *, seed=0, weights=None, compile_decode=True,
+                   keep_weights=False, mesh=None, quant=None):
+        if mesh is not None or quant is not None:
+            return super().load_model(cfg, dtype, batch, max_seq, mesh=mesh, quant=quant)
+        from infercost.kernels import llama_torch
+        compiled = {"compile": llama_torch.cuda_graphs, "launch": "torch.compile(reduce-overhead): CUDA graphs"}
+        return llama_torch.Runner(cfg, dtype, self.device, batch, max_seq, seed=seed, weights=weights,
+                                  keep_weights=keep_weights, **(compiled if compile_decode else {}))

@@ -70,3 +70,8 @@ def lookup(device_name: str) -> Accelerator | None:
         if pattern.search(device_name):
             return acc
     return None
+
+
+def find(name: str) -> Accelerator | None:
+    """A catalog entry by its own name or by a device name as a backend reports it."""
+    return lookup(name) or next((a for a in all_entries() if a.name.lower() == name.lower()), None)

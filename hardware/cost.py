@@ -8,7 +8,11 @@ opposite throughput bound).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import warnings
+from dataclasses import dataclass, replace
+
+from infercost.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -77,10 +81,13 @@ def price_record(record: dict, basis: Basis) -> dict | None:
     return row
 
 
+def on_cpu(record: dict) -> bool:
+    return record.get("case", {}).get("device_kind") == "cpu"
+
+
 def applies(basis: Basis, record: dict) -> bool:
     """A price covering accelerators prices accelerator runs; a CPU instance's, CPU runs."""
-    on_cpu = record.get("case", {}).get("backend", "").endswith("-cpu")
-    return on_cpu == (basis.accelerators_in_price <= 0)
+    return on_cpu(record) == (basis.accelerators_in_price <= 0)
 
 
 def price_records(records: list[dict], basis: Basis, ratio: float = 3.0) -> list[dict]:
@@ -127,3 +134,77 @@ def cheapest_within(rows: list[dict], max_tpot_s: float) -> list[dict]:
             if k not in best or r["usd_per_m_output"] < best[k]["usd_per_m_output"]:
                 best[k] = r
     return list(best.values())
+
+
+def _finite_positive(value, name: str, zero_ok: bool = False) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value < 0 or (value == 0 and not zero_ok):
+        raise InputError(f"{name} must be a finite {'non-negative' if zero_ok else 'positive'} number, not {value!r}")
+
+
+def price_bases(*, instances=(), pricing: str = "on-demand", region: str | None = None, prices=(),
+                price_per_hour: float | None = None, accelerators: int | None = None,
+                owned: float | None = None, years: float = 4.0, power_w: float | None = None,
+                kwh_price: float | None = None, cpu: bool = False, warn=None, names: dict | None = None) -> list[Basis]:
+    """Every price basis the user gave ([] for none): a price per hour, owned hardware, or price rows
+    (one accelerator instance and one CPU instance may be given together). The CLI and the Python
+    API both build their prices here.
+
+    cpu: the results are CPU runs only, so a bare --price-per-hour or --owned covers no
+    accelerators unless `accelerators` says so. warn: called with the text of each warning (an
+    old price row); default: Python's warnings. names: how errors name each argument (the CLI
+    passes its flags); default: the keyword names.
+    """
+    from . import prices as tables
+
+    name = lambda key: (names or {}).get(key, key)
+    for value, key in ((price_per_hour, "price_per_hour"), (owned, "owned"), (years, "years"),
+                       (power_w, "power_w"), (kwh_price, "kwh_price")):
+        _finite_positive(value, name(key))
+    _finite_positive(accelerators, name("accelerators"), zero_ok=True)
+    if accelerators is not None and accelerators != int(accelerators):
+        raise InputError(f"{name('accelerators')} must be a whole number, not {accelerators!r}")
+    instances = [i for i in (instances or []) if i]
+    given = [name(k) for k, v in (("price_per_hour", price_per_hour), ("instance", instances or None),
+                                  ("owned", owned)) if v is not None]
+    if len(given) > 1:
+        raise InputError(f"give one price: {' and '.join(given)} were both given")
+    n = accelerators if accelerators is not None else (0 if cpu else 1)
+    if owned is not None:
+        if power_w is None or kwh_price is None:
+            raise InputError(f"{name('owned')} needs {name('power_w')} (the machine's draw) and "
+                             f"{name('kwh_price')} (USD per kWh)")
+        hourly = owned_per_hour(owned, years, power_w, kwh_price)
+        return [Basis(hourly, n, f"owned: ${owned:,.0f} over {years:g} years + {power_w:g} W at "
+                                 f"${kwh_price:g}/kWh = ${hourly:.4g}/h ({n} accelerator(s))")]
+    if price_per_hour is not None:
+        return [Basis(price_per_hour, n, f"--price-per-hour {price_per_hour:g} (user, {n} accelerator(s))")]
+    if not instances:
+        return []
+    if pricing not in tables.PRICINGS:
+        raise InputError(f"unknown pricing {pricing!r}; valid: {', '.join(tables.PRICINGS)}")
+    bases = []
+    try:
+        rows = tables.load_all(list(prices))
+        for instance in instances:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                row = tables.find(rows, instance, pricing, region)
+            for w in caught:
+                (warn or (lambda text: warnings.warn(text, stacklevel=3)))(str(w.message))
+            bases.append(Basis(row.usd_per_hour, row.accelerator_count, row.label()))
+    except tables.PriceTableError as e:
+        raise InputError(str(e)) from None
+    kinds = [b.accelerators_in_price > 0 for b in bases]
+    if len(set(kinds)) != len(kinds):
+        raise InputError("give several instances only as one accelerator instance and one CPU instance")
+    return bases
+
+
+def whole_instance_for_cpu_runs(bases: list[Basis]) -> list[Basis]:
+    """A detected instance prices every backend the machine ran, its CPUs included: add, for each
+    accelerator price, the same price for CPU runs (the whole instance)."""
+    return bases + [replace(b, accelerators_in_price=0, label=b.label + " (whole instance, CPU runs)")
+                    for b in bases if b.accelerators_in_price > 0]

@@ -52,3 +52,11 @@ def estimate(cfg: LlamaConfig, acc: Accelerator, chips: int, batch: int, context
         out["usd_per_m_output_floor"] = hourly / (out["output_tokens_per_s"] * 3600) * 1e6
         out["usd_per_m_input_floor"] = hourly / (out["input_tokens_per_s"] * 3600) * 1e6
     return out
+
+
+def best_efficiency(records: list[dict]) -> tuple[float | None, float | None]:
+    """The best MFU measured in valid prefill records and the best MBU in valid decode records."""
+    ok = [r for r in records if r.get("status") == "ok"]
+    mfus = [r["metrics"]["mfu"] for r in ok if r["case"]["workload"] == "prefill" and r["metrics"].get("mfu")]
+    mbus = [r["metrics"]["mbu"] for r in ok if r["case"]["workload"] == "decode" and r["metrics"].get("mbu")]
+    return (max(mfus) if mfus else None), (max(mbus) if mbus else None)

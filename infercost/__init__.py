@@ -6,9 +6,12 @@ From a notebook::
     df = infercost.load_results("results/")                     # one row per case
     costs = infercost.price_results("results/", instance="aws:p5en.48xlarge", pricing="spot")
     figs = infercost.figures("results/", instance="aws:p5en.48xlarge")  # matplotlib figures by name
+
+Prices are built exactly as the CLI builds them (hardware.cost.price_bases): a price per hour
+of CPU-only results covers the whole machine, as `infercost cost --price-per-hour` does.
 """
 
-__version__ = "0.1.0"
+from infercost.version import __version__  # noqa: F401  (infercost.__version__)
 
 
 def load_results(*paths):
@@ -18,39 +21,43 @@ def load_results(*paths):
 
 
 def _records(paths):
-    from infercost.bench.records import read_records, result_files
-    return [r for f in result_files(paths) for r in read_records(f)]
+    import warnings
+
+    from infercost.bench.records import read_paths
+    return read_paths(paths, lambda text: warnings.warn(text, stacklevel=3))
 
 
-def _basis(instance=None, pricing="on-demand", region=None, price_per_hour=None, accelerators=1, prices=()):
-    from infercost.bench.cost import Basis
-    from infercost.hardware import prices as tables
-    if price_per_hour is not None:
-        return Basis(price_per_hour, accelerators, f"price_per_hour={price_per_hour:g} (user)")
-    row = tables.find(tables.load_all(list(prices)), instance, pricing, region)
-    return Basis(row.usd_per_hour, row.accelerator_count, row.label())
+def _bases(records, instance, pricing, region, price_per_hour, accelerators, prices):
+    from infercost.hardware.cost import on_cpu, price_bases
+    instances = [instance] if isinstance(instance, str) else list(instance or [])
+    return price_bases(instances=instances, pricing=pricing, region=region, prices=list(prices),
+                       price_per_hour=price_per_hour, accelerators=accelerators,
+                       cpu=bool(records) and all(on_cpu(r) for r in records))
 
 
 def price_results(*paths, instance=None, pricing="on-demand", region=None, price_per_hour=None,
-                  accelerators=1, ratio=3.0, prices=()):
+                  accelerators=None, ratio=3.0, prices=()):
     """Cost rows ($/M input, output, blended tokens; $/PFLOP; 95% intervals) as a DataFrame.
-    Give a price row (instance="provider:type", pricing, region) or price_per_hour."""
+    Give a price row (instance="provider:type" or a list of one accelerator and one CPU
+    instance, pricing, region) or price_per_hour (with accelerators: how many it covers)."""
     import pandas as pd
 
-    from infercost.bench.cost import price_records
-    basis = _basis(instance, pricing, region, price_per_hour, accelerators, prices)
-    return pd.DataFrame(price_records(_records(paths), basis, ratio))
-
-
-def figures(*paths, instance=None, pricing="on-demand", region=None, price_per_hour=None, accelerators=1,
-            ratio=3.0):
-    """The report's matplotlib figures by name (cost and frontier need a price)."""
-    from infercost.bench import report
-    from infercost.bench.cost import price_records
+    from infercost.hardware.cost import price_records
     records = _records(paths)
-    rows = []
-    if instance or price_per_hour is not None:
-        rows = price_records(records, _basis(instance, pricing, region, price_per_hour, accelerators), ratio)
+    bases = _bases(records, instance, pricing, region, price_per_hour, accelerators, prices)
+    if not bases:
+        raise ValueError("give a price: instance='provider:type' or price_per_hour=USD")
+    return pd.DataFrame([row for b in bases for row in price_records(records, b, ratio)])
+
+
+def figures(*paths, instance=None, pricing="on-demand", region=None, price_per_hour=None, accelerators=None,
+            ratio=3.0, prices=()):
+    """The report's matplotlib figures by name (cost and frontier need a price)."""
+    from infercost.hardware.cost import price_records
+    from infercost.report import figures as report
+    records = _records(paths)
+    bases = _bases(records, instance, pricing, region, price_per_hour, accelerators, prices)
+    rows = [row for b in bases for row in price_records(records, b, ratio)]
     figs = {"cost": report.fig_costs(rows) if rows else None, "frontier": report.fig_frontier(rows) if rows else None,
             "roofline": report.fig_roofline(records), "matmul": report.fig_matmul_curve(records)}
     return {k: v for k, v in figs.items() if v is not None}

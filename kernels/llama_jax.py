@@ -81,10 +81,9 @@ def decode_attention(q, k_cache, v_cache, length, multiply_reduce: bool):
     """Attention of new queries [B, T, heads, hd] over the cache [B, kv_heads, S, hd], masked
     to the first `length` positions.
 
-    As llama_torch.decode_attention: the query heads that share a KV head are rows of one
-    product, and the cache is read in place, never expanded. multiply_reduce (CPUs): written
-    as broadcast multiply-reduces, which XLA:CPU fuses in place; as dots, it copied and
-    transposed the cache every layer (7% of a CPU step). Elsewhere, batched dots.
+    As llama_torch's: the query heads that share a KV head are rows of one product, and the
+    cache is read in place, never expanded. multiply_reduce: written as broadcast
+    multiply-reduces (the adapter's choice on CPUs); otherwise batched dots.
     """
     b, t, nh, hd = q.shape
     nkv, max_seq = k_cache.shape[1], k_cache.shape[2]
@@ -108,7 +107,7 @@ def linear(x, w, b=None):
 
 
 def forward(cfg: LlamaConfig, params, rope_tab, tokens, pos, cache, prefill: bool, last_only: bool = False,
-            cpu: bool = False):
+            multiply_reduce_attention: bool = False):
     """Logits (float32) [B, T, V] and the updated cache, for tokens [B, T] starting at `pos`
     (a scalar). Prefill starts at 0 and attends causally within the prompt; decode attends
     the whole static cache, masked to the positions written so far."""
@@ -134,7 +133,7 @@ def forward(cfg: LlamaConfig, params, rope_tab, tokens, pos, cache, prefill: boo
         if prefill:
             o = jax.nn.dot_product_attention(q, k, v, is_causal=True)
         else:
-            o = decode_attention(q, k_cache, v_cache, pos + t, multiply_reduce=cpu)
+            o = decode_attention(q, k_cache, v_cache, pos + t, multiply_reduce=multiply_reduce_attention)
         x = x + linear(o.reshape(b, t, nh * hd), layer["wo"])
         h = rms_norm(x, layer["ln2"], cfg.norm_eps)
         gate, up = jnp.split(linear(h, layer["w13"]), 2, axis=-1)
@@ -151,9 +150,10 @@ class Runner:
     launch = prefill_launch = "jit"
 
     def __init__(self, cfg: LlamaConfig, dtype: str, device, batch: int, max_seq: int,
-                 seed: int = 0, weights: dict | None = None, compile_decode: bool = True,
-                 keep_weights: bool = False):
+                 seed: int = 0, weights: dict | None = None, keep_weights: bool = False,
+                 multiply_reduce_attention: bool = False):
         self.cfg, self.device, self.batch, self.max_seq = cfg, device, batch, max_seq
+        self.multiply_reduce_attention = multiply_reduce_attention
         self.dtype = jnp.dtype(dtype)
         if weights is None:
             w = seeded_weights(cfg, seed, self.dtype, device)
@@ -171,7 +171,7 @@ class Runner:
     def _fn(self, key, tokens, pos, prefill, last_only):
         if key not in self._compiled:
             f = partial(forward, self.cfg, prefill=prefill, last_only=last_only,
-                        cpu=self.device.platform == "cpu")
+                        multiply_reduce_attention=self.multiply_reduce_attention)
             self._compiled[key] = jax.jit(f, donate_argnums=4).lower(
                 self.params, self.rope, tokens, pos, self.cache).compile()
         return self._compiled[key]

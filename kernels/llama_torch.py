@@ -43,65 +43,37 @@ def rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
     return w * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
 
 
-# oneDNN's inner product on a pre-packed weight (the kernel torch.compile's CPU path calls).
-ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+class Ops:
+    """The plain forms of the ops a layer is built from. Device-specific forms (oneDNN packing,
+    the fused CPU GEMV) subclass this in llama_torch_cpu.py; the model math stays here."""
+
+    def weight(self, w: torch.Tensor, batch: int) -> torch.Tensor:
+        """An HF [out, in] weight as the ops store it."""
+        return w
+
+    def linear(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+        return F.linear(x, w, b)
+
+    def norm_linear(self, x: torch.Tensor, norm_w: torch.Tensor, eps: float, w: torch.Tensor,
+                    b: torch.Tensor | None = None) -> torch.Tensor:
+        """linear(rms_norm(x)): how each layer enters its attention and MLP, and the head."""
+        return self.linear(rms_norm(x, norm_w, eps), w, b)
+
+    def decode_attention(self, q, k_cache, v_cache, mask):
+        """Attention of new queries [B, heads, T, hd] over the cache [B, kv_heads, S, hd].
+
+        The query heads that share a KV head are stacked as rows of one product, so the cache is
+        read once per KV head and never expanded (decode is bound by reading weights and cache).
+        Scores and softmax in float32, as SDPA and JAX's dot_product_attention do.
+        """
+        b, nh, t, hd = q.shape
+        qg = q.reshape(b, k_cache.shape[1], (nh // k_cache.shape[1]) * t, hd)
+        scores = (qg @ k_cache.transpose(-1, -2)).float() * hd**-0.5
+        probs = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1).to(q.dtype)
+        return (probs @ v_cache).reshape(b, nh, t, hd)
 
 
-def as_weight(w: torch.Tensor, batch: int, pack: bool = True) -> torch.Tensor:
-    """An HF [out, in] weight stored for `linear`.
-
-    On CPUs it is packed for oneDNN (unless pack is False). Why: MKL's matrix-vector product
-    runs on one thread whatever torch's thread count; on a 2-core EPYC it streamed weights at
-    ~0.6 of a read sweep's bandwidth, oneDNN's inner product at ~0.8, and it is faster at
-    prefill too.
-    """
-    if pack and ONEDNN and w.device.type == "cpu" and w.dtype in (torch.float32, torch.bfloat16):
-        return torch.ops.mkldnn._reorder_linear_weight(w, batch)
-    return w
-
-
-def compiling_for_cpu(t: torch.Tensor) -> bool:
-    """True while torch.compile traces work on a CPU tensor: one-row products and decode
-    attention are then written as multiply-reduces, for inductor to fuse into one kernel."""
-    return t.device.type == "cpu" and torch.compiler.is_compiling()
-
-
-def one_row(x: torch.Tensor) -> bool:
-    return x.shape[:-1].numel() == 1
-
-
-def multiply_reduce(x32: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """x32 @ W.T for one row, as inductor streams it: one vectorised pass over W's rows, split
-    across threads, float32 accumulation as in a GEMM. It reads weights at about a read
-    sweep's bandwidth; oneDNN's GEMV reached ~0.8 of it."""
-    return (x32.unsqueeze(-2) * w.float()).sum(-1)
-
-
-def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
-    """x @ W.T (+ b) for a weight stored by as_weight."""
-    if one_row(x) and compiling_for_cpu(w):  # batch-1 decode on a CPU
-        y = multiply_reduce(x.float(), w)
-        return (y if b is None else y + b.float()).to(x.dtype)
-    if w.is_mkldnn or (w.device.type == "cpu" and ONEDNN and w.dtype in (torch.float32, torch.bfloat16)
-                       and not torch.compiler.is_compiling()):
-        # oneDNN also takes an unpacked weight (a prefill beside compiled decode) at about
-        # the packed speed; MKL's sgemm behind F.linear was 1.5x slower at 128 rows.
-        return torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
-    return F.linear(x, w, b)
-
-
-def norm_linear(x: torch.Tensor, norm_w: torch.Tensor, eps: float, w: torch.Tensor,
-                b: torch.Tensor | None = None) -> torch.Tensor:
-    """linear(rms_norm(x)): how each layer enters its attention and MLP, and the head."""
-    if one_row(x) and compiling_for_cpu(w):
-        # RMSNorm's scale is one number per row, so it is applied after the product instead of
-        # to every element inside it. Why: fused into the GEMV's loop, the norm made inductor's
-        # kernel stream weights 15-35% slower than a plain multiply-reduce (worst on fast memory).
-        x32 = x.float()
-        scale = torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
-        y = multiply_reduce(norm_w.float() * x32, w) * scale
-        return (y if b is None else y + b.float()).to(x.dtype)
-    return linear(rms_norm(x, norm_w, eps), w, b)
+PLAIN = Ops()
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -109,50 +81,28 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
 
 
-def decode_attention(q, k_cache, v_cache, mask):
-    """Attention of new queries [B, heads, T, hd] over the cache [B, kv_heads, S, hd].
-
-    The query heads that share a KV head are stacked as rows of one product, so the cache is
-    read once per KV head and never expanded (decode is bound by reading weights and cache).
-    Scores and softmax in float32, as SDPA and JAX's dot_product_attention do.
-    """
-    b, nh, t, hd = q.shape
-    nkv = k_cache.shape[1]
-    qg = q.reshape(b, nkv, (nh // nkv) * t, hd)
-    if compiling_for_cpu(q):
-        # Under inductor on a CPU, broadcast multiply-reduces fuse with the softmax around
-        # them; bmm would be a separate library call per layer for a few rows.
-        scores = (qg.unsqueeze(-2).float() * k_cache.unsqueeze(2).float()).sum(-1) * hd**-0.5
-        probs = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
-        o = (probs.unsqueeze(-1) * v_cache.unsqueeze(2).float()).sum(-2).to(q.dtype)
-        return o.reshape(b, nh, t, hd)
-    scores = (qg @ k_cache.transpose(-1, -2)).float() * hd**-0.5
-    probs = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1).to(q.dtype)
-    return (probs @ v_cache).reshape(b, nh, t, hd)
-
-
 class Llama(torch.nn.Module):
     """Weights (HF names) fused for speed; caches of [batch, kv_heads, max_seq, head_dim]."""
 
-    def __init__(self, cfg: LlamaConfig, weights: dict, batch: int, max_seq: int, pack: bool = True):
+    def __init__(self, cfg: LlamaConfig, weights: dict, batch: int, max_seq: int, ops: Ops = PLAIN):
         super().__init__()
-        self.cfg = cfg
+        self.cfg, self.ops = cfg, ops
         w = weights
         dtype = w["model.embed_tokens.weight"].dtype
         device = w["model.embed_tokens.weight"].device
         self.embed = w["model.embed_tokens.weight"]
-        self.head = as_weight(self.embed if cfg.tie_embeddings else w["lm_head.weight"], batch, pack)
+        self.head = ops.weight(self.embed if cfg.tie_embeddings else w["lm_head.weight"], batch)
         self.norm = w["model.norm.weight"]
         self.layers = []
         for i in range(cfg.layers):
             p = f"model.layers.{i}."
             layer = {
                 "ln1": w[p + "input_layernorm.weight"],
-                "wqkv": as_weight(torch.cat([w[p + f"self_attn.{n}_proj.weight"] for n in "qkv"]), batch, pack),
-                "wo": as_weight(w[p + "self_attn.o_proj.weight"], batch, pack),
+                "wqkv": ops.weight(torch.cat([w[p + f"self_attn.{n}_proj.weight"] for n in "qkv"]), batch),
+                "wo": ops.weight(w[p + "self_attn.o_proj.weight"], batch),
                 "ln2": w[p + "post_attention_layernorm.weight"],
-                "w13": as_weight(torch.cat([w[p + "mlp.gate_proj.weight"], w[p + "mlp.up_proj.weight"]]), batch, pack),
-                "w2": as_weight(w[p + "mlp.down_proj.weight"], batch, pack),
+                "w13": ops.weight(torch.cat([w[p + "mlp.gate_proj.weight"], w[p + "mlp.up_proj.weight"]]), batch),
+                "w2": ops.weight(w[p + "mlp.down_proj.weight"], batch),
             }
             if cfg.qkv_bias:
                 layer["bqkv"] = torch.cat([w[p + f"self_attn.{n}_proj.bias"] for n in "qkv"])
@@ -179,14 +129,14 @@ class Llama(torch.nn.Module):
         values are written to the cache. Otherwise (decode) the new token attends to the
         whole static cache, masked to the positions written so far.
         """
-        cfg = self.cfg
+        cfg, ops = self.cfg, self.ops
         b, t = tokens.shape
         nh, nkv, hd = cfg.heads, cfg.kv_heads, cfg.hd
         cos, sin = self.cos[input_pos], self.sin[input_pos]
         mask = None if prefill else (torch.arange(self.max_seq, device=tokens.device) <= input_pos[-1]).view(1, 1, 1, -1)
         x = F.embedding(tokens, self.embed)
         for layer, k_cache, v_cache in zip(self.layers, self.k_cache, self.v_cache):
-            qkv = norm_linear(x, layer["ln1"], cfg.norm_eps, layer["wqkv"], layer.get("bqkv"))
+            qkv = ops.norm_linear(x, layer["ln1"], cfg.norm_eps, layer["wqkv"], layer.get("bqkv"))
             q, k, v = qkv.split([nh * hd, nkv * hd, nkv * hd], dim=-1)
             q = q.view(b, t, nh, hd).transpose(1, 2)
             k = k.view(b, t, nkv, hd).transpose(1, 2)
@@ -198,13 +148,13 @@ class Llama(torch.nn.Module):
             if prefill:
                 o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
             else:
-                o = decode_attention(q, k_cache, v_cache, mask)
-            x = x + linear(o.transpose(1, 2).reshape(b, t, nh * hd), layer["wo"])
-            gate, up = norm_linear(x, layer["ln2"], cfg.norm_eps, layer["w13"]).chunk(2, dim=-1)
-            x = x + linear(F.silu(gate) * up, layer["w2"])
+                o = ops.decode_attention(q, k_cache, v_cache, mask)
+            x = x + ops.linear(o.transpose(1, 2).reshape(b, t, nh * hd), layer["wo"])
+            gate, up = ops.norm_linear(x, layer["ln2"], cfg.norm_eps, layer["w13"]).chunk(2, dim=-1)
+            x = x + ops.linear(F.silu(gate) * up, layer["w2"])
         if last_only:
             x = x[:, -1:]
-        return norm_linear(x, self.norm, cfg.norm_eps, self.head).float()
+        return ops.norm_linear(x, self.norm, cfg.norm_eps, self.head).float()
 
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -213,16 +163,15 @@ TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16":
 class Runner:
     """One model on one device: builds weights and cache, and hands out ready-to-call steps.
 
-    Decode runs compiled where that pays: on CUDA through torch.compile with CUDA graphs
-    ("reduce-overhead"); on a CPU at batch 1 through inductor, whose fused multiply-reduce
-    GEMVs stream the weights faster than any library GEMV torch calls (batch > 1 stays on
-    oneDNN's packed GEMM, faster there). If compiling fails the runner falls back to eager and
+    How it runs is the caller's choice (the adapter's): `ops` gives the layer forms, `compile`
+    (a function of the decode forward) compiles decode, `launch` and `prefill_launch` say how
+    each step runs. If compiling fails at the first call the runner falls back to eager and
     says why in `launch`.
     """
 
     def __init__(self, cfg: LlamaConfig, dtype: str, device, batch: int, max_seq: int,
-                 seed: int = 0, weights: dict | None = None, compile_decode: bool = True,
-                 keep_weights: bool = False):
+                 seed: int = 0, weights: dict | None = None, keep_weights: bool = False,
+                 ops: Ops = PLAIN, compile=None, launch: str = "eager", prefill_launch: str = "eager"):
         tdtype = TORCH_DTYPES[dtype]
         if weights is None:
             w = seeded_weights(cfg, seed, tdtype, device)
@@ -230,29 +179,14 @@ class Runner:
             import numpy as np
             w = {k: torch.from_numpy(np.asarray(v, dtype=np.float32)).to(device, tdtype) for k, v in weights.items()}
         self.device = torch.device(device)
-        cuda = self.device.type == "cuda"
-        cpu_gemv = compile_decode and self.device.type == "cpu" and batch == 1
-        self.model = Llama(cfg, w, batch, max_seq, pack=not cpu_gemv)
+        self.model = Llama(cfg, w, batch, max_seq, ops)
         self.weights = w if keep_weights else None  # the model holds fused copies
         self.params = self.model.tensors()
         del w
-        self.launch = "eager"
-        self.prefill_launch = "eager (oneDNN)" if self.device.type == "cpu" and ONEDNN else "eager"
-        self._decode = partial_forward = lambda tokens, pos: self.model(tokens, pos, prefill=False)
-        if compile_decode and (cuda or cpu_gemv):
-            # Each runner is a new closure over the same code, so a sweep recompiles; past the
-            # limit dynamo would quietly run eager: raise instead, and the fallback records it.
-            torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-            torch._dynamo.config.fail_on_recompile_limit_hit = True
-        if compile_decode and cuda:
-            for t in self.model.tensors():
-                torch._dynamo.mark_static_address(t)
-            self._decode = torch.compile(partial_forward, mode="reduce-overhead", fullgraph=True)
-            self.launch = "torch.compile(reduce-overhead): CUDA graphs"
-        elif cpu_gemv:
-            self._decode = torch.compile(partial_forward, fullgraph=True, dynamic=False)
-            self.launch = "torch.compile(inductor, CPU): fused GEMVs"
-        self._eager_decode = partial_forward
+        self._eager_decode = lambda tokens, pos: self.model(tokens, pos, prefill=False)
+        self._decode = self._eager_decode if compile is None else compile(self._eager_decode, self.model)
+        self.launch = "eager" if compile is None else launch
+        self.prefill_launch = prefill_launch
 
     @torch.inference_mode()
     def _run_decode(self, tokens, pos):
@@ -287,3 +221,18 @@ class Runner:
 
     def weights_numpy(self) -> dict:
         return {k: v.detach().to("cpu", torch.float64).numpy() for k, v in self.weights.items()}
+
+
+def strict_recompiles() -> None:
+    """Each runner is a new closure over the same code, so a sweep recompiles; past dynamo's
+    limit it would quietly run eager: raise instead, and the runner's fallback records it."""
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+    torch._dynamo.config.fail_on_recompile_limit_hit = True
+
+
+def cuda_graphs(forward, model: Llama):
+    """Decode compiled by inductor and replayed as CUDA graphs (gpt-fast's setting)."""
+    strict_recompiles()
+    for t in model.tensors():
+        torch._dynamo.mark_static_address(t)
+    return torch.compile(forward, mode="reduce-overhead", fullgraph=True)

@@ -1,4 +1,6 @@
-"""The matmul workload, C = A @ B, written once per framework with its float64 reference."""
+"""The matmul C = A @ B: shapes, seeded inputs, FLOPs and bytes, and the float64 check.
+
+The kernel itself is each adapter's `matmul()`; nothing here imports a framework."""
 
 from __future__ import annotations
 
@@ -43,23 +45,6 @@ class Matmul:
         a = rng.standard_normal((self.m, self.k), dtype=np.float32)
         b = rng.standard_normal((self.k, self.n), dtype=np.float32)
         return [a, b]
-
-    def function(self, framework: str, tf32: bool = False):
-        """The kernel as a plain function of device arrays, for the given framework."""
-        if framework == "torch":
-            import torch
-            return torch.matmul
-        if framework == "jax":
-            import jax
-            import jax.numpy as jnp
-            # float32 asks for true float32 unless TF32 was requested; JAX's default on
-            # GPU and TPU would silently use reduced-precision passes.
-            if self.dtype == "float32" and not tf32:
-                precision = jax.lax.Precision.HIGHEST
-            else:
-                precision = jax.lax.Precision.DEFAULT
-            return lambda a, b: jnp.matmul(a, b, precision=precision)
-        raise ValueError(f"unknown framework {framework!r}")
 
     def check(self, out: np.ndarray, inputs64: list[np.ndarray], seed: int) -> dict:
         """Compare a result (as float64) with the float64 product of the same (rounded) inputs.

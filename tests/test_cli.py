@@ -2,11 +2,11 @@
 
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import pytest
 
-from infercost.cli import UsageError, plan_cases
+from infercost.bench.plan import plan_cases as plan
+from infercost.errors import InputError as UsageError
 
 
 def infercost(*args, cwd=None):
@@ -64,16 +64,18 @@ def test_resume_with_nothing_to_resume(tmp_path):
 
 
 def plan_args(**kw):
-    base = dict(suite="quick", workload=[], dtype=[], shape=[], model=[], batch=[], tokens=[],
-                weights=None, tf32=False, threads_resolved=2)
-    return SimpleNamespace(**{**base, **kw})
+    return {"threads": 2, **kw}
+
+
+def plan_cases(kw, backends, probes):
+    return plan("quick", backends, probes, **kw)
 
 
 def test_a_dtype_the_device_lacks_is_refused_with_the_valid_ones():
     probes = {"torch-cuda": {"available": True, "device": "Tesla T4",
                              "unsupported": {"bfloat16": "Tesla T4 has no native bfloat16"}}}
     with pytest.raises(UsageError, match="bfloat16 is not supported on torch-cuda.*valid: float32, float16"):
-        plan_cases(plan_args(dtype=[["bfloat16"]]), ["torch-cuda"], probes)
+        plan_cases(plan_args(dtypes=["bfloat16"]), ["torch-cuda"], probes)
     # From a suite, the dtype is left out with a notice instead of failing the run.
     cases, notices = plan_cases(plan_args(), ["torch-cuda"], probes)
     assert cases and all(c["dtype"] != "bfloat16" for c in cases)
@@ -82,7 +84,7 @@ def test_a_dtype_the_device_lacks_is_refused_with_the_valid_ones():
 
 def test_tf32_and_threads_go_only_where_they_apply():
     probes = {n: {"available": True, "unsupported": {}} for n in ("torch-cpu", "torch-cuda")}
-    cases, _ = plan_cases(plan_args(shape=["64x64x64"], dtype=[["float32", "bfloat16"]], tf32=True),
+    cases, _ = plan_cases(plan_args(shapes=["64x64x64"], dtypes=["float32", "bfloat16"], tf32=True),
                           ["torch-cpu", "torch-cuda"], probes)
     tf32 = {(c["backend"], c["dtype"]): c["tf32"] for c in cases}
     assert tf32 == {("torch-cpu", "float32"): False, ("torch-cpu", "bfloat16"): False,

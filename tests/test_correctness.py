@@ -5,7 +5,8 @@ import pytest
 
 from infercost.bench.backend import open_backend
 from infercost.bench.timing import Settings
-from infercost.bench.worker import run_case
+from infercost.bench.measure import measure_case
+from infercost.bench.workloads import MatmulWorkload
 from infercost.kernels.matmul import FULL_CHECK_MAX_MACS, Matmul
 
 FAST = Settings(warmup_s=0.05, min_time_s=0.1, min_blocks=5)
@@ -16,25 +17,26 @@ def case(backend, m, n, k, dtype="float32"):
             "dtype": dtype, "tf32": False, "threads": 1}
 
 
-class TransposedB(Matmul):
+def run_case(backend, c, settings, seed, cpus_available, workload=None):
+    return measure_case(backend, workload or MatmulWorkload(c), c, settings, seed, cpus_available)
+
+
+class TransposedB(MatmulWorkload):
     """A plausible bug: multiplies by B transposed (square shapes hide it from shape checks)."""
 
-    def function(self, framework, tf32=False):
-        if framework == "torch":
-            return lambda a, b: a @ b.T
-        import jax.numpy as jnp
-        return lambda a, b: jnp.matmul(a, b.T)
+    def kernel(self, backend):
+        return lambda a, b: a @ b.T
 
 
-class DropsLastK(Matmul):
+class DropsLastK(MatmulWorkload):
     """A subtler bug: the reduction skips the last slice of K."""
 
-    def function(self, framework, tf32=False):
+    def kernel(self, backend):
         return lambda a, b: a[:, :-8] @ b[:-8, :]
 
 
-class ProducesNaN(Matmul):
-    def function(self, framework, tf32=False):
+class ProducesNaN(MatmulWorkload):
+    def kernel(self, backend):
         return lambda a, b: (a @ b) * float("nan")
 
 
@@ -47,8 +49,9 @@ def test_correct_kernel_passes_within_dtype_tolerance(name, dtype):
     # A 0.1 s timing of a tiny kernel on a busy machine may be too noisy to count; that is a
     # measurement verdict, not a correctness one.
     assert all(r.startswith(("too noisy", "time does not grow")) for r in record["reasons"]), record["reasons"]
-    if record["status"] == "ok":
-        assert record["metrics"]["tflops"] > 0
+    assert record["metrics"]["flops"] == 983040 and record["metrics"]["bytes"] == (96 * 64 + 64 * 80 + 96 * 80) * (
+        4 if dtype == "float32" else 2)  # 2 x 96 x 80 x 64 multiply-adds; A, B and C once each
+    assert (record["metrics"]["tflops"] is None) == (record["status"] != "ok")
 
 
 @pytest.mark.parametrize("name", ["torch-cpu", "jax-cpu"])
@@ -56,7 +59,7 @@ def test_correct_kernel_passes_within_dtype_tolerance(name, dtype):
 def test_wrong_kernel_is_invalid_and_reports_no_throughput(name, bug):
     c = case(name, 64, 64, 64)
     record = run_case(open_backend(name), c, FAST, seed=0, cpus_available=2,
-                      workload=bug(64, 64, 64, "float32"))
+                      workload=bug(c))
     assert record["status"] == "invalid"
     assert not record["check"]["passed"]
     assert "metrics" not in record and "raw_times_s" not in record

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from infercost.bench import cost
-from infercost.bench.estimate import estimate
+from infercost.hardware import cost
+from infercost.hardware.estimate import estimate
 from infercost.hardware import catalog, prices
 from infercost.kernels.llama import CONFIGS
 

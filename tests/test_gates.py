@@ -8,7 +8,8 @@ from infercost.bench.backend import open_backend
 from infercost.bench.stats import summarize
 from infercost.bench.timing import Settings
 from infercost.bench.torch_backend import TorchCPU
-from infercost.bench.worker import run_case
+from infercost.bench.measure import measure_case
+from infercost.bench.workloads import MatmulWorkload
 
 FAST = Settings(warmup_s=0.05, min_time_s=0.1, min_blocks=5)
 rng = np.random.default_rng(0)
@@ -73,6 +74,10 @@ def test_a_drifting_series_and_a_slow_first_block_warn():
     assert "warn" in levels(gates.warmup_gate(drifting))
     first_slow = [50e-3] + [1e-3] * 20
     assert any("first timed block" in r for _, r in gates.warmup_gate(first_slow))
+
+
+def run_case(backend, case, settings, seed, cpus_available):
+    return measure_case(backend, MatmulWorkload(case), case, settings, seed, cpus_available)
 
 
 class NoSync(TorchCPU):

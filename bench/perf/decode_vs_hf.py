@@ -12,7 +12,7 @@ on the very same weight buffers (torch reads JAX's through DLPack), their genera
 and the ceiling is the time ATen's sum takes to read those buffers, just before and after each
 pair of generations. HF runs in a process of its own, alternating with that one.
 
-    python -m infercost.bench.decode_vs_hf [--rounds 3]
+    python bench/perf/decode_vs_hf.py [--rounds 3]
 """
 
 from __future__ import annotations
@@ -79,7 +79,8 @@ def run_infercost(folder: Path, prompt, repeats: int) -> dict:
     import numpy as np
 
     from infercost.bench.backend import open_backend
-    from infercost.bench.llm import generate, host_weights, runner_class, weight_read_sweep
+    from infercost.bench.llm import generate, host_weights
+    from infercost.bench.torch_backend import weight_read_sweep
     from infercost.hardware.host import available_cpus
     from infercost.kernels.llama import from_hf_config
 
@@ -89,8 +90,7 @@ def run_infercost(folder: Path, prompt, repeats: int) -> dict:
     for name in ("jax-cpu", "torch-cpu"):
         backend = backends[name] = open_backend(name, threads=available_cpus())
         backend.configure("float32", False)
-        runners[name] = runner_class(backend.framework)(cfg, "float32", backend.device, 1, PROMPT + NEW,
-                                                        weights=weights)
+        runners[name] = backend.load_model(cfg, "float32", 1, PROMPT + NEW, weights=weights)
     share_buffers(runners["torch-cpu"], runners["jax-cpu"])
     for name, runner in runners.items():
         generate(backends[name], runner, np.asarray(prompt), 4)  # warm-up and compile
@@ -139,7 +139,7 @@ def main() -> int:
         make_checkpoint(folder)
 
         def measure(what):
-            out = subprocess.run([sys.executable, "-m", "infercost.bench.decode_vs_hf", "--only", what,
+            out = subprocess.run([sys.executable, __file__, "--only", what,
                                   "--folder", str(folder), "--repeats", str(args.repeats)], capture_output=True, text=True)
             if out.returncode != 0:
                 raise SystemExit(f"{what} failed: {out.stderr.strip().splitlines()[-3:]}")

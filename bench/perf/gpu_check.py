@@ -7,8 +7,8 @@ record under --out, and prints a short table last.
 3. llama-3.1-8b in bf16: decode at batch 1 and a larger batch, prefill of 2048 tokens, on
    torch-cuda and jax-gpu; batch-1 decode against the HBM bandwidth ceiling (target >= 85%).
 
-    python -m infercost.bench.gpu_check --out DIR
-    python -m infercost.bench.gpu_check --out DIR --dry-run   # the same steps on CPU, tiny sizes
+    python bench/perf/gpu_check.py --out DIR
+    python bench/perf/gpu_check.py --out DIR --dry-run   # the same steps on CPU, tiny sizes
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ def do_bench_comparison(backend_name: str, n: int, rounds: int) -> dict:
 
     from infercost.bench.backend import open_backend
     from infercost.bench.timing import Settings
-    from infercost.bench.worker import run_case
+    from infercost.bench.measure import measure_case
+    from infercost.bench.workloads import MatmulWorkload
     from infercost.kernels.matmul import Matmul
 
     backend = open_backend(backend_name)
@@ -49,7 +50,7 @@ def do_bench_comparison(backend_name: str, n: int, rounds: int) -> dict:
         if do_bench is not None:
             ms = do_bench(lambda: torch.matmul(a, b), warmup=100, rep=500)  # mean, L2 flushed per call
             theirs.append(flops / (ms / 1e3) / 1e12)
-        record = run_case(backend, case, Settings(warmup_s=0.3, min_time_s=1.0, min_blocks=20), 0, 1)
+        record = measure_case(backend, MatmulWorkload(case), case, Settings(warmup_s=0.3, min_time_s=1.0, min_blocks=20), 0, 1)
         ours.append(record["metrics"]["tflops"] if record["status"] == "ok" else float("nan"))
     return {"device": backend.device_name(), "infercost_tflops": statistics.median(ours),
             "do_bench_tflops": statistics.median(theirs) if theirs else None,
@@ -129,25 +130,13 @@ def main() -> int:
         print(f"bf16 {n}^3 on {cmp['device']}: infercost {cmp['infercost_tflops']:.1f} TFLOP/s, do_bench "
               f"{cmp['do_bench_tflops'] or float('nan'):.1f}, ratio {ratio:.3f} (target >= 0.97); dense peak "
               f"{peak or float('nan')} -> {cmp['infercost_tflops'] / peak if peak else float('nan'):.1%}")
-    print(f"{'backend':<11}{'case':<34}{'status':<9}{'TFLOP/s':>9}{'tok/s':>10}{'ms':>9}{'MFU/MBU':>9}  launch / reasons")
-    for r in records(llm) + records(args.out / "matmul.jsonl"):
-        c, m = r["case"], r.get("metrics") or {}
-        p = c["params"]
-        if c["workload"] == "matmul":
-            label = f"matmul {p['m']}x{p['n']}x{p['k']} {c['dtype']}{' tf32' if c.get('tf32') else ''}"
-            rate, ms, util = None, None, m.get("peak_fraction")
-        else:
-            label = f"{c['workload']} {p['model']} b{p['batch']} t{p['tokens']}"
-            pre = c["workload"] == "prefill"
-            rate = m.get("input_tokens_per_s" if pre else "output_tokens_per_s")
-            ms = (m.get("ttft_s" if pre else "tpot_s") or 0) * 1e3 or None
-            util = m.get("mfu" if pre else "mbu")
-        fmt = lambda x, f: format(x, f) if x is not None else "-".rjust(int(f.split(".")[0]))
-        note = c.get("launch") or ""
-        if r["status"] != "ok":
-            note = "; ".join(r["reasons"])[:90]
-        print(f"{c['backend']:<11}{label:<34}{r['status']:<9}{fmt(m.get('tflops'), '9.1f')}{fmt(rate, '10.1f')}"
-              f"{fmt(ms, '9.2f')}{fmt(util, '9.1%')}  {note}")
+    from rich.console import Console
+
+    from infercost.present import llm_table, matmul_table
+    console = Console(width=200)
+    done = records(llm) + records(args.out / "matmul.jsonl")
+    console.print(matmul_table([r for r in done if r["case"]["workload"] == "matmul"]))
+    console.print(llm_table([r for r in done if r["case"]["workload"] != "matmul"]))
     return 0
 
 

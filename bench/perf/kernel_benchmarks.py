@@ -1,6 +1,6 @@
 """infercost's matmul as pytest-benchmark benchmarks (see bench/pytest_plugin.py):
 
-    pytest -p infercost.bench.pytest_plugin bench/kernel_benchmarks.py --benchmark-json out.json
+    pytest -p infercost.bench.pytest_plugin bench/perf/kernel_benchmarks.py --benchmark-json out.json
     infercost ingest out.json --out results/from-pytest-benchmark.jsonl
 """
 

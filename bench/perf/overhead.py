@@ -4,7 +4,7 @@ For a large float32 matmul on torch-cpu and jax-cpu, each framework in its own p
 two measurements alternate (plain, infercost, plain, infercost, ...) so drift on a shared
 machine hits both alike. Target: infercost within 3% of the plain figure.
 
-    python -m infercost.bench.overhead [--size 2048] [--rounds 3]
+    python bench/perf/overhead.py [--size 2048] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ def plain_jax(n: int, threads: int, seed: int) -> float:
 def measure_framework(backend_name: str, n: int, rounds: int, seed: int) -> dict:
     from infercost.bench.backend import open_backend
     from infercost.bench.timing import Settings
-    from infercost.bench.worker import run_case
+    from infercost.bench.measure import measure_case
+    from infercost.bench.workloads import MatmulWorkload
     from infercost.hardware.host import available_cpus
 
     threads = available_cpus()
@@ -65,7 +66,7 @@ def measure_framework(backend_name: str, n: int, rounds: int, seed: int) -> dict
     plain, ours, steady = [], [], []
     for _ in range(rounds):
         plain.append(flops / plain_fn(n, threads, seed) / 1e12)
-        record = run_case(backend, case, Settings(min_time_s=1.0), seed, threads)
+        record = measure_case(backend, MatmulWorkload(case), case, Settings(min_time_s=1.0), seed, threads)
         assert record["status"] == "ok", record["reasons"]
         ours.append(record["metrics"]["tflops_median"])
         steady.append(record["metrics"]["tflops"])
@@ -86,7 +87,7 @@ def main() -> int:
         return 0
     rows = []
     for name in ("torch-cpu", "jax-cpu"):
-        out = subprocess.run([sys.executable, "-m", "infercost.bench.overhead", "--only", name,
+        out = subprocess.run([sys.executable, __file__, "--only", name,
                               "--size", str(args.size), "--rounds", str(args.rounds)],
                              capture_output=True, text=True)
         if out.returncode != 0:

@@ -1,0 +1,5 @@
+"""The one error type for bad input, shared by every layer."""
+
+
+class InputError(ValueError):
+    """Bad input from a flag or a file: shown as one line, exit status 2, never a traceback."""

@@ -1,0 +1,147 @@
+"""The command line's flags: every subcommand's arguments, their types and defaults."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from infercost.version import __version__
+from infercost.errors import InputError
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's own errors, made one line like ours
+        raise InputError(message)
+
+
+def csv_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def positive(kind):
+    def convert(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+        return value
+    return convert
+
+
+def build_parser() -> Parser:
+    from infercost.bench.backend import NAMES
+    from infercost.bench.plan import SUITES, WORKLOADS
+    from infercost.kernels.dtypes import DTYPES
+
+    parser = Parser(prog="infercost", description="What does a token cost on this hardware?")
+    parser.add_argument("--version", action="version", version=f"infercost {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    sub.add_parser("backends", help="list the backends and whether each can run here")
+
+    run = sub.add_parser("run", help="measure every available backend (default: the quick suite)")
+    run.add_argument("--backend", "-b", action="append", type=csv_list, default=[],
+                     help=f"backends to run, repeatable or comma-separated ({', '.join(NAMES)}); default: all available")
+    run.add_argument("--workload", "-w", action="append", type=csv_list, default=[],
+                     help=f"workloads to run ({', '.join(WORKLOADS)}); default: the suite's")
+    run.add_argument("--dtype", "-d", action="append", type=csv_list, default=[],
+                     help=f"dtypes ({', '.join(DTYPES)}); default: the suite's")
+    run.add_argument("--suite", "-s", default="quick", help=f"named suite ({', '.join(SUITES)}); default quick")
+    run.add_argument("--shape", action="append", default=[],
+                     help="explicit matmul shape MxNxK (repeatable); replaces the suite's shapes")
+    run.add_argument("--model", "-m", action="append", type=csv_list, default=[],
+                     help="transformer cases for these models (a name or a config.json); replaces the suite's")
+    run.add_argument("--batch", action="append", type=csv_list, default=[], help="batch sizes for --model (default 1)")
+    run.add_argument("--tokens", action="append", type=csv_list, default=[],
+                     help="prompt length (prefill) and context length (decode) for --model (default 128)")
+    run.add_argument("--weights", default=None, help="safetensors file or folder with Hugging Face names (default: seeded random weights)")
+    run.add_argument("--tf32", action="store_true", help="allow TF32 for float32 matmuls on CUDA GPUs")
+    run.add_argument("--repeats", type=positive(int), default=None, help="minimum timed blocks per case (default 10)")
+    run.add_argument("--min-time", type=positive(float), default=None, help="minimum seconds of timing per case (default 1)")
+    run.add_argument("--warmup", type=positive(float), default=None, help="warm-up seconds per case (default 1)")
+    run.add_argument("--threads", type=positive(int), default=None, help="CPU threads for CPU backends (default: all usable CPUs)")
+    run.add_argument("--seed", type=int, default=0, help="seed of the input data (default 0)")
+    run.add_argument("--out", "-o", type=Path, default=None, help="results file (JSON Lines); default results/run-<time>-<host>.jsonl")
+    run.add_argument("--resume", action="store_true", help="skip cases already recorded in --out (default: the newest file in results/)")
+    run.add_argument("--case-timeout", type=positive(float), default=600.0, help="seconds before a case is abandoned (default 600)")
+    add_price_flags(run)
+    run.add_argument("--detect-instance", action="store_true",
+                     help="ask the cloud's instance-metadata service which instance this is, to price the run "
+                          "(off by default; also INFERCOST_DETECT_INSTANCE=1)")
+
+    cost = sub.add_parser("cost", help="re-price stored results without re-running them")
+    cost.add_argument("results", nargs="+", help="result files or folders")
+    add_price_flags(cost)
+    cost.add_argument("--blend", default="3:1", help="input:output token ratio of the blended price (default 3:1)")
+    cost.add_argument("--max-tpot-ms", type=positive(float), default=None,
+                      help="also show the cheapest batch whose time per output token meets this limit")
+
+    est = sub.add_parser("estimate", help="roofline estimate for a model on catalog hardware (an estimate, not a measurement)")
+    est.add_argument("--model", "-m", required=True, help="model name or config.json")
+    est.add_argument("--accelerator", "-a", required=True, help="a catalog name or a device name, e.g. 'TPU v5e', 'NVIDIA H100 80GB HBM3'")
+    est.add_argument("--chips", type=positive(int), default=1)
+    est.add_argument("--batch", type=positive(int), default=1)
+    est.add_argument("--context", type=positive(int), default=2048)
+    est.add_argument("--prompt", type=positive(int), default=None, help="prompt length for prefill (default: the context)")
+    est.add_argument("--dtype", default="bfloat16", help="float32, bfloat16, float16, fp8 or int8 (weights and KV cache)")
+    est.add_argument("--mfu", type=positive(float), default=1.0, help="scale the compute ceiling by a measured MFU")
+    est.add_argument("--mbu", type=positive(float), default=1.0, help="scale the bandwidth ceiling by a measured MBU")
+    est.add_argument("--price-per-chip-hour", type=positive(float), default=None, help="USD per chip-hour for the floor $/M tokens")
+    est.add_argument("--from-results", nargs="+", default=None, metavar="RESULTS",
+                     help="scale by the best MFU (prefill) and MBU (decode) measured in these results")
+
+    rep = sub.add_parser("report", help="Markdown and HTML report with figures, plus CSV and Parquet, from result files")
+    rep.add_argument("results", nargs="+", help="result files or folders (from one or many machines)")
+    rep.add_argument("--out", "-o", type=Path, required=True, help="folder to write the report to")
+    add_price_flags(rep)
+    rep.add_argument("--blend", default="3:1", help="input:output token ratio of the blended price (default 3:1)")
+
+    cmp = sub.add_parser("compare", help="compare two result sets case by case; exit 1 if any case got slower beyond --threshold")
+    cmp.add_argument("base", help="baseline results (file or folder)")
+    cmp.add_argument("new", help="new results (file or folder)")
+    cmp.add_argument("--threshold", default="5%", help="change that counts, e.g. 5%% (default 5%%)")
+
+    ing = sub.add_parser("ingest", help="read pytest-benchmark JSON into infercost results")
+    ing.add_argument("json", type=Path, help="the file pytest --benchmark-json wrote")
+    ing.add_argument("--out", "-o", type=Path, required=True, help="results file to append to")
+
+    pr = sub.add_parser("prices", help="list price rows, or import a SkyPilot catalog CSV")
+    pr.add_argument("--import-skypilot", metavar="CSV", help="convert a SkyPilot vms.csv into infercost's format")
+    pr.add_argument("--provider", help="provider of the imported catalog (aws, gcp, azure, ...)")
+    pr.add_argument("--as-of", help="date the imported catalog was read (YYYY-MM-DD)")
+    pr.add_argument("--out", "-o", type=Path, help="where to write the imported table")
+    pr.add_argument("--prices", action="append", default=[], help="extra price table(s) to list")
+    pr.add_argument("filter", nargs="?", default="", help="show rows whose provider:instance contains this")
+    return parser
+
+
+def add_price_flags(p) -> None:
+    p.add_argument("--instance", action="append", default=None,
+                   help="price row provider:instance_type, e.g. gcp:tpu-v6e-8 (see `infercost prices`); repeat to give "
+                        "a GPU/TPU instance for accelerator results and a CPU instance for CPU results")
+    p.add_argument("--pricing", default="on-demand", help="on-demand, spot, 1-year, 3-year or owned (default on-demand)")
+    p.add_argument("--region", help="region of the price row (default: the first listed)")
+    p.add_argument("--prices", action="append", default=[], help="your own price table(s), same format as hardware/prices.csv")
+    p.add_argument("--price-per-hour", type=positive(float), default=None, help="USD per hour of the machine, instead of a price row")
+    p.add_argument("--accelerators", type=int, default=None,
+                   help="accelerators the --price-per-hour or --owned price covers (default 1; 0 for a CPU machine)")
+    p.add_argument("--owned", type=positive(float), default=None, metavar="USD",
+                   help="owned hardware: its purchase price (with --years, --power-w and --kwh-price)")
+    p.add_argument("--years", type=positive(float), default=4.0, help="amortisation years for --owned (default 4)")
+    p.add_argument("--power-w", type=positive(float), default=None, help="power draw in watts for --owned")
+    p.add_argument("--kwh-price", type=positive(float), default=None, help="electricity USD per kWh for --owned")
+
+
+
+def join_negative_values(argv: list[str]) -> list[str]:
+    """`--shape -4x4x4` would read as an unknown option; keep it as --shape's value so the
+    error can say what is wrong with it."""
+    out = []
+    for token in argv:
+        if out and out[-1] == "--shape" and token.startswith("-") and token[1:2].isdigit():
+            out[-1] = f"--shape={token}"
+        else:
+            out.append(token)
+    return out

@@ -1,0 +1,139 @@
+"""Shared formatting: numbers, dollars, case names and the result tables, for the CLI, the
+report and the GPU check alike."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+
+def usd(x, missing: str = "-") -> str:
+    if x is None:
+        return missing
+    return f"${x:.3g}" if x < 100 else f"${x:,.0f}"
+
+
+def pct(x) -> str:
+    return f"{x:.1%}" if x is not None else "-"
+
+
+def case_name(case: dict) -> str:
+    p = case["params"]
+    tf32 = " tf32" if case.get("tf32") else ""
+    if case["workload"] == "matmul":
+        return f"matmul {p['m']}x{p['n']}x{p['k']} {case['dtype']}{tf32}"
+    what = "prompt" if case["workload"] == "prefill" else "ctx"
+    return f"{case['workload']} {p['model']} b{p['batch']} {what}{p['tokens']} {case['dtype']}{tf32}"
+
+
+def result_line(record: dict) -> str:
+    """One record as the progress line shows it (rich markup)."""
+    if record["status"] == "ok":
+        m = record["metrics"]
+        warn = f" [yellow]({record['warnings'][0]})[/]" if record["warnings"] else ""
+        wl = record["case"]["workload"]
+        if wl == "prefill":
+            main = f"{m['input_tokens_per_s']:.4g} input tok/s, TTFT {m['ttft_s'] * 1e3:.3g} ms"
+        elif wl == "decode":
+            main = f"{m['output_tokens_per_s']:.4g} output tok/s, TPOT {m['tpot_s'] * 1e3:.3g} ms"
+        else:
+            main = f"{m['tflops']:.3g} TFLOP/s"
+        return f"[green]{main}[/] ±{m['spread']:.0%}{warn}"
+    colour = "yellow" if record["status"] == "skipped" else "red"
+    return f"[{colour}]{record['status']}: {'; '.join(record['reasons'])}[/]"
+
+
+def validity(r: dict) -> str:
+    if r["status"] == "ok":
+        return "yes" + (" (warn)" if r["warnings"] else "")
+    return f"[red]{r['status']}[/]: {'; '.join(r['reasons'])[:70]}"
+
+
+def _table(title: str, columns: list[str], right: set[str]) -> Table:
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, justify="right" if col in right else "left")
+    return table
+
+
+def matmul_table(records: list[dict]) -> Table:
+    table = _table("matmul throughput (steady state; spread = IQR/median)",
+                   ["backend", "device", "shape", "dtype", "TFLOP/s", "of peak", "spread", "valid"],
+                   {"TFLOP/s", "spread", "of peak"})
+    for r in records:
+        case, m = r["case"], r.get("metrics") or {}
+        ok = r["status"] == "ok"
+        table.add_row(case["backend"], case.get("device") or "?", case_name(case).split()[1],
+                      case["dtype"] + (" (tf32)" if case.get("tf32") else ""),
+                      f"{m['tflops']:.3g}" if ok else "-", pct(m.get("peak_fraction")) if ok else "-",
+                      f"{m['spread']:.1%}" if ok else "-", validity(r))
+    return table
+
+
+def llm_table(records: list[dict]) -> Table:
+    numeric = {"batch", "tokens", "tok/s", "TTFT/TPOT ms", "MFU/MBU", "roofline"}
+    table = _table("transformer inference (prefill: input tokens; decode: output tokens; "
+                   "roofline = share of the max(FLOPs/peak, bytes/bandwidth) bound reached)",
+                   ["backend", "device", "model", "phase", "batch", "tokens", "dtype", "tok/s",
+                    "TTFT/TPOT ms", "MFU/MBU", "roofline", "valid"], numeric)
+    for r in records:
+        case, m = r["case"], r.get("metrics") or {}
+        p, ok, prefill = case["params"], r["status"] == "ok", case["workload"] == "prefill"
+        rate = m.get("input_tokens_per_s" if prefill else "output_tokens_per_s")
+        latency = m.get("ttft_s" if prefill else "tpot_s")
+        util = m.get("mfu" if prefill else "mbu")
+        table.add_row(case["backend"], case.get("device") or "?", p["model"], case["workload"], str(p["batch"]),
+                      str(p["tokens"]), case["dtype"], f"{rate:.4g}" if ok and rate else "-",
+                      f"{latency * 1e3:.3g}" if ok and latency else "-", pct(util) if ok else "-",
+                      pct(m.get("roofline_fraction")) if ok else "-", validity(r))
+    return table
+
+
+def cost_table(rows: list[dict], title: str) -> Table:
+    table = _table(title, ["backend", "device", "case", "$/M input", "$/M output", "$/M blended", "$/PFLOP", "95% CI"],
+                   {"$/M input", "$/M output", "$/M blended", "$/PFLOP", "95% CI"})
+    for r in rows:
+        if r["workload"] == "matmul":
+            ci = (r["usd_per_pflop_ci95_low"], r["usd_per_pflop_ci95_high"])
+            table.add_row(r["backend"], r["device"], f"matmul {r['shape']} {r['dtype']}", "", "", "",
+                          usd(r["usd_per_pflop"]), f"{usd(ci[0])}–{usd(ci[1])}")
+        else:
+            key = "input" if r["workload"] == "prefill" else "output"
+            ci = (r[f"usd_per_m_{key}_ci95_low"], r[f"usd_per_m_{key}_ci95_high"])
+            table.add_row(r["backend"], r["device"], f"{r['workload']} {r['model']} b{r['batch']} t{r['tokens']} {r['dtype']}",
+                          usd(r.get("usd_per_m_input")), usd(r.get("usd_per_m_output")),
+                          usd(r.get("usd_per_m_blended")), "", f"{usd(ci[0])}–{usd(ci[1])}")
+    return table
+
+
+def compare_table(rows: list[dict], threshold: float) -> Table:
+    table = _table(f"NEW vs BASE (throughput ratio = BASE time / NEW time; threshold {threshold:.0%})",
+                   ["backend", "device", "case", "dtype", "throughput", "95% CI", "p", "cost", "verdict"],
+                   {"throughput", "95% CI", "p", "cost"})
+    colour = {"faster": "green", "slower": "red", "flagged": "yellow", "missing": "yellow", "no change": "white",
+              "error": "red"}
+    for r in rows:
+        has = "throughput_ratio" in r
+        table.add_row(r["backend"], r["device"] or "?", f"{r['workload']} {r['shape']}", r["dtype"],
+                      f"{r['throughput_ratio'] - 1:+.1%}" if has else "-",
+                      f"{r['ci95_low'] - 1:+.1%}..{r['ci95_high'] - 1:+.1%}" if has else "-",
+                      f"{r['p_value']:.3g}" if has else "-", f"{r['cost_ratio'] - 1:+.1%}" if has else "-",
+                      f"[{colour[r['verdict']]}]{r['verdict']}[/] {r['note']}")
+    return table
+
+
+def estimate_lines(e: dict, model: str, acc, args_dtype: str, price_per_chip_hour, basis_note: str) -> list[str]:
+    """An estimate as printed: always labelled, with its formula and the catalog row it used."""
+    lines = [f"[bold]ESTIMATE[/] (roofline, not a measurement){basis_note}: {model} on {e['chips']} x "
+             f"{acc.name}, {args_dtype}, batch {e['batch']}, context {e['context']}",
+             f"  decode step   {e['decode_step_s'] * 1e3:.2f} ms ({e['decode_bound']}-bound) -> "
+             f"{e['output_tokens_per_s']:.4g} output tok/s, {e['output_tokens_per_s_per_chip']:.4g} per chip, "
+             f"{1 / e['decode_step_s']:.4g} tok/s per user",
+             f"  prefill       {e['prefill_s'] * 1e3:.2f} ms for {e['prompt']} tokens x {e['batch']} -> "
+             f"{e['input_tokens_per_s']:.4g} input tok/s",
+             f"  memory        {e['memory_needed_gb']:.1f} GB needed, {e['memory_available_gb']:.0f} GB on the chips"
+             + ("" if e["fits"] else "  [red](does not fit)[/]")]
+    if "usd_per_m_output_floor" in e:
+        lines.append(f"  floor cost    {usd(e['usd_per_m_output_floor'])}/M output, "
+                     f"{usd(e['usd_per_m_input_floor'])}/M input at ${price_per_chip_hour:g}/chip-hour")
+    lines.append(f"[dim]  formula: {e['formula']}; ceilings from the catalog ({acc.source}; as of {acc.as_of})[/]")
+    return lines

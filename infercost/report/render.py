@@ -1,0 +1,176 @@
+"""The report's text: Markdown and a self-contained HTML page (figures inlined, every string
+from result files escaped), with CSV and Parquet exports beside them.
+
+`write_report(records, files, out_dir, bases)` writes report.md (with PNG figures beside it),
+report.html, results.csv and results.parquet. Each figure and table names the runs and prices
+it used.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+
+from infercost.bench.records import flatten
+from infercost.hardware import catalog
+from infercost.hardware import cost as costs
+from infercost.present import usd
+
+from .figures import fig_costs, fig_frontier, fig_matmul_curve, fig_roofline, png
+
+
+def util_rows(records):
+    out = []
+    for r in records:
+        if r["status"] != "ok":
+            continue
+        c, m = r["case"], r["metrics"]
+        util = m.get("peak_fraction") if c["workload"] == "matmul" else m.get("mfu" if c["workload"] == "prefill" else "mbu")
+        what = {"matmul": "of dense peak", "prefill": "MFU", "decode": "MBU"}[c["workload"]]
+        out.append([c["backend"], c.get("device") or "?", c["workload"], c.get("shape") or "", c["dtype"],
+                    f"{m.get('tflops'):.4g}" if m.get("tflops") else "-",
+                    f"{util:.1%} {what}" if util is not None else "-"])
+    return out
+
+
+def peak_rows(records):
+    """The best matmul throughput measured per device and dtype, beside the catalog's dense peak."""
+    best = {}
+    for r in records:
+        c = r["case"]
+        if r["status"] == "ok" and c["workload"] == "matmul":
+            k = (c.get("device") or "?", c["dtype"] + (" tf32" if c.get("tf32") else ""))
+            if r["metrics"]["tflops"] > best.get(k, (0, None))[0]:
+                best[k] = (r["metrics"]["tflops"], r)
+    rows = []
+    for (device, dtype), (tflops, r) in sorted(best.items()):
+        acc = catalog.lookup(device)
+        spec = acc.peak(r["case"]["dtype"], bool(r["case"].get("tf32"))) if acc else None
+        rows.append([device, dtype, f"{tflops:.4g}", r["case"].get("shape") or "",
+                     f"{spec / 1e12:.4g}" if spec else "not in catalog",
+                     f"{tflops * 1e12 / spec:.1%}" if spec else "-"])
+    return rows
+
+
+def provenance(records, files) -> list[str]:
+    """One line per machine and infercost commit: how many runs and records, and when."""
+    groups: dict = {}
+    for r in records:
+        p = r.get("provenance", {})
+        host = p.get("host", {})
+        devices = groups.setdefault((host.get("hostname"), host.get("cpu_model"), p.get("git_commit")),
+                                    {"records": 0, "starts": set(), "devices": set()})
+        devices["records"] += 1
+        devices["starts"].add(p.get("started") or "?")
+        devices["devices"].add(r.get("case", {}).get("device") or "?")
+    lines = [f"{len(records)} records from {len(files)} file(s): {', '.join(Path(f).name for f in files)}"]
+    for (host, cpu, commit), g in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        starts = sorted(g["starts"])
+        lines.append(f"host {host} ({cpu}), devices {', '.join(sorted(g['devices']))}, infercost commit "
+                     f"{commit or 'unknown'}: {g['records']} records from {len(starts)} run(s), {starts[0]} to {starts[-1]}")
+    return lines
+
+
+def write_report(records: list[dict], files: list, out: Path, bases=(), ratio: float = 3.0) -> dict:
+    import pandas as pd
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    df = pd.DataFrame([flatten(r) for r in records])
+    df.to_csv(out / "results.csv", index=False)
+    df.drop(columns=["raw_times_s"], errors="ignore").to_parquet(out / "results.parquet", index=False)
+    bases = [bases] if isinstance(bases, costs.Basis) else list(bases or [])
+    rows = [row for b in bases for row in costs.price_records(records, b, ratio)]
+    runs = provenance(records, files)
+    price_note = ("Prices: " + "; ".join(f"{b.label} ({b.assumption()})" for b in bases) + f"; blended {ratio:g}:1."
+                  if bases else "Prices: none given, so no costs are shown (use --instance or --price-per-hour).")
+    figures = [
+        ("cost", "Cost per million tokens (input, output, blended) with 95% intervals", fig_costs(rows) if rows else None),
+        ("frontier", "Throughput versus interactivity, with the cost of each point", fig_frontier(rows) if rows else None),
+        ("roofline", "Roofline: measured points under each device's roof", fig_roofline(records)),
+        ("matmul", "Achieved matmul TFLOP/s against size", fig_matmul_curve(records)),
+    ]
+    images = {}
+    for name, title, fig in figures:
+        if fig is not None:
+            images[name] = (title, png(fig))
+            (out / f"{name}.png").write_bytes(images[name][1])
+    table = util_rows(records)
+    head = ["backend", "device", "workload", "case", "dtype", "TFLOP/s", "utilisation"]
+    cost_head = ["backend", "device", "case", "$/M input", "$/M output", "$/M blended", "$/PFLOP"]
+    cost_table = [[r["backend"], r["device"] or "?", f"{r['workload']} {r.get('model', r.get('shape'))} "
+                   f"b{r.get('batch', '')}".strip(), usd_cell(r.get("usd_per_m_input")), usd_cell(r.get("usd_per_m_output")),
+                   usd_cell(r.get("usd_per_m_blended")), usd_cell(r.get("usd_per_pflop"))] for r in rows]
+    invalid = [[r["case"]["backend"], r["case"].get("device") or "?", r["case"]["workload"],
+                r["case"].get("shape") or "", r["status"], "; ".join(r["reasons"])]
+               for r in records if r["status"] != "ok"]
+
+    md = ["# infercost report", "", *[f"- {l}" for l in runs], f"- {price_note}", ""]
+    for name, (title, _) in images.items():
+        md += [f"## {title}", "", f"![{title}]({name}.png)", "", f"*Source: the runs above. {price_note}*", ""]
+    peaks = peak_rows(records)
+    peak_head = ["device", "dtype", "measured peak TFLOP/s", "at shape", "spec dense peak", "measured / spec"]
+    if peaks:
+        md += ["## Measured peaks beside spec peaks", "", _md_table(peak_head, peaks), ""]
+    md += ["## MFU / MBU and throughput", "", _md_table(head, table), ""]
+    if cost_table:
+        md += ["## Costs", "", f"*{price_note}*", "", _md_table(cost_head, cost_table), ""]
+    if invalid:
+        md += ["## Cases without a valid measurement", "", _md_table(["backend", "device", "workload", "case", "status", "reasons"], invalid), ""]
+    md += ["Data: `results.csv`, `results.parquet` (one row per case)."]
+    (out / "report.md").write_text("\n".join(md) + "\n")
+
+    e = html.escape
+    body = [f"<h1>infercost report</h1><ul>{''.join(f'<li>{e(l)}</li>' for l in runs)}<li>{e(price_note)}</li></ul>"]
+    for title, data in images.values():
+        b64 = base64.b64encode(data).decode()
+        body.append(f'<figure><img class="figure" alt="{e(title)}" src="data:image/png;base64,{b64}">'
+                    f"<figcaption>{e(title)}. Source: the runs above. {e(price_note)}</figcaption></figure>")
+    if peaks:
+        body.append("<h2>Measured peaks beside spec peaks</h2>" + _html_table(peak_head, peaks))
+    body.append("<h2>MFU / MBU and throughput</h2>" + _html_table(head, table))
+    if cost_table:
+        body.append(f"<h2>Costs</h2><p>{e(price_note)}</p>" + _html_table(cost_head, cost_table))
+    if invalid:
+        body.append("<h2>Cases without a valid measurement</h2>" + _html_table(
+            ["backend", "device", "workload", "case", "status", "reasons"], invalid))
+    page = HTML.replace("{BODY}", "\n".join(body)).replace("{N}", str(len(images)))
+    (out / "report.html").write_text(page)
+    return {"figures": list(images), "rows": len(df)}
+
+
+def usd_cell(x) -> str:
+    return usd(x, missing="")
+
+
+def _md_table(head, rows):
+    esc = lambda s: str(s).replace("|", "\\|")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows])
+
+
+def _html_table(head, rows):
+    e = html.escape
+    return ("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>"
+            + "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in r) + "</tr>" for r in rows) + "</table>")
+
+
+HTML = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>infercost report</title>
+<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto;padding:0 1em}
+table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}
+img.figure{max-width:100%}figure{margin:1.5em 0}figcaption{font-size:12px;color:#444}</style>
+<script>
+window.addEventListener("error", function (e) { document.documentElement.dataset.errors =
+  (document.documentElement.dataset.errors || "") + (e.message || "resource failed") + ";"; }, true);
+window.addEventListener("load", function () {
+  var imgs = document.querySelectorAll("img.figure"), shown = 0;
+  imgs.forEach(function (i) { if (i.complete && i.naturalWidth > 0) shown++; });
+  document.documentElement.dataset.figuresExpected = "{N}";
+  document.documentElement.dataset.figuresShown = String(shown);
+});
+</script></head><body>
+{BODY}
+</body></html>
+"""

@@ -1,0 +1,3 @@
+"""The version of infercost (one place; the package and every record read it here)."""
+
+__version__ = "0.1.0"
