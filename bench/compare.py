@@ -15,12 +15,13 @@ import numpy as np
 RESAMPLES = 4000
 
 
-def latest_ok(records: list[dict]) -> dict[str, dict]:
-    out = {}
-    for r in records:
-        if r.get("status") == "ok" and r.get("raw_times_s"):
-            out[r["key"]] = r
-    return out
+def latest(records: list[dict]) -> dict[str, dict]:
+    """The last record of each case (a later run of a case replaces an earlier one)."""
+    return {r["key"]: r for r in records}
+
+
+def usable(r: dict) -> bool:
+    return r.get("status") == "ok" and bool(r.get("raw_times_s"))
 
 
 def fingerprint(r: dict) -> dict:
@@ -41,13 +42,24 @@ def ratio_test(base: np.ndarray, new: np.ndarray, seed: int = 0) -> tuple[float,
 
 
 def compare(base: list[dict], new: list[dict], threshold: float = 0.05) -> list[dict]:
-    b, n = latest_ok(base), latest_ok(new)
+    b, n = latest(base), latest(new)
     rows = []
     for key in [k for k in n if k in b]:
         rb, rn = b[key], n[key]
         c = rn["case"]
         row = {"key": key, "backend": c["backend"], "device": c.get("device"), "workload": c["workload"],
                "shape": c.get("shape"), "dtype": c["dtype"]}
+        skipped = [side for side, r in (("BASE", rb), ("NEW", rn)) if r.get("status") == "skipped"]
+        if skipped:  # could not run there (does not fit, no such dtype): nothing to compare, nothing broken
+            if len(skipped) == 1:
+                rows.append({**row, "verdict": "missing", "note": f"skipped in {skipped[0]}"})
+            continue
+        broken = [(side, r) for side, r in (("BASE", rb), ("NEW", rn)) if not usable(r)]
+        if broken:  # an invalid or failed measurement is an error, never "no change"
+            side, r = broken[0]
+            rows.append({**row, "verdict": "error",
+                         "note": f"{side} is {r.get('status')}: {'; '.join(r.get('reasons') or [])}"[:160]})
+            continue
         fb, fn = fingerprint(rb), fingerprint(rn)
         if fb != fn:
             diff = ", ".join(f"{k} {fb.get(k)} -> {fn.get(k)}" for k in sorted(set(fb) | set(fn)) if fb.get(k) != fn.get(k))
@@ -62,7 +74,7 @@ def compare(base: list[dict], new: list[dict], threshold: float = 0.05) -> list[
             verdict = "no change"
         rows.append({**row, "throughput_ratio": ratio, "ci95_low": lo, "ci95_high": hi, "p_value": p,
                      "cost_ratio": 1 / ratio, "verdict": verdict, "note": ""})
-    for key in b.keys() - n.keys():
+    for key in sorted(b.keys() - n.keys()):
         rows.append({"key": key, "backend": b[key]["case"]["backend"], "device": b[key]["case"].get("device"),
                      "workload": b[key]["case"]["workload"], "shape": b[key]["case"].get("shape"),
                      "dtype": b[key]["case"]["dtype"], "verdict": "missing", "note": "in BASE only"})

@@ -10,9 +10,22 @@ from .records import record
 
 
 def ingest(path: str | Path) -> list[dict]:
-    data = json.loads(Path(path).read_text())
-    if "benchmarks" not in data or "machine_info" not in data:
+    """Records of a pytest-benchmark JSON file; ValueError (one line) for anything else."""
+    try:
+        data = json.loads(Path(path).read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise ValueError(f"{path} is not pytest-benchmark JSON ({str(e).splitlines()[0][:120]})") from None
+    if not isinstance(data, dict) or "benchmarks" not in data or "machine_info" not in data:
         raise ValueError(f"{path} is not pytest-benchmark JSON (no 'benchmarks' or 'machine_info')")
+    try:
+        return _records(path, data)
+    except (KeyError, TypeError, AttributeError, ValueError, ZeroDivisionError) as e:
+        raise ValueError(f"{path} is not pytest-benchmark JSON as version 4-5 writes it "
+                         f"({type(e).__name__}: {str(e)[:120]})") from None
+
+
+def _records(path, data: dict) -> list[dict]:
+    from infercost.numbers import is_figure
     machine, commit = data["machine_info"], data.get("commit_info") or {}
     records = []
     for b in data["benchmarks"]:
@@ -21,6 +34,11 @@ def ingest(path: str | Path) -> list[dict]:
                                     "tf32": False, "threads": None, "device": machine.get("cpu", {}).get("brand_raw"),
                                     "device_kind": "cpu"}
         raw = s.get("data")
+        for k in ("mean", "median", "min", "max", "stddev", "iqr", "q1", "q3"):
+            if not is_figure(s[k]):
+                raise ValueError(f"benchmark {b.get('name')!r}: stats.{k} = {s[k]!r} is not a finite time")
+        if s["median"] <= 0 or s["mean"] <= 0:
+            raise ValueError(f"benchmark {b.get('name')!r}: a mean or median time of zero")
         stats = {"n": s["rounds"], "mean": s["mean"], "median": s["median"], "min": s["min"], "max": s["max"],
                  "std": s["stddev"], "iqr": s["iqr"], "q1": s["q1"], "q3": s["q3"], "iterations": s["iterations"]}
         findings = gates.noise_gate(stats) + (gates.timer_gate(raw) if raw else [])

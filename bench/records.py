@@ -10,7 +10,7 @@ import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
-from infercost.errors import InputError
+from infercost.errors import InputError, RunError
 
 from .backend import device_kind
 
@@ -60,44 +60,169 @@ def run_provenance(seed: int) -> dict:
 
 
 class Writer:
-    """Appends records to a JSON Lines file, each flushed to disk as soon as it is written."""
+    """Appends records to a JSON Lines file as whole lines, each on disk before the next case.
 
-    def __init__(self, path: Path):
+    While open it holds an exclusive lock on the file, so two runs cannot both write (and both
+    run) the same cases. A partial last line left by a crash is moved aside before the first
+    new record, so the next record is never glued onto it. A write that fails (a full disk)
+    is rolled back to the last whole record and raises RunError saying what was kept.
+    """
+
+    def __init__(self, path: Path, warn=None):
+        import fcntl
+
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("a", encoding="utf-8")
+        self.written = 0
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("ab")
+        except OSError as e:
+            raise InputError(f"cannot write results to {self.path}: {e.strerror or e}") from None
+        try:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._file.close()
+            raise RunError(f"another infercost run is writing {self.path}; wait for it, or give another --out") from None
+        self._repair(warn or (lambda text: warnings.warn(text, stacklevel=3)))
+
+    def _repair(self, warn) -> None:
+        if not self.path.is_file():  # a device such as /dev/full: nothing to read back
+            return
+        with self.path.open("rb") as f:
+            data = f.read()
+        if not data or data.endswith(b"\n"):
+            return
+        keep = data.rfind(b"\n") + 1
+        aside = self.path.with_name(f"{self.path.name}.partial-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
+        aside.write_bytes(data[keep:])
+        os.truncate(self.path, keep)
+        warn(f"{self.path}: its last line was cut ({len(data) - keep} bytes, a crash mid-write?); "
+             f"moved it to {aside.name} before appending")
 
     def write(self, record: dict) -> None:
-        self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        line = (json.dumps(record, separators=(",", ":")) + "\n").encode("utf-8")
+        start = self._file.tell()
+        try:
+            self._file.write(line)
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as e:
+            try:  # leave no partial record behind
+                self._file = _reopen_truncated(self._file, self.path, start)
+            except OSError:
+                pass
+            raise RunError(f"cannot write to {self.path} ({e.strerror or e}); the {self.written} records written "
+                           f"before it are kept; free space and continue with: infercost run <same options> "
+                           f"--resume --out {self.path}") from None
+        self.written += 1
 
     def close(self) -> None:
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError:
+            pass
+
+
+def _reopen_truncated(f, path: Path, size: int):
+    """Drop what a failed write left past `size` (Python's buffer may still hold it)."""
+    import fcntl
+    try:
+        f.close()
+    except OSError:
+        pass
+    os.truncate(path, size)
+    g = path.open("ab")
+    fcntl.flock(g.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return g
 
 
 def read_records(path: Path) -> list[dict]:
-    """Every complete record of a file. A broken line (a crash mid-write) is skipped with a warning."""
+    """Every well-formed record of a file. A line that is not one (cut by a crash, another
+    schema, not text) is skipped with a warning that names file:line; an ok record whose figures
+    are impossible (NaN, infinite, negative) is read as invalid, so nothing prices or plots it."""
     records = []
-    with Path(path).open(encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                warnings.warn(f"{path}:{number}: skipped an incomplete record (interrupted write?)",
-                              stacklevel=2)
-                continue
-            if not isinstance(rec, dict) or "schema" not in rec:
-                warnings.warn(f"{path}:{number}: skipped a line that is not an infercost record",
-                              stacklevel=2)
-                continue
-            case = rec.get("case")
-            if isinstance(case, dict) and "device_kind" not in case:  # written before the field existed
-                case["device_kind"] = device_kind(case.get("backend"))
-            records.append(rec)
+    try:
+        with Path(path).open("rb") as f:
+            lines = f.read().split(b"\n")
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror or e}") from None
+    for number, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        problem, rec = parse_record(raw)
+        if problem:
+            warnings.warn(f"{path}:{number}: skipped: {problem}", stacklevel=2)
+            continue
+        records.append(rec)
     return records
+
+
+def parse_record(raw: bytes) -> tuple[str | None, dict | None]:
+    """(why the line is not a readable record, or None; the record)."""
+    try:
+        rec = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return "not UTF-8 text", None
+    except (json.JSONDecodeError, RecursionError):
+        return "an incomplete record (interrupted write?)", None
+    if not isinstance(rec, dict) or "schema" not in rec:
+        return "not an infercost record", None
+    if rec["schema"] != SCHEMA_VERSION:
+        return f"a record of schema {rec['schema']!r}; this infercost reads schema {SCHEMA_VERSION}", None
+    case = rec.get("case")
+    if not isinstance(case, dict) or not all(isinstance(case.get(k), str) for k in ("backend", "workload", "dtype")) \
+            or not isinstance(case.get("params"), dict) or rec.get("status") not in STATUSES \
+            or not isinstance(rec.get("key"), str):
+        return "a record without its case, key or status", None
+    for section in ("metrics", "stats", "check", "timing"):
+        if rec.get(section) is not None and not isinstance(rec[section], dict):
+            return f"a record whose {section} is not an object", None
+    if not isinstance(rec.get("reasons", []), list) or not isinstance(rec.get("warnings", []), list):
+        return "a record whose reasons or warnings are not lists", None
+    rec.setdefault("reasons", [])
+    rec.setdefault("warnings", [])
+    if "device_kind" not in case:  # written before the field existed
+        case["device_kind"] = device_kind(case["backend"])
+    if rec["status"] == "ok":
+        bad = missing_figures(rec) or impossible_figures(rec)
+        if bad:
+            rec.update(status="invalid", valid=False, reasons=[f"impossible figure: {bad}"] + rec["reasons"])
+    return None, rec
+
+
+# What a valid record of each workload must report for it to be priced and plotted.
+FIGURES = {"matmul": ("tflops",), "prefill": ("input_tokens_per_s", "ttft_s"),
+           "decode": ("output_tokens_per_s", "tpot_s", "per_user_tokens_per_s")}
+
+
+def missing_figures(rec: dict) -> str:
+    case, metrics = rec["case"], rec.get("metrics")
+    need = FIGURES.get(case["workload"])
+    if need is None:
+        return f"unknown workload {case['workload']!r}"
+    if not isinstance(metrics, dict):
+        return "no metrics"
+    if case["workload"] != "matmul":
+        p = case["params"]
+        if not (isinstance(p.get("model"), str) and all(isinstance(p.get(k), int) and not isinstance(p.get(k), bool)
+                                                        and p[k] > 0 for k in ("batch", "tokens"))):
+            return "params lack a model, batch or length"
+    absent = [k for k in need if not isinstance(metrics.get(k), (int, float)) or isinstance(metrics.get(k), bool)]
+    return f"{', '.join(absent)} missing" if absent else ""
+
+
+def impossible_figures(rec: dict) -> str:
+    """The figures of a record that no measurement can give (empty when all are possible)."""
+    from infercost.numbers import is_figure
+    bad = [f"{k} = {v!r}" for k, v in (rec.get("metrics") or {}).items()
+           if v is not None and not isinstance(v, (str, bool)) and not is_figure(v)]
+    times = rec.get("raw_times_s")
+    if times is not None and (not isinstance(times, list) or not times
+                              or not all(is_figure(t) and t > 0 for t in times)):
+        bad.append("raw_times_s holds a time that is not positive and finite")
+    stats = rec.get("stats") or {}
+    bad += [f"stats.{k} = {v!r}" for k, v in stats.items() if not isinstance(v, (str, bool)) and not is_figure(v)]
+    return ", ".join(bad)
 
 
 def done_keys(path: Path) -> set[str]:
@@ -146,7 +271,7 @@ def result_files(paths) -> list[Path]:
 
 def results_path(out: Path | None, resume: bool, folder: Path = Path("results")) -> Path:
     """Where a run writes: --out, or with --resume alone the newest file in results/, or a new
-    results/run-<time>-<host>.jsonl. Checked writable before anything is measured."""
+    results/run-<time>-<host>.jsonl. Checked writable, but not created, before anything runs."""
     if out is not None:
         path = Path(out)
     elif resume:
@@ -157,26 +282,27 @@ def results_path(out: Path | None, resume: bool, folder: Path = Path("results"))
     else:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         path = folder / f"run-{stamp}-{socket.gethostname()}.jsonl"
-    if path.exists() and path.is_dir():
+    if path.is_dir():
         raise InputError(f"cannot write results to {path}: it is a directory")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a"):
-            pass
-    except OSError as e:
-        raise InputError(f"cannot write results to {path}: {e.strerror or e}") from None
+    existing = next(p for p in (path, *path.parents) if p.exists())  # created only when the run starts
+    if not os.access(existing, os.W_OK) or (existing != path and not existing.is_dir()):
+        raise InputError(f"cannot write results to {path}: {existing} is not writable")
     return path
 
 
 def read_paths(paths, warn) -> list[dict]:
-    """Records of result files or folders; lines skipped are passed to warn(text) (3 per file at most)."""
+    """Records of result files or folders; lines skipped are passed to warn(text) (3 per file at
+    most). A file with no record at all among lines that are not records is refused."""
     records = []
     for f in result_files(paths):
         if not f.is_file():
             raise InputError(f"no results at {f}")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            records += read_records(f)
+            found = read_records(f)
+        if caught and not found:
+            raise InputError(f"{f} holds no infercost record ({str(caught[0].message).split(': ', 1)[-1]})")
+        records += found
         for w in caught[:3]:
             warn(str(w.message))
         if len(caught) > 3:

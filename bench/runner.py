@@ -120,7 +120,11 @@ def run(cases: list[dict], job: dict, writer, provenance: dict, case_timeout: fl
     """Run cases grouped by backend; each record is written as soon as its case ends."""
     records = []
 
+    # The run's settings are fields of every record, not only words in the command line.
+    settings = {**job["settings"], "seed": job["seed"], "threads": job.get("threads"), "case_timeout_s": case_timeout}
+
     def finish(case: dict, done: dict) -> None:
+        done["settings"] = settings
         done["provenance"] = {**provenance, "versions": done.pop("versions", {})}
         writer.write(done)
         records.append(done)

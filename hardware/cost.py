@@ -9,6 +9,7 @@ opposite throughput bound).
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from dataclasses import dataclass, replace
 
@@ -22,6 +23,8 @@ class Basis:
     accelerators_in_price: int   # accelerators the price covers; 0 for a CPU instance
     label: str                   # the price row and its as_of, or the user's flag
     accelerators_used: int = 1   # infercost runs one device per backend
+    accelerator: str = ""        # the price row's accelerator ("" for a user's price: any device)
+    any_device: bool = False     # price results from other devices too (named in the label)
 
     def per_hour_used(self) -> float:
         if self.accelerators_in_price <= 0:
@@ -90,10 +93,40 @@ def applies(basis: Basis, record: dict) -> bool:
     return on_cpu(record) == (basis.accelerators_in_price <= 0)
 
 
+def _alnum(text: str) -> str:
+    return "".join(ch for ch in text.lower() if ch.isalnum())
+
+
+def same_device(basis: Basis, record: dict) -> bool:
+    """Whether a record's device is the accelerator of the price row (any device for a user's price).
+
+    Same catalog entry, or the row's model name (H200, A100, MI300X, TPU v5e) inside the device's."""
+    from . import catalog
+    if not basis.accelerator or basis.accelerators_in_price <= 0 or on_cpu(record):
+        return True
+    device = record.get("case", {}).get("device") or ""
+    a, b = catalog.find(basis.accelerator), catalog.lookup(device)
+    if a is not None and b is not None:
+        return a == b
+    model = _alnum(basis.accelerator.replace("(", " ").split()[0].split("-")[0]) if basis.accelerator.split() else ""
+    tokens = {_alnum(t) for t in re.split(r"[^A-Za-z0-9]+", device)}
+    return bool(model) and model in tokens
+
+
+def refused_devices(records: list[dict], basis: Basis) -> list[str]:
+    """Devices of valid records this price applies to by kind but not by accelerator."""
+    if basis.any_device:
+        return []
+    return sorted({r["case"].get("device") or "?" for r in records
+                   if r.get("status") == "ok" and applies(basis, r) and not same_device(basis, r)})
+
+
 def price_records(records: list[dict], basis: Basis, ratio: float = 3.0) -> list[dict]:
-    """Cost rows for every valid record the price applies to; decode rows get a blended figure
-    with the cheapest prefill of the same backend, device, model and dtype."""
-    rows = [r for r in (price_record(rec, basis) for rec in records if applies(basis, rec)) if r]
+    """Cost rows for every valid record the price applies to (its device is the row's
+    accelerator, unless any_device); decode rows get a blended figure with the cheapest prefill
+    of the same backend, device, model and dtype."""
+    rows = [r for r in (price_record(rec, basis) for rec in records
+                        if applies(basis, rec) and (basis.any_device or same_device(basis, rec))) if r]
     best_input = {}
     for r in rows:
         if r["workload"] == "prefill":
@@ -147,7 +180,8 @@ def _finite_positive(value, name: str, zero_ok: bool = False) -> None:
 def price_bases(*, instances=(), pricing: str = "on-demand", region: str | None = None, prices=(),
                 price_per_hour: float | None = None, accelerators: int | None = None,
                 owned: float | None = None, years: float = 4.0, power_w: float | None = None,
-                kwh_price: float | None = None, cpu: bool = False, warn=None, names: dict | None = None) -> list[Basis]:
+                kwh_price: float | None = None, cpu: bool = False, warn=None, names: dict | None = None,
+                any_device: bool = False) -> list[Basis]:
     """Every price basis the user gave ([] for none): a price per hour, owned hardware, or price rows
     (one accelerator instance and one CPU instance may be given together). The CLI and the Python
     API both build their prices here.
@@ -194,7 +228,10 @@ def price_bases(*, instances=(), pricing: str = "on-demand", region: str | None 
                 row = tables.find(rows, instance, pricing, region)
             for w in caught:
                 (warn or (lambda text: warnings.warn(text, stacklevel=3)))(str(w.message))
-            bases.append(Basis(row.usd_per_hour, row.accelerator_count, row.label()))
+            label = row.label() + (f" (priced for any device, not only {row.accelerator})"
+                                   if any_device and row.accelerator else "")
+            bases.append(Basis(row.usd_per_hour, row.accelerator_count, label, accelerator=row.accelerator,
+                               any_device=any_device))
     except tables.PriceTableError as e:
         raise InputError(str(e)) from None
     kinds = [b.accelerators_in_price > 0 for b in bases]

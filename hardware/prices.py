@@ -8,6 +8,7 @@ source. Users add their own tables in the same format; every figure keeps its ro
 from __future__ import annotations
 
 import csv
+import math
 import re
 import warnings
 from dataclasses import asdict, dataclass
@@ -66,10 +67,18 @@ def _number(text: str, where: str, field: str, integer: bool = False, optional: 
         raise PriceTableError(f"{where}: field {field!r} is empty")
     try:
         value = int(text) if integer else float(text)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise PriceTableError(f"{where}: field {field!r} is not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise PriceTableError(f"{where}: field {field!r} is not finite: {text!r}")
     if value < 0:
         raise PriceTableError(f"{where}: field {field!r} is negative: {text}")
+    return value
+
+
+def _positive(value: float, where: str, field: str) -> float:
+    if value <= 0:
+        raise PriceTableError(f"{where}: field {field!r} is zero: an hour of an instance costs something")
     return value
 
 
@@ -77,9 +86,11 @@ def load(path: str | Path) -> list[Price]:
     """Read and validate a price table; raises PriceTableError naming file, line and field."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8")
     except OSError as e:
         raise PriceTableError(f"{path}: cannot read: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise PriceTableError(f"{path}: not a price table (not UTF-8 text)") from None
     reader = csv.DictReader(text.splitlines())
     missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
     if missing:
@@ -103,7 +114,7 @@ def load(path: str | Path) -> list[Price]:
             accelerator=(row.get("accelerator") or "").strip(),
             accelerator_count=_number(row["accelerator_count"], where, "accelerator_count", integer=True),
             region=(row.get("region") or "").strip(), pricing=pricing,
-            usd_per_hour=_number(row["usd_per_hour"], where, "usd_per_hour"),
+            usd_per_hour=_positive(_number(row["usd_per_hour"], where, "usd_per_hour"), where, "usd_per_hour"),
             vcpus=_number(row.get("vcpus"), where, "vcpus", optional=True),
             memory_gib=_number(row.get("memory_gib"), where, "memory_gib", optional=True),
             as_of=as_of, source=row["source"].strip(), file=str(path), line=reader.line_num,
@@ -160,7 +171,7 @@ def _f(value: str) -> float | None:
         v = float(value)
     except (TypeError, ValueError):
         return None
-    return None if v != v or v in SKYPILOT_PLACEHOLDERS else v  # NaN and placeholders = unknown
+    return None if not math.isfinite(v) or v <= 0 or v in SKYPILOT_PLACEHOLDERS else v  # unknown
 
 
 def import_skypilot(path: str | Path, provider: str, as_of: str, source: str | None = None) -> list[dict]:
@@ -171,13 +182,22 @@ def import_skypilot(path: str | Path, provider: str, as_of: str, source: str | N
     and spot prices equal to on-demand are dropped as unknown.
     """
     path = Path(path)
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
+    try:
+        date.fromisoformat(as_of)
+    except (TypeError, ValueError):
+        raise PriceTableError(f"--as-of {as_of!r} is not a date YYYY-MM-DD") from None
+    try:
+        reader = csv.DictReader(path.read_bytes().decode("utf-8").splitlines())
         need = {"InstanceType", "AcceleratorName", "AcceleratorCount", "Price", "SpotPrice", "Region"}
         missing = need - set(reader.fieldnames or [])
         if missing:
             raise PriceTableError(f"{path}:1: not a SkyPilot catalog: missing column(s) {', '.join(sorted(missing))}")
         raw = list(reader)
+    except UnicodeDecodeError:
+        raise PriceTableError(f"{path}: not a SkyPilot catalog (not UTF-8 text)") from None
+    except csv.Error as e:
+        raise PriceTableError(f"{path}: not a SkyPilot catalog ({e})") from None
+    raw = [r for r in raw if isinstance(r.get("InstanceType"), str) and isinstance(r.get("Region"), str)]
     source = source or f"SkyPilot catalog {path.name}"
     host = {}
     for r in raw:

@@ -7,9 +7,10 @@ import sys
 import time
 
 from rich.console import Console
+from rich.markup import escape
 
 from infercost.version import __version__
-from infercost.errors import InputError
+from infercost.errors import InputError, RunError
 from infercost.flags import build_parser, join_negative_values
 from infercost.present import (case_name, cost_table, compare_table, estimate_lines, llm_table, matmul_table,
                                result_line)
@@ -24,8 +25,13 @@ def flat(groups) -> list[str]:
     return [v for g in groups for v in g]
 
 
+WARNED: set = set()
+
+
 def warn(text: str) -> None:
-    errors.print(f"[yellow]warning:[/] {text}", markup=True, highlight=False)
+    if text not in WARNED:  # once per command, however often a price is rebuilt
+        WARNED.add(text)
+        errors.print(f"[yellow]warning:[/] {escape(text)}", markup=True, highlight=False)
 
 
 PRICE_FLAGS = {k: "--" + k.replace("_", "-") for k in ("price_per_hour", "accelerators", "owned", "years",
@@ -37,7 +43,7 @@ def price_bases(args, cpu: bool) -> list:
     return build(instances=args.instance, pricing=args.pricing, region=args.region, prices=args.prices,
                  price_per_hour=args.price_per_hour, accelerators=args.accelerators, owned=args.owned,
                  years=args.years, power_w=args.power_w, kwh_price=args.kwh_price, cpu=cpu, warn=warn,
-                 names=PRICE_FLAGS)
+                 names=PRICE_FLAGS, any_device=args.any_device)
 
 
 def read_results(paths: list[str]) -> list[dict]:
@@ -46,33 +52,36 @@ def read_results(paths: list[str]) -> list[dict]:
 
 
 def blend_ratio(text: str) -> float:
-    try:
-        a, b = (float(x) for x in text.split(":"))
-        return a / b
-    except (ValueError, ZeroDivisionError):
-        raise InputError(f"--blend {text!r} must be input:output, e.g. 3:1") from None
+    from infercost.numbers import number
+    parts = text.split(":")
+    if len(parts) != 2:
+        raise InputError(f"--blend {text!r} must be input:output, e.g. 3:1")
+    return number(parts[0], f"--blend {text!r} input part") / number(parts[1], f"--blend {text!r} output part")
 
 
 def print_costs(records: list[dict], bases: list, ratio: float = 3.0, max_tpot_s: float | None = None) -> None:
-    from infercost.hardware.cost import cheapest_within, price_records
+    from infercost.hardware.cost import cheapest_within, price_records, refused_devices
     from infercost.present import usd
     rows = []
     for basis in bases:
+        for device in refused_devices(records, basis):
+            console.print("[yellow]not priced:[/] " + escape(f"results from {device!r} with {basis.label}, whose "
+                          f"accelerator is {basis.accelerator} (add --any-device to price them with it anyway)"))
         priced = price_records(records, basis, ratio)
         if priced:
             console.print(cost_table(priced, f"cost (measured throughput at {basis.label})"))
-            console.print(f"[dim]price split: {basis.assumption()}; blended = {ratio:g} input : 1 output[/]")
+            console.print(f"[dim]price split: {escape(basis.assumption())}; blended = {ratio:g} input : 1 output[/]")
         rows += priced
     if not rows:
-        console.print("cost: no valid measurement that these prices apply to "
-                      "(an accelerator instance prices GPU/TPU results, a CPU instance CPU results)")
+        console.print(escape(f"cost at {'; '.join(b.label for b in bases)}: no valid measurement that these prices "
+                             "apply to (an accelerator instance prices GPU/TPU results, a CPU instance CPU results)"))
         return
     if max_tpot_s is not None:
         best = cheapest_within(rows, max_tpot_s)
         if not best:
             console.print(f"no decode point meets TPOT <= {max_tpot_s * 1e3:g} ms")
         for r in best:
-            console.print(f"cheapest within TPOT <= {max_tpot_s * 1e3:g} ms: {r['backend']} {r['model']} batch {r['batch']} "
+            console.print(f"cheapest within TPOT <= {max_tpot_s * 1e3:g} ms: {r['backend']} {escape(str(r['model']))} batch {r['batch']} "
                           f"(TPOT {r['tpot_s'] * 1e3:.3g} ms) at {usd(r['usd_per_m_output'])}/M output tokens")
 
 
@@ -98,20 +107,23 @@ def cmd_run(args) -> int:
                                 shapes=args.shape, models=flat(args.model), batches=flat(args.batch),
                                 tokens=flat(args.tokens), weights=args.weights, tf32=args.tf32, threads=threads)
     for notice in notices:
-        console.print(f"[yellow]note:[/] {notice}")
-    skipped = 0
-    if args.resume:
-        done = done_keys(path)
-        before = len(cases)
-        cases = [c for c in cases if case_key(c) not in done]
-        skipped = before - len(cases)
+        console.print(f"[yellow]note:[/] {escape(notice)}")
+    writer = Writer(path, warn)  # locked: no other run appends to it while this one does
+    try:
+        done = done_keys(path) if args.resume else set()
+    except InputError:
+        writer.close()
+        raise
+    skipped = len(cases)
+    cases = [c for c in cases if case_key(c) not in done]
+    skipped -= len(cases)
     for name, info in probes.items():
         state = f"[green]{info['device']}[/]" if info["available"] else f"[dim]unavailable: {info['reason']}[/]"
         console.print(f"  {name:<11} {state}")
     for device in sorted({probes[b]["device"] for b in backends if catalog.lookup(probes[b]["device"]) is None}):
         console.print(f"[yellow]note:[/] {device!r} is not in the hardware catalog: results are recorded under "
                       "that name with no spec peak (no MFU; decode MBU on CPUs uses a bandwidth measured in the run)")
-    console.print(f"{len(cases)} cases ({skipped} already recorded) -> {path}")
+    console.print(f"{len(cases)} cases ({skipped} already recorded) -> {escape(str(path))}")
 
     defaults = Settings()
     settings = Settings(warmup_s=args.warmup if args.warmup is not None else defaults.warmup_s,
@@ -126,18 +138,17 @@ def cmd_run(args) -> int:
         elif event.kind == "record":
             done_count[0] += 1
             console.print(f"[{done_count[0]:>{len(str(total))}}/{total}] {event.backend:<10} "
-                          f"{case_name(event.case):<40} {result_line(event.record)} "
+                          f"{escape(case_name(event.case)):<40} {result_line(event.record)} "
                           f"[dim]({time.monotonic() - started[0]:.1f} s)[/]")
 
-    writer = Writer(path)
     try:
         records = runner.run(cases, job, writer, run_provenance(args.seed), args.case_timeout, on_event)
     except KeyboardInterrupt:
-        writer.close()
-        errors.print(f"\n[yellow]interrupted[/]: {done_count[0]} finished records are kept in {path}; "
-                     f"continue with: infercost run <same options> --resume --out {path}")
+        errors.print(f"\n[yellow]interrupted[/]: {done_count[0]} finished records are kept in {escape(str(path))}; "
+                     f"continue with: infercost run <same options> --resume --out {escape(str(path))}")
         return 130
-    writer.close()
+    finally:
+        writer.close()
     matmuls = [r for r in records if r["case"]["workload"] == "matmul"]
     if matmuls:
         console.print(matmul_table(matmuls))
@@ -152,7 +163,7 @@ def cmd_run(args) -> int:
             try:
                 bases = whole_instance_for_cpu_runs(price_bases(args, cpu=False))
             except InputError as e:
-                console.print(f"cost: detected {instance}, but {e}")
+                console.print(escape(f"cost: detected {instance}, but {e}"))
     if bases:
         if not args.instance and args.accelerators is None and all(on_cpu(r) for r in records):
             bases = price_bases(args, cpu=True)
@@ -160,7 +171,7 @@ def cmd_run(args) -> int:
     elif detection is None:
         console.print("cost: this machine's price is unknown, so no $/M tokens are shown; give --price-per-hour USD "
                       "or --instance provider:type (see `infercost prices`), or re-price later with `infercost cost`")
-    console.print(f"results: {path}  (load with: infercost.load_results({str(path)!r}))")
+    console.print(escape(f"results: {path}  (load with: infercost.load_results({str(path)!r}))"))
     return 0
 
 
@@ -168,8 +179,8 @@ def cmd_cost(args) -> int:
     from infercost.hardware.cost import on_cpu
     if not price_bases(args, cpu=False):  # a missing or bad price is reported before any file is read
         raise InputError("give a price: --instance provider:instance_type (see `infercost prices`) or --price-per-hour USD")
-    records = read_results(args.results)
     ratio = blend_ratio(args.blend)
+    records = read_results(args.results)
     cpu = all(on_cpu(r) for r in records)
     print_costs(records, price_bases(args, cpu), ratio, args.max_tpot_ms / 1e3 if args.max_tpot_ms else None)
     return 0
@@ -216,29 +227,28 @@ def cmd_report(args) -> int:
         done = write_report(records, result_files(args.results), args.out, bases, ratio)
     except OSError as e:
         raise InputError(f"cannot write the report to {args.out}: {e.strerror or e}") from None
-    console.print(f"wrote {args.out}/report.md, report.html ({len(done['figures'])} figures: "
-                  f"{', '.join(done['figures'])}), results.csv and results.parquet ({done['rows']} rows)")
+    console.print(escape(f"wrote {args.out}/report.md, report.html ({len(done['figures'])} figures: "
+                         f"{', '.join(done['figures'])}), results.csv and results.parquet ({done['rows']} rows)"))
     return 0
 
 
 def cmd_compare(args) -> int:
     from infercost.bench.compare import compare
-    text = args.threshold.strip().rstrip("%")
-    try:
-        threshold = float(text) / 100
-    except ValueError:
-        raise InputError(f"--threshold {args.threshold!r} must be a percentage, e.g. 5%") from None
-    if not 0 <= threshold < 1:
-        raise InputError(f"--threshold {args.threshold!r} must be between 0% and 100%")
-    rows = compare(read_results([args.base]), read_results([args.new]), threshold)
-    if not rows:
+    from infercost.numbers import number
+    threshold = number(args.threshold.strip().rstrip("%"), "--threshold (a percentage, e.g. 5%)",
+                       low=0, low_open=False, high=100, high_open=True) / 100
+    base, new = read_results([args.base]), read_results([args.new])
+    if not {r["key"] for r in base} & {r["key"] for r in new}:
         raise InputError("no case appears in both result sets")
+    rows = compare(base, new, threshold)
     console.print(compare_table(rows, threshold))
     slower = [r for r in rows if r["verdict"] == "slower"]
+    broken = [r for r in rows if r["verdict"] == "error"]
     if slower:
         console.print(f"[red]{len(slower)} case(s) slower beyond {threshold:.0%}[/]")
-        return 1
-    return 0
+    if broken:
+        console.print(f"[red]{len(broken)} case(s) without a valid measurement on one side[/]")
+    return 1 if slower or broken else 0
 
 
 def cmd_ingest(args) -> int:
@@ -248,11 +258,11 @@ def cmd_ingest(args) -> int:
         records = ingest(args.json)
     except (OSError, ValueError, KeyError) as e:
         raise InputError(f"cannot ingest {args.json}: {e}") from None
-    writer = Writer(args.out)
+    writer = Writer(args.out, warn)
     for r in records:
         writer.write(r)
     writer.close()
-    console.print(f"ingested {len(records)} benchmarks into {args.out}")
+    console.print(escape(f"ingested {len(records)} benchmarks into {args.out}"))
     return 0
 
 
@@ -266,7 +276,7 @@ def cmd_prices(args) -> int:
                 raise InputError("--import-skypilot needs --provider, --as-of (YYYY-MM-DD) and --out")
             rows = prices.import_skypilot(args.import_skypilot, args.provider, args.as_of)
             prices.write(rows, args.out)
-            console.print(f"wrote {len(rows)} rows to {args.out} (use with --prices {args.out})")
+            console.print(escape(f"wrote {len(rows)} rows to {args.out} (use with --prices {args.out})"))
             return 0
         rows = prices.load_all(args.prices)
     except (OSError, prices.PriceTableError) as e:
@@ -311,9 +321,19 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         sys.stderr.write(f"infercost: error: {e}\n")  # one line, never wrapped
         return 2
+    except RunError as e:
+        sys.stderr.write(f"infercost: error: {e}\n")
+        return 1
     except KeyboardInterrupt:
         errors.print("infercost: interrupted", markup=False)
         return 130
+    except Exception as e:  # a bug: still one line for the user; INFERCOST_DEBUG=1 shows the traceback
+        import os
+        if os.environ.get("INFERCOST_DEBUG"):
+            raise
+        sys.stderr.write(f"infercost: error: unexpected {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+                         " (a bug: please report it with INFERCOST_DEBUG=1's traceback)\n")
+        return 1
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from infercost.version import __version__
 from infercost.errors import InputError
+from infercost.numbers import flag
 
 
 class Parser(argparse.ArgumentParser):
@@ -19,15 +20,8 @@ def csv_list(text: str) -> list[str]:
 
 
 def positive(kind):
-    def convert(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"{text!r} must be positive")
-        return value
-    return convert
+    """A finite number above zero (a whole number for int)."""
+    return flag(integer=kind is int)
 
 
 def build_parser() -> Parser:
@@ -62,7 +56,8 @@ def build_parser() -> Parser:
     run.add_argument("--min-time", type=positive(float), default=None, help="minimum seconds of timing per case (default 1)")
     run.add_argument("--warmup", type=positive(float), default=None, help="warm-up seconds per case (default 1)")
     run.add_argument("--threads", type=positive(int), default=None, help="CPU threads for CPU backends (default: all usable CPUs)")
-    run.add_argument("--seed", type=int, default=0, help="seed of the input data (default 0)")
+    run.add_argument("--seed", type=flag(integer=True, low=0, low_open=False, high=2**32, high_open=True), default=0,
+                     help="seed of the input data (default 0)")
     run.add_argument("--out", "-o", type=Path, default=None, help="results file (JSON Lines); default results/run-<time>-<host>.jsonl")
     run.add_argument("--resume", action="store_true", help="skip cases already recorded in --out (default: the newest file in results/)")
     run.add_argument("--case-timeout", type=positive(float), default=600.0, help="seconds before a case is abandoned (default 600)")
@@ -86,8 +81,8 @@ def build_parser() -> Parser:
     est.add_argument("--context", type=positive(int), default=2048)
     est.add_argument("--prompt", type=positive(int), default=None, help="prompt length for prefill (default: the context)")
     est.add_argument("--dtype", default="bfloat16", help="float32, bfloat16, float16, fp8 or int8 (weights and KV cache)")
-    est.add_argument("--mfu", type=positive(float), default=1.0, help="scale the compute ceiling by a measured MFU")
-    est.add_argument("--mbu", type=positive(float), default=1.0, help="scale the bandwidth ceiling by a measured MBU")
+    est.add_argument("--mfu", type=flag(high=1), default=1.0, help="scale the compute ceiling by a measured MFU (0-1]")
+    est.add_argument("--mbu", type=flag(high=1), default=1.0, help="scale the bandwidth ceiling by a measured MBU (0-1]")
     est.add_argument("--price-per-chip-hour", type=positive(float), default=None, help="USD per chip-hour for the floor $/M tokens")
     est.add_argument("--from-results", nargs="+", default=None, metavar="RESULTS",
                      help="scale by the best MFU (prefill) and MBU (decode) measured in these results")
@@ -124,8 +119,10 @@ def add_price_flags(p) -> None:
     p.add_argument("--pricing", default="on-demand", help="on-demand, spot, 1-year, 3-year or owned (default on-demand)")
     p.add_argument("--region", help="region of the price row (default: the first listed)")
     p.add_argument("--prices", action="append", default=[], help="your own price table(s), same format as hardware/prices.csv")
+    p.add_argument("--any-device", action="store_true",
+                   help="price results from a device other than the --instance row's accelerator (the output says so)")
     p.add_argument("--price-per-hour", type=positive(float), default=None, help="USD per hour of the machine, instead of a price row")
-    p.add_argument("--accelerators", type=int, default=None,
+    p.add_argument("--accelerators", type=flag(integer=True, low=0, low_open=False), default=None,
                    help="accelerators the --price-per-hour or --owned price covers (default 1; 0 for a CPU machine)")
     p.add_argument("--owned", type=positive(float), default=None, metavar="USD",
                    help="owned hardware: its purchase price (with --years, --power-w and --kwh-price)")
@@ -140,6 +137,8 @@ def join_negative_values(argv: list[str]) -> list[str]:
     error can say what is wrong with it."""
     out = []
     for token in argv:
+        if token.startswith("--") and token.endswith("=--"):  # argparse would drop the "--" and use the default
+            raise InputError(f"argument {token[:-3]}: '--' is not a value")
         if out and out[-1] == "--shape" and token.startswith("-") and token[1:2].isdigit():
             out[-1] = f"--shape={token}"
         else:

@@ -3,6 +3,7 @@ report and the GPU check alike."""
 
 from __future__ import annotations
 
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -29,7 +30,7 @@ def result_line(record: dict) -> str:
     """One record as the progress line shows it (rich markup)."""
     if record["status"] == "ok":
         m = record["metrics"]
-        warn = f" [yellow]({record['warnings'][0]})[/]" if record["warnings"] else ""
+        warn = f" [yellow]({escape(record['warnings'][0])})[/]" if record["warnings"] else ""
         wl = record["case"]["workload"]
         if wl == "prefill":
             main = f"{m['input_tokens_per_s']:.4g} input tok/s, TTFT {m['ttft_s'] * 1e3:.3g} ms"
@@ -39,17 +40,17 @@ def result_line(record: dict) -> str:
             main = f"{m['tflops']:.3g} TFLOP/s"
         return f"[green]{main}[/] ±{m['spread']:.0%}{warn}"
     colour = "yellow" if record["status"] == "skipped" else "red"
-    return f"[{colour}]{record['status']}: {'; '.join(record['reasons'])}[/]"
+    return f"[{colour}]{record['status']}: {escape('; '.join(record['reasons']))}[/]"
 
 
 def validity(r: dict) -> str:
     if r["status"] == "ok":
         return "yes" + (" (warn)" if r["warnings"] else "")
-    return f"[red]{r['status']}[/]: {'; '.join(r['reasons'])[:70]}"
+    return f"[red]{r['status']}[/]: {escape('; '.join(r['reasons'])[:70])}"
 
 
 def _table(title: str, columns: list[str], right: set[str]) -> Table:
-    table = Table(title=title)
+    table = Table(title=escape(title))
     for col in columns:
         table.add_column(col, justify="right" if col in right else "left")
     return table
@@ -62,7 +63,7 @@ def matmul_table(records: list[dict]) -> Table:
     for r in records:
         case, m = r["case"], r.get("metrics") or {}
         ok = r["status"] == "ok"
-        table.add_row(case["backend"], case.get("device") or "?", case_name(case).split()[1],
+        table.add_row(escape(case["backend"]), escape(case.get("device") or "?"), case_name(case).split()[1],
                       case["dtype"] + (" (tf32)" if case.get("tf32") else ""),
                       f"{m['tflops']:.3g}" if ok else "-", pct(m.get("peak_fraction")) if ok else "-",
                       f"{m['spread']:.1%}" if ok else "-", validity(r))
@@ -81,7 +82,8 @@ def llm_table(records: list[dict]) -> Table:
         rate = m.get("input_tokens_per_s" if prefill else "output_tokens_per_s")
         latency = m.get("ttft_s" if prefill else "tpot_s")
         util = m.get("mfu" if prefill else "mbu")
-        table.add_row(case["backend"], case.get("device") or "?", p["model"], case["workload"], str(p["batch"]),
+        table.add_row(escape(case["backend"]), escape(case.get("device") or "?"), escape(str(p["model"])),
+                      case["workload"], str(p["batch"]),
                       str(p["tokens"]), case["dtype"], f"{rate:.4g}" if ok and rate else "-",
                       f"{latency * 1e3:.3g}" if ok and latency else "-", pct(util) if ok else "-",
                       pct(m.get("roofline_fraction")) if ok else "-", validity(r))
@@ -94,12 +96,13 @@ def cost_table(rows: list[dict], title: str) -> Table:
     for r in rows:
         if r["workload"] == "matmul":
             ci = (r["usd_per_pflop_ci95_low"], r["usd_per_pflop_ci95_high"])
-            table.add_row(r["backend"], r["device"], f"matmul {r['shape']} {r['dtype']}", "", "", "",
+            table.add_row(escape(r["backend"]), escape(r["device"] or "?"), f"matmul {r['shape']} {r['dtype']}", "", "", "",
                           usd(r["usd_per_pflop"]), f"{usd(ci[0])}–{usd(ci[1])}")
         else:
             key = "input" if r["workload"] == "prefill" else "output"
             ci = (r[f"usd_per_m_{key}_ci95_low"], r[f"usd_per_m_{key}_ci95_high"])
-            table.add_row(r["backend"], r["device"], f"{r['workload']} {r['model']} b{r['batch']} t{r['tokens']} {r['dtype']}",
+            table.add_row(escape(r["backend"]), escape(r["device"] or "?"),
+                          escape(f"{r['workload']} {r['model']} b{r['batch']} t{r['tokens']} {r['dtype']}"),
                           usd(r.get("usd_per_m_input")), usd(r.get("usd_per_m_output")),
                           usd(r.get("usd_per_m_blended")), "", f"{usd(ci[0])}–{usd(ci[1])}")
     return table
@@ -113,11 +116,11 @@ def compare_table(rows: list[dict], threshold: float) -> Table:
               "error": "red"}
     for r in rows:
         has = "throughput_ratio" in r
-        table.add_row(r["backend"], r["device"] or "?", f"{r['workload']} {r['shape']}", r["dtype"],
+        table.add_row(escape(r["backend"]), escape(r["device"] or "?"), escape(f"{r['workload']} {r['shape']}"), r["dtype"],
                       f"{r['throughput_ratio'] - 1:+.1%}" if has else "-",
                       f"{r['ci95_low'] - 1:+.1%}..{r['ci95_high'] - 1:+.1%}" if has else "-",
                       f"{r['p_value']:.3g}" if has else "-", f"{r['cost_ratio'] - 1:+.1%}" if has else "-",
-                      f"[{colour[r['verdict']]}]{r['verdict']}[/] {r['note']}")
+                      f"[{colour[r['verdict']]}]{r['verdict']}[/] {escape(r['note'])}")
     return table
 
 

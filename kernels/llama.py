@@ -35,6 +35,26 @@ class LlamaConfig:
     rope_scaling: dict | None = None  # Llama 3.1+ "llama3" frequency scaling
     source: str = ""
 
+    def __post_init__(self):
+        """Refuse a configuration no model can have (a config.json is user input)."""
+        for name in ("vocab_size", "hidden", "layers", "heads", "kv_heads", "intermediate"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise ValueError(f"model config: {name} must be a positive whole number, not {v!r}")
+        if self.head_dim is not None and (isinstance(self.head_dim, bool) or not isinstance(self.head_dim, int)
+                                          or self.head_dim <= 0 or self.head_dim % 2):
+            raise ValueError(f"model config: head_dim must be a positive even number, not {self.head_dim!r}")
+        if self.head_dim is None and self.hidden % self.heads:
+            raise ValueError(f"model config: hidden size {self.hidden} is not divisible by {self.heads} heads")
+        if self.hd % 2:
+            raise ValueError(f"model config: head size {self.hd} must be even (rotary embedding)")
+        if self.heads % self.kv_heads:
+            raise ValueError(f"model config: {self.heads} heads are not divisible by {self.kv_heads} KV heads")
+        for name in ("rope_theta", "norm_eps"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v <= 0:
+                raise ValueError(f"model config: {name} must be a positive finite number, not {v!r}")
+
     @property
     def hd(self) -> int:
         return self.head_dim or self.hidden // self.heads
@@ -166,10 +186,12 @@ def from_hf_config(path: str | Path) -> LlamaConfig:
             qkv_bias=c.get("model_type") == "qwen2" or bool(c.get("attention_bias", False)),
             rope_scaling=scaling, source=str(path),
         )
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"cannot read model config {path}: {e}") from None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise ValueError(f"cannot read model config {path}: {str(e).splitlines()[0][:200]}") from None
     except KeyError as e:
         raise ValueError(f"model config {path} lacks the field {e.args[0]!r}") from None
+    except (TypeError, AttributeError, ValueError) as e:
+        raise ValueError(f"model config {path}: {str(e).splitlines()[0][:200]}") from None
 
 
 def resolve_config(name: str) -> LlamaConfig:
@@ -278,25 +300,58 @@ def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:
     for f in files:
         try:
             raw = np.memmap(f, dtype=np.uint8, mode="r")
+            if raw.size < 8:
+                raise ValueError("shorter than its 8-byte header length")
             (n,) = struct.unpack("<Q", raw[:8].tobytes())
-            header = json.loads(raw[8:8 + n].tobytes())
-        except (OSError, ValueError, struct.error) as e:
-            raise ValueError(f"{f} is not a safetensors file: {e}") from None
+            if n > raw.size - 8:
+                raise ValueError(f"header of {n} bytes is longer than the file")
+            header = json.loads(raw[8:8 + n].tobytes().decode("utf-8"))
+        except (OSError, ValueError, struct.error, RecursionError) as e:
+            raise ValueError(f"{f} is not a safetensors file: {str(e).splitlines()[0][:200]}") from None
+        entries = tensor_entries(f, header, raw.size - 8 - n)
         base = 8 + n
-        for name, info in header.items():
-            if name == "__metadata__":
-                continue
-            dtype = info["dtype"]
-            if dtype == "BF16":
-                import ml_dtypes
-                np_dtype = ml_dtypes.bfloat16
-            elif dtype in SAFETENSORS_DTYPES:
-                np_dtype = SAFETENSORS_DTYPES[dtype]
-            else:
-                raise ValueError(f"{f}: tensor {name} has unsupported dtype {dtype}")
-            start, end = info["data_offsets"]
-            tensors[name] = raw[base + start:base + end].view(np_dtype).reshape(info["shape"])
+        for name, (np_dtype, shape, start, end) in entries.items():
+            tensors[name] = raw[base + start:base + end].view(np_dtype).reshape(shape)
     return tensors
+
+
+def tensor_entries(f, header, data_len: int) -> dict:
+    """name -> (dtype, shape, start, end), every entry checked against the file before any
+    tensor is read: a known dtype, whole non-negative dimensions, offsets inside the data, sized
+    to shape x dtype, and no two tensors sharing bytes."""
+    if not isinstance(header, dict):
+        raise ValueError(f"{f}: the safetensors header is not an object")
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= set(info):
+            raise ValueError(f"{f}: tensor {name} lacks dtype, shape or data_offsets")
+        dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+        if dtype == "BF16":
+            import ml_dtypes
+            np_dtype = ml_dtypes.bfloat16
+        elif isinstance(dtype, str) and dtype in SAFETENSORS_DTYPES:
+            np_dtype = SAFETENSORS_DTYPES[dtype]
+        else:
+            raise ValueError(f"{f}: tensor {name} has unsupported dtype {dtype!r} (read: F32, F16, BF16, F64; "
+                             "quantized checkpoints are not read)")
+        whole = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0
+        if not isinstance(shape, list) or not all(whole(d) for d in shape):
+            raise ValueError(f"{f}: tensor {name} has shape {shape!r}, not a list of whole numbers >= 0")
+        if not isinstance(offsets, list) or len(offsets) != 2 or not all(whole(o) for o in offsets) \
+                or offsets[0] > offsets[1] or offsets[1] > data_len:
+            raise ValueError(f"{f}: tensor {name} has data_offsets {offsets!r} outside the {data_len} data bytes")
+        need = math.prod(shape) * np.dtype(np_dtype).itemsize
+        if offsets[1] - offsets[0] != need:
+            raise ValueError(f"{f}: tensor {name} holds {offsets[1] - offsets[0]} bytes, its shape {shape} "
+                             f"x {dtype} needs {need}")
+        out[name] = (np_dtype, tuple(shape), offsets[0], offsets[1])
+    spans = sorted((s, e, name) for name, (_, _, s, e) in out.items() if e > s)
+    for (_, e1, a), (s2, _, b) in zip(spans, spans[1:]):
+        if s2 < e1:
+            raise ValueError(f"{f}: tensors {a} and {b} overlap in the file")
+    return out
 
 
 def check_weights(cfg: LlamaConfig, tensors: dict) -> None:

@@ -4,3 +4,5 @@ import os
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+# In-process CLI calls raise a bug's exception instead of its one-line summary.
+os.environ.setdefault("INFERCOST_DEBUG", "1")
