@@ -65,6 +65,14 @@ class Backend:
             return f"TF32 is a mode of NVIDIA GPUs; {self.name} has none"
         return None
 
+    def quant_unsupported(self, mode: str) -> str | None:
+        """Why this device cannot run weights quantized this way (int8, fp8), or None when it can.
+        fp8 is never upcast silently: only devices with native fp8 arithmetic run it."""
+        if mode == "fp8":
+            return (f"{self.device_name()} has no native fp8 (e4m3) arithmetic; fp8 runs on GPUs that do "
+                    "(NVIDIA compute capability 8.9+, AMD MI300)")
+        return None
+
     # -- data -----------------------------------------------------------------------
     def configure(self, dtype: str, tf32: bool) -> dict:
         """Set the framework's precision flags explicitly; return them for the record."""
@@ -114,12 +122,15 @@ class Backend:
                    mesh=None, quant=None):
         """A Llama-family model on this device, ready to run (see ModelRunner below).
 
-        weights: host arrays by Hugging Face name, or None for the seeded weights. mesh (a device
-        layout) and quant (a quantized-weight form) are reserved for sharded and quantized models;
-        an adapter that cannot honour one raises Unavailable.
+        weights: host arrays by Hugging Face name, or None for the seeded weights; with quant
+        ("int8", "fp8") they hold kernels.quant.QWeight for every quantized parameter (made once on
+        the host, the same for every backend). mesh (a device layout) is reserved for sharded
+        models; an adapter that cannot honour one raises Unavailable.
         """
-        if mesh is not None or quant is not None:
-            raise Unavailable(f"{self.name} runs unsharded, unquantized models only")
+        if mesh is not None:
+            raise Unavailable(f"{self.name} runs unsharded models only")
+        if quant is not None and (why := self.quant_unsupported(quant)):
+            raise Unavailable(why)
         module = importlib.import_module(f"infercost.kernels.llama_{self.framework}")
         return module.Runner(cfg, dtype, self.device, batch, max_seq, seed=seed, weights=weights,
                              compile_decode=compile_decode, keep_weights=keep_weights)

@@ -77,7 +77,7 @@ class JaxBackend(Backend):
 
     def load_model(self, cfg, dtype, batch, max_seq, *, seed=0, weights=None, compile_decode=True,
                    keep_weights=False, mesh=None, quant=None):
-        if mesh is not None or quant is not None:
+        if mesh is not None or (quant is not None and self.quant_unsupported(quant)):
             return super().load_model(cfg, dtype, batch, max_seq, mesh=mesh, quant=quant)
         from infercost.kernels import llama_jax
         return llama_jax.Runner(cfg, dtype, self.device, batch, max_seq, seed=seed, weights=weights,
@@ -149,6 +149,12 @@ class JaxGPU(JaxBackend):
     def flush(self) -> None:
         self._flush_buf = self._flush_fn(self._flush_buf)
         self._flush_buf.block_until_ready()
+
+    def quant_unsupported(self, mode: str) -> str | None:
+        cc = getattr(self.device, "compute_capability", None)
+        if mode == "fp8" and (cc is None or tuple(int(x) for x in str(cc).split(".")[:2]) < (8, 9)):
+            return f"{self.device_name()} has no native fp8 (needs compute capability 8.9+)"
+        return None
 
     def power_reader(self):
         from .power import nvml_reader

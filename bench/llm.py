@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from infercost.kernels import llama, llama_ref
+from infercost.kernels import llama, llama_ref, quant
 from infercost.kernels.dtypes import ITEMSIZE, model_tolerance
 
 from . import gates
@@ -33,26 +33,48 @@ def host_weights(path: str | None, cfg: llama.LlamaConfig) -> dict | None:
     return {name: tensors[name] for name in cfg.param_shapes()}
 
 
-def memory_needed(cfg: llama.LlamaConfig, dtype: str, batch: int, tokens: int, max_seq: int) -> int:
+def model_weights(path: str | None, cfg: llama.LlamaConfig, seed: int, mode: str | None) -> dict | None:
+    """What load_model gets: a checkpoint's weights, or None for seeded ones built on the device;
+    quantized, the host's int8/fp8 tensors and scales (made here once, the same for every backend)."""
+    if mode is None:
+        return host_weights(path, cfg)
+    if path:
+        return quant.quantize(cfg, host_weights(path, cfg), mode)
+    return quant.quantize_seeded(cfg, seed, mode)
+
+
+def weight_bytes(cfg: llama.LlamaConfig, dtype: str, mode: str | None) -> int:
+    """Bytes of all weights as stored (the embedding table included)."""
+    if mode is None:
+        return cfg.weight_bytes(dtype)
+    embed = cfg.vocab_size * cfg.hidden * ITEMSIZE[dtype]
+    return quant.weight_bytes(cfg, mode, ITEMSIZE[dtype]) + embed
+
+
+def memory_needed(cfg: llama.LlamaConfig, dtype: str, batch: int, tokens: int, max_seq: int,
+                  mode: str | None = None) -> int:
     """Weights, KV cache, and the largest activations of a step (an estimate for the fit check)."""
     item = ITEMSIZE[dtype]
     acts = batch * tokens * (4 * cfg.hidden + 3 * cfg.intermediate) * item * 2
     scores = batch * cfg.heads * tokens * tokens * 4  # attention that materialises its scores
     logits = batch * cfg.vocab_size * 4 * 2
-    return cfg.weight_bytes(dtype) + cfg.kv_bytes(batch, max_seq, dtype) + acts + scores + logits + (256 << 20)
+    return weight_bytes(cfg, dtype, mode) + cfg.kv_bytes(batch, max_seq, dtype) + acts + scores + logits + (256 << 20)
 
 
 def check_model(backend, cfg, dtype: str, tf32: bool, seed: int, weights_path: str | None,
-                batch: int = CHECK_BATCH) -> dict:
-    """Prefill and teacher-forced decode steps against the float64 reference on the same weights.
+                batch: int = CHECK_BATCH, mode: str | None = None) -> dict:
+    """Prefill and teacher-forced decode steps against the float64 reference on the same weights
+    (quantized ones as the model computes with them, dequantized).
 
     Large models are checked on their first layers at full width: every matmul shape of the
     real model, at a cost the host can afford in float64. `batch` 1 checks the batch-1 code
-    path (compiled differently on CPUs), any other the batched one.
+    path (compiled differently on CPUs), any other the batched one. A quantized model also
+    reports what quantizing cost: top-1 agreement and KL against the unquantized model.
     """
     ccfg = cfg if cfg.n_params() <= CHECK_FULL_MAX_PARAMS else llama.truncated(cfg, CHECK_LAYERS)
     runner = backend.load_model(ccfg, dtype, batch, CHECK_PROMPT + CHECK_STEPS, seed=seed,
-                                weights=host_weights(weights_path, ccfg), keep_weights=True)
+                                weights=model_weights(weights_path, ccfg, seed, mode), keep_weights=True,
+                                quant=mode)
     prompt = np.random.default_rng(seed).integers(0, cfg.vocab_size, (batch, CHECK_PROMPT))
     w64 = runner.weights_numpy()
     ref_tokens, ref_logits = llama_ref.greedy(ccfg, w64, prompt, CHECK_STEPS)
@@ -63,13 +85,18 @@ def check_model(backend, cfg, dtype: str, tf32: bool, seed: int, weights_path: s
     error = max(float(np.abs(g - r).max()) / float(np.abs(r).max()) for g, r in zip(got, ref_logits)) if finite else float("inf")
     device_tokens = np.stack([g[:, -1].argmax(-1) for g in got[:-1]], axis=1)
     tolerance = model_tolerance(dtype, tf32)
-    return {
+    out = {
         "error": error, "tolerance": tolerance, "finite": finite,
         "passed": bool(finite and error <= tolerance),
         "greedy_tokens_agree": bool(np.array_equal(device_tokens, ref_tokens)),
         "checked": f"{ccfg.layers} of {cfg.layers} layers, batch {batch}, prefill {CHECK_PROMPT} + {CHECK_STEPS} decode steps",
         "launch": runner.launch,
     }
+    if mode is not None and finite:
+        float_weights = host_weights(weights_path, ccfg) or llama.seeded_weights_numpy(ccfg, seed)
+        sequence = np.concatenate([prompt, ref_tokens], axis=1)
+        out["quality"] = quant.quality(got, llama_ref.forward(ccfg, float_weights, sequence))
+    return out
 
 
 class TransformerWorkload:
@@ -83,34 +110,43 @@ class TransformerWorkload:
         self.batch, self.tokens = p["batch"], p["tokens"]
         self.prefill = case["workload"] == "prefill"
         self.max_seq = self.tokens if self.prefill else self.tokens + 1  # decode writes position `tokens`
-        self.runner = None
+        self.quant = p.get("quant")  # None, "int8" or "fp8"
+        self.runner = self.checked = None
         self.sweep_before = None
 
     def describe(self) -> dict:
         what = "prompt" if self.prefill else "ctx"
-        return {"shape": f"{self.p['model']} b{self.batch} {what}{self.tokens}", "model_config": self.cfg.as_dict()}
+        out = {"shape": f"{self.p['model']} b{self.batch} {what}{self.tokens}" + (f" {self.quant}" if self.quant else ""),
+               "model_config": self.cfg.as_dict(), "weight_dtype": self.quant or self.dtype, "kv_dtype": self.dtype}
+        if self.quant:
+            out["quant_rule"] = quant.RULE
+        return out
 
     def fit(self, backend) -> str | None:
+        if self.quant and (why := backend.quant_unsupported(self.quant)):
+            return why
         free = backend.memory_bytes()
-        need = memory_needed(self.cfg, self.dtype, self.batch, self.tokens, self.max_seq)
+        need = memory_needed(self.cfg, self.dtype, self.batch, self.tokens, self.max_seq, self.quant)
         if free is not None and need > 0.9 * free:
-            return (f"does not fit: needs ~{need / 1e9:.1f} GB (weights {self.cfg.weight_bytes(self.dtype) / 1e9:.1f} GB), "
-                    f"device has {free / 1e9:.1f} GB free")
+            return (f"does not fit: needs ~{need / 1e9:.1f} GB (weights "
+                    f"{weight_bytes(self.cfg, self.dtype, self.quant) / 1e9:.1f} GB), device has {free / 1e9:.1f} GB free")
         return None
 
     def check(self, backend, seed: int) -> tuple[dict, dict]:
         # One check per model and code path (batch 1 or batched); it does not depend on length.
         check_batch = 1 if self.batch == 1 else CHECK_BATCH
-        key = (backend.name, self.p["model"], self.dtype, self.tf32, seed, self.p.get("weights"), check_batch)
+        key = (backend.name, self.p["model"], self.dtype, self.tf32, seed, self.p.get("weights"), check_batch, self.quant)
         if key not in _checks:
-            _checks[key] = check_model(backend, self.cfg, self.dtype, self.tf32, seed, self.p.get("weights"), check_batch)
-        return _checks[key], {}
+            _checks[key] = check_model(backend, self.cfg, self.dtype, self.tf32, seed, self.p.get("weights"),
+                                       check_batch, self.quant)
+        self.checked = _checks[key]
+        return self.checked, {}
 
     def prepare(self, backend, seed: int) -> Prepared:
         start = time.perf_counter()
         self.runner = backend.load_model(self.cfg, self.dtype, self.batch, self.max_seq, seed=seed,
-                                         weights=host_weights(self.p.get("weights"), self.cfg),
-                                         compile_decode=not self.prefill)
+                                         weights=model_weights(self.p.get("weights"), self.cfg, seed, self.quant),
+                                         compile_decode=not self.prefill, quant=self.quant)
         backend.sync(self.runner.params)
         build_s = time.perf_counter() - start
         rng = np.random.default_rng(seed + 1)
@@ -128,11 +164,17 @@ class TransformerWorkload:
         return Prepared(step, [], {"build_s": build_s, "compile_s": compile_s}, {"launch": launch})
 
     def work(self) -> tuple[int, int]:
+        """FLOPs and minimum bytes; quantized weights count their own bytes (values and scales)."""
         cfg, b, t = self.cfg, self.batch, self.tokens
         if self.prefill:
-            return (cfg.flops(b, t, attended=t, logit_tokens=1),
-                    cfg.bytes(b, t, cache_len=0, dtype=self.dtype, logit_tokens=1))
-        return cfg.flops(b, 1, attended=self.max_seq), cfg.bytes(b, 1, cache_len=self.max_seq, dtype=self.dtype)
+            flops, nbytes = (cfg.flops(b, t, attended=t, logit_tokens=1),
+                             cfg.bytes(b, t, cache_len=0, dtype=self.dtype, logit_tokens=1))
+        else:
+            flops, nbytes = cfg.flops(b, 1, attended=self.max_seq), cfg.bytes(b, 1, cache_len=self.max_seq, dtype=self.dtype)
+        if self.quant:
+            item = ITEMSIZE[self.dtype]
+            nbytes += quant.weight_bytes(cfg, self.quant, item) - quant.weight_bytes(cfg, None, item)
+        return flops, nbytes
 
     def before_timing(self, backend) -> None:
         # The weights' read speed moves with a host's load, so sweep just before and after timing.
@@ -156,8 +198,11 @@ class TransformerWorkload:
         # The roofline needs both ceilings; with one unknown (a CPU has no catalog peak) it is not given.
         roofline_s = max(flops / peak, nbytes / bandwidth) if peak and bandwidth else None
         power = m.get("power_w")
+        quality = (self.checked or {}).get("quality") or {}
         out = {
-            "weight_bytes": self.cfg.weight_bytes(self.dtype),
+            "weight_bytes": weight_bytes(self.cfg, self.dtype, self.quant),
+            **({"quant_top1_agreement": quality.get("top1_agreement"), "quant_mean_kl": quality.get("mean_kl")}
+               if self.quant else {}),
             "bandwidth_gbs": bandwidth / 1e9 if bandwidth else None, "bandwidth_basis": basis,
             "roofline_s": roofline_s,
             "roofline_fraction": roofline_s / steady if roofline_s else None,

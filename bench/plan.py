@@ -154,8 +154,13 @@ def explicit_cases(shapes: list[str], models: list[str], workloads: list[str], d
 
 
 def plan_cases(suite: str, backends: list[str], probes: dict, *, workloads=(), dtypes=(), shapes=(),
-               models=(), batches=(), tokens=(), weights=None, tf32=False, threads=None) -> tuple[list[dict], list[str]]:
-    """Every case of the run, one per backend, and notices of what was left out and why."""
+               models=(), batches=(), tokens=(), weights=None, tf32=False, threads=None,
+               quant=None) -> tuple[list[dict], list[str]]:
+    """Every case of the run, one per backend, and notices of what was left out and why.
+    quant ("int8", "fp8") quantizes the weights of every transformer case."""
+    from infercost.kernels.quant import MODES
+    if quant is not None and quant not in MODES:
+        raise InputError(f"unknown quantization {quant!r}; valid: {', '.join(MODES)}")
     if suite not in SUITES:
         raise InputError(f"unknown suite {suite!r}; valid suites: {', '.join(SUITES)}")
     for w in workloads:
@@ -187,10 +192,17 @@ def plan_cases(suite: str, backends: list[str], probes: dict, *, workloads=(), d
             if dtype in lacks:
                 notices.append(f"{backend}: skipping {dtype} ({lacks[dtype]})")
                 continue
+            if quant is not None:
+                if spec["workload"] == "matmul":
+                    continue
+                spec = {**spec, "params": {**spec["params"], "quant": quant}}
             cases.append({
                 "backend": backend, **spec,
                 "tf32": bool(tf32 and dtype == "float32" and kind == "gpu"),
                 "threads": threads if kind == "cpu" else None,
                 "device_kind": kind,
             })
+    if quant is not None and not cases:
+        raise InputError("--quant applies to transformer cases (prefill, decode), and none were asked for "
+                         "(give --model, or a suite with transformer cases)")
     return cases, sorted(set(notices))

@@ -104,7 +104,7 @@ class TorchCPU(TorchBackend):
 
     def load_model(self, cfg, dtype, batch, max_seq, *, seed=0, weights=None, compile_decode=True,
                    keep_weights=False, mesh=None, quant=None):
-        if mesh is not None or quant is not None:
+        if mesh is not None or (quant is not None and self.quant_unsupported(quant)):
             return super().load_model(cfg, dtype, batch, max_seq, mesh=mesh, quant=quant)
         from infercost.kernels import llama_torch, llama_torch_cpu
         return llama_torch.Runner(cfg, dtype, self.device, batch, max_seq, seed=seed, weights=weights,
@@ -165,6 +165,13 @@ class TorchCUDA(TorchBackend):
             return f"{self.device_name()} has no TF32 (needs compute capability 8.0+)"
         return None
 
+    def quant_unsupported(self, mode: str) -> str | None:
+        if mode == "fp8" and not torch.version.hip and (self.props.major, self.props.minor) < (8, 9):
+            return f"{self.device_name()} has no native fp8 (needs compute capability 8.9+)"
+        if mode == "fp8" and torch.version.hip and "gfx94" not in getattr(self.props, "gcnArchName", ""):
+            return f"{self.device_name()} has no native fp8 (needs an MI300-class GPU)"
+        return None
+
     def sync(self, out=None) -> None:
         torch.cuda.synchronize(self.device)
 
@@ -189,7 +196,7 @@ class TorchCUDA(TorchBackend):
 
     def load_model(self, cfg, dtype, batch, max_seq, *, seed=0, weights=None, compile_decode=True,
                    keep_weights=False, mesh=None, quant=None):
-        if mesh is not None or quant is not None:
+        if mesh is not None or (quant is not None and self.quant_unsupported(quant)):
             return super().load_model(cfg, dtype, batch, max_seq, mesh=mesh, quant=quant)
         from infercost.kernels import llama_torch
         compiled = {"compile": llama_torch.cuda_graphs, "launch": "torch.compile(reduce-overhead): CUDA graphs"}

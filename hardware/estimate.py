@@ -2,9 +2,10 @@
 
 Decode step >= max((weight bytes + batch x KV bytes) / (chips x bandwidth), FLOPs / (chips x peak))
 Prefill     >= max(FLOPs / (chips x peak), bytes / (chips x bandwidth))
-(jax-ml/scaling-book, inference chapter). Weights and KV cache are stored in `dtype`; int8
-and fp8 use the catalog's int8/fp8 peaks. Optional efficiencies (measured MFU/MBU from runs
-on hardware you did measure) scale the ceilings down.
+(jax-ml/scaling-book, inference chapter). Weights and KV cache are stored in `dtype` unless
+`weight_dtype` (--quant) or `kv_dtype` (--kv-cache) say otherwise; the compute ceiling is the
+peak of `dtype` (int8 and fp8 use the catalog's int8/fp8 peaks). Optional efficiencies
+(measured MFU/MBU from runs on hardware you did measure) scale the ceilings down.
 """
 
 from __future__ import annotations
@@ -19,18 +20,21 @@ FORMULA = ("decode_s = max((weights + batch*context*kv_per_token) / (chips*bandw
 
 def estimate(cfg: LlamaConfig, acc: Accelerator, chips: int, batch: int, context: int, dtype: str,
              prompt: int | None = None, mfu: float = 1.0, mbu: float = 1.0,
-             usd_per_chip_hour: float | None = None) -> dict:
-    if dtype not in ITEMSIZE:
-        raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(ITEMSIZE)}")
+             usd_per_chip_hour: float | None = None, weight_dtype: str | None = None,
+             kv_dtype: str | None = None) -> dict:
+    for d in (dtype, weight_dtype, kv_dtype):
+        if d is not None and d not in ITEMSIZE:
+            raise ValueError(f"unknown dtype {d!r}; valid: {', '.join(ITEMSIZE)}")
     peak = acc.peak(dtype)
     if not peak:
         raise ValueError(f"the catalog has no {dtype} peak for {acc.name}")
-    item = ITEMSIZE[dtype]
+    item = ITEMSIZE[weight_dtype or dtype]
+    kv_item = ITEMSIZE[kv_dtype or dtype]
     prompt = prompt or context
     flops_ceiling = chips * peak * mfu
     bw = chips * acc.bandwidth * mbu
     weights = cfg.n_params() * item
-    kv_per_token = 2 * cfg.layers * cfg.kv_heads * cfg.hd * item
+    kv_per_token = 2 * cfg.layers * cfg.kv_heads * cfg.hd * kv_item
     decode_bytes = weights + batch * context * kv_per_token
     decode_flops = cfg.flops(batch, 1, context)
     decode_s = max(decode_bytes / bw, decode_flops / flops_ceiling)
@@ -39,7 +43,8 @@ def estimate(cfg: LlamaConfig, acc: Accelerator, chips: int, batch: int, context
     prefill_s = max(prefill_flops / flops_ceiling, prefill_bytes / bw)
     out = {
         "estimate": True, "formula": FORMULA, "accelerator": acc.name, "chips": chips, "batch": batch,
-        "context": context, "prompt": prompt, "dtype": dtype, "mfu": mfu, "mbu": mbu,
+        "context": context, "prompt": prompt, "dtype": dtype, "weight_dtype": weight_dtype or dtype,
+        "kv_dtype": kv_dtype or dtype, "mfu": mfu, "mbu": mbu,
         "memory_needed_gb": decode_bytes / 1e9, "memory_available_gb": chips * acc.memory_gb,
         "fits": decode_bytes <= chips * acc.memory_gb * 1e9,
         "decode_step_s": decode_s, "decode_bound": "memory" if decode_bytes / bw >= decode_flops / flops_ceiling else "compute",

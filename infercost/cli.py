@@ -105,7 +105,8 @@ def cmd_run(args) -> int:
     backends, probes = choose_backends(flat(args.backend), runner.probe)
     cases, notices = plan_cases(args.suite, backends, probes, workloads=flat(args.workload), dtypes=flat(args.dtype),
                                 shapes=args.shape, models=flat(args.model), batches=flat(args.batch),
-                                tokens=flat(args.tokens), weights=args.weights, tf32=args.tf32, threads=threads)
+                                tokens=flat(args.tokens), weights=args.weights, tf32=args.tf32, threads=threads,
+                                quant=args.quant)
     for notice in notices:
         console.print(f"[yellow]note:[/] {escape(notice)}")
     writer = Writer(path, warn)  # locked: no other run appends to it while this one does
@@ -207,10 +208,11 @@ def cmd_estimate(args) -> int:
         basis_note = f" scaled by measured MFU {args.mfu:.1%} and MBU {args.mbu:.1%}"
     try:
         e = estimate(cfg, acc, args.chips, args.batch, args.context, args.dtype, args.prompt,
-                     args.mfu, args.mbu, args.price_per_chip_hour)
+                     args.mfu, args.mbu, args.price_per_chip_hour, weight_dtype=args.quant, kv_dtype=args.kv_cache)
     except ValueError as err:
         raise InputError(str(err)) from None
-    for line in estimate_lines(e, args.model, acc, args.dtype, args.price_per_chip_hour, basis_note):
+    dtypes = args.dtype + (f", weights {args.quant}" if args.quant else "") + (f", KV {args.kv_cache}" if args.kv_cache else "")
+    for line in estimate_lines(e, args.model, acc, dtypes, args.price_per_chip_hour, basis_note):
         console.print(line)
     return 0
 

@@ -50,6 +50,9 @@ def build_parser() -> Parser:
     run.add_argument("--batch", action="append", type=csv_list, default=[], help="batch sizes for --model (default 1)")
     run.add_argument("--tokens", action="append", type=csv_list, default=[],
                      help="prompt length (prefill) and context length (decode) for --model (default 128)")
+    run.add_argument("--quant", choices=("int8", "fp8"), default=None,
+                     help="quantize the transformer cases' weights: int8 (per-channel, weight-only) or fp8 (e4m3, "
+                          "per-channel scales; only on devices with native fp8); matmul cases are left out")
     run.add_argument("--weights", default=None, help="safetensors file or folder with Hugging Face names (default: seeded random weights)")
     run.add_argument("--tf32", action="store_true", help="allow TF32 for float32 matmuls on CUDA GPUs")
     run.add_argument("--repeats", type=positive(int), default=None, help="minimum timed blocks per case (default 10)")
@@ -80,7 +83,10 @@ def build_parser() -> Parser:
     est.add_argument("--batch", type=positive(int), default=1)
     est.add_argument("--context", type=positive(int), default=2048)
     est.add_argument("--prompt", type=positive(int), default=None, help="prompt length for prefill (default: the context)")
-    est.add_argument("--dtype", default="bfloat16", help="float32, bfloat16, float16, fp8 or int8 (weights and KV cache)")
+    est.add_argument("--dtype", default="bfloat16", help="float32, bfloat16, float16, fp8 or int8: compute, and "
+                     "weights and KV cache unless --quant / --kv-cache say otherwise")
+    est.add_argument("--quant", choices=("int8", "fp8"), default=None, help="weights stored in int8 or fp8")
+    est.add_argument("--kv-cache", choices=("int8", "fp8"), default=None, help="KV cache stored in int8 or fp8")
     est.add_argument("--mfu", type=flag(high=1), default=1.0, help="scale the compute ceiling by a measured MFU (0-1]")
     est.add_argument("--mbu", type=flag(high=1), default=1.0, help="scale the bandwidth ceiling by a measured MBU (0-1]")
     est.add_argument("--price-per-chip-hour", type=positive(float), default=None, help="USD per chip-hour for the floor $/M tokens")

@@ -23,7 +23,8 @@ def case_name(case: dict) -> str:
     if case["workload"] == "matmul":
         return f"matmul {p['m']}x{p['n']}x{p['k']} {case['dtype']}{tf32}"
     what = "prompt" if case["workload"] == "prefill" else "ctx"
-    return f"{case['workload']} {p['model']} b{p['batch']} {what}{p['tokens']} {case['dtype']}{tf32}"
+    quant = f" {p['quant']}" if p.get("quant") else ""
+    return f"{case['workload']} {p['model']} b{p['batch']} {what}{p['tokens']} {case['dtype']}{quant}{tf32}"
 
 
 def result_line(record: dict) -> str:
@@ -84,7 +85,8 @@ def llm_table(records: list[dict]) -> Table:
         util = m.get("mfu" if prefill else "mbu")
         table.add_row(escape(case["backend"]), escape(case.get("device") or "?"), escape(str(p["model"])),
                       case["workload"], str(p["batch"]),
-                      str(p["tokens"]), case["dtype"], f"{rate:.4g}" if ok and rate else "-",
+                      str(p["tokens"]), case["dtype"] + (f" w{p['quant']}" if p.get("quant") else ""),
+                      f"{rate:.4g}" if ok and rate else "-",
                       f"{latency * 1e3:.3g}" if ok and latency else "-", pct(util) if ok else "-",
                       pct(m.get("roofline_fraction")) if ok else "-", validity(r))
     return table

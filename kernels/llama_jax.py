@@ -36,6 +36,17 @@ def seeded_weights(cfg: LlamaConfig, seed: int, dtype, device) -> dict[str, jax.
     return out
 
 
+def cat_rows(parts: list):
+    """Fused rows (QKV, gate/up); a quantized weight is {"q": values, "s": per-row scales}."""
+    if isinstance(parts[0], dict):
+        return {"q": jnp.concatenate([p["q"] for p in parts]), "s": jnp.concatenate([p["s"] for p in parts])}
+    return jnp.concatenate(parts)
+
+
+def leaves(items: list) -> list:
+    return [a for x in items for a in ((x["q"], x["s"]) if isinstance(x, dict) else (x,))]
+
+
 def prepare(cfg: LlamaConfig, w: dict) -> dict:
     """Fuse weights as the torch model does; returns the params pytree."""
     layers = []
@@ -43,17 +54,18 @@ def prepare(cfg: LlamaConfig, w: dict) -> dict:
         p = f"model.layers.{i}."
         layer = {
             "ln1": w[p + "input_layernorm.weight"],
-            "wqkv": jnp.concatenate([w[p + f"self_attn.{n}_proj.weight"] for n in "qkv"]),
+            "wqkv": cat_rows([w[p + f"self_attn.{n}_proj.weight"] for n in "qkv"]),
             "wo": w[p + "self_attn.o_proj.weight"],
             "ln2": w[p + "post_attention_layernorm.weight"],
-            "w13": jnp.concatenate([w[p + "mlp.gate_proj.weight"], w[p + "mlp.up_proj.weight"]]),
+            "w13": cat_rows([w[p + "mlp.gate_proj.weight"], w[p + "mlp.up_proj.weight"]]),
             "w2": w[p + "mlp.down_proj.weight"],
         }
         if cfg.qkv_bias:
             layer["bqkv"] = jnp.concatenate([w[p + f"self_attn.{n}_proj.bias"] for n in "qkv"])
         layers.append(layer)
     embed = w["model.embed_tokens.weight"]
-    return {"embed": embed, "head": embed if cfg.tie_embeddings else w["lm_head.weight"],
+    head = w.get("lm_head.weight", embed) if cfg.tie_embeddings else w["lm_head.weight"]  # quantized: its own
+    return {"embed": embed, "head": head,
             "norm": w["model.norm.weight"], "layers": layers}
 
 
@@ -102,7 +114,10 @@ def decode_attention(q, k_cache, v_cache, length, multiply_reduce: bool):
 
 
 def linear(x, w, b=None):
-    y = jnp.einsum("bti,oi->bto", x, w)
+    if isinstance(w, dict):  # dequantize-and-dot, which XLA fuses; per-row scale after the sum
+        y = jnp.einsum("bti,oi->bto", x, w["q"].astype(x.dtype)) * w["s"]
+    else:
+        y = jnp.einsum("bti,oi->bto", x, w)
     return y if b is None else y + b
 
 
@@ -158,7 +173,7 @@ class Runner:
         if weights is None:
             w = seeded_weights(cfg, seed, self.dtype, device)
         else:
-            w = {k: jax.device_put(np.asarray(v).astype(self.dtype), device) for k, v in weights.items()}
+            w = {k: self._put(v, device) for k, v in weights.items()}
         with jax.default_device(device):
             self.params = prepare(cfg, w)
         self.weights = w if keep_weights else None  # the params hold fused copies
@@ -167,6 +182,12 @@ class Runner:
             self.rope = rope(cfg, max_seq, self.dtype)
             self.cache = new_cache(cfg, batch, max_seq, self.dtype)
         self._compiled = {}
+
+    def _put(self, v, device):
+        if hasattr(v, "values") and hasattr(v, "scale"):  # a kernels.quant.QWeight
+            return {"q": jax.device_put(np.asarray(v.values), device),
+                    "s": jax.device_put(np.asarray(v.scale, np.float32).astype(self.dtype), device)}
+        return jax.device_put(np.asarray(v).astype(self.dtype), device)
 
     def _fn(self, key, tokens, pos, prefill, last_only):
         if key not in self._compiled:
@@ -196,7 +217,12 @@ class Runner:
         """The weights a decode step reads in full (head, every layer's matrices and norms): the
         buffers a read sweep must cover to measure this model's bandwidth ceiling."""
         p = self.params
-        return [p["head"], p["norm"], *(a for layer in p["layers"] for a in layer.values())]
+        return leaves([p["head"], p["norm"], *(a for layer in p["layers"] for a in layer.values())])
 
     def weights_numpy(self) -> dict:
-        return {k: np.asarray(jax.device_get(v)).astype(np.float64) for k, v in self.weights.items()}
+        """float64 weights as this model computes with them (quantized ones dequantized)."""
+        def f64(v):
+            if isinstance(v, dict):
+                return np.asarray(v["q"]).astype(np.float64) * np.asarray(v["s"]).astype(np.float64)[:, None]
+            return np.asarray(jax.device_get(v)).astype(np.float64)
+        return {k: f64(v) for k, v in self.weights.items()}

@@ -55,7 +55,7 @@ def forward(cfg: LlamaConfig, w: dict, tokens: np.ndarray) -> np.ndarray:
         up = h @ w[p + "mlp.up_proj.weight"].T
         x = x + (silu(gate) * up) @ w[p + "mlp.down_proj.weight"].T
     x = rms_norm(x, w["model.norm.weight"], cfg.norm_eps)
-    head = w["model.embed_tokens.weight"] if cfg.tie_embeddings else w["lm_head.weight"]
+    head = w["lm_head.weight"] if "lm_head.weight" in w else w["model.embed_tokens.weight"]  # quantized: its own head
     return x @ head.T
 
 

@@ -43,6 +43,27 @@ def rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
     return w * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
 
 
+class QLinear:
+    """A quantized [out, in] weight: values (int8 or float8_e4m3fn) and per-output-channel scales
+    in the compute dtype; used as values * scale (kernels/quant.py made them)."""
+
+    def __init__(self, values: torch.Tensor, scale: torch.Tensor):
+        self.values, self.scale = values, scale
+
+    @property
+    def shape(self):
+        return self.values.shape
+
+    @staticmethod
+    def cat(parts: list) -> "QLinear":
+        """Fused rows (QKV, gate/up): per-output-channel scales concatenate with their rows."""
+        return QLinear(torch.cat([p.values for p in parts]), torch.cat([p.scale for p in parts]))
+
+
+def cat_rows(parts: list):
+    return QLinear.cat(parts) if isinstance(parts[0], QLinear) else torch.cat(parts)
+
+
 class Ops:
     """The plain forms of the ops a layer is built from. Device-specific forms (oneDNN packing,
     the fused CPU GEMV) subclass this in llama_torch_cpu.py; the model math stays here."""
@@ -51,7 +72,10 @@ class Ops:
         """An HF [out, in] weight as the ops store it."""
         return w
 
-    def linear(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+    def linear(self, x: torch.Tensor, w, b: torch.Tensor | None = None) -> torch.Tensor:
+        if isinstance(w, QLinear):  # dequantize and multiply; under torch.compile the two fuse (gpt-fast)
+            y = F.linear(x, w.values.to(x.dtype)) * w.scale
+            return y if b is None else y + b
         return F.linear(x, w, b)
 
     def norm_linear(self, x: torch.Tensor, norm_w: torch.Tensor, eps: float, w: torch.Tensor,
@@ -91,17 +115,19 @@ class Llama(torch.nn.Module):
         dtype = w["model.embed_tokens.weight"].dtype
         device = w["model.embed_tokens.weight"].device
         self.embed = w["model.embed_tokens.weight"]
-        self.head = ops.weight(self.embed if cfg.tie_embeddings else w["lm_head.weight"], batch)
+        # A quantized model carries its own LM head even when tied (the embedding gather stays float).
+        head = w.get("lm_head.weight", self.embed) if cfg.tie_embeddings else w["lm_head.weight"]
+        self.head = ops.weight(head, batch)
         self.norm = w["model.norm.weight"]
         self.layers = []
         for i in range(cfg.layers):
             p = f"model.layers.{i}."
             layer = {
                 "ln1": w[p + "input_layernorm.weight"],
-                "wqkv": ops.weight(torch.cat([w[p + f"self_attn.{n}_proj.weight"] for n in "qkv"]), batch),
+                "wqkv": ops.weight(cat_rows([w[p + f"self_attn.{n}_proj.weight"] for n in "qkv"]), batch),
                 "wo": ops.weight(w[p + "self_attn.o_proj.weight"], batch),
                 "ln2": w[p + "post_attention_layernorm.weight"],
-                "w13": ops.weight(torch.cat([w[p + "mlp.gate_proj.weight"], w[p + "mlp.up_proj.weight"]]), batch),
+                "w13": ops.weight(cat_rows([w[p + "mlp.gate_proj.weight"], w[p + "mlp.up_proj.weight"]]), batch),
                 "w2": ops.weight(w[p + "mlp.down_proj.weight"], batch),
             }
             if cfg.qkv_bias:
@@ -118,8 +144,8 @@ class Llama(torch.nn.Module):
     def tensors(self) -> list[torch.Tensor]:
         """Every tensor a step reads or writes (CUDA graphs keep them at fixed addresses)."""
         layer_tensors = [t for layer in self.layers for t in layer.values()]
-        return [self.embed, self.head, self.norm, self.cos, self.sin, *layer_tensors,
-                *self.k_cache, *self.v_cache]
+        return unpack([self.embed, self.head, self.norm, self.cos, self.sin, *layer_tensors,
+                       *self.k_cache, *self.v_cache])
 
     def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor, prefill: bool,
                 last_only: bool = False) -> torch.Tensor:
@@ -160,6 +186,26 @@ class Llama(torch.nn.Module):
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def unpack(items: list) -> list[torch.Tensor]:
+    """Tensors, with each QLinear's values and scales in place of it."""
+    return [t for x in items for t in ((x.values, x.scale) if isinstance(x, QLinear) else (x,))]
+
+
+def to_device(v, device, dtype: torch.dtype):
+    """A host weight (numpy float, or a quant.QWeight) on the device: floats in the compute dtype,
+    quantized values as they are, their scales in the compute dtype."""
+    import numpy as np
+    if hasattr(v, "values") and hasattr(v, "scale"):
+        values = np.asarray(v.values)
+        if values.dtype == np.int8:
+            t = torch.from_numpy(values.copy())
+        else:  # float8_e4m3fn bits, reinterpreted without a copy through uint8
+            t = torch.from_numpy(values.view(np.uint8).copy()).view(torch.float8_e4m3fn)
+        scale = torch.from_numpy(np.asarray(v.scale, dtype=np.float32)).to(device, dtype)
+        return QLinear(t.to(device), scale)
+    return torch.from_numpy(np.asarray(v, dtype=np.float32)).to(device, dtype)
+
+
 class Runner:
     """One model on one device: builds weights and cache, and hands out ready-to-call steps.
 
@@ -176,8 +222,7 @@ class Runner:
         if weights is None:
             w = seeded_weights(cfg, seed, tdtype, device)
         else:  # numpy (bfloat16 via ml_dtypes) -> float32 -> dtype: exact for every source dtype
-            import numpy as np
-            w = {k: torch.from_numpy(np.asarray(v, dtype=np.float32)).to(device, tdtype) for k, v in weights.items()}
+            w = {k: to_device(v, device, tdtype) for k, v in weights.items()}
         self.device = torch.device(device)
         self.model = Llama(cfg, w, batch, max_seq, ops)
         self.weights = w if keep_weights else None  # the model holds fused copies
@@ -217,10 +262,15 @@ class Runner:
         """The weights a decode step reads in full (head, every layer's matrices and norms), as
         stored: the buffers a read sweep must cover to measure this model's bandwidth ceiling."""
         m = self.model
-        return [m.head, m.norm, *(t for layer in m.layers for t in layer.values())]
+        return unpack([m.head, m.norm, *(t for layer in m.layers for t in layer.values())])
 
     def weights_numpy(self) -> dict:
-        return {k: v.detach().to("cpu", torch.float64).numpy() for k, v in self.weights.items()}
+        """float64 weights as this model computes with them (quantized ones dequantized)."""
+        def f64(v):
+            if isinstance(v, QLinear):
+                return (v.values.to("cpu", torch.float64) * v.scale.to("cpu", torch.float64)[:, None]).numpy()
+            return v.detach().to("cpu", torch.float64).numpy()
+        return {k: f64(v) for k, v in self.weights.items()}
 
 
 def strict_recompiles() -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from .llama_torch import Llama, Ops, rms_norm, strict_recompiles
+from .llama_torch import Llama, Ops, QLinear, rms_norm, strict_recompiles
 
 # oneDNN's inner product on a pre-packed weight (the kernel torch.compile's CPU path calls).
 ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
@@ -27,14 +27,24 @@ def onednn_linear(x, w, b=None):
     return torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
 
 
+def int8_linear(x, w: QLinear, b=None):
+    """torch's CPU int8 weight-only kernel: y = x @ (values * scale).T without a float copy of W."""
+    y = torch._weight_int8pack_mm(x.reshape(-1, x.shape[-1]), w.values, w.scale).reshape(*x.shape[:-1], -1)
+    return y if b is None else y + b
+
+
 class OneDNN(Ops):
-    def weight(self, w: torch.Tensor, batch: int) -> torch.Tensor:
+    def weight(self, w, batch: int):
+        if isinstance(w, QLinear):
+            return w
         if ONEDNN and w.dtype in ONEDNN_DTYPES:
             return torch.ops.mkldnn._reorder_linear_weight(w, batch)
         return w
 
     def linear(self, x, w, b=None):
-        if w.is_mkldnn:
+        if isinstance(w, QLinear) and w.values.dtype == torch.int8:
+            return int8_linear(x, w, b)
+        if not isinstance(w, QLinear) and w.is_mkldnn:
             return onednn_linear(x, w, b)
         return super().linear(x, w, b)
 
@@ -43,9 +53,12 @@ def one_row(x: torch.Tensor) -> bool:
     return x.shape[:-1].numel() == 1
 
 
-def multiply_reduce(x32: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+def multiply_reduce(x32: torch.Tensor, w) -> torch.Tensor:
     """x32 @ W.T for one row, as inductor streams it: one vectorised pass over W's rows, split
-    across threads, float32 accumulation as in a GEMM."""
+    across threads, float32 accumulation as in a GEMM. A quantized W is converted inside the
+    same loop (1 byte read a weight) and scaled once per output."""
+    if isinstance(w, QLinear):
+        return (x32.unsqueeze(-2) * w.values.float()).sum(-1) * w.scale.float()
     return (x32.unsqueeze(-2) * w.float()).sum(-1)
 
 
@@ -56,6 +69,10 @@ class FusedGEMV(Ops):
         if one_row(x) and torch.compiler.is_compiling():
             y = multiply_reduce(x.float(), w)
             return (y if b is None else y + b.float()).to(x.dtype)
+        if isinstance(w, QLinear):
+            if w.values.dtype == torch.int8 and not torch.compiler.is_compiling():
+                return int8_linear(x, w, b)
+            return super().linear(x, w, b)
         if ONEDNN and w.dtype in ONEDNN_DTYPES and not torch.compiler.is_compiling():
             return onednn_linear(x, w, b)
         return super().linear(x, w, b)

@@ -1,0 +1,102 @@
+"""int8 weight-only decode on CPUs against float32, measured side by side in one process.
+
+~125M Llama (small-125m), batch 1, context 128: torch-cpu float32 (the compiled fused GEMV),
+torch-cpu int8 (the same GEMV reading int8 weights) and jax-cpu int8 (dequantize-and-dot), every
+figure the median of alternating rounds. The ceiling is the read bandwidth of ATen's sum over the
+float32 model's own weight buffers, taken around each round; an int8 step's ceiling time is its
+stored bytes (int8 values, scales, norms) over that bandwidth. Targets (the quantization issue):
+torch int8 >= 2.5x torch float32 tokens/s; torch int8 >= 80% of its ceiling; jax int8 time per
+token within 1.25x of torch int8.
+
+    python bench/perf/quant_decode.py [--rounds 5] [--steps 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+
+def step_time(backend, step, steps: int) -> float:
+    """Median seconds of one decode step, each call synchronised."""
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        backend.sync(step())
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--model", default="small-125m")
+    args = parser.parse_args()
+
+    import numpy as np
+
+    from infercost.bench.backend import open_backend
+    from infercost.bench.torch_backend import weight_read_sweep
+    from infercost.hardware.host import available_cpus, cpu_model
+    from infercost.kernels import quant
+    from infercost.kernels.llama import CONFIGS
+
+    cfg, context, threads = CONFIGS[args.model], 128, available_cpus()
+    qweights = quant.quantize_seeded(cfg, 0, "int8")
+    torch_cpu, jax_cpu = open_backend("torch-cpu", threads=threads), open_backend("jax-cpu", threads=threads)
+    for b in (torch_cpu, jax_cpu):
+        b.configure("float32", False)
+    runners = {
+        "torch-cpu float32": (torch_cpu, torch_cpu.load_model(cfg, "float32", 1, context + 1, seed=0)),
+        "torch-cpu int8": (torch_cpu, torch_cpu.load_model(cfg, "float32", 1, context + 1, weights=qweights, quant="int8")),
+        "jax-cpu int8": (jax_cpu, jax_cpu.load_model(cfg, "float32", 1, context + 1, weights=qweights, quant="int8")),
+    }
+    prompt = np.random.default_rng(0).integers(0, cfg.vocab_size, (1, context))
+    steps = {}
+    for name, (backend, runner) in runners.items():
+        runner.prefill_step(prompt)()
+        steps[name] = runner.decode_step([[1]], context)
+        step_time(backend, steps[name], 5)  # compile and warm up
+        print(f"{name}: {runner.launch}", file=sys.stderr)
+    float_buffers = runners["torch-cpu float32"][1].streamed()
+    int8_bytes = quant.weight_bytes(cfg, "int8", 4)
+    float_bytes = quant.weight_bytes(cfg, None, 4)
+    sweep = lambda: weight_read_sweep(float_buffers, threads)
+    times = {name: [] for name in runners}
+    bandwidths = [sweep()]
+    for r in range(args.rounds):  # alternate: drift on a shared host hits every variant alike
+        for name, (backend, _) in runners.items():
+            times[name].append(step_time(backend, steps[name], args.steps))
+        bandwidths.append(sweep())
+        print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
+    bw = statistics.median(bandwidths)
+    tpot = {name: statistics.median(t) for name, t in times.items()}
+    ratio = tpot["torch-cpu float32"] / tpot["torch-cpu int8"]
+    share = int8_bytes / bw / tpot["torch-cpu int8"]
+    jax_ratio = statistics.median(j / t for j, t in zip(times["jax-cpu int8"], times["torch-cpu int8"]))
+
+    print(f"\n{args.model} batch 1, context {context}, {threads} threads on {cpu_model()}; medians of {args.rounds} "
+          f"alternating rounds x {args.steps} steps")
+    print(f"read bandwidth (ATen sum over the float32 weights): {min(bandwidths) / 1e9:.1f} to "
+          f"{max(bandwidths) / 1e9:.1f} GB/s; weight bytes per token: float32 {float_bytes / 1e6:.0f} MB, "
+          f"int8 {int8_bytes / 1e6:.0f} MB")
+    print(f"{'':<20}{'TPOT ms':>9}{'tok/s':>9}{'of ceiling':>12}")
+    for name, t in tpot.items():
+        nbytes = float_bytes if "float32" in name else int8_bytes
+        print(f"{name:<20}{t * 1e3:>9.2f}{1 / t:>9.1f}{nbytes / bw / t:>12.1%}")
+    checks = [("torch-cpu int8 / float32 tokens/s", ratio, 2.5, ">="),
+              ("torch-cpu int8 share of its ceiling", share, 0.80, ">="),
+              ("jax-cpu int8 TPOT / torch-cpu int8 TPOT", jax_ratio, 1.25, "<=")]
+    ok = True
+    for name, value, target, op in checks:
+        good = value >= target if op == ">=" else value <= target
+        ok &= good
+        print(f"{name:<42} {value:6.2f}  target {op} {target}  {'met' if good else 'NOT met'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Quantized weights: made once on the host, the same numbers in torch and JAX, checked against
+float64 with the same dequantized weights, bytes counted as stored, quality reported."""
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from infercost.bench.backend import open_backend
+from infercost.bench.llm import TransformerWorkload
+from infercost.bench.measure import measure_case
+from infercost.bench.timing import Settings
+from infercost.kernels import llama, llama_ref, quant
+from infercost.kernels.llama import CONFIGS
+
+CFG = replace(CONFIGS["tiny"], qkv_bias=True, tie_embeddings=True)
+FAST = Settings(warmup_s=0.05, min_time_s=0.1, min_blocks=5)
+
+
+def test_int8_is_symmetric_per_output_channel():
+    w = np.random.default_rng(0).standard_normal((6, 40)).astype(np.float32)
+    w[2] *= 100  # a row of large values gets its own scale
+    q = quant.quantize_matrix(w, "int8")
+    assert q.values.dtype == np.int8 and np.abs(q.values).max(axis=1).tolist() == [127] * 6
+    assert q.scale == pytest.approx(np.abs(w).max(axis=1) / 127)
+    # Rounding to the nearest step: no element is off by more than half a step of its row.
+    assert (np.abs(q.dequantized() - w) <= q.scale[:, None] / 2 * (1 + 1e-6)).all()
+
+
+def test_fp8_keeps_three_mantissa_bits():
+    w = np.random.default_rng(1).uniform(0.5, 1.0, (4, 64)).astype(np.float32)  # normal e4m3 range once scaled
+    q = quant.quantize_matrix(w, "fp8")
+    assert str(q.values.dtype) == "float8_e4m3fn"
+    assert (np.abs(q.dequantized() - w) <= 2**-4 * np.abs(w) * (1 + 1e-6)).all()  # half of e4m3's 2^-3 spacing
+
+
+def test_seeded_quantized_weights_are_the_quantized_seeded_weights():
+    a = quant.quantize_seeded(CFG, 3, "int8")
+    b = quant.quantize(CFG, llama.seeded_weights_numpy(CFG, 3), "int8")
+    assert sorted(a) == sorted(b) and "lm_head.weight" in a  # the tied head gets its own int8 copy
+    for name in a:
+        if isinstance(a[name], quant.QWeight):
+            np.testing.assert_array_equal(a[name].values, b[name].values)
+            np.testing.assert_array_equal(a[name].scale, b[name].scale)
+        else:
+            np.testing.assert_array_equal(a[name], b[name])
+
+
+def run_quantized(name, batch, weights, prompt, steps):
+    backend = open_backend(name, threads=2)
+    backend.configure("float32", False)
+    runner = backend.load_model(CFG, "float32", batch, prompt.shape[1] + steps, weights=weights, quant="int8")
+    logits = [backend.fetch(runner.prefill_step(prompt, last_only=False)())]
+    tokens = [logits[0][:, -1].argmax(-1)]
+    for i in range(steps - 1):
+        logits.append(backend.fetch(runner.decode_step(tokens[-1][:, None], prompt.shape[1] + i)()))
+        tokens.append(logits[-1][:, -1].argmax(-1))
+    return np.stack(tokens, axis=1), logits, runner.launch
+
+
+@pytest.mark.parametrize("batch", [1, 2])  # torch-cpu: the compiled fused GEMV, and torch's int8 kernel
+def test_int8_logits_match_float64_with_the_same_dequantized_weights_in_torch_and_jax(batch):
+    qw = quant.quantize_seeded(CFG, 0, "int8")
+    prompt = np.random.default_rng(2).integers(0, CFG.vocab_size, (batch, 7))
+    ref_tokens, ref_logits = llama_ref.greedy(CFG, quant.dequantized(qw), prompt, 4)
+    results = {}
+    for name in ("torch-cpu", "jax-cpu"):
+        tokens, logits, launch = run_quantized(name, batch, qw, prompt, 4)
+        np.testing.assert_array_equal(tokens, ref_tokens)
+        for got, ref in zip(logits, ref_logits):
+            assert np.abs(got - ref).max() / np.abs(ref).max() < 1e-5, name
+        results[name] = logits
+        if name == "torch-cpu":
+            assert ("inductor" in launch) == (batch == 1)
+    for a, b in zip(results["torch-cpu"], results["jax-cpu"]):
+        assert np.abs(a - b).max() / np.abs(b).max() < 1e-5  # torch and JAX agree
+
+
+def decode_case(backend, q="int8", batch=1):
+    return {"backend": backend, "workload": "decode", "dtype": "float32", "tf32": False, "threads": 2,
+            "params": {"model": "tiny", "batch": batch, "tokens": 16, "quant": q}}
+
+
+@pytest.mark.parametrize("name", ["torch-cpu", "jax-cpu"])
+def test_a_quantized_case_records_its_dtypes_rule_quality_and_stored_bytes(name):
+    case = decode_case(name)
+    r = measure_case(open_backend(name, threads=2), TransformerWorkload(case), case, FAST, 0, 2)
+    assert r["check"]["passed"] and r["check"]["greedy_tokens_agree"]
+    c, m = r["case"], r["metrics"]
+    assert c["weight_dtype"] == "int8" and c["kv_dtype"] == "float32" and "LM head" in c["quant_rule"]
+    assert 0 < m["quant_top1_agreement"] <= 1 and m["quant_mean_kl"] >= 0
+    # tiny, untied, int8: 106,496 weight bytes + 1,536 float32 scales + 5 norms of 64 float32 = 113,920;
+    # a decode step at context 16 also reads one embedding row (256), the cache over 17 positions
+    # (8,704), writes one position (512) and returns 512 float32 logits (2,048): 125,440 bytes.
+    assert m["bytes"] == 125_440
+    assert m["weight_bytes"] == 113_920 + 512 * 64 * 4  # and the float embedding table, stored
+
+
+def test_fp8_is_skipped_with_the_reason_on_a_device_without_it():
+    case = decode_case("torch-cpu", q="fp8")
+    r = measure_case(open_backend("torch-cpu", threads=2), TransformerWorkload(case), case, FAST, 0, 2)
+    assert r["status"] == "skipped" and "no native fp8" in r["reasons"][0]
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "infercost.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_quant_on_matmul_alone_is_a_one_line_error(tmp_path):
+    proc = cli("run", "--backend", "torch-cpu", "--shape", "64x64x64", "--quant", "int8", "--out", str(tmp_path / "r.jsonl"))
+    err = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert proc.returncode == 2 and len(err) == 1 and "--quant applies to transformer cases" in err[0]
+    assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_a_quantized_run_keeps_quantized_and_float_cases_apart(tmp_path):
+    out = tmp_path / "r.jsonl"
+    for extra in ([], ["--quant", "int8"]):
+        proc = cli("run", "--backend", "jax-cpu", "--model", "tiny", "--workload", "decode", "--tokens", "16",
+                   "--min-time", "0.05", "--warmup", "0.05", "--repeats", "3", "--out", str(out), "--resume", *extra)
+        assert proc.returncode == 0, proc.stderr
+    records = [json.loads(l) for l in out.read_text().splitlines()]
+    assert [r["case"]["weight_dtype"] for r in records] == ["float32", "int8"]  # two cases, not one resumed
+    assert records[1]["metrics"]["bytes"] < records[0]["metrics"]["bytes"]
+
+
+def test_estimate_with_quant_matches_scaling_book_int8_llama3_70b():
+    # jax-ml/scaling-book, applied inference: LLaMA-3-70B with int8 weights and KV cache, batch 32,
+    # 8k context, on 8 TPU v5e chips: about 17 ms per decode step, 235 tokens/s per chip.
+    proc = cli("estimate", "-m", "llama-3.1-70b", "-a", "TPU v5e", "--chips", "8", "--batch", "32",
+               "--context", "8192", "--quant", "int8", "--kv-cache", "int8")
+    assert proc.returncode == 0, proc.stderr
+    line = next(l for l in proc.stdout.splitlines() if "decode step" in l)
+    step_ms = float(line.split("decode step")[1].split("ms")[0])
+    per_chip = float(line.split("output tok/s,")[1].split("per chip")[0])
+    assert step_ms == pytest.approx(17, rel=0.10) and per_chip == pytest.approx(235, rel=0.10)
+    assert "ESTIMATE" in proc.stdout and "weights int8, KV int8" in proc.stdout
