@@ -192,7 +192,8 @@ def parse_record(raw: bytes) -> tuple[str | None, dict | None]:
 
 # What a valid record of each workload must report for it to be priced and plotted.
 FIGURES = {"matmul": ("tflops",), "prefill": ("input_tokens_per_s", "ttft_s"),
-           "decode": ("output_tokens_per_s", "tpot_s", "per_user_tokens_per_s")}
+           "decode": ("output_tokens_per_s", "tpot_s", "per_user_tokens_per_s"),
+           "serve": ("output_tokens_per_s", "tpot_s", "per_user_tokens_per_s")}
 
 
 def missing_figures(rec: dict) -> str:
@@ -220,9 +221,17 @@ def impossible_figures(rec: dict) -> str:
     if times is not None and (not isinstance(times, list) or not times
                               or not all(is_figure(t) and t > 0 for t in times)):
         bad.append("raw_times_s holds a time that is not positive and finite")
-    stats = rec.get("stats") or {}
-    bad += [f"stats.{k} = {v!r}" for k, v in stats.items() if not isinstance(v, (str, bool)) and not is_figure(v)]
+    bad += [f"stats.{k} = {v!r}" for k, v in numbers(rec.get("stats") or {}) if not is_figure(v)]
     return ", ".join(bad)
+
+
+def numbers(tree: dict, prefix: str = ""):
+    """(dotted name, value) of every number in a nested dict (None, text and flags left out)."""
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            yield from numbers(v, f"{prefix}{k}.")
+        elif v is not None and not isinstance(v, (str, bool, list)):
+            yield f"{prefix}{k}", v
 
 
 def done_keys(path: Path) -> set[str]:
@@ -245,13 +254,17 @@ def flatten(record: dict) -> dict:
     for key, value in case.items():
         if key == "params":
             row.update(value)
-        elif key == "precision_flags":
-            row["precision_flags"] = json.dumps(value, sort_keys=True)
+        elif isinstance(value, (dict, list)):  # precision flags, an engine's identity: one text column
+            row[key] = json.dumps(value, sort_keys=True)
         else:
             row[key] = value
     for section in ("metrics", "stats", "check", "timing"):
         for key, value in (record.get(section) or {}).items():
-            row[key if section == "metrics" else f"{section}_{key}"] = value
+            name = key if section == "metrics" else f"{section}_{key}"
+            if isinstance(value, dict):  # a serving level's latency percentiles: stats_ttft_s_p99, ...
+                row.update({f"{name}_{k}": v for k, v in value.items() if not isinstance(v, dict)})
+            else:
+                row[name] = value
     prov = record.get("provenance", {})
     row["git_commit"] = prov.get("git_commit")
     row["host"] = prov.get("host", {}).get("hostname")

@@ -38,6 +38,9 @@ class Basis:
                 f"the run used {self.accelerators_used}")
 
 
+OUTPUT = ("decode", "serve")  # workloads priced per output token: the kernels' decode, an engine's serving
+
+
 def owned_per_hour(purchase_usd: float, years: float, power_w: float, usd_per_kwh: float) -> float:
     """Owned hardware: the purchase spread evenly over its life, plus electricity at the given draw."""
     return purchase_usd / (years * 365 * 24) + power_w / 1000 * usd_per_kwh
@@ -80,7 +83,7 @@ def price_record(record: dict, basis: Basis) -> dict | None:
                     f"usd_per_m_{key}_ci95_low": per_million(rate, m.get(f"{key}_tokens_per_s_ci95_high")),
                     f"usd_per_m_{key}_ci95_high": per_million(rate, m.get(f"{key}_tokens_per_s_ci95_low"))})
         if key == "output":
-            row.update(tpot_s=m["tpot_s"], per_user_tokens_per_s=m["per_user_tokens_per_s"])
+            row.update(tpot_s=m["tpot_s"], per_user_tokens_per_s=m["per_user_tokens_per_s"], output_tokens_per_s=tps)
     return row
 
 
@@ -133,7 +136,7 @@ def price_records(records: list[dict], basis: Basis, ratio: float = 3.0) -> list
             k = (r["backend"], r["device"], r["model"], r["dtype"])
             best_input[k] = min(best_input.get(k, float("inf")), r["usd_per_m_input"])
     for r in rows:
-        if r["workload"] == "decode":
+        if r["workload"] in OUTPUT:
             r["usd_per_m_blended"] = blend(best_input.get((r["backend"], r["device"], r["model"], r["dtype"])),
                                            r["usd_per_m_output"], ratio)
     return rows
@@ -144,7 +147,7 @@ def frontier(rows: list[dict]) -> list[dict]:
     per (backend, device, model, dtype, context)."""
     groups: dict = {}
     for r in rows:
-        if r["workload"] == "decode":
+        if r["workload"] in OUTPUT:
             groups.setdefault((r["backend"], r["device"], r["model"], r["dtype"], r["tokens"]), []).append(r)
     out = []
     for points in groups.values():
@@ -162,7 +165,7 @@ def cheapest_within(rows: list[dict], max_tpot_s: float) -> list[dict]:
     output token meets the limit."""
     best: dict = {}
     for r in rows:
-        if r["workload"] == "decode" and r["tpot_s"] <= max_tpot_s:
+        if r["workload"] in OUTPUT and r["tpot_s"] is not None and r["tpot_s"] <= max_tpot_s:
             k = (r["backend"], r["device"], r["model"], r["dtype"], r["tokens"])
             if k not in best or r["usd_per_m_output"] < best[k]["usd_per_m_output"]:
                 best[k] = r

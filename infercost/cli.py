@@ -176,6 +176,41 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from infercost.bench import serve
+    from infercost.bench.records import Writer, results_path, run_provenance
+    url = serve.check_url(args.url)
+    bases = price_bases(args, cpu=args.device_kind == "cpu")
+    limits = dict(min_duration_s=args.min_duration, min_requests=args.min_requests,
+                  warmup_requests=args.warmup_requests, max_duration_s=args.max_duration)
+    levels = serve.plan_levels(args.concurrency, args.rate, args.max_concurrency, **limits)
+    work = serve.Workload(serve.span(args.input_tokens, "--input-tokens"), serve.span(args.output_tokens, "--output-tokens"),
+                          serve.read_prompts(args.prompts) if args.prompts else None, args.seed)
+    ep = serve.Endpoint(url, args.model, args.api, args.api_key_env, args.timeout, not args.no_ignore_eos, args.tokenizer)
+    slo = serve.parse_slo(args.slo)
+    path = results_path(args.out, False) if args.out else results_path(None, False).with_name(
+        results_path(None, False).name.replace("run-", "serve-"))
+    writer = Writer(path, warn)
+    console.print(escape(f"infercost {__version__}: {len(levels)} levels against {url} ({args.model}, {work.describe()})"))
+
+    def on_level(r):
+        m, p = r["metrics"], r["case"]["params"]
+        line = (f"{m['output_tokens_per_s']:.4g} output tok/s, TTFT {m['ttft_s'] * 1e3:.3g} ms, TPOT "
+                f"{m['tpot_s'] * 1e3:.3g} ms, {m['requests_ok']} ok / {m['requests_failed']} failed"
+                if r["status"] == "ok" else f"{r['status']}: {'; '.join(r['reasons'])}")
+        console.print(escape(f"{p['mode']} {p['level']:g}: {line}"))
+
+    try:
+        records = serve.run(ep, levels, work, slo, writer, run_provenance(args.seed), args.device, args.device_kind,
+                            on_level, args.kernel_model)
+    finally:
+        writer.close()
+    if bases:
+        print_costs(records, bases)
+    console.print(escape(f"results: {path}"))
+    return 0
+
+
 def cmd_cost(args) -> int:
     from infercost.hardware.cost import on_cpu
     if not price_bases(args, cpu=False):  # a missing or bad price is reported before any file is read
@@ -312,7 +347,7 @@ def cmd_backends(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "backends": cmd_backends, "cost": cmd_cost, "estimate": cmd_estimate,
+COMMANDS = {"run": cmd_run, "serve": cmd_serve, "backends": cmd_backends, "cost": cmd_cost, "estimate": cmd_estimate,
             "prices": cmd_prices, "report": cmd_report, "compare": cmd_compare, "ingest": cmd_ingest}
 
 

@@ -35,7 +35,7 @@ def result_line(record: dict) -> str:
         wl = record["case"]["workload"]
         if wl == "prefill":
             main = f"{m['input_tokens_per_s']:.4g} input tok/s, TTFT {m['ttft_s'] * 1e3:.3g} ms"
-        elif wl == "decode":
+        elif wl in ("decode", "serve"):
             main = f"{m['output_tokens_per_s']:.4g} output tok/s, TPOT {m['tpot_s'] * 1e3:.3g} ms"
         else:
             main = f"{m['tflops']:.3g} TFLOP/s"

@@ -111,24 +111,26 @@ def measured_roofs(records) -> dict:
 
 def fig_frontier(rows):
     """Throughput per accelerator against per-user speed (decode), each point with its cost."""
-    pts = [r for r in rows if r["workload"] == "decode"]
+    pts = [r for r in rows if r["workload"] in ("decode", "serve") and r.get("per_user_tokens_per_s")]
     if not pts:
         return None
     fig, ax = new_figure()
     groups = {}
     for r in pts:
         groups.setdefault((r["device"], r["backend"], r["model"], r["dtype"]), []).append(r)
-    for (device, backend, model, dtype), items in sorted(groups.items()):
+    for (device, backend, model, dtype), items in sorted(groups.items(), key=lambda kv: str(kv[0])):
         items.sort(key=lambda r: r["per_user_tokens_per_s"])
         x = [r["per_user_tokens_per_s"] for r in items]
-        y = [r["per_user_tokens_per_s"] * r["batch"] for r in items]
-        ax.plot(x, y, marker="o", label=f"{device} ({backend}) {model} {dtype}")
+        y = [r["output_tokens_per_s"] for r in items]
+        engine = backend == "endpoint"  # a serving engine beside the kernels' ceiling
+        ax.plot(x, y, marker="s" if engine else "o", ls="--" if engine else "-",
+                label=f"{device} {'engine' if engine else f'({backend})'} {model} {'' if engine else dtype}")
         for r, xi, yi in zip(items, x, y):
             if r.get("usd_per_m_output") is not None:
                 ax.annotate(f"b{r['batch']} ${r['usd_per_m_output']:.3g}/M", (xi, yi), fontsize=6,
                             textcoords="offset points", xytext=(3, 3))
     ax.set_yscale("log")
-    finish(ax, "Throughput versus interactivity (decode)", "per-user speed (output tokens/s = 1 / TPOT)",
+    finish(ax, "Throughput versus interactivity (kernels' decode; engines dashed)", "per-user speed (output tokens/s = 1 / TPOT)",
            "output tokens/s per accelerator")
     return fig
 

@@ -26,8 +26,8 @@ def util_rows(records):
         if r["status"] != "ok":
             continue
         c, m = r["case"], r["metrics"]
-        util = m.get("peak_fraction") if c["workload"] == "matmul" else m.get("mfu" if c["workload"] == "prefill" else "mbu")
-        what = {"matmul": "of dense peak", "prefill": "MFU", "decode": "MBU"}[c["workload"]]
+        util = {"matmul": m.get("peak_fraction"), "prefill": m.get("mfu"), "decode": m.get("mbu")}.get(c["workload"])
+        what = {"matmul": "of dense peak", "prefill": "MFU", "decode": "MBU"}.get(c["workload"], "")
         out.append([c["backend"], c.get("device") or "?", c["workload"], c.get("shape") or "", c["dtype"],
                     f"{m.get('tflops'):.4g}" if m.get("tflops") else "-",
                     f"{util:.1%} {what}" if util is not None else "-"])
@@ -51,6 +51,29 @@ def peak_rows(records):
                      f"{spec / 1e12:.4g}" if spec else "not in catalog",
                      f"{tflops * 1e12 / spec:.1%}" if spec else "-"])
     return rows
+
+
+def engine_rows(records):
+    """Each engine level beside the kernels' decode of the same model on the same device at the
+    same batch (or the largest smaller one): engine tokens/s over the kernels', the ceiling."""
+    kernels = [r for r in records if r["status"] == "ok" and r["case"]["workload"] == "decode"]
+    out = []
+    for r in records:
+        c = r["case"]
+        if r["status"] != "ok" or c["workload"] != "serve":
+            continue
+        p = c["params"]
+        model = p.get("kernel_model") or p["model"]
+        same = [k for k in kernels if k["case"]["params"]["model"] == model and k["case"].get("device") == c.get("device")
+                and k["case"]["params"]["batch"] <= p["batch"]]
+        if not same:
+            continue
+        best = max(same, key=lambda k: (k["case"]["params"]["batch"], k["metrics"]["output_tokens_per_s"]))
+        engine, ceiling = r["metrics"]["output_tokens_per_s"], best["metrics"]["output_tokens_per_s"]
+        server = (c.get("engine") or {}).get("server") or "engine"
+        out.append([c.get("device") or "?", f"{server} {p['model']}", f"{p['mode']} {p['level']:g}", f"{engine:.4g}",
+                    f"{best['case']['backend']} b{best['case']['params']['batch']}", f"{ceiling:.4g}", f"{engine / ceiling:.0%}"])
+    return out
 
 
 def provenance(records, files) -> list[str]:
@@ -114,6 +137,10 @@ def write_report(records: list[dict], files: list, out: Path, bases=(), ratio: f
     if peaks:
         md += ["## Measured peaks beside spec peaks", "", _md_table(peak_head, peaks), ""]
     md += ["## MFU / MBU and throughput", "", _md_table(head, table), ""]
+    engines = engine_rows(records)
+    engine_head = ["device", "engine", "level", "engine tok/s", "ceiling (kernels' decode)", "ceiling tok/s", "engine / ceiling"]
+    if engines:
+        md += ["## Serving engines against the kernels' ceiling", "", _md_table(engine_head, engines), ""]
     if cost_table:
         md += ["## Costs", "", f"*{price_note}*", "", _md_table(cost_head, cost_table), ""]
     if invalid:
@@ -130,6 +157,8 @@ def write_report(records: list[dict], files: list, out: Path, bases=(), ratio: f
     if peaks:
         body.append("<h2>Measured peaks beside spec peaks</h2>" + _html_table(peak_head, peaks))
     body.append("<h2>MFU / MBU and throughput</h2>" + _html_table(head, table))
+    if engines:
+        body.append("<h2>Serving engines against the kernels' ceiling</h2>" + _html_table(engine_head, engines))
     if cost_table:
         body.append(f"<h2>Costs</h2><p>{e(price_note)}</p>" + _html_table(cost_head, cost_table))
     if invalid:

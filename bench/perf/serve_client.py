@@ -1,0 +1,160 @@
+"""The load generator is not the bottleneck: its bookkeeping rate and overhead per token, and its
+TTFT, TPOT and throughput beside a plain client loop on the same server and settings.
+
+A trivial streaming server (its own process, on 127.0.0.1) sends each request's tokens as SSE
+chunks after a fixed first-token delay and a fixed gap between tokens, plus usage. Against it:
+1. bookkeeping: infercost's load generator at high concurrency with no gaps, tokens per second
+   handled by one client process and its CPU time per token (target >= 2000 tokens/s);
+2. fidelity: infercost's figures and a separately written plain loop (one httpx stream per
+   request, perf_counter around it), alternating, at the same concurrency (target within 5%).
+
+    python bench/perf/serve_client.py [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+
+async def stub_server(port: int, first_s: float, gap_s: float) -> None:
+    async def handle(reader, writer):
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(next((l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")), b"0"))
+                body = json.loads(await reader.readexactly(length)) if length else {}
+                n = int(body.get("max_tokens", 16))
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+                await asyncio.sleep(first_s)
+                for i in range(n):
+                    if i and gap_s:
+                        await asyncio.sleep(gap_s)
+                    data = f"data: {json.dumps({'choices': [{'index': 0, 'text': ' t'}]})}\n\n".encode()
+                    writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                    await writer.drain()
+                tail = f"data: {json.dumps({'choices': [], 'usage': {'completion_tokens': n}})}\n\ndata: [DONE]\n\n".encode()
+                writer.write(f"{len(tail):x}\r\n".encode() + tail + b"\r\n0\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", port)
+    async with server:
+        await server.serve_forever()
+
+
+def start_stub(first_s: float, gap_s: float) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, __file__, "--stub", str(port), str(first_s), str(gap_s)])
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc, f"http://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit("the stub server did not start")
+
+
+async def plain_loop(url: str, concurrency: int, requests: int, tokens: int) -> dict:
+    """A separately written client: one httpx stream per request, perf_counter around it."""
+    import httpx
+    ttft, tpot, e2e, count = [], [], [], [0]
+    async with httpx.AsyncClient(base_url=url, limits=httpx.Limits(max_connections=concurrency)) as client:
+        async def one():
+            t0 = time.perf_counter()
+            first, n = None, 0
+            async with client.stream("POST", "/v1/completions", json={"model": "stub", "prompt": "x", "max_tokens": tokens,
+                                                                      "stream": True}) as r:
+                async for line in r.aiter_lines():
+                    if line.startswith("data:") and '"text"' in line:
+                        n += 1
+                        first = first or time.perf_counter() - t0
+            total = time.perf_counter() - t0
+            ttft.append(first)
+            tpot.append((total - first) / (n - 1))
+            e2e.append(total)
+            count[0] += n
+
+        async def worker(k):
+            for _ in range(k):
+                await one()
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(requests // concurrency) for _ in range(concurrency)))
+        wall = time.perf_counter() - start
+    return {"ttft": statistics.median(ttft), "tpot": statistics.median(tpot), "tokens_per_s": count[0] / wall}
+
+
+def infercost_level(url: str, concurrency: int, requests: int, tokens: int) -> tuple[dict, float, int]:
+    from infercost.bench import serve
+    ep = serve.Endpoint(url, "stub", ignore_eos=False, timeout_s=60)
+    level = serve.Level("concurrency", concurrency, min_duration_s=0.0, min_requests=requests, warmup_requests=0)
+    cpu0 = time.process_time()
+    reqs, start, end = asyncio.run(serve.run_level(ep, level, serve.Workload((1, 1), (tokens, tokens)), serve.Counter(None)))
+    cpu = time.process_time() - cpu0
+    metrics, _, _ = serve.summarize_level(reqs, start, end, {})
+    return metrics, cpu, metrics["output_tokens"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--stub", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.stub:
+        asyncio.run(stub_server(int(args.stub[0]), float(args.stub[1]), float(args.stub[2])))
+        return 0
+    from infercost.hardware.host import cpu_model
+
+    # 1. Bookkeeping: tokens as fast as the stub sends them, 32 streams at once.
+    proc, url = start_stub(0.0, 0.0)
+    try:
+        rates, per_token = [], []
+        for _ in range(args.rounds):
+            metrics, cpu, tokens = infercost_level(url, 32, 256, 64)
+            rates.append(metrics["output_tokens_per_s"])
+            per_token.append(cpu / tokens)
+    finally:
+        proc.kill()
+    # 2. Fidelity: 20 ms to the first token, 5 ms between tokens, 8 streams; alternating rounds.
+    proc, url = start_stub(0.02, 0.005)
+    ours, plain = [], []
+    try:
+        for _ in range(args.rounds):
+            m, _, _ = infercost_level(url, 8, 48, 32)
+            ours.append({"ttft": m["ttft_s"], "tpot": m["tpot_s"], "tokens_per_s": m["output_tokens_per_s"]})
+            plain.append(asyncio.run(plain_loop(url, 8, 48, 32)))
+    finally:
+        proc.kill()
+    med = lambda rows, k: statistics.median(r[k] for r in rows)
+    print(f"\nclient on {cpu_model()} ({os.cpu_count()} CPUs), stub server in its own process on 127.0.0.1; medians of {args.rounds} rounds")
+    print(f"bookkeeping: {statistics.median(rates):,.0f} streamed tokens/s through one process (32 streams, 64 tokens each); "
+          f"client CPU {statistics.median(per_token) * 1e6:.1f} us per token")
+    print(f"{'':<12}{'TTFT ms':>9}{'TPOT ms':>9}{'tok/s':>9}")
+    for name, rows in (("infercost", ours), ("plain loop", plain)):
+        print(f"{name:<12}{med(rows, 'ttft') * 1e3:>9.2f}{med(rows, 'tpot') * 1e3:>9.3f}{med(rows, 'tokens_per_s'):>9.0f}")
+    checks = [("bookkeeping tokens/s", statistics.median(rates), 2000, ">=")]
+    for k in ("ttft", "tpot", "tokens_per_s"):
+        checks.append((f"{k} infercost / plain", med(ours, k) / med(plain, k), 0.05, "within"))
+    ok = True
+    for name, value, target, op in checks:
+        good = value >= target if op == ">=" else abs(value - 1) <= target
+        ok &= good
+        shown = f"{value:,.0f}" if op == ">=" else f"{value:.3f}"
+        print(f"{name:<30} {shown:>8}  target {op} {target if op == '>=' else '1 +- 0.05'}  {'met' if good else 'NOT met'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""`infercost serve` against a real OpenAI-compatible server: `transformers serve` on 127.0.0.1
+with a tiny random Llama and a tokenizer built here (nothing downloaded). A small in-process stub
+is used only for faults a real server will not produce on demand (a 500 mid-stream, a malformed
+chunk, a redirect) and to see the headers a request carries."""
+
+import asyncio
+import http.server
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from infercost.bench import serve
+
+pytest.importorskip("fastapi", reason="transformers serve needs transformers[serving]")
+TRANSFORMERS = shutil.which("transformers", path=str(Path(sys.executable).parent)) or shutil.which("transformers")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_model(folder: Path) -> None:
+    """A 2-layer random Llama and a word-level tokenizer: "w0" ... "w252" are one token each."""
+    import transformers as tf
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    words = ["<unk>", "<s>", "</s>"] + [f"w{i}" for i in range(253)]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.WordPiece(prefix="##")
+    fast = tf.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+    fast.chat_template = "{% for m in messages %}{{ m['content'] }} {% endfor %}"
+    fast.save_pretrained(folder)
+    cfg = tf.LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         bos_token_id=1, eos_token_id=None)  # no EOS: every request runs to max_tokens
+    tf.LlamaForCausalLM(cfg).save_pretrained(folder)
+
+
+def start_server(folder: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.Popen([TRANSFORMERS, "serve", str(folder), "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    import httpx
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "transformers serve exited"
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    proc.kill()
+    raise AssertionError("transformers serve did not start")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    make_model(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(model_dir):
+    proc, url = start_server(model_dir)
+    yield url, str(model_dir)
+    stop(proc)
+
+
+def level(mode="concurrency", value=2, duration=1.5, requests=8):
+    return serve.Level(mode, value, min_duration_s=duration, min_requests=requests, warmup_requests=1, max_duration_s=30)
+
+
+def test_a_level_counts_exactly_the_tokens_the_server_returned(server, model_dir):
+    url, model = server
+    ep = serve.Endpoint(url, model, timeout_s=30)
+    counter = serve.Counter(str(model_dir))
+    asyncio.run(serve.probe(ep, counter))
+    requests, start, end = asyncio.run(serve.run_level(ep, level(value=2), serve.Workload((4, 8), (6, 10)), counter))
+    measured = [r for r in requests if not r.warmup]
+    assert len(measured) >= 8 and all(r.ok for r in requests)
+    for r in measured:
+        # The count is the server's usage, and with no EOS it is exactly what was asked; the streamed
+        # chunks (one a token) and the tokenizer over the returned text agree with each other, and
+        # fall short only by special tokens the random model drew, which stream no text.
+        assert r.output_tokens == r.max_tokens
+        assert len(r.chunks) == counter.count("".join(r.text)) <= r.output_tokens
+        assert 0 < r.ttft < r.e2e
+    metrics, stats, findings = serve.summarize_level(requests, start, end, {})
+    assert metrics["output_tokens"] == sum(r.output_tokens for r in measured)
+    # Little's law: requests in flight = throughput x latency, about the concurrency asked for.
+    assert metrics["mean_in_flight"] == pytest.approx(2, rel=0.2)
+    assert stats["ttft_s"]["p50"] <= stats["ttft_s"]["p99"] and stats["e2e_s"]["p50"] > stats["ttft_s"]["p50"]
+
+
+def test_a_concurrency_sweep_writes_priced_records(server, tmp_path):
+    url, model = server
+    out = tmp_path / "serve.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "infercost.cli", "serve", url, "--model", model, "--concurrency", "1,2",
+                           "--min-duration", "1.5", "--min-requests", "8", "--warmup-requests", "1",
+                           "--input-tokens", "6", "--output-tokens", "8", "--slo", "ttft=2s,tpot=1s",
+                           "--price-per-hour", "2", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(l) for l in out.read_text().splitlines()]
+    assert [r["case"]["params"]["level"] for r in records] == [1, 2]
+    for r in records:
+        assert r["case"]["workload"] == "serve" and r["case"]["engine"]["server"] == "uvicorn"
+        assert model in r["case"]["engine"]["models"]
+        assert r["metrics"]["warmup_requests"] == 1 and r["metrics"]["requests_failed"] == 0
+        assert r["status"] == "ok" or any("climbing" in x for x in r["reasons"]), r["reasons"]
+        if r["status"] == "ok":  # under a generous SLO every request counts toward goodput
+            assert r["metrics"]["goodput_requests_per_s"] == pytest.approx(r["metrics"]["requests_per_s"])
+    assert "$/M output" in proc.stdout or "no valid measurement" in proc.stdout
+    import infercost
+    assert len(infercost.load_results(out)) == 2
+
+
+def test_a_server_killed_mid_level_gives_failed_requests_and_an_invalid_level(model_dir):
+    proc, url = start_server(model_dir)
+    ep = serve.Endpoint(url, str(model_dir), timeout_s=10)
+    killer = threading.Timer(1.0, stop, args=(proc,))
+    killer.start()
+    try:
+        requests, start, end = asyncio.run(serve.run_level(ep, level(value=2, duration=3, requests=10),
+                                                           serve.Workload((4, 4), (8, 8)), serve.Counter(None)))
+    finally:
+        killer.join()
+        stop(proc)
+    failed = [r for r in requests if not r.ok]
+    assert failed and all(r.e2e is None for r in failed)  # a failed request is never timed as fast
+    rec = serve.level_record(ep, level(), serve.Workload(), requests, start, end, {}, {}, "unknown", "gpu")
+    assert rec["status"] == "invalid" and rec["reasons"][0].startswith("errors:")
+    assert rec["metrics"]["output_tokens_per_s"] is None
+
+
+def test_a_slow_server_hits_the_request_timeout_cleanly(server):
+    url, model = server
+    ep = serve.Endpoint(url, model, timeout_s=0.002, ignore_eos=False)
+    requests, start, end = asyncio.run(serve.run_level(ep, level(value=1, duration=0.3, requests=3),
+                                                       serve.Workload((4, 4), (64, 64)), serve.Counter(None)))
+    assert requests and all(r.error and r.error.startswith("timeout") for r in requests)
+    metrics, _, findings = serve.summarize_level(requests, start, end, {})
+    assert metrics["timeouts"] == metrics["requests_failed"] > 0 and findings[0][0] == "invalid"
+
+
+class Stub(http.server.BaseHTTPRequestHandler):
+    """Faults on demand, by the prompt: "fault500", "garbage", "redirect"; otherwise 3 good chunks."""
+    seen: list = []
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        Stub.seen.append(dict(self.headers))
+        prompt = body.get("prompt", "")
+        if prompt == "redirect":
+            self.send_response(307)
+            self.send_header("Location", "http://127.0.0.1:9/v1/completions")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        chunk = lambda text: f"data: {json.dumps({'choices': [{'index': 0, 'text': text}]})}\n\n".encode()
+        self.wfile.write(chunk("a"))
+        if prompt == "garbage":
+            self.wfile.write(b"data: {not json\n\n")
+        elif prompt == "fault500":
+            self.wfile.write(b'data: {"error": {"code": 500, "message": "internal error"}}\n\n')
+        else:
+            self.wfile.write(chunk(" b") + chunk(" c"))
+            self.wfile.write(f"data: {json.dumps({'choices': [], 'usage': {'completion_tokens': 3}})}\n\n".encode())
+        self.wfile.write(b"data: [DONE]\n\n")
+        self.wfile.flush()
+
+    def do_GET(self):
+        data = json.dumps({"data": [{"id": "stub", "owned_by": "test"}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def stub():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stub)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    Stub.seen = []
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+@pytest.mark.parametrize("prompt,error", [("fault500", "error in the stream"), ("garbage", "JSONDecodeError"),
+                                          ("redirect", "HTTP 307")])
+def test_faults_mid_stream_are_failed_requests(stub, prompt, error):
+    ep = serve.Endpoint(stub, "stub", timeout_s=5, ignore_eos=False)
+    req = asyncio.run(_one(ep, serve.Request(prompt, 4)))
+    assert not req.ok and error in req.error and req.e2e is None
+
+
+async def _one(ep, req):
+    async with serve.client_for(ep, 1) as client:
+        return await serve.send(client, ep, req, serve.Counter(None))
+
+
+def test_the_api_key_is_sent_but_never_written(stub, tmp_path):
+    secret = "sk-test-" + "9" * 24
+    out = tmp_path / "r.jsonl"
+    env = {**os.environ, "MY_KEY": secret}
+    proc = subprocess.run([sys.executable, "-m", "infercost.cli", "serve", stub, "--model", "stub", "--api-key-env", "MY_KEY",
+                           "--concurrency", "1", "--min-duration", "0.2", "--min-requests", "3", "--warmup-requests", "0",
+                           "--out", str(out), "--no-ignore-eos"], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert any(h.get("Authorization") == f"Bearer {secret}" for h in Stub.seen)
+    report = subprocess.run([sys.executable, "-m", "infercost.cli", "report", str(out), "--out", str(tmp_path / "rep")],
+                            capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr
+    written = [out.read_text(), proc.stdout, proc.stderr, report.stdout, report.stderr]
+    written += [p.read_bytes().decode("utf-8", "replace") for p in (tmp_path / "rep").iterdir() if p.suffix != ".png"]
+    assert all(secret not in text for text in written)
+    assert json.loads(out.read_text().splitlines()[0])["case"]["api_key_env"] == "MY_KEY"  # the name only
+
+
+def test_bad_serve_input_is_one_line(tmp_path):
+    for args, words in ((["ftp://x", "--model", "m"], "not an http"), (["http://127.0.0.1:9", "--model", "m", "--slo", "latency=1"], "--slo"),
+                        (["http://127.0.0.1:9", "--model", "m", "--output-tokens", "9-3"], "backwards"),
+                        (["http://127.0.0.1:9", "--model", "m", "--concurrency", "1", "--rate", "2"], "not both")):
+        proc = subprocess.run([sys.executable, "-m", "infercost.cli", "serve", *args, "--out", str(tmp_path / "x.jsonl")],
+                              capture_output=True, text=True, timeout=60)
+        lines = [l for l in proc.stderr.splitlines() if l.strip()]
+        assert proc.returncode == 2 and len(lines) == 1 and words in lines[0], proc.stderr
+        assert not (tmp_path / "x.jsonl").exists()
