@@ -65,6 +65,10 @@ class Backend:
             return f"TF32 is a mode of NVIDIA GPUs; {self.name} has none"
         return None
 
+    def mesh_unsupported(self, mesh: dict) -> str | None:
+        """Why this backend cannot split a model over the layout {"tp": n, "dp": m}, or None."""
+        return f"{self.name} runs a model on one device (tensor parallelism is in the JAX backends so far)"
+
     def quant_unsupported(self, mode: str) -> str | None:
         """Why this device cannot run weights quantized this way (int8, fp8), or None when it can.
         fp8 is never upcast silently: only devices with native fp8 arithmetic run it."""
@@ -127,8 +131,8 @@ class Backend:
         the host, the same for every backend). mesh (a device layout) is reserved for sharded
         models; an adapter that cannot honour one raises Unavailable.
         """
-        if mesh is not None:
-            raise Unavailable(f"{self.name} runs unsharded models only")
+        if mesh is not None and (why := self.mesh_unsupported(mesh)):
+            raise Unavailable(why)
         if quant is not None and (why := self.quant_unsupported(quant)):
             raise Unavailable(why)
         module = importlib.import_module(f"infercost.kernels.llama_{self.framework}")

@@ -75,13 +75,27 @@ class JaxBackend(Backend):
     # copied and transposed the cache every layer (7% of a CPU step). Elsewhere, batched dots.
     multiply_reduce_attention = False
 
+    def mesh_unsupported(self, mesh: dict) -> str | None:
+        have = len(jax.devices(self.platform))
+        need = mesh.get("tp", 1) * mesh.get("dp", 1)
+        if need > have:
+            return f"the layout tp={mesh.get('tp', 1)},dp={mesh.get('dp', 1)} needs {need} devices; JAX sees {have}"
+        return None
+
+    def make_mesh(self, mesh: dict):
+        """A ("dp", "tp") mesh over the first dp x tp devices of this platform."""
+        from jax.sharding import Mesh
+        tp, dp = mesh.get("tp", 1), mesh.get("dp", 1)
+        return Mesh(np.array(jax.devices(self.platform)[:tp * dp]).reshape(dp, tp), ("dp", "tp"))
+
     def load_model(self, cfg, dtype, batch, max_seq, *, seed=0, weights=None, compile_decode=True,
                    keep_weights=False, mesh=None, quant=None):
-        if mesh is not None or (quant is not None and self.quant_unsupported(quant)):
+        if (mesh is not None and self.mesh_unsupported(mesh)) or (quant is not None and self.quant_unsupported(quant)):
             return super().load_model(cfg, dtype, batch, max_seq, mesh=mesh, quant=quant)
         from infercost.kernels import llama_jax
         return llama_jax.Runner(cfg, dtype, self.device, batch, max_seq, seed=seed, weights=weights,
-                                keep_weights=keep_weights, multiply_reduce_attention=self.multiply_reduce_attention)
+                                keep_weights=keep_weights, multiply_reduce_attention=self.multiply_reduce_attention,
+                                mesh=self.make_mesh(mesh) if mesh is not None else None)
 
     def compile(self, fn, args, donate: tuple[int, ...] = ()):
         # Ahead-of-time: the returned object never retraces or recompiles when called.
@@ -91,6 +105,11 @@ class JaxBackend(Backend):
         if out is not None:
             jax.block_until_ready(out)
 
+    # Calls queued before the previous one finished. Host devices sharing a few cores can
+    # deadlock in a collective when several sharded calls are in flight at once, so there one
+    # call at a time is kept in flight.
+    in_flight_one = False
+
     def time_block(self, fn, args, number: int) -> float:
         self.flush()
         self.sync(args)
@@ -99,6 +118,8 @@ class JaxBackend(Backend):
             start = time.perf_counter()
             for _ in range(number):
                 outs.append(fn(*args))
+                if self.in_flight_one:
+                    jax.block_until_ready(outs[-1])
             jax.block_until_ready(outs)  # dispatch is asynchronous: wait for every call
             return time.perf_counter() - start
 
@@ -114,7 +135,13 @@ class JaxCPU(JaxBackend):
     platform = "cpu"
     multiply_reduce_attention = True
 
+    def __init__(self, threads: int | None = None):
+        super().__init__(threads)
+        self.in_flight_one = len(jax.devices("cpu")) > 1
+
     def read_bandwidth(self, buffers):
+        if any(len(getattr(a, "sharding", None).device_set) > 1 for a in buffers if hasattr(a, "sharding")):
+            return None  # split over several (host) devices: no single buffer to sweep
         try:  # the same ATen sweep as torch-cpu, over these arrays through DLPack (no copy)
             from .torch_backend import host_read_bandwidth
         except ImportError:

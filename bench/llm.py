@@ -8,6 +8,7 @@ Framework-free: models are built and swept through the backend contract.
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -62,7 +63,7 @@ def memory_needed(cfg: llama.LlamaConfig, dtype: str, batch: int, tokens: int, m
 
 
 def check_model(backend, cfg, dtype: str, tf32: bool, seed: int, weights_path: str | None,
-                batch: int = CHECK_BATCH, mode: str | None = None) -> dict:
+                batch: int = CHECK_BATCH, mode: str | None = None, mesh: dict | None = None) -> dict:
     """Prefill and teacher-forced decode steps against the float64 reference on the same weights
     (quantized ones as the model computes with them, dequantized).
 
@@ -74,7 +75,7 @@ def check_model(backend, cfg, dtype: str, tf32: bool, seed: int, weights_path: s
     ccfg = cfg if cfg.n_params() <= CHECK_FULL_MAX_PARAMS else llama.truncated(cfg, CHECK_LAYERS)
     runner = backend.load_model(ccfg, dtype, batch, CHECK_PROMPT + CHECK_STEPS, seed=seed,
                                 weights=model_weights(weights_path, ccfg, seed, mode), keep_weights=True,
-                                quant=mode)
+                                quant=mode, mesh=mesh)
     prompt = np.random.default_rng(seed).integers(0, cfg.vocab_size, (batch, CHECK_PROMPT))
     w64 = runner.weights_numpy()
     ref_tokens, ref_logits = llama_ref.greedy(ccfg, w64, prompt, CHECK_STEPS)
@@ -111,6 +112,8 @@ class TransformerWorkload:
         self.prefill = case["workload"] == "prefill"
         self.max_seq = self.tokens if self.prefill else self.tokens + 1  # decode writes position `tokens`
         self.quant = p.get("quant")  # None, "int8" or "fp8"
+        self.mesh = p.get("mesh")    # None, or {"tp": n, "dp": m}: split over n x m devices
+        self.devices = (self.mesh or {}).get("tp", 1) * (self.mesh or {}).get("dp", 1)
         self.runner = self.checked = None
         self.sweep_before = None
 
@@ -120,13 +123,24 @@ class TransformerWorkload:
                "model_config": self.cfg.as_dict(), "weight_dtype": self.quant or self.dtype, "kv_dtype": self.dtype}
         if self.quant:
             out["quant_rule"] = quant.RULE
+        out["devices"] = self.devices
+        if self.mesh:
+            out["layout"] = f"tp={self.mesh.get('tp', 1)},dp={self.mesh.get('dp', 1)}"
         return out
 
     def fit(self, backend) -> str | None:
         if self.quant and (why := backend.quant_unsupported(self.quant)):
             return why
-        free = backend.memory_bytes()
-        need = memory_needed(self.cfg, self.dtype, self.batch, self.tokens, self.max_seq, self.quant)
+        if self.mesh:
+            if why := backend.mesh_unsupported(self.mesh):
+                return why
+            tp, dp = self.mesh.get("tp", 1), self.mesh.get("dp", 1)
+            if self.cfg.heads % tp or self.batch % dp:
+                return f"tp={tp} must divide the {self.cfg.heads} heads and dp={dp} the batch {self.batch}"
+            if self.quant:
+                return "quantized weights on several devices are not supported yet"
+        free = backend.memory_bytes()  # per device; a split model needs about 1/devices of it on each
+        need = memory_needed(self.cfg, self.dtype, self.batch, self.tokens, self.max_seq, self.quant) / self.devices
         if free is not None and need > 0.9 * free:
             return (f"does not fit: needs ~{need / 1e9:.1f} GB (weights "
                     f"{weight_bytes(self.cfg, self.dtype, self.quant) / 1e9:.1f} GB), device has {free / 1e9:.1f} GB free")
@@ -135,10 +149,13 @@ class TransformerWorkload:
     def check(self, backend, seed: int) -> tuple[dict, dict]:
         # One check per model and code path (batch 1 or batched); it does not depend on length.
         check_batch = 1 if self.batch == 1 else CHECK_BATCH
-        key = (backend.name, self.p["model"], self.dtype, self.tf32, seed, self.p.get("weights"), check_batch, self.quant)
+        layout = json.dumps(self.mesh, sort_keys=True)
+        key = (backend.name, self.p["model"], self.dtype, self.tf32, seed, self.p.get("weights"), check_batch, self.quant,
+               layout)
         if key not in _checks:
             _checks[key] = check_model(backend, self.cfg, self.dtype, self.tf32, seed, self.p.get("weights"),
-                                       check_batch, self.quant)
+                                       check_batch if not self.mesh else max(check_batch, self.mesh.get("dp", 1)),
+                                       self.quant, self.mesh)
         self.checked = _checks[key]
         return self.checked, {}
 
@@ -146,7 +163,7 @@ class TransformerWorkload:
         start = time.perf_counter()
         self.runner = backend.load_model(self.cfg, self.dtype, self.batch, self.max_seq, seed=seed,
                                          weights=model_weights(self.p.get("weights"), self.cfg, seed, self.quant),
-                                         compile_decode=not self.prefill, quant=self.quant)
+                                         compile_decode=not self.prefill, quant=self.quant, mesh=self.mesh)
         backend.sync(self.runner.params)
         build_s = time.perf_counter() - start
         rng = np.random.default_rng(seed + 1)
@@ -226,6 +243,8 @@ class TransformerWorkload:
                 "mbu": nbytes / steady / bandwidth if bandwidth else None,
             })
         out["tokens_per_joule"] = tokens / steady / power if power else None
+        rate = "input_tokens_per_s" if self.prefill else "output_tokens_per_s"
+        out[rate + "_per_chip"] = out[rate] / self.devices
         findings = gates.peak_gate(flops / stats["min"], peak, nbytes / stats["min"],
                                    bandwidth if basis == "catalog" else None)
         return out, findings

@@ -155,7 +155,7 @@ def explicit_cases(shapes: list[str], models: list[str], workloads: list[str], d
 
 def plan_cases(suite: str, backends: list[str], probes: dict, *, workloads=(), dtypes=(), shapes=(),
                models=(), batches=(), tokens=(), weights=None, tf32=False, threads=None,
-               quant=None) -> tuple[list[dict], list[str]]:
+               quant=None, mesh=None) -> tuple[list[dict], list[str]]:
     """Every case of the run, one per backend, and notices of what was left out and why.
     quant ("int8", "fp8") quantizes the weights of every transformer case."""
     from infercost.kernels.quant import MODES
@@ -192,17 +192,39 @@ def plan_cases(suite: str, backends: list[str], probes: dict, *, workloads=(), d
             if dtype in lacks:
                 notices.append(f"{backend}: skipping {dtype} ({lacks[dtype]})")
                 continue
-            if quant is not None:
+            if quant is not None or mesh is not None:
                 if spec["workload"] == "matmul":
                     continue
-                spec = {**spec, "params": {**spec["params"], "quant": quant}}
+                extra = {"quant": quant} if quant is not None else {}
+                extra.update({"mesh": mesh} if mesh is not None else {})
+                spec = {**spec, "params": {**spec["params"], **extra}}
             cases.append({
                 "backend": backend, **spec,
                 "tf32": bool(tf32 and dtype == "float32" and kind == "gpu"),
                 "threads": threads if kind == "cpu" else None,
                 "device_kind": kind,
+                "devices": (mesh["tp"] * mesh["dp"]) if mesh is not None else 1,
             })
-    if quant is not None and not cases:
-        raise InputError("--quant applies to transformer cases (prefill, decode), and none were asked for "
+    if (quant is not None or mesh is not None) and not cases:
+        flag = "--quant" if quant is not None else "--devices/--mesh"
+        raise InputError(f"{flag} applies to transformer cases (prefill, decode), and none were asked for "
                          "(give --model, or a suite with transformer cases)")
     return cases, sorted(set(notices))
+
+
+def parse_mesh(devices: int | None, mesh: str | None) -> dict | None:
+    """--devices N (tensor parallel over N) or --mesh tp=4,dp=2 -> {"tp": 4, "dp": 2}."""
+    from infercost.numbers import number
+    if devices is not None and mesh is not None:
+        raise InputError("give --devices or --mesh, not both")
+    if devices is not None:
+        return None if devices == 1 else {"tp": devices, "dp": 1}
+    if mesh is None:
+        return None
+    out = {"tp": 1, "dp": 1}
+    for part in mesh.split(","):
+        key, _, value = part.partition("=")
+        if key.strip() not in out:
+            raise InputError(f"--mesh {mesh!r}: {key.strip()!r} is not tp or dp (e.g. tp=4,dp=2)")
+        out[key.strip()] = number(value, f"--mesh {key.strip()}", integer=True)
+    return out

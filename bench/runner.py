@@ -31,8 +31,11 @@ class Event:
     detail: str | None = None
 
 
-def worker_env() -> dict:
+def worker_env(host_devices: int = 1) -> dict:
     env = dict(os.environ)
+    if host_devices > 1:  # JAX on a CPU: as many host devices as the widest layout asks for
+        flag = f"--xla_force_host_platform_device_count={host_devices}"
+        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {flag}".strip()
     # JAX would otherwise take 75% of GPU memory at start; each backend has its own process,
     # and the memory check needs the real free memory.
     env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
@@ -77,7 +80,7 @@ class Worker:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "infercost.bench.worker"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, text=True,
-            env=worker_env(), start_new_session=True,  # Ctrl-C reaches the runner, which stops us
+            env=worker_env(job.get("host_devices", 1)), start_new_session=True,  # Ctrl-C reaches the runner, which stops us
         )
         self.lines: queue.Queue = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()

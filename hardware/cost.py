@@ -26,16 +26,19 @@ class Basis:
     accelerator: str = ""        # the price row's accelerator ("" for a user's price: any device)
     any_device: bool = False     # price results from other devices too (named in the label)
 
-    def per_hour_used(self) -> float:
+    def per_hour_used(self, devices: int | None = None) -> float:
+        """The share of the price a run pays: N of the M accelerators the price covers is N/M of it
+        (all of them: the whole instance). A CPU run uses the whole instance."""
         if self.accelerators_in_price <= 0:
-            return self.usd_per_hour  # a CPU run uses the whole instance
-        return self.usd_per_hour / self.accelerators_in_price * self.accelerators_used
+            return self.usd_per_hour
+        used = devices or self.accelerators_used
+        return self.usd_per_hour / self.accelerators_in_price * min(used, self.accelerators_in_price)
 
     def assumption(self) -> str:
         if self.accelerators_in_price <= 0:
             return "the whole instance's price (a CPU run uses every core it was given)"
         return (f"the instance price split evenly over its {self.accelerators_in_price} accelerator(s); "
-                f"the run used {self.accelerators_used}")
+                f"each case pays for the devices it used (N of them: N/{self.accelerators_in_price} of the price)")
 
 
 OUTPUT = ("decode", "serve")  # workloads priced per output token: the kernels' decode, an engine's serving
@@ -66,7 +69,7 @@ def price_record(record: dict, basis: Basis) -> dict | None:
     if record.get("status") != "ok":
         return None
     case, m = record["case"], record["metrics"]
-    rate = basis.per_hour_used()
+    rate = basis.per_hour_used(case.get("devices") or 1)
     row = {"backend": case["backend"], "device": case.get("device"), "workload": case["workload"],
            "shape": case.get("shape"), "dtype": case["dtype"], "usd_per_hour_used": rate,
            "price": basis.label, "assumption": basis.assumption()}

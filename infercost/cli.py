@@ -87,7 +87,7 @@ def print_costs(records: list[dict], bases: list, ratio: float = 3.0, max_tpot_s
 
 def cmd_run(args) -> int:
     from infercost.bench import runner
-    from infercost.bench.plan import choose_backends, plan_cases
+    from infercost.bench.plan import choose_backends, parse_mesh, plan_cases
     from infercost.bench.records import Writer, case_key, done_keys, results_path, run_provenance
     from infercost.bench.timing import Settings
     from infercost.hardware import catalog, cloud
@@ -106,7 +106,7 @@ def cmd_run(args) -> int:
     cases, notices = plan_cases(args.suite, backends, probes, workloads=flat(args.workload), dtypes=flat(args.dtype),
                                 shapes=args.shape, models=flat(args.model), batches=flat(args.batch),
                                 tokens=flat(args.tokens), weights=args.weights, tf32=args.tf32, threads=threads,
-                                quant=args.quant)
+                                quant=args.quant, mesh=parse_mesh(args.devices, args.mesh))
     for notice in notices:
         console.print(f"[yellow]note:[/] {escape(notice)}")
     writer = Writer(path, warn)  # locked: no other run appends to it while this one does
@@ -130,7 +130,8 @@ def cmd_run(args) -> int:
     settings = Settings(warmup_s=args.warmup if args.warmup is not None else defaults.warmup_s,
                         min_time_s=args.min_time if args.min_time is not None else defaults.min_time_s,
                         min_blocks=args.repeats or defaults.min_blocks)
-    job = {"settings": settings.as_dict(), "seed": args.seed, "threads": threads}
+    job = {"settings": settings.as_dict(), "seed": args.seed, "threads": threads,
+           "host_devices": max((c.get("devices", 1) for c in cases), default=1)}
     total, done_count, started = len(cases), [0], [time.monotonic()]
 
     def on_event(event):

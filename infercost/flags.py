@@ -50,6 +50,9 @@ def build_parser() -> Parser:
     run.add_argument("--batch", action="append", type=csv_list, default=[], help="batch sizes for --model (default 1)")
     run.add_argument("--tokens", action="append", type=csv_list, default=[],
                      help="prompt length (prefill) and context length (decode) for --model (default 128)")
+    run.add_argument("--devices", type=positive(int), default=None,
+                     help="split each transformer case over N devices, tensor parallel (JAX backends)")
+    run.add_argument("--mesh", default=None, help="a device layout, e.g. tp=4,dp=2 (tensor and data parallel)")
     run.add_argument("--quant", choices=("int8", "fp8"), default=None,
                      help="quantize the transformer cases' weights: int8 (per-channel, weight-only) or fp8 (e4m3, "
                           "per-channel scales; only on devices with native fp8); matmul cases are left out")

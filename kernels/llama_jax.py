@@ -13,6 +13,47 @@ import numpy as np
 
 from .llama import GOLDEN, M1, M2, LlamaConfig, rope_tables, tensor_salt, weight_init
 
+# -- tensor parallelism, declared once (as jax-llm-examples does) ---------------------------
+# Each array's logical axes, and the mesh axis each logical axis is split over: "tp" splits the
+# attention heads, the MLP's intermediate dimension and the vocabulary (column-parallel q/k/v,
+# gate/up and LM head; row-parallel o and down, one all-reduce after each); "dp" splits the
+# batch; activations and everything else are replicated. KV heads are split when there are at
+# least as many as chips, replicated otherwise (sharding_rules()).
+RULES = {"batch": "dp", "heads": "tp", "kv_heads": "tp", "ffn": "tp", "vocab": "tp",
+         "table": None, "embed": None, "seq": None, "head_dim": None}
+AXES = {
+    "embed": ("table", "embed"),       # the embedding gather reads replicated rows
+    "head": ("vocab", "embed"),
+    "norm": ("embed",), "ln1": ("embed",), "ln2": ("embed",),
+    "wq": ("heads", "embed"), "wk": ("kv_heads", "embed"), "wv": ("kv_heads", "embed"),
+    "bq": ("heads",), "bk": ("kv_heads",), "bv": ("kv_heads",),
+    "wo": ("embed", "heads"),
+    "wg": ("ffn", "embed"), "wu": ("ffn", "embed"), "w2": ("embed", "ffn"),
+    "cache": ("batch", "kv_heads", "seq", "head_dim"),
+    "tokens": ("batch", "seq"), "activation": ("batch", "seq", "embed"), "logits": ("batch", "seq", None),
+}
+HF_NAMES = {"embed_tokens.weight": "embed", "lm_head.weight": "head", "model.norm.weight": "norm",
+            "input_layernorm.weight": "ln1", "post_attention_layernorm.weight": "ln2",
+            "q_proj.weight": "wq", "k_proj.weight": "wk", "v_proj.weight": "wv", "q_proj.bias": "bq",
+            "k_proj.bias": "bk", "v_proj.bias": "bv", "o_proj.weight": "wo", "gate_proj.weight": "wg",
+            "up_proj.weight": "wu", "down_proj.weight": "w2"}
+
+
+def sharding_rules(cfg: LlamaConfig, tp: int) -> dict:
+    """RULES for this model on `tp` chips (fewer KV heads than chips: the KV heads are replicated)."""
+    if cfg.heads % tp:
+        raise ValueError(f"{tp} chips do not divide {cfg.heads} attention heads")
+    return {**RULES, "kv_heads": "tp" if cfg.kv_heads % tp == 0 else None}
+
+
+def partition(mesh, rules: dict, axes: tuple):
+    from jax.sharding import NamedSharding, PartitionSpec
+    return NamedSharding(mesh, PartitionSpec(*(rules.get(a) if a else None for a in axes)))
+
+
+def hf_axes(name: str) -> tuple:
+    return AXES[next(v for k, v in HF_NAMES.items() if name.endswith(k))]
+
 
 @partial(jax.jit, static_argnums=0)  # salt is traced: one compile per tensor size, not per tensor
 def hashed_uniform(n: int, salt) -> jax.Array:
@@ -47,21 +88,24 @@ def leaves(items: list) -> list:
     return [a for x in items for a in ((x["q"], x["s"]) if isinstance(x, dict) else (x,))]
 
 
-def prepare(cfg: LlamaConfig, w: dict) -> dict:
-    """Fuse weights as the torch model does; returns the params pytree."""
+def prepare(cfg: LlamaConfig, w: dict, fuse: bool = True) -> dict:
+    """The params pytree: q/k/v and gate/up fused as the torch model does, or (sharded models)
+    kept apart, so each chip's rows are whole heads and whole MLP columns."""
     layers = []
     for i in range(cfg.layers):
         p = f"model.layers.{i}."
-        layer = {
-            "ln1": w[p + "input_layernorm.weight"],
-            "wqkv": cat_rows([w[p + f"self_attn.{n}_proj.weight"] for n in "qkv"]),
-            "wo": w[p + "self_attn.o_proj.weight"],
-            "ln2": w[p + "post_attention_layernorm.weight"],
-            "w13": cat_rows([w[p + "mlp.gate_proj.weight"], w[p + "mlp.up_proj.weight"]]),
-            "w2": w[p + "mlp.down_proj.weight"],
-        }
-        if cfg.qkv_bias:
-            layer["bqkv"] = jnp.concatenate([w[p + f"self_attn.{n}_proj.bias"] for n in "qkv"])
+        layer = {"ln1": w[p + "input_layernorm.weight"], "wo": w[p + "self_attn.o_proj.weight"],
+                 "ln2": w[p + "post_attention_layernorm.weight"], "w2": w[p + "mlp.down_proj.weight"]}
+        if fuse:
+            layer["wqkv"] = cat_rows([w[p + f"self_attn.{n}_proj.weight"] for n in "qkv"])
+            layer["w13"] = cat_rows([w[p + "mlp.gate_proj.weight"], w[p + "mlp.up_proj.weight"]])
+            if cfg.qkv_bias:
+                layer["bqkv"] = jnp.concatenate([w[p + f"self_attn.{n}_proj.bias"] for n in "qkv"])
+        else:
+            layer.update({f"w{n}": w[p + f"self_attn.{n}_proj.weight"] for n in "qkv"})
+            layer.update(wg=w[p + "mlp.gate_proj.weight"], wu=w[p + "mlp.up_proj.weight"])
+            if cfg.qkv_bias:
+                layer.update({f"b{n}": w[p + f"self_attn.{n}_proj.bias"] for n in "qkv"})
         layers.append(layer)
     embed = w["model.embed_tokens.weight"]
     head = w.get("lm_head.weight", embed) if cfg.tie_embeddings else w["lm_head.weight"]  # quantized: its own
@@ -122,37 +166,49 @@ def linear(x, w, b=None):
 
 
 def forward(cfg: LlamaConfig, params, rope_tab, tokens, pos, cache, prefill: bool, last_only: bool = False,
-            multiply_reduce_attention: bool = False):
+            multiply_reduce_attention: bool = False, replicated=None, cache_sharding=None):
     """Logits (float32) [B, T, V] and the updated cache, for tokens [B, T] starting at `pos`
     (a scalar). Prefill starts at 0 and attends causally within the prompt; decode attends
-    the whole static cache, masked to the positions written so far."""
+    the whole static cache, masked to the positions written so far. replicated (sharded
+    models): the sharding every chip's copy of the activations takes after embedding and after
+    each row-parallel product, which is where the all-reduces fall."""
     b, t = tokens.shape
     nh, nkv, hd = cfg.heads, cfg.kv_heads, cfg.hd
+    keep = (lambda a: a) if replicated is None else (lambda a: jax.lax.with_sharding_constraint(a, replicated))
+    # The cache keeps its layout through the update (else XLA may split a replicated cache
+    # by query-head groups and gather it back: two extra collectives a layer).
+    keep_cache = (lambda a: a) if cache_sharding is None else (lambda a: jax.lax.with_sharding_constraint(a, cache_sharding))
     cos_all, sin_all = rope_tab
     cos = jax.lax.dynamic_slice_in_dim(cos_all, pos, t)[None, :, None, :]
     sin = jax.lax.dynamic_slice_in_dim(sin_all, pos, t)[None, :, None, :]
-    x = params["embed"][tokens]
+    x = keep(params["embed"][tokens])
     new_cache = []
     for layer, (k_cache, v_cache) in zip(params["layers"], cache):
         h = rms_norm(x, layer["ln1"], cfg.norm_eps)
-        qkv = linear(h, layer["wqkv"], layer.get("bqkv"))
-        q, k, v = jnp.split(qkv, [nh * hd, (nh + nkv) * hd], axis=-1)
+        if "wqkv" in layer:
+            qkv = linear(h, layer["wqkv"], layer.get("bqkv"))
+            q, k, v = jnp.split(qkv, [nh * hd, (nh + nkv) * hd], axis=-1)
+        else:
+            q, k, v = (linear(h, layer[f"w{n}"], layer.get(f"b{n}")) for n in "qkv")
         q = q.reshape(b, t, nh, hd)
         k = k.reshape(b, t, nkv, hd)
         v = v.reshape(b, t, nkv, hd)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
-        k_cache = jax.lax.dynamic_update_slice_in_dim(k_cache, k.transpose(0, 2, 1, 3), pos, axis=2)
-        v_cache = jax.lax.dynamic_update_slice_in_dim(v_cache, v.transpose(0, 2, 1, 3), pos, axis=2)
+        k_cache = keep_cache(jax.lax.dynamic_update_slice_in_dim(k_cache, keep_cache(k.transpose(0, 2, 1, 3)), pos, axis=2))
+        v_cache = keep_cache(jax.lax.dynamic_update_slice_in_dim(v_cache, keep_cache(v.transpose(0, 2, 1, 3)), pos, axis=2))
         new_cache.append((k_cache, v_cache))
         if prefill:
             o = jax.nn.dot_product_attention(q, k, v, is_causal=True)
         else:
             o = decode_attention(q, k_cache, v_cache, pos + t, multiply_reduce=multiply_reduce_attention)
-        x = x + linear(o.reshape(b, t, nh * hd), layer["wo"])
+        x = keep(x + linear(o.reshape(b, t, nh * hd), layer["wo"]))
         h = rms_norm(x, layer["ln2"], cfg.norm_eps)
-        gate, up = jnp.split(linear(h, layer["w13"]), 2, axis=-1)
-        x = x + linear(jax.nn.silu(gate) * up, layer["w2"])
+        if "w13" in layer:
+            gate, up = jnp.split(linear(h, layer["w13"]), 2, axis=-1)
+        else:
+            gate, up = linear(h, layer["wg"]), linear(h, layer["wu"])
+        x = keep(x + linear(jax.nn.silu(gate) * up, layer["w2"]))
     if last_only:
         x = x[:, -1:]
     x = rms_norm(x, params["norm"], cfg.norm_eps)
@@ -160,46 +216,77 @@ def forward(cfg: LlamaConfig, params, rope_tab, tokens, pos, cache, prefill: boo
 
 
 class Runner:
-    """One model on one device: builds weights and cache, and hands out compiled steps."""
+    """One model on one device, or split over a mesh of devices ("dp" x "tp"): builds weights
+    and cache in place, and hands out compiled steps."""
 
     launch = prefill_launch = "jit"
 
     def __init__(self, cfg: LlamaConfig, dtype: str, device, batch: int, max_seq: int,
                  seed: int = 0, weights: dict | None = None, keep_weights: bool = False,
-                 multiply_reduce_attention: bool = False):
+                 multiply_reduce_attention: bool = False, mesh=None):
         self.cfg, self.device, self.batch, self.max_seq = cfg, device, batch, max_seq
         self.multiply_reduce_attention = multiply_reduce_attention
         self.dtype = jnp.dtype(dtype)
+        self.mesh = mesh
+        if mesh is not None:
+            self.rules = sharding_rules(cfg, mesh.shape["tp"])
+            self.launch = self.prefill_launch = f"jit over {mesh.size} devices (dp={mesh.shape['dp']}, tp={mesh.shape['tp']})"
+            if batch % mesh.shape["dp"]:
+                raise ValueError(f"batch {batch} is not divisible by dp={mesh.shape['dp']}")
         if weights is None:
-            w = seeded_weights(cfg, seed, self.dtype, device)
+            w = seeded_weights(cfg, seed, self.dtype, device) if mesh is None else self._seeded_sharded(seed)
         else:
-            w = {k: self._put(v, device) for k, v in weights.items()}
+            w = {k: self._put(v, device if mesh is None else self._sharding(hf_axes(k))) for k, v in weights.items()}
         with jax.default_device(device):
-            self.params = prepare(cfg, w)
+            self.params = prepare(cfg, w, fuse=mesh is None)
         self.weights = w if keep_weights else None  # the params hold fused copies
         del w
         with jax.default_device(device):
             self.rope = rope(cfg, max_seq, self.dtype)
             self.cache = new_cache(cfg, batch, max_seq, self.dtype)
+        if mesh is not None:
+            self.rope = jax.device_put(self.rope, self._sharding(()))
+            self.cache = jax.device_put(self.cache, self._sharding(AXES["cache"]))
         self._compiled = {}
 
-    def _put(self, v, device):
+    def _sharding(self, axes: tuple):
+        return partition(self.mesh, self.rules, axes)
+
+    def _seeded_sharded(self, seed: int) -> dict:
+        """The seeded weights made in place on the mesh: each chip computes its own shard."""
+        out = {}
+        for index, (name, shape) in enumerate(self.cfg.param_shapes().items()):
+            offset, width = weight_init(name)
+
+            def make(salt, shape=shape, offset=offset, width=width):
+                u = hashed_uniform(math.prod(shape), salt)
+                return (jnp.float32(offset) + jnp.float32(width) * u).reshape(shape).astype(self.dtype)
+            out[name] = jax.jit(make, out_shardings=self._sharding(hf_axes(name)))(jnp.uint32(tensor_salt(seed, index)))
+        return out
+
+    def _put(self, v, where):
         if hasattr(v, "values") and hasattr(v, "scale"):  # a kernels.quant.QWeight
-            return {"q": jax.device_put(np.asarray(v.values), device),
-                    "s": jax.device_put(np.asarray(v.scale, np.float32).astype(self.dtype), device)}
-        return jax.device_put(np.asarray(v).astype(self.dtype), device)
+            if self.mesh is not None:
+                raise ValueError("quantized weights on a mesh are not supported yet")
+            return {"q": jax.device_put(np.asarray(v.values), where),
+                    "s": jax.device_put(np.asarray(v.scale, np.float32).astype(self.dtype), where)}
+        return jax.device_put(np.asarray(v).astype(self.dtype), where)
 
     def _fn(self, key, tokens, pos, prefill, last_only):
         if key not in self._compiled:
             f = partial(forward, self.cfg, prefill=prefill, last_only=last_only,
-                        multiply_reduce_attention=self.multiply_reduce_attention)
-            self._compiled[key] = jax.jit(f, donate_argnums=4).lower(
+                        multiply_reduce_attention=self.multiply_reduce_attention,
+                        replicated=None if self.mesh is None else self._sharding(AXES["activation"]),
+                        cache_sharding=None if self.mesh is None else self._sharding(AXES["cache"]))
+            out = None if self.mesh is None else (self._sharding(AXES["logits"]), self._sharding(AXES["cache"]))
+            self._compiled[key] = jax.jit(f, donate_argnums=4, out_shardings=out).lower(
                 self.params, self.rope, tokens, pos, self.cache).compile()
         return self._compiled[key]
 
     def _step(self, key, tokens, pos, prefill, last_only):
-        tokens = jax.device_put(np.asarray(tokens, np.int32), self.device)
-        pos = jax.device_put(np.int32(pos), self.device)
+        on = self.device if self.mesh is None else self._sharding(AXES["tokens"])
+        tokens = jax.device_put(np.asarray(tokens, np.int32), on)
+        pos = jax.device_put(np.int32(pos), self.device if self.mesh is None else self._sharding(()))
         fn = self._fn(key + tokens.shape, tokens, pos, prefill, last_only)
 
         def step():

@@ -253,3 +253,20 @@ def test_bad_serve_input_is_one_line(tmp_path):
         lines = [l for l in proc.stderr.splitlines() if l.strip()]
         assert proc.returncode == 2 and len(lines) == 1 and words in lines[0], proc.stderr
         assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_the_report_sets_an_engine_beside_the_kernels_ceiling():
+    from infercost.report.render import engine_rows
+    device = "NVIDIA H200"
+
+    def rec(workload, backend, batch, tps, **params):
+        return {"status": "ok", "case": {"workload": workload, "backend": backend, "device": device,
+                                         "params": {"model": "llama-3.1-8b", "batch": batch, **params},
+                                         "engine": {"server": "vllm"}},
+                "metrics": {"output_tokens_per_s": tps}}
+    records = [rec("decode", "torch-cuda", 1, 180.0), rec("decode", "torch-cuda", 4, 1000.0),
+               rec("decode", "torch-cuda", 16, 3000.0),
+               rec("serve", "endpoint", 4, 500.0, model_name="x", mode="concurrency", level=4)]
+    (row,) = engine_rows(records)
+    # Concurrency 4 against the kernels' batch 4 (not 16, not 1): 500 / 1000 tok/s.
+    assert row[4] == "torch-cuda b4" and row[-1] == "50%"

@@ -8,7 +8,7 @@ chunks after a fixed first-token delay and a fixed gap between tokens, plus usag
 2. fidelity: infercost's figures and a separately written plain loop (one httpx stream per
    request, perf_counter around it), alternating, at the same concurrency (target within 5%).
 
-    python bench/perf/serve_client.py [--rounds 3]
+    python bench/perf/serve_client.py [--rounds 3] [--real MODEL_DIR]   # MODEL_DIR: a local HF model folder
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 
 async def stub_server(port: int, first_s: float, gap_s: float) -> None:
@@ -67,7 +68,8 @@ def start_stub(first_s: float, gap_s: float) -> tuple[subprocess.Popen, str]:
     raise SystemExit("the stub server did not start")
 
 
-async def plain_loop(url: str, concurrency: int, requests: int, tokens: int) -> dict:
+async def plain_loop(url: str, concurrency: int, requests: int, tokens: int, model: str = "stub",
+                     prompt: str = "x") -> dict:
     """A separately written client: one httpx stream per request, perf_counter around it."""
     import httpx
     ttft, tpot, e2e, count = [], [], [], [0]
@@ -75,7 +77,7 @@ async def plain_loop(url: str, concurrency: int, requests: int, tokens: int) -> 
         async def one():
             t0 = time.perf_counter()
             first, n = None, 0
-            async with client.stream("POST", "/v1/completions", json={"model": "stub", "prompt": "x", "max_tokens": tokens,
+            async with client.stream("POST", "/v1/completions", json={"model": model, "prompt": prompt, "max_tokens": tokens,
                                                                       "stream": True}) as r:
                 async for line in r.aiter_lines():
                     if line.startswith("data:") and '"text"' in line:
@@ -96,12 +98,14 @@ async def plain_loop(url: str, concurrency: int, requests: int, tokens: int) -> 
     return {"ttft": statistics.median(ttft), "tpot": statistics.median(tpot), "tokens_per_s": count[0] / wall}
 
 
-def infercost_level(url: str, concurrency: int, requests: int, tokens: int) -> tuple[dict, float, int]:
+def infercost_level(url: str, concurrency: int, requests: int, tokens: int, model: str = "stub",
+                    prompt_words: int = 1) -> tuple[dict, float, int]:
     from infercost.bench import serve
-    ep = serve.Endpoint(url, "stub", ignore_eos=False, timeout_s=60)
+    ep = serve.Endpoint(url, model, ignore_eos=False, timeout_s=60)
     level = serve.Level("concurrency", concurrency, min_duration_s=0.0, min_requests=requests, warmup_requests=0)
     cpu0 = time.process_time()
-    reqs, start, end = asyncio.run(serve.run_level(ep, level, serve.Workload((1, 1), (tokens, tokens)), serve.Counter(None)))
+    work = serve.Workload((prompt_words, prompt_words), (tokens, tokens))
+    reqs, start, end = asyncio.run(serve.run_level(ep, level, work, serve.Counter(None)))
     cpu = time.process_time() - cpu0
     metrics, _, _ = serve.summarize_level(reqs, start, end, {})
     return metrics, cpu, metrics["output_tokens"]
@@ -110,6 +114,8 @@ def infercost_level(url: str, concurrency: int, requests: int, tokens: int) -> t
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--real", metavar="MODEL_DIR", default=None,
+                        help="also compare against `transformers serve` of this model folder (a tiny model is enough)")
     parser.add_argument("--stub", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.stub:
@@ -137,16 +143,31 @@ def main() -> int:
             plain.append(asyncio.run(plain_loop(url, 8, 48, 32)))
     finally:
         proc.kill()
+    real_ours, real_plain = [], []
+    if args.real:  # 3. the same comparison against a real server (its own speed, whatever it is)
+        sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
+        from test_serve import start_server, stop
+        proc, url = start_server(Path(args.real))
+        try:
+            for _ in range(args.rounds):
+                m, _, _ = infercost_level(url, 4, 24, 16, model=args.real, prompt_words=4)
+                real_ours.append({"ttft": m["ttft_s"], "tpot": m["tpot_s"], "tokens_per_s": m["output_tokens_per_s"]})
+                real_plain.append(asyncio.run(plain_loop(url, 4, 24, 16, model=args.real, prompt="w1 w2 w3 w4")))
+        finally:
+            stop(proc)
     med = lambda rows, k: statistics.median(r[k] for r in rows)
     print(f"\nclient on {cpu_model()} ({os.cpu_count()} CPUs), stub server in its own process on 127.0.0.1; medians of {args.rounds} rounds")
     print(f"bookkeeping: {statistics.median(rates):,.0f} streamed tokens/s through one process (32 streams, 64 tokens each); "
           f"client CPU {statistics.median(per_token) * 1e6:.1f} us per token")
-    print(f"{'':<12}{'TTFT ms':>9}{'TPOT ms':>9}{'tok/s':>9}")
-    for name, rows in (("infercost", ours), ("plain loop", plain)):
-        print(f"{name:<12}{med(rows, 'ttft') * 1e3:>9.2f}{med(rows, 'tpot') * 1e3:>9.3f}{med(rows, 'tokens_per_s'):>9.0f}")
+    print(f"{'':<16}{'TTFT ms':>9}{'TPOT ms':>9}{'tok/s':>9}")
+    for name, rows in (("infercost", ours), ("plain loop", plain)) + (
+            (("real: infercost", real_ours), ("real: plain", real_plain)) if real_ours else ()):
+        print(f"{name:<16}{med(rows, 'ttft') * 1e3:>9.2f}{med(rows, 'tpot') * 1e3:>9.3f}{med(rows, 'tokens_per_s'):>9.0f}")
     checks = [("bookkeeping tokens/s", statistics.median(rates), 2000, ">=")]
     for k in ("ttft", "tpot", "tokens_per_s"):
         checks.append((f"{k} infercost / plain", med(ours, k) / med(plain, k), 0.05, "within"))
+    for k in ("ttft", "tpot", "tokens_per_s") if real_ours else ():
+        checks.append((f"real server: {k} infercost / plain", med(real_ours, k) / med(real_plain, k), 0.05, "within"))
     ok = True
     for name, value, target, op in checks:
         good = value >= target if op == ">=" else abs(value - 1) <= target

@@ -1,0 +1,107 @@
+"""One model over several devices (JAX, tensor parallel): the same logits as the unsharded model
+and float64, and exactly the communication the design says. Runs on forced host devices (each
+check in its own process: JAX's device count is fixed when it starts)."""
+
+import json
+import re
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+SCRIPT = textwrap.dedent("""
+    import json, sys
+    from dataclasses import replace
+    import jax, numpy as np
+    from jax.sharding import Mesh
+    from infercost.kernels import llama, llama_jax, llama_ref
+    from infercost.kernels.llama import CONFIGS
+    jax.config.update("jax_default_matmul_precision", "highest")
+    tp, dp, kv_heads = (int(x) for x in sys.argv[1:4])
+    # 8 heads (hd 8) on 2 or 8 KV heads: KV heads split over chips, or fewer than chips (replicated)
+    cfg = replace(CONFIGS["tiny"], heads=8, kv_heads=kv_heads, qkv_bias=True)
+    w64 = llama.seeded_weights_numpy(cfg, 0)
+    prompt = np.random.default_rng(1).integers(0, cfg.vocab_size, (2, 7))
+    ref_tokens, ref_logits = llama_ref.greedy(cfg, w64, prompt, 3)
+    devices = jax.devices()
+    out = {"devices": len(devices)}
+    for name, mesh in (("sharded", Mesh(np.array(devices[:tp * dp]).reshape(dp, tp), ("dp", "tp"))), ("unsharded", None)):
+        r = llama_jax.Runner(cfg, "float32", devices[0], 2, 10, seed=0, mesh=mesh, multiply_reduce_attention=True)
+        logits = [np.asarray(r.prefill_step(prompt, last_only=False)())]
+        for i in range(3):  # teacher-forced on the reference's tokens
+            logits.append(np.asarray(r.decode_step(ref_tokens[:, i:i + 1], 7 + i)()))
+        out[name] = {"error": max(float(np.abs(g - x).max() / np.abs(x).max()) for g, x in zip(logits, ref_logits)),
+                     "tokens": [l[:, -1].argmax(-1).tolist() for l in logits[:-1]], "logits": [l.tolist() for l in logits]}
+        if mesh is not None:
+            out["hlo"] = r._compiled[("decode", 2, 1)].as_text()
+            out["wq_shard_rows"] = r.params["layers"][0]["wq"].addressable_shards[0].data.shape[0]
+    out["ref_tokens"] = ref_tokens.T.tolist()
+    print(json.dumps(out))
+""")
+
+
+def run_layout(tp, dp, kv_heads):
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tp), str(dp), str(kv_heads)], capture_output=True,
+                          text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def collectives(hlo: str, op: str) -> list[int]:
+    """Bytes of the result of every `op` in the compiled HLO (f32 shapes)."""
+    sizes = []
+    for line in hlo.splitlines():
+        m = re.search(r"= f32\[([\d,]*)\]\S* " + op + r"\(", line)
+        if m:
+            dims = [int(d) for d in m.group(1).split(",") if d]
+            size = 4
+            for d in dims:
+                size *= d
+            sizes.append(size)
+    return sizes
+
+
+@pytest.mark.parametrize("tp,dp,kv_heads", [(2, 1, 2), (4, 1, 2), (8, 1, 8), (8, 1, 2), (4, 2, 2)])
+def test_sharded_logits_match_the_unsharded_model_and_float64_with_the_designed_communication(tp, dp, kv_heads):
+    out = run_layout(tp, dp, kv_heads)
+    assert out["devices"] == 8
+    sharded, unsharded = out["sharded"], out["unsharded"]
+    assert sharded["error"] < 1e-5 and unsharded["error"] < 1e-5  # both against float64
+    import numpy as np
+    for a, b in zip(sharded["logits"], unsharded["logits"]):
+        a, b = np.asarray(a), np.asarray(b)
+        assert np.abs(a - b).max() / np.abs(b).max() < 1e-5
+    assert sharded["tokens"] == unsharded["tokens"] == out["ref_tokens"]  # greedy tokens equal float64's
+    assert out["wq_shard_rows"] == 8 * 8 // tp  # each chip holds its heads' rows of W_q
+    # Row-parallel o and down: one all-reduce each per layer, of the activations (batch 2 x 1 token
+    # x hidden 64 floats = 512 bytes); the vocab-split LM head: one all-gather of the logits
+    # (2 x 1 x 512 floats = 4096 bytes); nothing else.
+    layers = 2
+    assert collectives(out["hlo"], "all-reduce") == [2 * 1 * 64 * 4 // dp] * (2 * layers)
+    assert collectives(out["hlo"], "all-gather") == [2 * 1 * 512 * 4 // dp]
+    assert "all-to-all(" not in out["hlo"] and "collective-permute(" not in out["hlo"]
+
+
+def test_a_run_splits_transformer_cases_over_devices_and_records_the_layout(tmp_path):
+    out = tmp_path / "r.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "infercost.cli", "run", "--backend", "jax-cpu,torch-cpu", "--model", "tiny",
+                           "--devices", "4", "--workload", "decode", "--tokens", "16", "--min-time", "0.05",
+                           "--warmup", "0.05", "--repeats", "3", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    by_backend = {r["case"]["backend"]: r for r in map(json.loads, out.read_text().splitlines())}
+    jax_rec, torch_rec = by_backend["jax-cpu"], by_backend["torch-cpu"]
+    assert jax_rec["check"]["passed"] and jax_rec["case"]["layout"] == "tp=4,dp=1" and jax_rec["case"]["devices"] == 4
+    assert "4 devices" in jax_rec["case"]["launch"]
+    assert torch_rec["status"] == "skipped" and "one device" in torch_rec["reasons"][0]
+
+
+def test_a_layout_the_model_cannot_take_is_skipped_with_the_reason(tmp_path):
+    out = tmp_path / "r.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "infercost.cli", "run", "--backend", "jax-cpu", "--model", "tiny",
+                           "--mesh", "tp=3,dp=1", "--workload", "decode", "--tokens", "16", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    (rec,) = map(json.loads, out.read_text().splitlines())
+    assert rec["status"] == "skipped" and "must divide the 4 heads" in rec["reasons"][0]
