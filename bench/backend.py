@@ -139,6 +139,15 @@ class Backend:
         return module.Runner(cfg, dtype, self.device, batch, max_seq, seed=seed, weights=weights,
                              compile_decode=compile_decode, keep_weights=keep_weights)
 
+    def collective(self, op: str, per_device: int, dtype: str, devices: int):
+        """A collective over `devices` devices as (fn, args, fetch): fn(*args) runs it once on
+        host-made inputs (device i holds i + 1 + j / per_device at element j); fetch(out) is the
+        result as host float64 [devices, n] (what each device holds). Raises Unavailable."""
+        raise Unavailable(f"{self.name} has no collective workload yet (it is in the JAX backends)")
+
+    def device_count(self) -> int:
+        return 1
+
     def read_bandwidth(self, buffers) -> tuple[float, str] | None:
         """Bytes/s a read sweep reaches over these device buffers (a model's streamed weights),
         and how it was measured; None where no sweep applies (device memory has a catalog figure)."""

@@ -82,6 +82,29 @@ class JaxBackend(Backend):
             return f"the layout tp={mesh.get('tp', 1)},dp={mesh.get('dp', 1)} needs {need} devices; JAX sees {have}"
         return None
 
+    def device_count(self) -> int:
+        return len(jax.devices(self.platform))
+
+    def collective(self, op: str, per_device: int, dtype: str, devices: int):
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+        if devices > self.device_count():
+            raise Unavailable(f"{devices} devices asked for; JAX sees {self.device_count()}")
+        mesh = Mesh(np.array(jax.devices(self.platform)[:devices]), ("d",))
+        host = (np.arange(1, devices + 1, dtype=np.float64)[:, None]
+                + np.arange(per_device, dtype=np.float64)[None, :] / per_device).astype(jnp.dtype(dtype))
+        x = jax.device_put(host, NamedSharding(mesh, P("d", None)))
+        if op == "all-reduce":
+            body = lambda a: jax.lax.psum(a, "d")
+            out_spec = P("d", None)  # every device's copy of the sum, stacked
+        elif op == "all-gather":
+            body = lambda a: jax.lax.all_gather(a, "d", tiled=True)
+            out_spec = P("d", None)
+        else:
+            raise Unavailable(f"unknown collective {op!r}")
+        fn = jax.jit(jax.shard_map(body, mesh=mesh, in_specs=P("d", None), out_specs=out_spec))
+        fetch = lambda out: np.asarray(jax.device_get(out)).astype(np.float64).reshape(devices, -1)
+        return fn, [x], fetch
+
     def make_mesh(self, mesh: dict):
         """A ("dp", "tp") mesh over the first dp x tp devices of this platform."""
         from jax.sharding import Mesh
@@ -117,9 +140,10 @@ class JaxBackend(Backend):
         with jax.transfer_guard("disallow"):
             start = time.perf_counter()
             for _ in range(number):
-                outs.append(fn(*args))
-                if self.in_flight_one:
-                    jax.block_until_ready(outs[-1])
+                if self.in_flight_one:  # finished, and freed, before the next (a kept buffer makes
+                    jax.block_until_ready(fn(*args))  # the next call page-fault a fresh one)
+                else:
+                    outs.append(fn(*args))
             jax.block_until_ready(outs)  # dispatch is asynchronous: wait for every call
             return time.perf_counter() - start
 

@@ -22,7 +22,7 @@ from .timing import Settings, measure
 
 # Figures that are throughputs (or derived from one): an invalid measurement reports none.
 RATES = ("tflops", "gbps", "peak_fraction", "input_tokens", "output_tokens", "per_user", "mfu", "mbu",
-         "ttft", "tpot", "roofline_fraction", "tokens_per_joule")
+         "ttft", "tpot", "roofline_fraction", "tokens_per_joule", "algbw", "busbw")
 
 
 @dataclass

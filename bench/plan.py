@@ -17,11 +17,17 @@ from infercost.kernels.dtypes import DTYPES
 
 from .backend import NAMES, device_kind
 
-WORKLOADS = ("matmul", "prefill", "decode")
+WORKLOADS = ("matmul", "prefill", "decode", "collective")
 
 
 def matmul(sizes, dtype):
     return [{"workload": "matmul", "params": {"m": s, "n": s, "k": s}, "dtype": dtype} for s in sizes]
+
+
+def collectives(sizes, dtype="float32"):
+    """All-reduce and all-gather over every device, message sizes from 4 KiB up."""
+    return [{"workload": "collective", "params": {"op": op, "bytes": size}, "dtype": dtype}
+            for op in ("all-reduce", "all-gather") for size in sizes]
 
 
 def llm_gemms(batches, dtype):
@@ -57,6 +63,9 @@ SQUARES_ACC = (256, 512, 1024, 2048, 4096, 8192, 16384)
 MATMUL_ACC = matmul(SQUARES_ACC, "bfloat16") + matmul(SQUARES_ACC, "float16") + matmul(SQUARES_ACC[:-1], "float32") \
     + llm_gemms((1, 16, 128, 1024, 4096), "bfloat16")
 
+COLLECTIVE_CPU = collectives([4 << 10 << 2 * i for i in range(7)])    # 4 KiB to 16 MiB
+COLLECTIVE_ACC = collectives([4 << 10 << 2 * i for i in range(10)])   # 4 KiB to 1 GiB
+
 SUITES = {
     # A first look: about two minutes on a 2-core CPU for torch-cpu and jax-cpu together.
     "quick": {
@@ -68,6 +77,8 @@ SUITES = {
     # Real model shapes: the throughput-versus-interactivity sweep of Llama-3.1-8B, and the
     # other public models at batch 1 and 32 (a 70B model is recorded as skipped where it cannot fit).
     "llm": {"cpu": LLM_SUITE_CPU, "accelerator": LLM_SUITE_ACC},
+    # Collectives over every device of the machine (jax-cpu: as many as --devices forces).
+    "collectives": {"cpu": COLLECTIVE_CPU, "accelerator": COLLECTIVE_ACC},
     # For a cloud instance: everything.
     "full": {"cpu": MATMUL_CPU + LLM_SUITE_CPU, "accelerator": MATMUL_ACC + LLM_SUITE_ACC},
 }
@@ -192,8 +203,10 @@ def plan_cases(suite: str, backends: list[str], probes: dict, *, workloads=(), d
             if dtype in lacks:
                 notices.append(f"{backend}: skipping {dtype} ({lacks[dtype]})")
                 continue
-            if quant is not None or mesh is not None:
-                if spec["workload"] == "matmul":
+            if spec["workload"] == "collective" and mesh is not None:
+                spec = {**spec, "params": {**spec["params"], "devices": mesh["tp"] * mesh["dp"]}}
+            elif quant is not None or mesh is not None:
+                if spec["workload"] in ("matmul", "collective"):
                     continue
                 extra = {"quant": quant} if quant is not None else {}
                 extra.update({"mesh": mesh} if mesh is not None else {})

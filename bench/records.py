@@ -193,7 +193,8 @@ def parse_record(raw: bytes) -> tuple[str | None, dict | None]:
 # What a valid record of each workload must report for it to be priced and plotted.
 FIGURES = {"matmul": ("tflops",), "prefill": ("input_tokens_per_s", "ttft_s"),
            "decode": ("output_tokens_per_s", "tpot_s", "per_user_tokens_per_s"),
-           "serve": ("output_tokens_per_s", "tpot_s", "per_user_tokens_per_s")}
+           "serve": ("output_tokens_per_s", "tpot_s", "per_user_tokens_per_s"),
+           "collective": ("busbw_gbs", "algbw_gbs")}
 
 
 def missing_figures(rec: dict) -> str:
@@ -203,7 +204,7 @@ def missing_figures(rec: dict) -> str:
         return f"unknown workload {case['workload']!r}"
     if not isinstance(metrics, dict):
         return "no metrics"
-    if case["workload"] != "matmul":
+    if case["workload"] not in ("matmul", "collective"):
         p = case["params"]
         if not (isinstance(p.get("model"), str) and all(isinstance(p.get(k), int) and not isinstance(p.get(k), bool)
                                                         and p[k] > 0 for k in ("batch", "tokens"))):

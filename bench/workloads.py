@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+
 from infercost.kernels.dtypes import tolerance
 from infercost.kernels.matmul import Matmul
 
@@ -74,9 +76,84 @@ class MatmulWorkload:
         return out, findings
 
 
+class CollectiveWorkload:
+    """An all-reduce or all-gather over N devices, reported as nccl-tests does: algorithm bandwidth
+    = message bytes / time, bus bandwidth = algbw x 2(n-1)/n (all-reduce) or x (n-1)/n (all-gather),
+    where the message is each device's buffer (all-reduce) or the gathered result (all-gather)."""
+
+    def __init__(self, case: dict):
+        self.case, p = case, case["params"]
+        self.op, self.nbytes = p["op"], p["bytes"]
+        self.item = {"float32": 4, "bfloat16": 2, "float16": 2}[case["dtype"]]
+        self.requested = p.get("devices")
+        self.n = None
+        self.fn = self.args = None
+
+    def describe(self) -> dict:
+        return {"shape": f"{self.op} {self.nbytes} B"}
+
+    def fit(self, backend) -> str | None:
+        self.n = self.requested or backend.device_count()
+        if self.n < 2:
+            return f"{backend.name} sees {backend.device_count()} device(s); a collective needs 2 or more"
+        if self.n > backend.device_count():
+            return f"{self.n} devices asked for; {backend.name} sees {backend.device_count()}"
+        per = self.nbytes // self.item // (self.n if self.op == "all-gather" else 1)
+        if per < 1:
+            return f"{self.nbytes} bytes is less than one element a device"
+        free = backend.memory_bytes()
+        if free is not None and 3 * self.nbytes * (self.n if backend.kind == "cpu" else 1) > 0.9 * free:
+            return f"needs {3 * self.nbytes / 1e9:.1f} GB a device, {free / 1e9:.1f} GB free"
+        return None
+
+    def check(self, backend, seed: int) -> tuple[dict, dict]:
+        per = self.nbytes // self.item // (self.n if self.op == "all-gather" else 1)
+        start = time.perf_counter()
+        self.fn, self.args, fetch = backend.collective(self.op, per, self.case["dtype"], self.n)
+        got = fetch(self.fn(*self.args))
+        first_s = time.perf_counter() - start
+        host = backend.fetch(self.args[0]).reshape(self.n, per)  # the inputs as the devices hold them
+        if self.op == "all-reduce":
+            want = np.repeat(host.sum(axis=0, keepdims=True), self.n, axis=0)
+        else:
+            want = np.repeat(host.reshape(1, -1), self.n, axis=0)
+        finite = bool(np.isfinite(got).all())
+        error = float(np.abs(got - want).max() / np.abs(want).max()) if finite and got.shape == want.shape else float("inf")
+        tol = tolerance(self.case["dtype"]) if self.op == "all-reduce" else 0.0
+        check = {"error": error, "tolerance": tol, "finite": finite, "passed": bool(finite and error <= tol),
+                 "checked": f"every element on all {self.n} devices against float64"}
+        return check, {"compile_and_first_call_s": first_s}
+
+    def prepare(self, backend, seed: int) -> Prepared:
+        return Prepared(self.fn, self.args, {}, {"devices": self.n})
+
+    def work(self) -> tuple[int, int]:
+        return 0, self.nbytes
+
+    def before_timing(self, backend) -> None:
+        pass
+
+    def metrics(self, backend, acc, stats: dict, m: dict) -> tuple[dict, list]:
+        steady = sum(m["times"]) / len(m["times"])
+        factor = 2 * (self.n - 1) / self.n if self.op == "all-reduce" else (self.n - 1) / self.n
+        algbw = self.nbytes / steady
+        out = {"message_bytes": self.nbytes, "algbw_gbs": algbw / 1e9, "busbw_gbs": algbw * factor / 1e9,
+               "busbw_gbs_median": self.nbytes / stats["median"] * factor / 1e9,
+               "interconnect_gbs": acc.interconnect_gbs if acc else None}
+        link = acc.interconnect if acc else None
+        best = self.nbytes / stats["min"] * factor
+        findings = []
+        if link and best > gates.PEAK_MARGIN * link:
+            findings.append((gates.INVALID, f"physically impossible: bus bandwidth {best / 1e9:.0f} GB/s is above "
+                                            f"{gates.PEAK_MARGIN}x the interconnect's {link / 1e9:.0f} GB/s"))
+        return out, findings
+
+
 def make_workload(case: dict):
     if case["workload"] == "matmul":
         return MatmulWorkload(case)
+    if case["workload"] == "collective":
+        return CollectiveWorkload(case)
     if case["workload"] in ("prefill", "decode"):
         from .llm import TransformerWorkload
         return TransformerWorkload(case)

@@ -24,6 +24,7 @@ class Accelerator:
     tdp_w: float | None
     as_of: str
     source: str
+    interconnect_gbs: float | None = None  # per chip, one direction: NVLink, ICI, Infinity Fabric
 
     def peak(self, dtype: str, tf32: bool = False) -> float | None:
         """Dense peak FLOP/s for a matmul in this dtype, or None when unknown."""
@@ -34,6 +35,11 @@ class Accelerator:
     @property
     def bandwidth(self) -> float | None:
         return self.bandwidth_tbs * 1e12 if self.bandwidth_tbs else None
+
+    @property
+    def interconnect(self) -> float | None:
+        """Bytes/s a chip sends to its peers (one direction), for collectives."""
+        return self.interconnect_gbs * 1e9 if self.interconnect_gbs else None
 
 
 def _num(text: str) -> float | None:
@@ -53,6 +59,7 @@ def _rows() -> tuple[tuple[re.Pattern, Accelerator], ...]:
                 name=row["name"], vendor=row["vendor"], memory_gb=_num(row["memory_gb"]),
                 bandwidth_tbs=_num(row["bandwidth_tbs"]), peak_tflops=peaks,
                 tdp_w=_num(row["tdp_w"]), as_of=row["as_of"], source=row["source"],
+                interconnect_gbs=_num(row.get("interconnect_gbs") or ""),
             )
             rows.append((re.compile(row["match"], re.IGNORECASE), acc))
     return tuple(rows)

@@ -66,8 +66,8 @@ def blend(input_cost: float | None, output_cost: float | None, ratio: float = 3.
 
 def price_record(record: dict, basis: Basis) -> dict | None:
     """The cost figures of one valid record (None for invalid ones: they have no throughput)."""
-    if record.get("status") != "ok":
-        return None
+    if record.get("status") != "ok" or record["case"]["workload"] not in ("matmul", "prefill", *OUTPUT):
+        return None  # a collective is a property of the machine, not something a price buys per unit
     case, m = record["case"], record["metrics"]
     rate = basis.per_hour_used(case.get("devices") or 1)
     row = {"backend": case["backend"], "device": case.get("device"), "workload": case["workload"],

@@ -15,7 +15,23 @@ from infercost.kernels.llama import LlamaConfig
 
 ITEMSIZE = {"float32": 4, "bfloat16": 2, "float16": 2, "fp8": 1, "int8": 1}
 FORMULA = ("decode_s = max((weights + batch*context*kv_per_token) / (chips*bandwidth*mbu), "
-           "flops / (chips*peak*mfu)); prefill_s = max(flops / (chips*peak*mfu), bytes / (chips*bandwidth*mbu))")
+           "flops / (chips*peak*mfu)) + comm_s; prefill_s = max(flops / (chips*peak*mfu), bytes / (chips*bandwidth*mbu)) "
+           "+ comm_s; tensor parallel over chips: comm_s = layers*2 all-reduces of tokens*hidden activations "
+           "(2(n-1)/n x bytes / interconnect each) + one all-gather of the logits ((n-1)/n x bytes / interconnect)")
+
+
+def comm_seconds(cfg: LlamaConfig, acc: Accelerator, chips: int, tokens: int, logit_rows: int, act_item: int) -> float | None:
+    """Tensor-parallel communication of one forward pass: after each row-parallel product (o and
+    down) an all-reduce of the activations, and one all-gather of the vocabulary-split logits, at
+    nccl-tests' bus-bandwidth volumes over the catalog's interconnect. None without a figure."""
+    if chips <= 1:
+        return 0.0
+    if not acc.interconnect:
+        return None
+    n = chips
+    all_reduce = 2 * (n - 1) / n * tokens * cfg.hidden * act_item / acc.interconnect
+    all_gather = (n - 1) / n * logit_rows * cfg.vocab_size * 4 / acc.interconnect
+    return 2 * cfg.layers * all_reduce + all_gather
 
 
 def estimate(cfg: LlamaConfig, acc: Accelerator, chips: int, batch: int, context: int, dtype: str,
@@ -37,10 +53,13 @@ def estimate(cfg: LlamaConfig, acc: Accelerator, chips: int, batch: int, context
     kv_per_token = 2 * cfg.layers * cfg.kv_heads * cfg.hd * kv_item
     decode_bytes = weights + batch * context * kv_per_token
     decode_flops = cfg.flops(batch, 1, context)
-    decode_s = max(decode_bytes / bw, decode_flops / flops_ceiling)
+    act_item = ITEMSIZE[dtype] if dtype in ("float32", "bfloat16", "float16") else 2
+    decode_comm = comm_seconds(cfg, acc, chips, batch, batch, act_item)
+    prefill_comm = comm_seconds(cfg, acc, chips, batch * (prompt or context), batch, act_item)
+    decode_s = max(decode_bytes / bw, decode_flops / flops_ceiling) + (decode_comm or 0.0)
     prefill_flops = cfg.flops(batch, prompt, prompt, logit_tokens=1)
     prefill_bytes = weights + batch * prompt * kv_per_token
-    prefill_s = max(prefill_flops / flops_ceiling, prefill_bytes / bw)
+    prefill_s = max(prefill_flops / flops_ceiling, prefill_bytes / bw) + (prefill_comm or 0.0)
     out = {
         "estimate": True, "formula": FORMULA, "accelerator": acc.name, "chips": chips, "batch": batch,
         "context": context, "prompt": prompt, "dtype": dtype, "weight_dtype": weight_dtype or dtype,
@@ -48,6 +67,8 @@ def estimate(cfg: LlamaConfig, acc: Accelerator, chips: int, batch: int, context
         "memory_needed_gb": decode_bytes / 1e9, "memory_available_gb": chips * acc.memory_gb,
         "fits": decode_bytes <= chips * acc.memory_gb * 1e9,
         "decode_step_s": decode_s, "decode_bound": "memory" if decode_bytes / bw >= decode_flops / flops_ceiling else "compute",
+        "decode_comm_s": decode_comm, "prefill_comm_s": prefill_comm,
+        "interconnect_gbs": acc.interconnect_gbs,
         "output_tokens_per_s": batch / decode_s, "output_tokens_per_s_per_chip": batch / decode_s / chips,
         "prefill_s": prefill_s, "input_tokens_per_s": batch * prompt / prefill_s,
         "catalog_source": acc.source, "catalog_as_of": acc.as_of,

@@ -12,8 +12,8 @@ from rich.markup import escape
 from infercost.version import __version__
 from infercost.errors import InputError, RunError
 from infercost.flags import build_parser, join_negative_values
-from infercost.present import (case_name, cost_table, compare_table, estimate_lines, llm_table, matmul_table,
-                               result_line)
+from infercost.present import (case_name, collective_table, cost_table, compare_table, estimate_lines, llm_table,
+                               matmul_table, result_line)
 
 # Piped output (CI logs, files) gets wide lines instead of rich's 80-column default.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
@@ -151,11 +151,11 @@ def cmd_run(args) -> int:
         return 130
     finally:
         writer.close()
-    matmuls = [r for r in records if r["case"]["workload"] == "matmul"]
-    if matmuls:
-        console.print(matmul_table(matmuls))
-    if len(matmuls) < len(records):
-        console.print(llm_table([r for r in records if r["case"]["workload"] != "matmul"]))
+    kinds = {k: [r for r in records if r["case"]["workload"] in w]
+             for k, w in (("matmul", ("matmul",)), ("llm", ("prefill", "decode")), ("collective", ("collective",)))}
+    for kind, table in (("matmul", matmul_table), ("llm", llm_table), ("collective", collective_table)):
+        if kinds[kind]:
+            console.print(table(kinds[kind]))
     if not bases and detection is not None:
         instance = detection.result()
         if instance is None:

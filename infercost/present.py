@@ -17,11 +17,20 @@ def pct(x) -> str:
     return f"{x:.1%}" if x is not None else "-"
 
 
+def size(nbytes: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:g} {unit}"
+    return f"{nbytes} B"
+
+
 def case_name(case: dict) -> str:
     p = case["params"]
     tf32 = " tf32" if case.get("tf32") else ""
     if case["workload"] == "matmul":
         return f"matmul {p['m']}x{p['n']}x{p['k']} {case['dtype']}{tf32}"
+    if case["workload"] == "collective":
+        return f"{p['op']} {size(p['bytes'])} x{p.get('devices') or 'all'} {case['dtype']}"
     what = "prompt" if case["workload"] == "prefill" else "ctx"
     quant = f" {p['quant']}" if p.get("quant") else ""
     return f"{case['workload']} {p['model']} b{p['batch']} {what}{p['tokens']} {case['dtype']}{quant}{tf32}"
@@ -33,7 +42,9 @@ def result_line(record: dict) -> str:
         m = record["metrics"]
         warn = f" [yellow]({escape(record['warnings'][0])})[/]" if record["warnings"] else ""
         wl = record["case"]["workload"]
-        if wl == "prefill":
+        if wl == "collective":
+            main = f"bus {m['busbw_gbs']:.3g} GB/s (algorithm {m['algbw_gbs']:.3g} GB/s)"
+        elif wl == "prefill":
             main = f"{m['input_tokens_per_s']:.4g} input tok/s, TTFT {m['ttft_s'] * 1e3:.3g} ms"
         elif wl in ("decode", "serve"):
             main = f"{m['output_tokens_per_s']:.4g} output tok/s, TPOT {m['tpot_s'] * 1e3:.3g} ms"
@@ -92,6 +103,22 @@ def llm_table(records: list[dict]) -> Table:
     return table
 
 
+def collective_table(records: list[dict]) -> Table:
+    table = _table("collectives (nccl-tests' bandwidths: algorithm = bytes / time; bus = algorithm x 2(n-1)/n "
+                   "for all-reduce, x (n-1)/n for all-gather)",
+                   ["backend", "device", "op", "bytes", "devices", "algbw GB/s", "busbw GB/s", "of link", "valid"],
+                   {"bytes", "devices", "algbw GB/s", "busbw GB/s", "of link"})
+    for r in records:
+        case, m = r["case"], r.get("metrics") or {}
+        p, ok = case["params"], r["status"] == "ok"
+        link = m.get("interconnect_gbs")
+        table.add_row(escape(case["backend"]), escape(case.get("device") or "?"), p["op"], size(p["bytes"]),
+                      str(case.get("devices") or p.get("devices") or "-"),
+                      f"{m['algbw_gbs']:.3g}" if ok else "-", f"{m['busbw_gbs']:.3g}" if ok else "-",
+                      pct(m["busbw_gbs"] / link) if ok and link else "-", validity(r))
+    return table
+
+
 def cost_table(rows: list[dict], title: str) -> Table:
     table = _table(title, ["backend", "device", "case", "$/M input", "$/M output", "$/M blended", "$/PFLOP", "95% CI"],
                    {"$/M input", "$/M output", "$/M blended", "$/PFLOP", "95% CI"})
@@ -137,6 +164,10 @@ def estimate_lines(e: dict, model: str, acc, args_dtype: str, price_per_chip_hou
              f"{e['input_tokens_per_s']:.4g} input tok/s",
              f"  memory        {e['memory_needed_gb']:.1f} GB needed, {e['memory_available_gb']:.0f} GB on the chips"
              + ("" if e["fits"] else "  [red](does not fit)[/]")]
+    if e["chips"] > 1:
+        lines.append(f"  tensor parallel communication {e['decode_comm_s'] * 1e3:.3f} ms per decode step over "
+                     f"{e['interconnect_gbs']:g} GB/s a chip (in the step above)" if e["decode_comm_s"] is not None else
+                     "  tensor parallel communication not included: the catalog has no interconnect figure for this chip")
     if "usd_per_m_output_floor" in e:
         lines.append(f"  floor cost    {usd(e['usd_per_m_output_floor'])}/M output, "
                      f"{usd(e['usd_per_m_input_floor'])}/M input at ${price_per_chip_hour:g}/chip-hour")

@@ -237,8 +237,8 @@ class Runner:
             w = seeded_weights(cfg, seed, self.dtype, device) if mesh is None else self._seeded_sharded(seed)
         else:
             w = {k: self._put(v, device if mesh is None else self._sharding(hf_axes(k))) for k, v in weights.items()}
-        with jax.default_device(device):
-            self.params = prepare(cfg, w, fuse=mesh is None)
+        with jax.default_device(device):  # fused weights split badly over tp > 1 chips; on one they are faster
+            self.params = prepare(cfg, w, fuse=mesh is None or mesh.shape["tp"] == 1)
         self.weights = w if keep_weights else None  # the params hold fused copies
         del w
         with jax.default_device(device):
