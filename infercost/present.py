@@ -33,7 +33,8 @@ def case_name(case: dict) -> str:
         return f"{p['op']} {size(p['bytes'])} x{p.get('devices') or 'all'} {case['dtype']}"
     what = "prompt" if case["workload"] == "prefill" else "ctx"
     quant = f" {p['quant']}" if p.get("quant") else ""
-    return f"{case['workload']} {p['model']} b{p['batch']} {what}{p['tokens']} {case['dtype']}{quant}{tf32}"
+    mesh = f" tp={p['mesh']['tp']},dp={p['mesh']['dp']}" if isinstance(p.get("mesh"), dict) else ""
+    return f"{case['workload']} {p['model']} b{p['batch']} {what}{p['tokens']} {case['dtype']}{quant}{mesh}{tf32}"
 
 
 def result_line(record: dict) -> str:
@@ -96,7 +97,8 @@ def llm_table(records: list[dict]) -> Table:
         util = m.get("mfu" if prefill else "mbu")
         table.add_row(escape(case["backend"]), escape(case.get("device") or "?"), escape(str(p["model"])),
                       case["workload"], str(p["batch"]),
-                      str(p["tokens"]), case["dtype"] + (f" w{p['quant']}" if p.get("quant") else ""),
+                      str(p["tokens"]), case["dtype"] + (f" w{p['quant']}" if p.get("quant") else "")
+                      + (f" {case['layout']}" if case.get("layout") else ""),
                       f"{rate:.4g}" if ok and rate else "-",
                       f"{latency * 1e3:.3g}" if ok and latency else "-", pct(util) if ok else "-",
                       pct(m.get("roofline_fraction")) if ok else "-", validity(r))

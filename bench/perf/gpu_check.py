@@ -6,6 +6,9 @@ record under --out, and prints a short table last.
 2. The matmul sweep (achieved TFLOP/s curve) on every GPU backend, through `infercost run`.
 3. llama-3.1-8b in bf16: decode at batch 1 and a larger batch, prefill of 2048 tokens, on
    torch-cuda and jax-gpu; batch-1 decode against the HBM bandwidth ceiling (target >= 85%).
+4. int8 and fp8 batch-1 decode beside bf16 (target int8 >= 1.6x bf16 tokens/s).
+5. jax-gpu sharded on a 1-device mesh beside unsharded, and the collectives sweep (one GPU:
+   tp=1 only, and collectives need 2 or more devices: recorded as skipped there).
 
     python bench/perf/gpu_check.py --out DIR
     python bench/perf/gpu_check.py --out DIR --dry-run   # the same steps on CPU, tiny sizes
@@ -113,7 +116,21 @@ def main() -> int:
         infercost_run(["--backend", backend, "--model", model, "--dtype", "bfloat16", "--workload", "decode",
                        "--batch", large, "--tokens", tokens, *fast], llm, run_log, timeout=min(150, left()))
 
-    log("3. matmul sweep on both backends")
+    log("3. quantized decode (int8, fp8) beside bf16 at batch 1, torch then jax (fp8 skipped where the device lacks it)")
+    for backend in (torch_b, jax_b):
+        for q in ("int8", "fp8"):
+            infercost_run(["--backend", backend, "--model", model, "--dtype", "bfloat16", "--workload", "decode",
+                           "--batch", "1", "--tokens", tokens, "--quant", q, *fast], llm, run_log,
+                          timeout=min(200, left()))
+
+    log("4. tensor-parallel machinery on one device (tp=1 beside unsharded) and the collectives sweep (jax)")
+    infercost_run(["--backend", jax_b, "--model", model, "--dtype", "bfloat16", "--workload", "decode",
+                   "--batch", small, "--tokens", tokens, "--mesh", "tp=1,dp=1", *fast], llm, run_log,
+                  timeout=min(150, left()))
+    infercost_run(["--backend", jax_b, "--suite", "collectives", *fast], args.out / "collectives.jsonl", run_log,
+                  timeout=min(120, left()))
+
+    log("5. matmul sweep on both backends")
     infercost_run(["--backend", f"{torch_b},{jax_b}", *sweep, *fast], args.out / "matmul.jsonl", run_log,
                   timeout=min(180, left()))
     infercost_run(["--backend", f"{torch_b},{jax_b}", f"--shape={n}x{n}x{n}", "--dtype", "float32,float16",
@@ -132,11 +149,27 @@ def main() -> int:
               f"{peak or float('nan')} -> {cmp['infercost_tflops'] / peak if peak else float('nan'):.1%}")
     from rich.console import Console
 
-    from infercost.present import llm_table, matmul_table
+    from infercost.present import collective_table, llm_table, matmul_table
     console = Console(width=200)
-    done = records(llm) + records(args.out / "matmul.jsonl")
+    done = records(llm) + records(args.out / "matmul.jsonl") + records(args.out / "collectives.jsonl")
     console.print(matmul_table([r for r in done if r["case"]["workload"] == "matmul"]))
-    console.print(llm_table([r for r in done if r["case"]["workload"] != "matmul"]))
+    console.print(llm_table([r for r in done if r["case"]["workload"] in ("prefill", "decode")]))
+    collectives = [r for r in done if r["case"]["workload"] == "collective"]
+    if collectives:
+        console.print(collective_table(collectives))
+    rate = {(r["case"]["backend"], r["case"].get("weight_dtype"), r["case"].get("layout")): r["metrics"].get("output_tokens_per_s")
+            for r in done if r["case"]["workload"] == "decode" and r["case"]["params"]["batch"] == int(small)
+            and r["status"] == "ok"}
+    for backend in (torch_b, jax_b):
+        base = rate.get((backend, "bfloat16", None))
+        for q in ("int8", "fp8"):
+            got = rate.get((backend, q, None))
+            if base and got:
+                print(f"{backend} {q} / bf16 decode tokens/s at batch {small}: {got / base:.2f}"
+                      + ("  (target >= 1.6)" if q == "int8" else ""))
+        tp1 = rate.get((backend, "bfloat16", "tp=1,dp=1"))
+        if base and tp1:
+            print(f"{backend} sharded tp=1 / unsharded decode time per token: {base / tp1:.3f}  (target within 3%)")
     return 0
 
 
