@@ -212,6 +212,13 @@ class TransformerWorkload:
         steady = float(times.mean())
         peak = acc.peak(self.dtype, self.tf32) if acc else None
         bandwidth, basis = self.ceiling(backend, acc)
+        findings = []
+        if bandwidth and basis != "catalog" and nbytes / stats["min"] > gates.PEAK_MARGIN * bandwidth:
+            # Faster than the read sweep around it allows: the sweep was disturbed (a busy host),
+            # so no utilisation is reported against it rather than an impossible one.
+            findings.append((gates.WARN, f"the measured read bandwidth ({bandwidth / 1e9:.1f} GB/s) is below what this "
+                                         f"step streamed ({nbytes / stats['min'] / 1e9:.1f} GB/s): busy host; MBU withheld"))
+            bandwidth, basis = None, None
         # The roofline needs both ceilings; with one unknown (a CPU has no catalog peak) it is not given.
         roofline_s = max(flops / peak, nbytes / bandwidth) if peak and bandwidth else None
         power = m.get("power_w")
@@ -245,8 +252,8 @@ class TransformerWorkload:
         out["tokens_per_joule"] = tokens / steady / power if power else None
         rate = "input_tokens_per_s" if self.prefill else "output_tokens_per_s"
         out[rate + "_per_chip"] = out[rate] / self.devices
-        findings = gates.peak_gate(flops / stats["min"], peak, nbytes / stats["min"],
-                                   bandwidth if basis == "catalog" else None)
+        findings += gates.peak_gate(flops / stats["min"], peak, nbytes / stats["min"],
+                                    bandwidth if basis == "catalog" else None)
         return out, findings
 
 

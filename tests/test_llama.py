@@ -295,3 +295,25 @@ def test_jax_decode_attention_matches_float64_masked_grouped_attention(multiply_
     probs = np.exp(scores - scores.max(-1, keepdims=True))
     want = np.einsum("bhts,bhsd->bthd", probs / probs.sum(-1, keepdims=True), v[:, kv_head])
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_disturbed_bandwidth_sweep_withholds_mbu_instead_of_reporting_an_impossible_one():
+    case = {"backend": "jax-cpu", "workload": "decode", "dtype": "float32", "tf32": False, "threads": 2,
+            "params": {"model": "tiny", "batch": 1, "tokens": 16}}
+    w = TransformerWorkload(case)
+    flops, nbytes = w.work()
+
+    class Slow:  # a read sweep that saw 1 GB/s while the step itself streamed far more
+        def read_bandwidth(self, buffers):
+            return 1e9, "measured (sum over this model's weights, before and after timing)"
+
+    class Runner:
+        def streamed(self):
+            return []
+    w.runner = Runner()
+    w.before_timing(Slow())
+    step = nbytes / 10e9  # 10 GB/s
+    stats = {"median": step, "min": step, "mean_ci95_low": step, "mean_ci95_high": step}
+    m, findings = w.metrics(Slow(), None, stats, {"times": [step] * 5})
+    assert m["mbu"] is None and m["bandwidth_gbs"] is None
+    assert findings and findings[0][0] == "warn" and "MBU withheld" in findings[0][1]
