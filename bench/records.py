@@ -283,9 +283,9 @@ def result_files(paths) -> list[Path]:
     return files
 
 
-def results_path(out: Path | None, resume: bool, folder: Path = Path("results")) -> Path:
+def results_path(out: Path | None, resume: bool, folder: Path = Path("results"), kind: str = "run") -> Path:
     """Where a run writes: --out, or with --resume alone the newest file in results/, or a new
-    results/run-<time>-<host>.jsonl. Checked writable, but not created, before anything runs."""
+    results/<kind>-<time>-<host>.jsonl. Checked writable, but not created, before anything runs."""
     if out is not None:
         path = Path(out)
     elif resume:
@@ -295,7 +295,7 @@ def results_path(out: Path | None, resume: bool, folder: Path = Path("results"))
         path = runs[-1]
     else:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        path = folder / f"run-{stamp}-{socket.gethostname()}.jsonl"
+        path = folder / f"{kind}-{stamp}-{socket.gethostname()}.jsonl"
     if path.is_dir():
         raise InputError(f"cannot write results to {path}: it is a directory")
     existing = next(p for p in (path, *path.parents) if p.exists())  # created only when the run starts

@@ -319,7 +319,6 @@ def summarize_level(requests: list[Request], start: float, end: float, slo: dict
         lo = hi = None
     good = [r for r in counted if slo_ok(r, slo)]
     in_flight = sum(r.e2e for r in ok) / window if ok else None  # Little's law: L = throughput x latency
-    ttfts = []
     metrics = {
         "output_tokens_per_s": tokens / window if counted else None,
         "output_tokens_per_s_ci95_low": float(lo) if lo is not None else None,

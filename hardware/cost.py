@@ -8,7 +8,6 @@ opposite throughput bound).
 
 from __future__ import annotations
 
-import math
 import re
 import warnings
 from dataclasses import dataclass, replace
@@ -175,14 +174,6 @@ def cheapest_within(rows: list[dict], max_tpot_s: float) -> list[dict]:
     return list(best.values())
 
 
-def _finite_positive(value, name: str, zero_ok: bool = False) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value < 0 or (value == 0 and not zero_ok):
-        raise InputError(f"{name} must be a finite {'non-negative' if zero_ok else 'positive'} number, not {value!r}")
-
-
 def price_bases(*, instances=(), pricing: str = "on-demand", region: str | None = None, prices=(),
                 price_per_hour: float | None = None, accelerators: int | None = None,
                 owned: float | None = None, years: float = 4.0, power_w: float | None = None,
@@ -197,15 +188,17 @@ def price_bases(*, instances=(), pricing: str = "on-demand", region: str | None 
     old price row); default: Python's warnings. names: how errors name each argument (the CLI
     passes its flags); default: the keyword names.
     """
+    from infercost.numbers import number
+
     from . import prices as tables
 
     name = lambda key: (names or {}).get(key, key)
     for value, key in ((price_per_hour, "price_per_hour"), (owned, "owned"), (years, "years"),
                        (power_w, "power_w"), (kwh_price, "kwh_price")):
-        _finite_positive(value, name(key))
-    _finite_positive(accelerators, name("accelerators"), zero_ok=True)
-    if accelerators is not None and accelerators != int(accelerators):
-        raise InputError(f"{name('accelerators')} must be a whole number, not {accelerators!r}")
+        if value is not None:
+            number(value, name(key))
+    if accelerators is not None:
+        number(accelerators, name("accelerators"), integer=True, low=0, low_open=False)
     instances = [i for i in (instances or []) if i]
     given = [name(k) for k, v in (("price_per_hour", price_per_hour), ("instance", instances or None),
                                   ("owned", owned)) if v is not None]

@@ -189,8 +189,7 @@ def cmd_serve(args) -> int:
                           serve.read_prompts(args.prompts) if args.prompts else None, args.seed)
     ep = serve.Endpoint(url, args.model, args.api, args.api_key_env, args.timeout, not args.no_ignore_eos, args.tokenizer)
     slo = serve.parse_slo(args.slo)
-    path = results_path(args.out, False) if args.out else results_path(None, False).with_name(
-        results_path(None, False).name.replace("run-", "serve-"))
+    path = results_path(args.out, False, kind="serve")
     writer = Writer(path, warn)
     console.print(escape(f"infercost {__version__}: {len(levels)} levels against {url} ({args.model}, {work.describe()})"))
 

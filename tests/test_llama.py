@@ -55,8 +55,8 @@ def run_llm_case(backend, case, settings, seed, cpus_available):
     return measure_case(backend, TransformerWorkload(case), case, settings, seed, cpus_available)
 
 
-def run_greedy(backend, cfg, weights, prompt, steps):
-    runner = backend.load_model(cfg, "float32", prompt.shape[0], prompt.shape[1] + steps, weights=weights)
+def run_greedy(backend, cfg, weights, prompt, steps, quant=None):
+    runner = backend.load_model(cfg, "float32", prompt.shape[0], prompt.shape[1] + steps, weights=weights, quant=quant)
     logits = [backend.fetch(runner.prefill_step(prompt, last_only=False)())]
     tokens = [logits[0][:, -1].argmax(-1)]
     for i in range(steps - 1):

@@ -15,6 +15,7 @@ from infercost.bench.measure import measure_case
 from infercost.bench.timing import Settings
 from infercost.kernels import llama, llama_ref, quant
 from infercost.kernels.llama import CONFIGS
+from test_llama import run_greedy  # the same greedy loop, quantized
 
 CFG = replace(CONFIGS["tiny"], qkv_bias=True, tie_embeddings=True)
 FAST = Settings(warmup_s=0.05, min_time_s=0.1, min_blocks=5)
@@ -49,16 +50,10 @@ def test_seeded_quantized_weights_are_the_quantized_seeded_weights():
             np.testing.assert_array_equal(a[name], b[name])
 
 
-def run_quantized(name, batch, weights, prompt, steps):
+def run_quantized(name, weights, prompt, steps):
     backend = open_backend(name, threads=2)
     backend.configure("float32", False)
-    runner = backend.load_model(CFG, "float32", batch, prompt.shape[1] + steps, weights=weights, quant="int8")
-    logits = [backend.fetch(runner.prefill_step(prompt, last_only=False)())]
-    tokens = [logits[0][:, -1].argmax(-1)]
-    for i in range(steps - 1):
-        logits.append(backend.fetch(runner.decode_step(tokens[-1][:, None], prompt.shape[1] + i)()))
-        tokens.append(logits[-1][:, -1].argmax(-1))
-    return np.stack(tokens, axis=1), logits, runner.launch
+    return run_greedy(backend, CFG, weights, prompt, steps, quant="int8")
 
 
 @pytest.mark.parametrize("batch", [1, 2])  # torch-cpu: the compiled fused GEMV, and torch's int8 kernel
@@ -68,7 +63,7 @@ def test_int8_logits_match_float64_with_the_same_dequantized_weights_in_torch_an
     ref_tokens, ref_logits = llama_ref.greedy(CFG, quant.dequantized(qw), prompt, 4)
     results = {}
     for name in ("torch-cpu", "jax-cpu"):
-        tokens, logits, launch = run_quantized(name, batch, qw, prompt, 4)
+        tokens, logits, launch = run_quantized(name, qw, prompt, 4)
         np.testing.assert_array_equal(tokens, ref_tokens)
         for got, ref in zip(logits, ref_logits):
             assert np.abs(got - ref).max() / np.abs(ref).max() < 1e-5, name
