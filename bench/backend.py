@@ -67,7 +67,7 @@ class Backend:
 
     def mesh_unsupported(self, mesh: dict) -> str | None:
         """Why this backend cannot split a model over the layout {"tp": n, "dp": m}, or None."""
-        return f"{self.name} runs a model on one device (tensor parallelism is in the JAX backends so far)"
+        return f"{self.name} runs a model on one device"
 
     def quant_unsupported(self, mode: str) -> str | None:
         """Why this device cannot run weights quantized this way (int8, fp8), or None when it can.
@@ -106,8 +106,11 @@ class Backend:
         self.sync()
         start = time.perf_counter()
         out = None
-        for _ in range(number):
-            out = fn(*args)
+        if hasattr(fn, "repeat"):  # ranks driven by one command a block (bench/torch_dist.py)
+            out = fn.repeat(number)
+        else:
+            for _ in range(number):
+                out = fn(*args)
         self.sync(out)
         return time.perf_counter() - start
 
@@ -143,7 +146,7 @@ class Backend:
         """A collective over `devices` devices as (fn, args, fetch): fn(*args) runs it once on
         host-made inputs (device i holds i + 1 + j / per_device at element j); fetch(out) is the
         result as host float64 [devices, n] (what each device holds). Raises Unavailable."""
-        raise Unavailable(f"{self.name} has no collective workload yet (it is in the JAX backends)")
+        raise Unavailable(f"{self.name} has no collective workload")
 
     def device_count(self) -> int:
         return 1
@@ -186,4 +189,5 @@ def probe(name: str) -> dict:
         "backend": name, "available": True, "device": backend.device_name(), "reason": None,
         "unsupported": {d: r for d in DTYPES if (r := backend.unsupported(d))},
         "memory_bytes": backend.memory_bytes(),
+        "devices": backend.device_count() if backend.kind != "cpu" else 1,  # accelerators a model can span
     }

@@ -84,8 +84,20 @@ SUITES = {
 }
 
 
-def suite_cases(suite: str, backend: str) -> list[dict]:
-    return SUITES[suite]["cpu" if device_kind(backend) == "cpu" else "accelerator"]
+def on_all_chips(devices: int) -> list[dict]:
+    """The `llm` suite's scaling cases on a machine with several accelerators: Llama-3.1-70B over
+    all of them at batch 1 and a large batch, and Llama-3.1-8B over all of them beside its one-chip
+    cases, each tensor parallel."""
+    mesh = {"tp": devices, "dp": 1}
+    cases = (prefill("llama-3.1-70b", "bfloat16", [(1, 2048)]) + decode("llama-3.1-70b", "bfloat16", (1, 64), 2048)
+             + decode("llama-3.1-8b", "bfloat16", (1, 64), 2048))
+    return [{**c, "params": {**c["params"], "mesh": mesh}} for c in cases]
+
+
+def suite_cases(suite: str, backend: str, devices: int = 1) -> list[dict]:
+    kind = "cpu" if device_kind(backend) == "cpu" else "accelerator"
+    extra = on_all_chips(devices) if suite in ("llm", "full") and kind == "accelerator" and devices > 1 else []
+    return SUITES[suite][kind] + extra
 
 
 def choose_backends(requested: list[str], probes_fn) -> tuple[list[str], dict]:
@@ -195,7 +207,8 @@ def plan_cases(suite: str, backends: list[str], probes: dict, *, workloads=(), d
         if explicit is not None:
             wanted = explicit
         else:
-            wanted = [c for c in suite_cases(suite, backend)
+            chips = probes[backend].get("devices", 1) if mesh is None else 1
+            wanted = [c for c in suite_cases(suite, backend, chips)
                       if (not dtypes or c["dtype"] in dtypes) and (not workloads or c["workload"] in workloads)]
         kind = device_kind(backend)
         for spec in wanted:
@@ -211,12 +224,13 @@ def plan_cases(suite: str, backends: list[str], probes: dict, *, workloads=(), d
                 extra = {"quant": quant} if quant is not None else {}
                 extra.update({"mesh": mesh} if mesh is not None else {})
                 spec = {**spec, "params": {**spec["params"], **extra}}
+            layout = spec["params"].get("mesh") or mesh
             cases.append({
                 "backend": backend, **spec,
                 "tf32": bool(tf32 and dtype == "float32" and kind == "gpu"),
                 "threads": threads if kind == "cpu" else None,
                 "device_kind": kind,
-                "devices": (mesh["tp"] * mesh["dp"]) if mesh is not None else 1,
+                "devices": (layout["tp"] * layout["dp"]) if layout is not None else 1,
             })
     if (quant is not None or mesh is not None) and not cases:
         flag = "--quant" if quant is not None else "--devices/--mesh"

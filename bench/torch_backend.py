@@ -79,6 +79,27 @@ class TorchBackend(Backend):
     def matmul(self, dtype: str, tf32: bool = False):
         return torch.matmul  # precision is set by configure()
 
+    def mesh_unsupported(self, mesh: dict) -> str | None:
+        if mesh.get("dp", 1) > 1:
+            return f"{self.name} splits a model over devices by tensor parallelism only (dp=1); the JAX backends take dp"
+        if mesh.get("tp", 1) > self.device_count():
+            return f"tp={mesh['tp']} needs {mesh['tp']} devices; {self.name} has {self.device_count()}"
+        return None
+
+    def sharded(self, cfg, dtype, batch, max_seq, mesh, options, **kw):
+        """The model split over mesh["tp"] ranks, one process each (bench/torch_dist.py)."""
+        from .torch_dist import ShardedRunner
+        return ShardedRunner(cfg, dtype, self.device, batch, max_seq, mesh["tp"], options=options, **kw)
+
+    def collective(self, op: str, per_device: int, dtype: str, devices: int):
+        from .torch_dist import Collective
+        if op not in ("all-reduce", "all-gather"):
+            raise Unavailable(f"unknown collective {op!r}")
+        if devices > self.device_count():
+            raise Unavailable(f"{devices} devices asked for; {self.name} has {self.device_count()}")
+        c = Collective(op, per_device, dtype, devices, self.device)
+        return c, [c.inputs], lambda out: c.read(out).to("cpu", torch.float64).numpy().reshape(devices, -1)
+
 
 class TorchCPU(TorchBackend):
     name = "torch-cpu"
@@ -102,13 +123,30 @@ class TorchCPU(TorchBackend):
     def memory_bytes(self) -> int | None:
         return memory_available()
 
+    MAX_RANKS = 8
+
+    def device_count(self) -> int:
+        """Ranks are processes sharing this host's cores: one a core (at least 2)."""
+        return max(2, available_cpus())
+
+    def mesh_unsupported(self, mesh: dict) -> str | None:
+        # Up to MAX_RANKS ranks even on fewer cores, so a small host can check a split model (the
+        # ranks then share cores, and the launch says so).
+        if mesh.get("dp", 1) == 1 and mesh.get("tp", 1) <= max(self.MAX_RANKS, self.device_count()):
+            return None
+        return super().mesh_unsupported(mesh)
+
     def load_model(self, cfg, dtype, batch, max_seq, *, seed=0, weights=None, compile_decode=True,
                    keep_weights=False, mesh=None, quant=None):
-        if mesh is not None or (quant is not None and self.quant_unsupported(quant)):
+        if (mesh is not None and self.mesh_unsupported(mesh)) or (quant is not None and self.quant_unsupported(quant)):
             return super().load_model(cfg, dtype, batch, max_seq, mesh=mesh, quant=quant)
         from infercost.kernels import llama_torch, llama_torch_cpu
+        options = llama_torch_cpu.plan(batch, compile_decode)
+        if mesh is not None:
+            return self.sharded(cfg, dtype, batch, max_seq, mesh, options, seed=seed, weights=weights,
+                                keep_weights=keep_weights)
         return llama_torch.Runner(cfg, dtype, self.device, batch, max_seq, seed=seed, weights=weights,
-                                  keep_weights=keep_weights, **llama_torch_cpu.plan(batch, compile_decode))
+                                  keep_weights=keep_weights, **options)
 
     def read_bandwidth(self, buffers):
         return host_read_bandwidth(buffers, self.threads)
@@ -184,8 +222,11 @@ class TorchCUDA(TorchBackend):
         end = torch.cuda.Event(enable_timing=True)
         self.flush()
         start.record()
-        for _ in range(number):
-            fn(*args)
+        if hasattr(fn, "repeat"):  # a collective over ranks: one command announces the block
+            fn.repeat(number)
+        else:
+            for _ in range(number):
+                fn(*args)
         end.record()
         end.synchronize()
         return start.elapsed_time(end) / 1e3
@@ -194,11 +235,18 @@ class TorchCUDA(TorchBackend):
         from .power import nvml_reader
         return nvml_reader(self.device.index or 0)
 
+    def device_count(self) -> int:
+        return torch.cuda.device_count()
+
     def load_model(self, cfg, dtype, batch, max_seq, *, seed=0, weights=None, compile_decode=True,
                    keep_weights=False, mesh=None, quant=None):
-        if mesh is not None or (quant is not None and self.quant_unsupported(quant)):
+        if (mesh is not None and self.mesh_unsupported(mesh)) or (quant is not None and self.quant_unsupported(quant)):
             return super().load_model(cfg, dtype, batch, max_seq, mesh=mesh, quant=quant)
         from infercost.kernels import llama_torch
         compiled = {"compile": llama_torch.cuda_graphs, "launch": "torch.compile(reduce-overhead): CUDA graphs"}
+        options = compiled if compile_decode else {}
+        if mesh is not None:
+            return self.sharded(cfg, dtype, batch, max_seq, mesh, options, seed=seed, weights=weights,
+                                keep_weights=keep_weights)
         return llama_torch.Runner(cfg, dtype, self.device, batch, max_seq, seed=seed, weights=weights,
-                                  keep_weights=keep_weights, **(compiled if compile_decode else {}))
+                                  keep_weights=keep_weights, **options)

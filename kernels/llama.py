@@ -19,6 +19,64 @@ import numpy as np
 from .dtypes import ITEMSIZE
 
 
+# -- tensor parallelism, declared once for both frameworks (as jax-llm-examples does) -------
+# Each array's logical axes, and the mesh axis each logical axis is split over: "tp" splits the
+# attention heads, the MLP's intermediate dimension and the vocabulary (column-parallel q/k/v,
+# gate/up and LM head; row-parallel o and down, one all-reduce after each); "dp" splits the
+# batch; activations and everything else are replicated. KV heads are split when there are at
+# least as many as chips, replicated otherwise (JAX: all of them on every chip; torch: each chip
+# holds the one its query heads read, tp_slices()).
+RULES = {"batch": "dp", "heads": "tp", "kv_heads": "tp", "ffn": "tp", "vocab": "tp",
+         "table": None, "embed": None, "seq": None, "head_dim": None}
+AXES = {
+    "embed": ("table", "embed"),       # the embedding gather reads replicated rows
+    "head": ("vocab", "embed"),
+    "norm": ("embed",), "ln1": ("embed",), "ln2": ("embed",),
+    "wq": ("heads", "embed"), "wk": ("kv_heads", "embed"), "wv": ("kv_heads", "embed"),
+    "bq": ("heads",), "bk": ("kv_heads",), "bv": ("kv_heads",),
+    "wo": ("embed", "heads"),
+    "wg": ("ffn", "embed"), "wu": ("ffn", "embed"), "w2": ("embed", "ffn"),
+    "cache": ("batch", "kv_heads", "seq", "head_dim"),
+    "tokens": ("batch", "seq"), "activation": ("batch", "seq", "embed"), "logits": ("batch", "seq", None),
+}
+HF_NAMES = {"embed_tokens.weight": "embed", "lm_head.weight": "head", "model.norm.weight": "norm",
+            "input_layernorm.weight": "ln1", "post_attention_layernorm.weight": "ln2",
+            "q_proj.weight": "wq", "k_proj.weight": "wk", "v_proj.weight": "wv", "q_proj.bias": "bq",
+            "k_proj.bias": "bk", "v_proj.bias": "bv", "o_proj.weight": "wo", "gate_proj.weight": "wg",
+            "up_proj.weight": "wu", "down_proj.weight": "w2"}
+
+
+def hf_axes(name: str) -> tuple:
+    return AXES[next(v for k, v in HF_NAMES.items() if name.endswith(k))]
+
+
+def tp_slices(cfg: "LlamaConfig", name: str, shape: tuple, rank: int, tp: int) -> tuple[slice, ...]:
+    """The part of an HF tensor that chip `rank` of `tp` holds: every dimension whose logical axis
+    RULES puts on "tp" cut into tp equal contiguous parts. With fewer KV heads than chips (tp a
+    multiple of them, as vLLM requires) each chip holds the one KV head its query heads read."""
+    out = []
+    for axis, size in zip(hf_axes(name), shape):
+        if RULES.get(axis) != "tp" or tp == 1:
+            out.append(slice(None))
+        elif axis == "kv_heads" and cfg.kv_heads % tp:
+            head = rank // (tp // cfg.kv_heads)
+            out.append(slice(head * cfg.hd, (head + 1) * cfg.hd))
+        else:
+            part = size // tp
+            out.append(slice(rank * part, (rank + 1) * part))
+    return tuple(out)
+
+
+def tp_unsupported(cfg: "LlamaConfig", tp: int) -> str | None:
+    """Why this model cannot be split over tp chips, or None."""
+    if cfg.heads % tp or cfg.intermediate % tp or cfg.vocab_size % tp:
+        return (f"tp={tp} must divide the {cfg.heads} heads, the MLP's {cfg.intermediate} columns and the "
+                f"{cfg.vocab_size}-token vocabulary")
+    if cfg.kv_heads % tp and tp % cfg.kv_heads:
+        return f"tp={tp} must divide the {cfg.kv_heads} KV heads or be a multiple of them"
+    return None
+
+
 @dataclass(frozen=True)
 class LlamaConfig:
     vocab_size: int

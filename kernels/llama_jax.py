@@ -11,33 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .llama import GOLDEN, M1, M2, LlamaConfig, rope_tables, tensor_salt, weight_init
-
-# -- tensor parallelism, declared once (as jax-llm-examples does) ---------------------------
-# Each array's logical axes, and the mesh axis each logical axis is split over: "tp" splits the
-# attention heads, the MLP's intermediate dimension and the vocabulary (column-parallel q/k/v,
-# gate/up and LM head; row-parallel o and down, one all-reduce after each); "dp" splits the
-# batch; activations and everything else are replicated. KV heads are split when there are at
-# least as many as chips, replicated otherwise (sharding_rules()).
-RULES = {"batch": "dp", "heads": "tp", "kv_heads": "tp", "ffn": "tp", "vocab": "tp",
-         "table": None, "embed": None, "seq": None, "head_dim": None}
-AXES = {
-    "embed": ("table", "embed"),       # the embedding gather reads replicated rows
-    "head": ("vocab", "embed"),
-    "norm": ("embed",), "ln1": ("embed",), "ln2": ("embed",),
-    "wq": ("heads", "embed"), "wk": ("kv_heads", "embed"), "wv": ("kv_heads", "embed"),
-    "bq": ("heads",), "bk": ("kv_heads",), "bv": ("kv_heads",),
-    "wo": ("embed", "heads"),
-    "wg": ("ffn", "embed"), "wu": ("ffn", "embed"), "w2": ("embed", "ffn"),
-    "cache": ("batch", "kv_heads", "seq", "head_dim"),
-    "tokens": ("batch", "seq"), "activation": ("batch", "seq", "embed"), "logits": ("batch", "seq", None),
-}
-HF_NAMES = {"embed_tokens.weight": "embed", "lm_head.weight": "head", "model.norm.weight": "norm",
-            "input_layernorm.weight": "ln1", "post_attention_layernorm.weight": "ln2",
-            "q_proj.weight": "wq", "k_proj.weight": "wk", "v_proj.weight": "wv", "q_proj.bias": "bq",
-            "k_proj.bias": "bk", "v_proj.bias": "bv", "o_proj.weight": "wo", "gate_proj.weight": "wg",
-            "up_proj.weight": "wu", "down_proj.weight": "w2"}
-
+from .llama import AXES, GOLDEN, M1, M2, RULES, LlamaConfig, hf_axes, rope_tables, tensor_salt, weight_init
 
 def sharding_rules(cfg: LlamaConfig, tp: int) -> dict:
     """RULES for this model on `tp` chips (fewer KV heads than chips: the KV heads are replicated)."""
@@ -49,10 +23,6 @@ def sharding_rules(cfg: LlamaConfig, tp: int) -> dict:
 def partition(mesh, rules: dict, axes: tuple):
     from jax.sharding import NamedSharding, PartitionSpec
     return NamedSharding(mesh, PartitionSpec(*(rules.get(a) if a else None for a in axes)))
-
-
-def hf_axes(name: str) -> tuple:
-    return AXES[next(v for k, v in HF_NAMES.items() if name.endswith(k))]
 
 
 @partial(jax.jit, static_argnums=0)  # salt is traced: one compile per tensor size, not per tensor
@@ -266,10 +236,15 @@ class Runner:
 
     def _put(self, v, where):
         if hasattr(v, "values") and hasattr(v, "scale"):  # a kernels.quant.QWeight
+            # On a mesh the scales follow their output rows: split with a column-parallel
+            # weight, replicated with a row-parallel one.
             if self.mesh is not None:
-                raise ValueError("quantized weights on a mesh are not supported yet")
+                from jax.sharding import NamedSharding, PartitionSpec
+                rows = NamedSharding(self.mesh, PartitionSpec(*where.spec[:1]))
+            else:
+                rows = where
             return {"q": jax.device_put(np.asarray(v.values), where),
-                    "s": jax.device_put(np.asarray(v.scale, np.float32).astype(self.dtype), where)}
+                    "s": jax.device_put(np.asarray(v.scale, np.float32).astype(self.dtype), rows)}
         return jax.device_put(np.asarray(v).astype(self.dtype), where)
 
     def _fn(self, key, tokens, pos, prefill, last_only):

@@ -28,14 +28,15 @@ def hashed_uniform(n: int, salt: int, device) -> torch.Tensor:
     return (x >> 8).to(torch.float32) * 2.0**-23 - 1.0
 
 
+def seeded_tensor(cfg: LlamaConfig, seed: int, index: int, name: str, dtype: torch.dtype, device) -> torch.Tensor:
+    """Parameter number `index` (of cfg.param_shapes()) of the seeded model."""
+    shape = cfg.param_shapes()[name]
+    offset, width = weight_init(name)
+    return (offset + width * hashed_uniform(math.prod(shape), tensor_salt(seed, index), device)).reshape(shape).to(dtype)
+
+
 def seeded_weights(cfg: LlamaConfig, seed: int, dtype: torch.dtype, device) -> dict[str, torch.Tensor]:
-    out = {}
-    for index, (name, shape) in enumerate(cfg.param_shapes().items()):
-        offset, width = weight_init(name)
-        u = hashed_uniform(math.prod(shape), tensor_salt(seed, index), device)
-        out[name] = (offset + width * u).reshape(shape).to(dtype)
-        del u
-    return out
+    return {name: seeded_tensor(cfg, seed, i, name, dtype, device) for i, name in enumerate(cfg.param_shapes())}
 
 
 def rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
@@ -105,13 +106,42 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
 
 
-class Llama(torch.nn.Module):
-    """Weights (HF names) fused for speed; caches of [batch, kv_heads, max_seq, head_dim]."""
+class TensorParallel:
+    """The two collectives of a tensor-parallel decoder (Megatron's layout): the sum of the
+    row-parallel products' partial outputs, and the vocabulary-split logits put back together.
+    torch's functional collectives, so torch.compile traces them into the decode graph."""
 
-    def __init__(self, cfg: LlamaConfig, weights: dict, batch: int, max_seq: int, ops: Ops = PLAIN):
+    def __init__(self, group, size: int):
+        self.group, self.size = group, size
+
+    def all_reduce(self, x: torch.Tensor) -> torch.Tensor:
+        if self.size == 1:  # one chip holds the whole sum
+            return x
+        from torch.distributed import _functional_collectives as funcol
+        return funcol.all_reduce(x, "sum", self.group)
+
+    def gather_last(self, x: torch.Tensor) -> torch.Tensor:
+        if self.size == 1:
+            return x
+        from torch.distributed import _functional_collectives as funcol
+        gather = getattr(funcol, "all_gather_single", None) or funcol.all_gather_tensor  # renamed in 2.12
+        return gather(x.contiguous(), x.dim() - 1, self.group)
+
+
+class Llama(torch.nn.Module):
+    """Weights (HF names) fused for speed; caches of [batch, kv_heads, max_seq, head_dim].
+
+    With `tp` (a TensorParallel), the weights are this chip's shard (kernels.llama.tp_slices):
+    its query and KV heads, its MLP columns and vocabulary rows; widths come from the weights.
+    """
+
+    def __init__(self, cfg: LlamaConfig, weights: dict, batch: int, max_seq: int, ops: Ops = PLAIN,
+                 tp: TensorParallel | None = None):
         super().__init__()
-        self.cfg, self.ops = cfg, ops
+        self.cfg, self.ops, self.tp = cfg, ops, tp
         w = weights
+        self.heads = w["model.layers.0.self_attn.q_proj.weight"].shape[0] // cfg.hd
+        self.kv_heads = w["model.layers.0.self_attn.k_proj.weight"].shape[0] // cfg.hd
         dtype = w["model.embed_tokens.weight"].dtype
         device = w["model.embed_tokens.weight"].device
         self.embed = w["model.embed_tokens.weight"]
@@ -136,7 +166,7 @@ class Llama(torch.nn.Module):
         cos, sin = rope_tables(cfg, max_seq)
         self.cos = torch.from_numpy(cos).to(device, torch.float32).to(dtype)
         self.sin = torch.from_numpy(sin).to(device, torch.float32).to(dtype)
-        shape = (batch, cfg.kv_heads, max_seq, cfg.hd)
+        shape = (batch, self.kv_heads, max_seq, cfg.hd)
         self.k_cache = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.layers)]
         self.v_cache = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.layers)]
         self.max_seq = max_seq
@@ -157,7 +187,8 @@ class Llama(torch.nn.Module):
         """
         cfg, ops = self.cfg, self.ops
         b, t = tokens.shape
-        nh, nkv, hd = cfg.heads, cfg.kv_heads, cfg.hd
+        nh, nkv, hd = self.heads, self.kv_heads, cfg.hd
+        reduce = (lambda y: y) if self.tp is None else self.tp.all_reduce
         cos, sin = self.cos[input_pos], self.sin[input_pos]
         mask = None if prefill else (torch.arange(self.max_seq, device=tokens.device) <= input_pos[-1]).view(1, 1, 1, -1)
         x = F.embedding(tokens, self.embed)
@@ -175,12 +206,13 @@ class Llama(torch.nn.Module):
                 o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
             else:
                 o = ops.decode_attention(q, k_cache, v_cache, mask)
-            x = x + ops.linear(o.transpose(1, 2).reshape(b, t, nh * hd), layer["wo"])
+            x = x + reduce(ops.linear(o.transpose(1, 2).reshape(b, t, nh * hd), layer["wo"]))
             gate, up = ops.norm_linear(x, layer["ln2"], cfg.norm_eps, layer["w13"]).chunk(2, dim=-1)
-            x = x + ops.linear(F.silu(gate) * up, layer["w2"])
+            x = x + reduce(ops.linear(F.silu(gate) * up, layer["w2"]))
         if last_only:
             x = x[:, -1:]
-        return ops.norm_linear(x, self.norm, cfg.norm_eps, self.head).float()
+        logits = ops.norm_linear(x, self.norm, cfg.norm_eps, self.head).float()
+        return logits if self.tp is None else self.tp.gather_last(logits)
 
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -195,6 +227,8 @@ def to_device(v, device, dtype: torch.dtype):
     """A host weight (numpy float, or a quant.QWeight) on the device: floats in the compute dtype,
     quantized values as they are, their scales in the compute dtype."""
     import numpy as np
+    if isinstance(v, (torch.Tensor, QLinear)):  # already placed (a tensor-parallel shard)
+        return v
     if hasattr(v, "values") and hasattr(v, "scale"):
         values = np.asarray(v.values)
         if values.dtype == np.int8:
@@ -217,14 +251,15 @@ class Runner:
 
     def __init__(self, cfg: LlamaConfig, dtype: str, device, batch: int, max_seq: int,
                  seed: int = 0, weights: dict | None = None, keep_weights: bool = False,
-                 ops: Ops = PLAIN, compile=None, launch: str = "eager", prefill_launch: str = "eager"):
+                 ops: Ops = PLAIN, compile=None, launch: str = "eager", prefill_launch: str = "eager",
+                 tp: TensorParallel | None = None):
         tdtype = TORCH_DTYPES[dtype]
         if weights is None:
             w = seeded_weights(cfg, seed, tdtype, device)
         else:  # numpy (bfloat16 via ml_dtypes) -> float32 -> dtype: exact for every source dtype
             w = {k: to_device(v, device, tdtype) for k, v in weights.items()}
         self.device = torch.device(device)
-        self.model = Llama(cfg, w, batch, max_seq, ops)
+        self.model = Llama(cfg, w, batch, max_seq, ops, tp)
         self.weights = w if keep_weights else None  # the model holds fused copies
         self.params = self.model.tensors()
         del w

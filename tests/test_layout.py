@@ -7,8 +7,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # The repository's folders and the package names they install as (pyproject.toml).
 PACKAGES = {"infercost": "infercost", "bench": "infercost.bench", "kernels": "infercost.kernels",
             "hardware": "infercost.hardware"}
-# The only modules that may import torch or jax: the adapters and the per-framework model files.
-FRAMEWORK_MODULES = {"infercost.bench.torch_backend", "infercost.bench.jax_backend",
+# The only modules that may import torch or jax: the adapters (torch_dist: the torch adapter's ranks)
+# and the per-framework model files.
+FRAMEWORK_MODULES = {"infercost.bench.torch_backend", "infercost.bench.torch_dist", "infercost.bench.jax_backend",
                      "infercost.kernels.llama_torch", "infercost.kernels.llama_torch_cpu",
                      "infercost.kernels.llama_jax"}
 FRAMEWORKS = ("torch", "jax", "jaxlib", "triton")

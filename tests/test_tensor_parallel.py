@@ -3,6 +3,7 @@ and float64, and exactly the communication the design says. Runs on forced host 
 check in its own process: JAX's device count is fixed when it starts)."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -94,7 +95,8 @@ def test_a_run_splits_transformer_cases_over_devices_and_records_the_layout(tmp_
     jax_rec, torch_rec = by_backend["jax-cpu"], by_backend["torch-cpu"]
     assert jax_rec["check"]["passed"] and jax_rec["case"]["layout"] == "tp=4,dp=1" and jax_rec["case"]["devices"] == 4
     assert "4 devices" in jax_rec["case"]["launch"]
-    assert torch_rec["status"] == "skipped" and "one device" in torch_rec["reasons"][0]
+    assert torch_rec["check"]["passed"] and torch_rec["case"]["layout"] == "tp=4,dp=1" and torch_rec["case"]["devices"] == 4
+    assert "over 4 ranks (gloo)" in torch_rec["case"]["launch"]
 
 
 def test_a_layout_the_model_cannot_take_is_skipped_with_the_reason(tmp_path):
@@ -162,3 +164,155 @@ def test_collectives_are_checked_and_reported_as_nccl_tests_does():
             assert m["busbw_gbs"] / m["algbw_gbs"] == pytest.approx(1.5 if r is reduce_rec else 0.75)
     assert gather_rec["check"]["error"] == 0.0  # a gather moves values exactly
     assert tiny["status"] == "skipped" and "less than one element" in tiny["reasons"][0]
+
+
+# -- PyTorch: one process per rank (torch.distributed, gloo on this CPU) ----------------------
+TORCH_SCRIPT = textwrap.dedent("""
+    import json, sys
+    from dataclasses import replace
+    import numpy as np
+    from torch.profiler import ProfilerActivity, profile
+    from infercost.bench.backend import open_backend
+    from infercost.kernels import llama, llama_ref, quant
+    from infercost.kernels.llama import CONFIGS
+    tp, kv_heads, batch = (int(x) for x in sys.argv[1:4])
+    mode = sys.argv[4] if len(sys.argv) > 4 else None
+    backend = open_backend("torch-cpu")
+    backend.configure("float32", False)
+    cfg = replace(CONFIGS["tiny"], heads=8, kv_heads=kv_heads, qkv_bias=True)
+    w64 = llama.seeded_weights_numpy(cfg, 0)
+    weights = quant.quantize(cfg, w64, mode) if mode else None
+    ref_w = quant.dequantized(weights) if mode else w64
+    prompt = np.random.default_rng(1).integers(0, cfg.vocab_size, (batch, 7))
+    ref_tokens, ref_logits = llama_ref.greedy(cfg, ref_w, prompt, 3)
+    out = {}
+    for name, mesh in (("sharded", {"tp": tp, "dp": 1}), ("unsharded", None)):
+        r = backend.load_model(cfg, "float32", batch, 10, seed=0, weights=weights, mesh=mesh)
+        logits = [backend.fetch(r.prefill_step(prompt, last_only=False)())]
+        for i in range(3):  # teacher-forced on the reference's tokens
+            step = r.decode_step(ref_tokens[:, i:i + 1], 7 + i)
+            if mesh is not None and i == 2:  # what the transport carries in one decode step
+                with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as p:
+                    logits.append(backend.fetch(step()))
+                out["transport"] = [[e.name, e.input_shapes[0]] for e in p.events() if e.name.startswith("gloo:")]
+                out["launch"] = r.launch
+            else:
+                logits.append(backend.fetch(step()))
+        out[name] = {"error": max(float(np.abs(g - x).max() / np.abs(x).max()) for g, x in zip(logits, ref_logits)),
+                     "tokens": [l[:, -1].argmax(-1).tolist() for l in logits[:-1]], "logits": [l.tolist() for l in logits]}
+        if mesh is not None:
+            out["wq_rows"] = r.local.model.layers[0]["wqkv"].shape[0]
+    out["ref_tokens"] = ref_tokens.T.tolist()
+    print(json.dumps(out))
+""")
+
+
+@pytest.mark.parametrize("tp,kv_heads,batch,mode", [(2, 2, 1, None), (4, 2, 2, None), (4, 8, 2, None), (2, 2, 2, "int8")])
+def test_torch_ranks_match_the_unsharded_model_and_float64_and_send_only_the_designed_collectives(tp, kv_heads, batch, mode):
+    proc = subprocess.run([sys.executable, "-c", TORCH_SCRIPT, str(tp), str(kv_heads), str(batch), *([mode] if mode else [])],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    import numpy as np
+    sharded, unsharded = out["sharded"], out["unsharded"]
+    assert sharded["error"] < 1e-5 and unsharded["error"] < 1e-5  # both against float64
+    for a, b in zip(sharded["logits"], unsharded["logits"]):
+        a, b = np.asarray(a), np.asarray(b)
+        assert np.abs(a - b).max() / np.abs(b).max() < 1e-5
+    assert sharded["tokens"] == unsharded["tokens"] == out["ref_tokens"]
+    # Each rank's fused QKV rows: its 8/tp query heads and its KV heads (split when there are at
+    # least as many as ranks, else the one its query heads read), head_dim 8.
+    local_kv = kv_heads // tp if kv_heads >= tp else 1
+    assert out["wq_rows"] == (8 // tp + 2 * local_kv) * 8
+    assert f"over {tp} ranks (gloo)" in out["launch"]
+    if batch == 1:
+        assert "torch.compile" in out["launch"]  # the compiled decode, collectives inside the graph
+    # One decode step on the wire: the 72-word command to the other ranks; an all-reduce of the
+    # activations (batch x 1 x hidden 64) after o and after down in each of 2 layers; one
+    # all-gather of this rank's share of the logits (batch x 1 x 512/tp); nothing else.
+    assert out["transport"] == [["gloo:broadcast", [72]]] + [["gloo:all_reduce", [batch, 1, 64]]] * 4 \
+        + [["gloo:all_gather", [batch, 1, 512 // tp]]]
+
+
+TORCH_FAULTS = textwrap.dedent("""
+    import json, os, signal, time
+    import numpy as np
+    from infercost.bench import torch_dist
+    from infercost.bench.backend import open_backend
+    from infercost.kernels.llama import CONFIGS
+    backend = open_backend("torch-cpu")
+    cfg = CONFIGS["tiny"]
+    out = {}
+    for fault in ("killed", "stopped"):
+        r = backend.load_model(cfg, "float32", 2, 10, mesh={"tp": 2, "dp": 1})
+        r.prefill_step(np.zeros((2, 4), int))()
+        follower = r.group.procs[0]
+        os.kill(follower.pid, signal.SIGKILL if fault == "killed" else signal.SIGSTOP)
+        start = time.perf_counter()
+        try:
+            r.decode_step(np.zeros((2, 1), int), 4)()
+            out[fault] = "no error"
+        except Exception as e:
+            out[fault] = type(e).__name__
+        out[fault + "_s"] = time.perf_counter() - start
+        out[fault + "_left"] = follower.poll() is None
+    again = backend.load_model(cfg, "float32", 2, 10, mesh={"tp": 2, "dp": 1})  # a fresh group
+    out["after"] = np.asarray(again.prefill_step(np.zeros((2, 4), int))()).shape
+    print(json.dumps(out))
+""")
+
+
+def test_a_lost_rank_fails_the_call_not_the_process_and_leaves_no_rank_behind():
+    env = {**os.environ, "INFERCOST_RANK_TIMEOUT_S": "5"}
+    proc = subprocess.run([sys.executable, "-c", TORCH_FAULTS], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["killed"] != "no error" and out["killed_s"] < 5  # a dead peer is noticed at once
+    assert out["stopped"] != "no error" and out["stopped_s"] < 30  # a hung one at the collective timeout
+    assert not out["killed_left"] and not out["stopped_left"]  # the group was torn down
+    assert out["after"] == [2, 1, 512]  # the last position's logits
+
+
+def test_torch_collectives_are_checked_and_timed_over_ranks():
+    # Two ranks: one a core of this host (torch-cpu's device count).
+    script = COLLECTIVE.replace('"jax-cpu"', '"torch-cpu"').replace('"devices": 4', '"devices": 2')
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    reduce_rec, gather_rec, tiny = json.loads(proc.stdout.strip().splitlines()[-1])
+    for r in (reduce_rec, gather_rec):
+        assert r["check"]["passed"], r
+        assert r["check"]["error"] == 0.0 or r is reduce_rec
+        assert r["case"]["devices"] == 2 and r["case"]["framework"] == "torch"
+        if r["status"] == "ok":  # nccl-tests' factors for n = 2: 2(n-1)/n = 1 and (n-1)/n = 0.5
+            m = r["metrics"]
+            assert m["busbw_gbs"] / m["algbw_gbs"] == pytest.approx(1.0 if r is reduce_rec else 0.5)
+    assert tiny["status"] == "skipped"
+
+
+def test_quantized_weights_split_over_devices_in_both_frameworks(tmp_path):
+    out = tmp_path / "r.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "infercost.cli", "run", "--backend", "jax-cpu,torch-cpu", "--model", "tiny",
+                           "--devices", "2", "--quant", "int8", "--workload", "decode", "--batch", "2", "--tokens", "16",
+                           "--min-time", "0.05", "--warmup", "0.05", "--repeats", "3", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    recs = list(map(json.loads, out.read_text().splitlines()))
+    assert {r["case"]["backend"] for r in recs} == {"jax-cpu", "torch-cpu"}
+    for r in recs:  # checked against float64 on the dequantized weights, quality against float
+        assert r["check"]["passed"], r["check"]
+        assert r["case"]["weight_dtype"] == "int8" and r["case"]["layout"] == "tp=2,dp=1"
+        assert r["check"]["quality"]["top1_agreement"] > 0.9
+
+
+def test_the_llm_suite_on_a_machine_of_several_accelerators_spans_them_all():
+    from infercost.bench.plan import plan_cases
+    probes = {"torch-cuda": {"available": True, "devices": 8, "unsupported": {}}}
+    cases, _ = plan_cases("llm", ["torch-cuda"], probes)
+    split = [(c["workload"], c["params"]["model"], c["params"]["batch"]) for c in cases if c["devices"] == 8]
+    assert ("decode", "llama-3.1-70b", 1) in split and ("decode", "llama-3.1-70b", 64) in split
+    assert ("decode", "llama-3.1-8b", 1) in split and ("prefill", "llama-3.1-70b", 1) in split
+    assert all(c["params"]["mesh"] == {"tp": 8, "dp": 1} for c in cases if c["devices"] == 8)
+    one_chip = [(c["params"].get("model"), c["params"].get("batch")) for c in cases if c["devices"] == 1]
+    assert ("llama-3.1-8b", 1) in one_chip  # the same model on one chip, for the scaling
+    single, _ = plan_cases("llm", ["torch-cuda"], {"torch-cuda": {"available": True, "devices": 1, "unsupported": {}}})
+    assert all(c["devices"] == 1 for c in single)
