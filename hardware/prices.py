@@ -148,7 +148,7 @@ def find(rows: list[Price], instance: str, pricing: str = "on-demand", region: s
     row = matching[0]
     if row.age_days() > max_age_days:
         warnings.warn(f"the price of {instance} ({row.pricing}) is {row.age_days()} days old "
-                      f"(as of {row.as_of}); refresh it with `infercost prices --import-skypilot`", stacklevel=2)
+                      f"(as of {row.as_of}); refresh it with `infercost prices --from-skypilot`", stacklevel=2)
     return row
 
 
@@ -246,3 +246,38 @@ def write(rows: list[dict], path: str | Path) -> None:
         w = csv.DictWriter(f, COLUMNS)
         w.writeheader()
         w.writerows(rows)
+
+
+def skypilot_catalog_dir() -> Path:
+    """Where the installed SkyPilot keeps the catalogs it has fetched (asked of SkyPilot itself)."""
+    try:
+        from sky.catalog import common
+    except ImportError:
+        from infercost.errors import InputError
+        raise InputError("SkyPilot is not installed: pip install 'infercost[fleet]' (or: bash scripts/setup.sh fleet)") from None
+    return Path(common.get_catalog_path("aws/vms.csv")).parent.parent
+
+
+def from_skypilot_cache(folder: Path | None = None) -> list[dict]:
+    """Rows of every cloud's vms.csv SkyPilot has fetched, each dated by when it was fetched."""
+    folder = folder or skypilot_catalog_dir()
+    rows = []
+    for path in sorted(folder.glob("*/vms.csv")):
+        fetched = date.fromtimestamp(path.stat().st_mtime).isoformat()
+        source = f"SkyPilot catalog cache {path.parent.name}/vms.csv (fetched {fetched})"
+        rows += import_skypilot(path, path.parent.name, fetched, source)
+    return rows
+
+
+def diff(new: list[dict], current: list[Price]) -> tuple[list[tuple[Price, dict]], list[dict]]:
+    """Rows of `new` whose price differs from the current row of the same instance, region and
+    pricing, and rows the current table does not have."""
+    index = {(r.provider, r.instance_type, r.region, r.pricing): r for r in reversed(current)}
+    changed, added = [], []
+    for row in new:
+        old = index.get((row["provider"], row["instance_type"], row["region"], row["pricing"]))
+        if old is None:
+            added.append(row)
+        elif abs(old.usd_per_hour - float(row["usd_per_hour"])) > 1e-9 * old.usd_per_hour:
+            changed.append((old, row))
+    return changed, added

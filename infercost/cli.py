@@ -261,7 +261,7 @@ def cmd_report(args) -> int:
     if not records:
         raise InputError("no records in the given results")
     try:
-        done = write_report(records, result_files(args.results), args.out, bases, ratio)
+        done = write_report(records, result_files(args.results), args.out, bases, ratio, args.min_user_tps)
     except OSError as e:
         raise InputError(f"cannot write the report to {args.out}: {e.strerror or e}") from None
     console.print(escape(f"wrote {args.out}/report.md, report.html ({len(done['figures'])} figures: "
@@ -307,6 +307,9 @@ def cmd_prices(args) -> int:
     from rich.table import Table
 
     from infercost.hardware import prices
+    if args.from_skypilot:
+        from infercost.fleet_cli import cmd_prices_from_skypilot
+        return cmd_prices_from_skypilot(args, console)
     try:
         if args.import_skypilot:
             if not (args.provider and args.as_of and args.out):
@@ -347,8 +350,13 @@ def cmd_backends(args) -> int:
     return 0
 
 
+def cmd_fleet(args) -> int:
+    from infercost.fleet_cli import cmd_fleet as fleet_command
+    return fleet_command(args, console, warn)
+
+
 COMMANDS = {"run": cmd_run, "serve": cmd_serve, "backends": cmd_backends, "cost": cmd_cost, "estimate": cmd_estimate,
-            "prices": cmd_prices, "report": cmd_report, "compare": cmd_compare, "ingest": cmd_ingest}
+            "prices": cmd_prices, "report": cmd_report, "compare": cmd_compare, "ingest": cmd_ingest, "fleet": cmd_fleet}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -101,6 +101,8 @@ def build_parser() -> Parser:
     rep.add_argument("--out", "-o", type=Path, required=True, help="folder to write the report to")
     add_price_flags(rep)
     rep.add_argument("--blend", default="3:1", help="input:output token ratio of the blended price (default 3:1)")
+    rep.add_argument("--min-user-tps", type=positive(float), default=20.0,
+                     help="fleet league table: the slowest per-user speed (tokens/s) a batch may give (default 20)")
 
     cmp = sub.add_parser("compare", help="compare two result sets case by case; exit 1 if any case got slower beyond --threshold")
     cmp.add_argument("base", help="baseline results (file or folder)")
@@ -139,7 +141,29 @@ def build_parser() -> Parser:
     ing.add_argument("json", type=Path, help="the file pytest --benchmark-json wrote")
     ing.add_argument("--out", "-o", type=Path, required=True, help="results file to append to")
 
+    fl = sub.add_parser("fleet", help="the same suite on many cloud instances through SkyPilot: plan, launch, status, collect")
+    fsub = fl.add_subparsers(dest="fleet_command", required=True)
+    fp = fsub.add_parser("plan", help="write one SkyPilot task per instance and print the fleet's estimated cost")
+    fp.add_argument("--instances", required=True, help="comma-separated provider:instance_type price rows, "
+                                                       "e.g. aws:p5en.48xlarge,gcp:tpu-v6e-8 (see `infercost prices`)")
+    fp.add_argument("--suite", default="llm", help="the suite every instance runs (default llm)")
+    fp.add_argument("--spot", action="store_true", help="spot instances (default on-demand)")
+    fp.add_argument("--region", help="region of the price rows (default: each row's first)")
+    fp.add_argument("--bucket", help="bucket the results are written to (default: a new infercost-fleet-<date>-<random>)")
+    fp.add_argument("--prices", action="append", default=[], help="your own price table(s)")
+    fp.add_argument("--out", "-o", type=Path, default=Path("fleet"), help="folder for the tasks (default ./fleet)")
+    fla = fsub.add_parser("launch", help="launch every task of a plan as a SkyPilot managed job")
+    fla.add_argument("folder", type=Path, help="the plan's folder")
+    fst = fsub.add_parser("status", help="the fleet's managed jobs")
+    fst.add_argument("folder", type=Path, nargs="?", help="the plan's folder (default: every infercost job)")
+    fco = fsub.add_parser("collect", help="gather the tasks' result files into FOLDER/collected, one record per case")
+    fco.add_argument("folder", type=Path, help="the plan's folder")
+    fco.add_argument("--from", dest="source", type=Path, help="where the bucket was synced (default FOLDER/results)")
+
     pr = sub.add_parser("prices", help="list price rows, or import a SkyPilot catalog CSV")
+    pr.add_argument("--from-skypilot", action="store_true",
+                    help="read the catalogs an installed SkyPilot has fetched into a new dated table, after showing "
+                         "how they differ from the current one")
     pr.add_argument("--import-skypilot", metavar="CSV", help="convert a SkyPilot vms.csv into infercost's format")
     pr.add_argument("--provider", help="provider of the imported catalog (aws, gcp, azure, ...)")
     pr.add_argument("--as-of", help="date the imported catalog was read (YYYY-MM-DD)")

@@ -17,6 +17,7 @@ from infercost.hardware import catalog
 from infercost.hardware import cost as costs
 from infercost.present import usd
 
+from . import league
 from .figures import fig_costs, fig_frontier, fig_matmul_curve, fig_roofline, png
 
 
@@ -95,7 +96,35 @@ def provenance(records, files) -> list[str]:
     return lines
 
 
-def write_report(records: list[dict], files: list, out: Path, bases=(), ratio: float = 3.0) -> dict:
+def fleet_manifests(files: list) -> list[dict]:
+    """fleet.json beside collected fleet results (infercost fleet collect puts it there)."""
+    import json
+    found = []
+    for folder in sorted({Path(f).parent for f in files}):
+        try:
+            found.append(json.loads((folder / "fleet.json").read_text()))
+        except (OSError, ValueError):
+            pass
+    return found
+
+
+def league_md(sections, min_user_tps) -> list[str]:
+    md = [f"## League table: $/M output tokens at >= {min_user_tps:g} tokens/s per user", "", f"*{league.NOTE}*", ""]
+    for sec in sections:
+        md += [f"### {sec['model']}, weights {sec['weights']}", "", _md_table(league.HEAD, league.table_rows(sec, usd_cell)), ""]
+    return md
+
+
+def league_html(sections, min_user_tps) -> str:
+    e = html.escape
+    parts = [f"<h2>League table: $/M output tokens at &gt;= {min_user_tps:g} tokens/s per user</h2><p>{e(league.NOTE)}</p>"]
+    for sec in sections:
+        parts.append(f"<h3>{e(sec['model'])}, weights {e(sec['weights'])}</h3>" + _html_table(league.HEAD, league.table_rows(sec, usd_cell)))
+    return "".join(parts)
+
+
+def write_report(records: list[dict], files: list, out: Path, bases=(), ratio: float = 3.0,
+                 min_user_tps: float = 20.0) -> dict:
     import pandas as pd
 
     out = Path(out)
@@ -105,9 +134,16 @@ def write_report(records: list[dict], files: list, out: Path, bases=(), ratio: f
     df.drop(columns=["raw_times_s"], errors="ignore").to_parquet(out / "results.parquet", index=False)
     bases = [bases] if isinstance(bases, costs.Basis) else list(bases or [])
     rows = [row for b in bases for row in costs.price_records(records, b, ratio)]
+    fleet_runs: dict = {}
+    for r in records:  # a fleet's records carry their own instance's price row
+        if r.get("fleet"):
+            fleet_runs.setdefault(r["fleet"]["task"], []).append(r)
+    if not bases:
+        rows += [row for recs in fleet_runs.values() for row in costs.price_records(recs, league.basis(recs[0]["fleet"]), ratio)]
     runs = provenance(records, files)
     price_note = ("Prices: " + "; ".join(f"{b.label} ({b.assumption()})" for b in bases) + f"; blended {ratio:g}:1."
-                  if bases else "Prices: none given, so no costs are shown (use --instance or --price-per-hour).")
+                  if bases else "Prices: each fleet instance's own price row (see the league table)." if fleet_runs and not bases
+                  else "Prices: none given, so no costs are shown (use --instance or --price-per-hour).")
     figures = [
         ("cost", "Cost per million tokens (input, output, blended) with 95% intervals", fig_costs(rows) if rows else None),
         ("frontier", "Throughput versus interactivity, with the cost of each point", fig_frontier(rows) if rows else None),
@@ -129,7 +165,11 @@ def write_report(records: list[dict], files: list, out: Path, bases=(), ratio: f
                 r["case"].get("shape") or "", r["status"], "; ".join(r["reasons"])]
                for r in records if r["status"] != "ok"]
 
+    sections = league.league(records, fleet_manifests(files), min_user_tps, ratio) \
+        if any(r.get("fleet") for r in records) else []
     md = ["# infercost report", "", *[f"- {l}" for l in runs], f"- {price_note}", ""]
+    if sections:  # a fleet's results: the answer first
+        md += league_md(sections, min_user_tps)
     for name, (title, _) in images.items():
         md += [f"## {title}", "", f"![{title}]({name}.png)", "", f"*Source: the runs above. {price_note}*", ""]
     peaks = peak_rows(records)
@@ -150,6 +190,8 @@ def write_report(records: list[dict], files: list, out: Path, bases=(), ratio: f
 
     e = html.escape
     body = [f"<h1>infercost report</h1><ul>{''.join(f'<li>{e(l)}</li>' for l in runs)}<li>{e(price_note)}</li></ul>"]
+    if sections:
+        body.append(league_html(sections, min_user_tps))
     for title, data in images.values():
         b64 = base64.b64encode(data).decode()
         body.append(f'<figure><img class="figure" alt="{e(title)}" src="data:image/png;base64,{b64}">'
@@ -166,7 +208,7 @@ def write_report(records: list[dict], files: list, out: Path, bases=(), ratio: f
             ["backend", "device", "workload", "case", "status", "reasons"], invalid))
     page = HTML.replace("{BODY}", "\n".join(body)).replace("{N}", str(len(images)))
     (out / "report.html").write_text(page)
-    return {"figures": list(images), "rows": len(df)}
+    return {"figures": list(images), "rows": len(df), "league": len(sections)}
 
 
 def usd_cell(x) -> str:

@@ -1,0 +1,277 @@
+"""Fleet runs on SkyPilot: the same suite on many cloud instances, results gathered in one place.
+
+plan     DIR/<task>.yaml, one SkyPilot task per instance (a user can read and edit it), and
+         DIR/fleet.json: each task's instance, price row and the fleet's estimated cost.
+launch   each task as a SkyPilot managed job: a preempted spot run is restarted and `--resume`
+         keeps what it had recorded; the instance goes when its job ends.
+status   the fleet's managed jobs.
+collect  the result files the tasks wrote to the bucket (synced to a local folder) ->
+         DIR/collected/<task>.jsonl, deduplicated by record key, each record tagged with its
+         task, instance and price row.
+
+SkyPilot is imported only here, and only by launch, status and prices --from-skypilot.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import shlex
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+from infercost.errors import InputError, RunError
+
+SETUP = "bash scripts/setup.sh"  # the README's set-up command, exactly
+RESULTS = "/infercost-results"  # where the bucket is mounted on each instance
+INSTALL = "SkyPilot is not installed: pip install 'infercost[fleet]' (or: bash scripts/setup.sh fleet)"
+# The fleet's cost before launch is an ESTIMATE: price x (set-up + planned cases x a typical case time).
+SETUP_MIN = 10.0
+CASE_MIN = {"cpu": 0.15, "accelerator": 0.75}  # a CPU case took ~7 s on a 2-core host; accelerator cases compile bigger models
+
+# infercost's price-table accelerator names that SkyPilot spells differently (its canonical names:
+# sky.utils.gpu_names.CANONICAL_GPU_NAMES). A name left out of SkyPilot's vocabulary is not
+# requested: the instance type alone decides what the cloud gives.
+SKYPILOT_ACCELERATORS = {"A100-80GB (PCIe)": "A100-80GB", "H100 (PCIe)": "H100", "H100 NVL (94GB)": None}
+
+
+def task_name(instance: str, pricing: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", f"infercost-{instance}-{pricing}".lower()).strip("-")
+
+
+def infra(row) -> str:
+    """SkyPilot's infra: the provider, and the price row's region (and zone) where it names one, so
+    the instance runs where it was priced."""
+    region = row.region or ""
+    if not re.fullmatch(r"[a-z]+(-[a-z0-9]+)+", region):  # "(all regions)", "US", "(list)": any region
+        return row.provider
+    if row.provider == "gcp" and re.fullmatch(r"[a-z]+-[a-z]+\d+-[a-z]", region):  # a zone: us-central1-a
+        return f"gcp/{region.rsplit('-', 1)[0]}/{region}"
+    return f"{row.provider}/{region}"
+
+
+def resources(row, spot: bool) -> dict:
+    """A price row as SkyPilot resources: a TPU slice is an accelerator; any other instance is its
+    instance type, with its GPUs named as SkyPilot names them."""
+    out = {"infra": infra(row)}
+    if row.instance_type.startswith("tpu-"):
+        out["accelerators"] = row.instance_type
+    else:
+        out["instance_type"] = row.instance_type
+        name = SKYPILOT_ACCELERATORS.get(row.accelerator, row.accelerator)
+        if name and row.accelerator_count > 0:
+            out["accelerators"] = f"{name}:{row.accelerator_count}"
+    out["use_spot"] = spot
+    if spot:  # a preempted job is started again elsewhere, and resumes
+        out["job_recovery"] = {"strategy": "FAILOVER", "max_restarts_on_errors": 1}
+    return out
+
+
+def run_script(name: str, suite: str) -> str:
+    """The task's run step: `infercost run` on local disk, the file copied to the bucket every minute
+    and at the end; a restarted (preempted) job first takes the bucket's copy back and resumes."""
+    out = f"{RESULTS}/{name}"
+    local = "~/infercost-results/run.jsonl"
+    return "\n".join([
+        f"mkdir -p {out} ~/infercost-results",
+        f"[ -f {out}/run.jsonl ] && cp {out}/run.jsonl {local}",
+        f"( while sleep 60; do cp {local} {out}/run.jsonl 2>/dev/null; done ) &",
+        f".venv/bin/infercost run --suite {shlex.quote(suite)} --detect-instance --resume --out {local}",
+        "status=$?",
+        f"cp {local} {out}/run.jsonl",
+        "exit $status",
+    ]) + "\n"
+
+
+def yaml_value(value, indent: int) -> str:
+    """YAML text of plain data (JSON strings are YAML's double-quoted scalars; a run script is a block)."""
+    pad = " " * indent
+    if isinstance(value, dict):
+        return "".join(f"\n{pad}{k}:" + (yaml_value(v, indent + 2) if isinstance(v, dict)
+                                          else " " + yaml_value(v, indent + 2)) for k, v in value.items())
+    if isinstance(value, str) and "\n" in value:
+        return "|\n" + "".join(f"{pad}{line}\n" for line in value.rstrip("\n").split("\n")).rstrip("\n")
+    return json.dumps(value)
+
+
+def task_yaml(task: dict, root: Path, suite: str, bucket: str) -> str:
+    head = [f"# infercost fleet task: {task['instance']} ({task['accelerator_count']} {task['accelerator'] or 'CPU'}), "
+            f"{task['pricing']}",
+            f"# price row: {task['price_label']}",
+            f"# cost ESTIMATE: ${task['est_usd']:.2f} = ${task['usd_per_hour']:g}/h x ({SETUP_MIN:g} min set-up + "
+            f"{task['cases']} cases x {task['case_min']:g} min)"]
+    body = {"name": task["name"], "resources": task["resources"], "workdir": str(root),
+            "file_mounts": {RESULTS: {"name": bucket, "mode": "MOUNT_CACHED"}},
+            "setup": SETUP, "run": run_script(task["name"], suite)}
+    return "\n".join(head) + yaml_value(body, 0) + "\n"
+
+
+def kind_of(row) -> str:
+    if row.accelerator_count <= 0:
+        return "cpu"
+    return "tpu" if row.instance_type.startswith("tpu-") or row.accelerator.startswith("TPU") else "gpu"
+
+
+def planned_cases(row, suite: str) -> int:
+    """How many cases `infercost run --suite` plans on this instance (for the cost estimate)."""
+    from infercost.bench.plan import plan_cases
+    backends = {"cpu": ["torch-cpu", "jax-cpu"], "gpu": ["torch-cuda", "jax-gpu"], "tpu": ["jax-tpu"]}[kind_of(row)]
+    probes = {b: {"available": True, "devices": max(row.accelerator_count, 1), "unsupported": {}} for b in backends}
+    cases, _ = plan_cases(suite, backends, probes)
+    return len(cases)
+
+
+def checkout() -> Path:
+    """The infercost checkout the tasks sync to their instances (SkyPilot's workdir)."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "scripts" / "setup.sh").is_file():
+        raise InputError(f"fleet plan needs an infercost checkout to send to the instances; {root} has no scripts/setup.sh")
+    return root
+
+
+def plan(instances: list[str], suite: str, spot: bool, out: Path, bucket: str | None = None,
+         region: str | None = None, extra_prices=()) -> dict:
+    """Write one task per instance and the fleet manifest; nothing is launched."""
+    from infercost.bench.plan import SUITES
+    from infercost.hardware import prices
+    if suite not in SUITES:
+        raise InputError(f"unknown suite {suite!r}; valid suites: {', '.join(SUITES)}")
+    if not instances:
+        raise InputError("--instances: give at least one provider:instance_type (see `infercost prices`)")
+    if bucket is not None and not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+        raise InputError(f"--bucket {bucket!r}: 3-63 lower-case letters, digits, dots and dashes")
+    pricing = "spot" if spot else "on-demand"
+    try:
+        rows = prices.load_all(extra_prices)
+    except (OSError, prices.PriceTableError) as e:
+        raise InputError(str(e)) from None
+    root = checkout()
+    bucket = bucket or f"infercost-fleet-{date.today():%Y%m%d}-{secrets.token_hex(3)}"
+    tasks = []
+    for instance in instances:
+        try:
+            row = prices.find(rows, instance, pricing, region)
+        except (LookupError, ValueError) as e:
+            raise InputError(str(e).strip("'\"")) from None
+        kind = "cpu" if kind_of(row) == "cpu" else "accelerator"
+        cases = planned_cases(row, suite)
+        minutes = SETUP_MIN + cases * CASE_MIN[kind]
+        tasks.append({"name": task_name(row.instance, pricing), "instance": row.instance, "pricing": pricing,
+                      "region": row.region, "accelerator": row.accelerator, "accelerator_count": row.accelerator_count,
+                      "usd_per_hour": row.usd_per_hour, "as_of": row.as_of, "price_label": row.label(),
+                      "resources": resources(row, spot), "cases": cases, "case_min": CASE_MIN[kind],
+                      "est_minutes": minutes, "est_usd": row.usd_per_hour * minutes / 60})
+    if len({t["name"] for t in tasks}) < len(tasks):
+        raise InputError("--instances names the same instance twice")
+    out.mkdir(parents=True, exist_ok=True)
+    for t in tasks:
+        (out / f"{t['name']}.yaml").write_text(task_yaml(t, root, suite, bucket))
+    manifest = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "suite": suite, "bucket": bucket,
+                "results_mount": RESULTS, "tasks": tasks, "est_usd": sum(t["est_usd"] for t in tasks),
+                "estimate_formula": f"price/h x ({SETUP_MIN:g} min set-up + planned cases x "
+                                    f"{CASE_MIN['accelerator']:g} min on accelerators, {CASE_MIN['cpu']:g} min on CPUs)"}
+    (out / "fleet.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest
+
+
+def read_manifest(folder: Path) -> dict:
+    path = Path(folder) / "fleet.json"
+    try:
+        manifest = json.loads(path.read_text())
+        if not isinstance(manifest.get("tasks"), list):
+            raise ValueError("no task list")
+    except FileNotFoundError:
+        raise InputError(f"{folder} is not a fleet plan (no fleet.json; make one with `infercost fleet plan`)") from None
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: not a fleet manifest ({e})") from None
+    return manifest
+
+
+# -- SkyPilot ---------------------------------------------------------------------------------
+def import_sky():
+    try:
+        import sky
+    except ImportError:
+        raise InputError(INSTALL) from None
+    return sky
+
+
+def first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0][:300]}" if text else type(e).__name__
+
+
+def launch(folder: Path, echo) -> list[dict]:
+    """Every task of the plan as a managed job. All tasks are parsed by SkyPilot before any is
+    launched; a launch SkyPilot refuses stops the fleet there, with its own message."""
+    sky = import_sky()
+    manifest = read_manifest(folder)
+    tasks = []
+    for t in manifest["tasks"]:
+        path = Path(folder) / f"{t['name']}.yaml"
+        try:
+            tasks.append((t["name"], sky.Task.from_yaml(str(path))))
+        except Exception as e:  # SkyPilot's parser and catalog say what is wrong
+            raise InputError(f"{path}: {first_line(e)}") from None
+    launched = []
+    for name, task in tasks:
+        try:
+            job = sky.stream_and_get(sky.jobs.launch(task, name=name))
+        except Exception as e:
+            done = ", ".join(x["task"] for x in launched) or "none"
+            raise RunError(f"SkyPilot could not launch {name}: {first_line(e)} (launched before it: {done})") from None
+        launched.append({"task": name, "job": job})
+        echo(f"launched {name}: managed job {job}")
+    return launched
+
+
+def status(folder: Path | None) -> list[dict]:
+    """The fleet's managed jobs, as SkyPilot's job queue reports them."""
+    sky = import_sky()
+    names = {t["name"] for t in read_manifest(folder)["tasks"]} if folder else None
+    try:
+        jobs = sky.get(sky.jobs.queue(refresh=False))
+    except Exception as e:
+        raise RunError(f"SkyPilot could not read the job queue: {first_line(e)}") from None
+    out = []
+    for job in jobs:
+        j = job if isinstance(job, dict) else (job.model_dump() if hasattr(job, "model_dump") else vars(job))
+        name = j.get("job_name") or j.get("task_name") or ""
+        if (names is None and name.startswith("infercost-")) or (names is not None and name in names):
+            out.append({"task": name, "job": j.get("job_id"), "status": str(j.get("status", "?")).split(".")[-1]})
+    return out
+
+
+# -- results ----------------------------------------------------------------------------------
+def collect(folder: Path, source: Path | None, warn) -> dict:
+    """Gather each task's result files into DIR/collected/<task>.jsonl: partial lines (a run stopped
+    mid-write) skipped, one record per record key (the newest), tagged with the task's instance
+    and price row."""
+    from infercost.bench.records import read_paths
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    source = Path(source) if source is not None else folder / "results"
+    if not source.is_dir():
+        raise InputError(f"no results at {source}: sync the bucket there first (e.g. "
+                         f"aws s3 sync s3://{manifest.get('bucket')} {source}, or gcloud storage rsync -r "
+                         f"gs://{manifest.get('bucket')} {source})")
+    out = folder / "collected"
+    out.mkdir(exist_ok=True)
+    summary = {}
+    for t in manifest["tasks"]:
+        where = source / t["name"]
+        if not where.is_dir() or not any(where.glob("*.jsonl")):
+            summary[t["name"]] = 0
+            continue
+        newest: dict = {}
+        for rec in read_paths([where], warn):
+            if rec["key"] not in newest or rec["timestamp"] >= newest[rec["key"]]["timestamp"]:
+                newest[rec["key"]] = rec
+        tag = {k: t[k] for k in ("instance", "pricing", "region", "accelerator", "accelerator_count",
+                                 "usd_per_hour", "as_of", "price_label")}
+        lines = [json.dumps({**rec, "fleet": {"task": t["name"], **tag}}) for rec in newest.values()]
+        (out / f"{t['name']}.jsonl").write_text("\n".join(lines) + "\n")
+        summary[t["name"]] = len(lines)
+    (out / "fleet.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return summary

@@ -1,0 +1,128 @@
+"""The fleet league table: for each model and weight format, every instance of a fleet run ranked by
+$/M output tokens at its cheapest batch whose per-user speed meets a target, with 95% intervals,
+the price row and its date, and whether it differs significantly from the next one down. Instances
+of the fleet with no valid measurement follow below a line as roofline ESTIMATES, labelled so."""
+
+from __future__ import annotations
+
+from infercost.hardware import catalog
+from infercost.hardware import cost as costs
+from infercost.hardware.estimate import FORMULA, estimate
+from infercost.kernels.llama import resolve_config
+
+BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+def basis(tag: dict) -> costs.Basis:
+    return costs.Basis(usd_per_hour=tag["usd_per_hour"], accelerators_in_price=tag["accelerator_count"],
+                       label=tag["price_label"], accelerator=tag.get("accelerator") or "")
+
+
+def measured(records: list[dict], min_user_tps: float, ratio: float) -> dict:
+    """{(model, weights): [row per instance]}: each instance's cheapest valid decode point at or above
+    min_user_tps per user, blended with its cheapest prefill of the same model and weights."""
+    best: dict = {}
+    prefill: dict = {}
+    for rec in records:
+        tag = rec.get("fleet")
+        if not tag or rec.get("status") != "ok" or rec["case"]["workload"] not in ("prefill", "decode"):
+            continue
+        case, m, b = rec["case"], rec["metrics"], basis(tag)
+        if not costs.same_device(b, rec):
+            continue
+        rate = b.per_hour_used(case.get("devices") or 1)
+        key = (case["params"]["model"], case.get("weight_dtype") or case["dtype"])
+        if case["workload"] == "prefill":
+            usd = costs.per_million(rate, m["input_tokens_per_s"])
+            prefill[key + (tag["task"],)] = min(prefill.get(key + (tag["task"],), usd), usd)
+            continue
+        if m.get("per_user_tokens_per_s") is None or m["per_user_tokens_per_s"] < min_user_tps:
+            continue
+        row = {"instance": tag["instance"], "pricing": tag["pricing"], "task": tag["task"], "device": case.get("device"),
+               "backend": case["backend"], "batch": case["params"]["batch"], "devices": case.get("devices") or 1,
+               "per_user_tps": m["per_user_tokens_per_s"], "usd_per_m_output": costs.per_million(rate, m["output_tokens_per_s"]),
+               "ci_low": costs.per_million(rate, m.get("output_tokens_per_s_ci95_high")),
+               "ci_high": costs.per_million(rate, m.get("output_tokens_per_s_ci95_low")),
+               "price": tag["price_label"], "as_of": tag["as_of"]}
+        group = best.setdefault(key, {})
+        if tag["task"] not in group or row["usd_per_m_output"] < group[tag["task"]]["usd_per_m_output"]:
+            group[tag["task"]] = row
+    out = {}
+    for key, group in best.items():
+        rows = sorted(group.values(), key=lambda r: r["usd_per_m_output"])
+        for r in rows:
+            r["usd_per_m_blended"] = costs.blend(prefill.get(key + (r["task"],)), r["usd_per_m_output"], ratio)
+        for upper, lower in zip(rows, rows[1:]):  # 95% intervals that do not overlap: a real difference
+            if None in (upper["ci_high"], lower["ci_low"]):
+                upper["vs_next"] = "unknown (no interval)"
+            else:
+                upper["vs_next"] = "yes" if upper["ci_high"] < lower["ci_low"] else "no (intervals overlap)"
+        out[key] = rows
+    return out
+
+
+def estimated(key: tuple, tasks: list[dict], measured_tasks: set, min_user_tps: float, context: int) -> list[dict]:
+    """Roofline ESTIMATES for the fleet's instances without a measurement of this model and weights:
+    the largest batch that fits and keeps min_user_tps per user, at 100% of the catalog's peaks."""
+    model, weights = key
+    try:
+        cfg = resolve_config(model)
+    except ValueError:
+        return []
+    out = []
+    for t in tasks:
+        acc = catalog.find(t.get("accelerator") or "")
+        if t["name"] in measured_tasks or acc is None or t["accelerator_count"] <= 0:
+            continue
+        chosen = None
+        for batch in BATCHES:
+            try:
+                e = estimate(cfg, acc, t["accelerator_count"], batch, context, "bfloat16",
+                             weight_dtype=None if weights in ("float32", "bfloat16", "float16") else weights)
+            except ValueError:
+                break
+            if not e["fits"] or 1 / e["decode_step_s"] < min_user_tps:
+                break
+            chosen = e
+        if chosen is not None:
+            out.append({"instance": t["instance"], "pricing": t["pricing"], "batch": chosen["batch"],
+                        "per_user_tps": 1 / chosen["decode_step_s"],
+                        "usd_per_m_output": costs.per_million(t["usd_per_hour"], chosen["output_tokens_per_s"]),
+                        "price": t["price_label"], "as_of": t["as_of"]})
+    return sorted(out, key=lambda r: r["usd_per_m_output"])
+
+
+def league(records: list[dict], manifests: list[dict], min_user_tps: float = 20.0, ratio: float = 3.0) -> list[dict]:
+    """One section per (model, weights): {"model", "weights", "rows", "estimates"}."""
+    tasks = [t for m in manifests for t in m.get("tasks", [])]
+    contexts = {}
+    for rec in records:
+        if rec.get("fleet") and rec["case"]["workload"] == "decode":
+            p = rec["case"]["params"]
+            contexts.setdefault((p["model"], rec["case"].get("weight_dtype") or rec["case"]["dtype"]), p["tokens"])
+    sections = []
+    for key, rows in sorted(measured(records, min_user_tps, ratio).items()):
+        est = estimated(key, tasks, {r["task"] for r in rows}, min_user_tps, contexts.get(key, 2048))
+        sections.append({"model": key[0], "weights": key[1], "rows": rows, "estimates": est})
+    return sections
+
+
+HEAD = ["rank", "instance", "pricing", "batch", "per-user tok/s", "$/M output (95% CI)", "$/M blended",
+        "differs from next", "price row"]
+
+
+def table_rows(section: dict, usd) -> list[list[str]]:
+    rows = [[str(i + 1), r["instance"], r["pricing"], str(r["batch"]), f"{r['per_user_tps']:.1f}",
+             f"{usd(r['usd_per_m_output'])} ({usd(r['ci_low'])}-{usd(r['ci_high'])})", usd(r["usd_per_m_blended"]),
+             r.get("vs_next", "-"), r["price"]] for i, r in enumerate(section["rows"])]
+    if section["estimates"]:
+        rows.append(["---"] * len(HEAD))
+        rows += [["ESTIMATE", r["instance"], r["pricing"], str(r["batch"]), f"{r['per_user_tps']:.1f}",
+                  f"{usd(r['usd_per_m_output'])} (roofline ESTIMATE)", "-", "-", r["price"]] for r in section["estimates"]]
+    return rows
+
+
+NOTE = ("Ranked by $/M output tokens at each instance's cheapest batch meeting the per-user speed target; "
+        "95% intervals from the measured throughput's; 'differs from next' is yes when the two intervals do not "
+        "overlap. Below the line: instances of the fleet with no valid measurement, as roofline ESTIMATES "
+        f"(bf16 compute, 100% of catalog peaks; {FORMULA}).")

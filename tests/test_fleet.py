@@ -1,0 +1,226 @@
+"""Fleet runs on SkyPilot: tasks SkyPilot itself parses, results collected from real local runs laid
+out as the tasks write them, the league table, and prices from SkyPilot's catalog cache.
+
+SkyPilot lives in .venv-fleet (scripts/setup.sh test builds it): its click pin fights transformers 5's.
+Its parts run there, in subprocesses, with HOME in a temporary folder holding a catalog cache made
+from rows of infercost's own price table (which came from SkyPilot's hosted catalog), so SkyPilot
+never reaches for the network."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FLEET_PY = ROOT / ".venv-fleet" / "bin" / "python"
+INFERCOST = [sys.executable, "-m", "infercost.cli"]
+
+
+def fleet_env_python() -> Path:
+    if not FLEET_PY.exists():
+        if os.environ.get("INFERCOST_REQUIRE_FLEET_ENV"):
+            pytest.fail("no .venv-fleet: bash scripts/setup.sh fleet")
+        pytest.skip("no .venv-fleet (bash scripts/setup.sh test builds it)")
+    return FLEET_PY
+
+
+def sky_home(tmp_path: Path, bump: float = 1.0) -> Path:
+    """A HOME whose SkyPilot catalog cache holds the AWS and GCP rows of infercost's price table
+    (prices times `bump`), in SkyPilot's vms.csv columns."""
+    home = tmp_path / "home"
+    by = defaultdict(dict)
+    for r in csv.DictReader((ROOT / "hardware" / "prices.csv").open()):
+        if r["provider"] in ("aws", "gcp"):
+            by[(r["provider"], r["instance_type"], r["region"])].update({"row": r, r["pricing"]: float(r["usd_per_hour"]) * bump})
+    cols = ["InstanceType", "AcceleratorName", "AcceleratorCount", "vCPUs", "MemoryGiB", "GpuInfo", "Price", "SpotPrice",
+            "Region", "AvailabilityZone"]
+    out = defaultdict(list)
+    for (provider, itype, region), d in by.items():
+        r, od, spot = d["row"], d.get("on-demand", ""), d.get("spot", "")
+        if itype.startswith("tpu-"):  # SkyPilot lists a TPU slice as an accelerator of a "TPU-VM"
+            out[provider].append(["TPU-VM", itype, 1, "", "", "", od, spot, region.rsplit("-", 1)[0], region])
+        else:
+            zone = f"{region}-a" if provider == "gcp" else f"{region}a"
+            out[provider].append([itype, r["accelerator"], r["accelerator_count"] if r["accelerator"] else "",
+                                  r["vcpus"], r["memory_gib"], "", od, spot, region, zone])
+    for provider, rows in out.items():
+        path = home / ".sky" / "catalogs" / "v8" / provider / "vms.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="") as f:
+            csv.writer(f).writerows([cols, *rows])
+    return home
+
+
+def sky_run(script: str, home: Path, *args) -> dict:
+    env = {**os.environ, "HOME": str(home), "SKYPILOT_DISABLE_USAGE_COLLECTION": "1"}
+    proc = subprocess.run([str(fleet_env_python()), "-c", textwrap.dedent(script), *map(str, args)],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Failed to fetch" not in proc.stderr  # the catalog came from the cache, not the network
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def plan(out: Path, instances: str, *extra) -> subprocess.CompletedProcess:
+    return subprocess.run([*INFERCOST, "fleet", "plan", "--instances", instances, "--suite", "quick", "--out", str(out),
+                           *extra], capture_output=True, text=True, timeout=300)
+
+
+PARSE = """
+    import json, sys
+    from pathlib import Path
+    import sky
+    from sky.catalog import get_tpus
+    from sky.utils import gpu_names
+    out = {}
+    for path in sorted(Path(sys.argv[1]).glob("*.yaml")):
+        task = sky.Task.from_yaml(str(path))  # SkyPilot's parser, schema and catalog checks
+        (r,) = task.resources
+        accs = list((r.accelerators or {}).keys())
+        out[task.name] = {"cloud": str(r.cloud), "region": r.region, "zone": r.zone, "instance_type": r.instance_type,
+                          "accelerators": r.accelerators, "use_spot": r.use_spot, "setup": task.setup, "run": task.run,
+                          "mounts": sorted(task.storage_mounts),
+                          "known_names": all(a in gpu_names.CANONICAL_GPU_NAMES or a in get_tpus() for a in accs)}
+    print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("spot", [False, True])
+def test_every_task_parses_with_skypilots_own_parser_and_runs_the_readme_setup(tmp_path, spot):
+    out = tmp_path / "fleet"
+    proc = plan(out, "aws:p5en.48xlarge,gcp:tpu-v6e-8,aws:c7i.2xlarge", *(["--spot"] if spot else []))
+    assert proc.returncode == 0, proc.stderr
+    tasks = sky_run(PARSE, sky_home(tmp_path), out)
+    pricing = "spot" if spot else "on-demand"
+    gpu, tpu, cpu = (tasks[f"infercost-{n}-{pricing}"] for n in ("aws-p5en-48xlarge", "gcp-tpu-v6e-8", "aws-c7i-2xlarge"))
+    assert gpu["cloud"] == "AWS" and gpu["instance_type"] == "p5en.48xlarge" and gpu["accelerators"] == {"H200": 8}
+    assert tpu["cloud"] == "GCP" and tpu["accelerators"] == {"tpu-v6e-8": 1} and tpu["zone"] == "us-central1-a"
+    assert cpu["instance_type"] == "c7i.2xlarge" and not cpu["accelerators"]
+    readme = (ROOT / "README.md").read_text()
+    run_command = readme.split("```bash\n", 1)[1].split("\n", 1)[0]  # the README's first command
+    setup_command = run_command.split(" && ")[0]
+    for t in (gpu, tpu, cpu):
+        assert t["use_spot"] is spot and t["known_names"]
+        assert t["setup"].strip() == setup_command  # exactly the README's set-up command
+        assert "infercost run --suite quick --detect-instance --resume" in t["run"]
+        assert t["mounts"] == ["/infercost-results"]  # results survive the instance, in the bucket
+
+
+def test_the_plan_prints_the_fleet_estimate_before_anything_is_launched(tmp_path):
+    proc = plan(tmp_path / "f", "aws:p5en.48xlarge,aws:c7i.2xlarge", "--spot")
+    assert proc.returncode == 0, proc.stderr
+    said = " ".join(proc.stdout.split())
+    assert "ESTIMATED cost of the whole fleet run: $" in said and "nothing has been launched" in said
+    manifest = json.loads((tmp_path / "f" / "fleet.json").read_text())
+    gpu, cpu = manifest["tasks"]
+    assert gpu["cases"] > cpu["cases"] > 0 and gpu["usd_per_hour"] > cpu["usd_per_hour"] > 0
+    assert manifest["est_usd"] == pytest.approx(gpu["est_usd"] + cpu["est_usd"]) and gpu["est_usd"] > cpu["est_usd"]
+    yaml_text = (tmp_path / "f" / f"{gpu['name']}.yaml").read_text()
+    assert "ESTIMATE" in yaml_text and manifest["bucket"] in yaml_text
+
+
+@pytest.mark.parametrize("instances,words", [("aws:nope.1xlarge", "no price for aws:nope.1xlarge"),
+                                              ("p5en", "must be provider:instance_type"),
+                                              ("gcp:a2-ultragpu-8g", "no spot price")])
+def test_a_plan_for_an_unknown_instance_is_one_line(tmp_path, instances, words):
+    proc = plan(tmp_path / "f", instances, "--spot")
+    assert proc.returncode == 2 and words in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "f").exists()
+
+
+def test_launch_without_skypilot_says_how_to_install_it(tmp_path):
+    assert plan(tmp_path / "f", "aws:c7i.2xlarge").returncode == 0
+    proc = subprocess.run([*INFERCOST, "fleet", "launch", str(tmp_path / "f")], capture_output=True, text=True, timeout=120)
+    if proc.returncode == 2 and "SkyPilot is not installed" not in proc.stderr:
+        pytest.skip("SkyPilot is installed in this environment")
+    assert proc.returncode == 2 and "pip install 'infercost[fleet]'" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def run_cases(out: Path, *extra, background: bool = False):
+    cmd = [*INFERCOST, "run", "--backend", "torch-cpu", "--model", "tiny", "--workload", "prefill,decode",
+           "--batch", "1,2", "--tokens", "16", "--min-time", "0.05", "--warmup", "0.05", "--repeats", "3",
+           "--out", str(out), *extra]
+    if background:
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_collect_gathers_what_the_tasks_wrote_including_a_preempted_and_resumed_run(tmp_path):
+    fleet = tmp_path / "fleet"
+    assert plan(fleet, "aws:c7i.2xlarge,aws:m8i.2xlarge,aws:m8g.2xlarge,gcp:tpu-v6e-8").returncode == 0
+    names = [t["name"] for t in json.loads((fleet / "fleet.json").read_text())["tasks"]]
+    results = fleet / "results"  # the bucket, synced: one folder per task, run.jsonl in it
+    whole, preempted, cut, _never = (results / n / "run.jsonl" for n in names)
+    run_cases(whole)
+    # A spot instance taken away mid-run: the run is killed after its first record, and the
+    # copy in the bucket ends in half a line (cut off mid-copy); the restarted job resumes it.
+    proc = run_cases(preempted, background=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (preempted.exists() and preempted.read_text().count("\n") >= 1):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    first = preempted.read_text().count("\n")
+    assert 1 <= first < 4
+    with preempted.open("a") as f:
+        f.write('{"schema": 1, "key": "half a rec')
+    run_cases(preempted, "--resume")
+    # A copy cut off mid-line that was never resumed.
+    cut.parent.mkdir(parents=True)
+    text = whole.read_text()
+    cut.write_text(text[: text.index("\n", len(text) // 2) + 40])
+
+    proc = subprocess.run([*INFERCOST, "fleet", "collect", str(fleet)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    collected = {n: [json.loads(l) for l in (fleet / "collected" / f"{n}.jsonl").read_text().splitlines()]
+                 for n in names[:3]}
+    assert not (fleet / "collected" / f"{names[3]}.jsonl").exists() and "no results yet" in proc.stdout
+    assert "skipped" in proc.stderr or "partial" in proc.stderr  # the cut lines were noticed, not loaded
+    cases = {r["key"] for r in collected[names[0]]}
+    assert len(cases) == 4 and len(collected[names[0]]) == 4
+    assert sorted(r["key"] for r in collected[names[1]]) == sorted(cases)  # every case once, after the resume
+    assert 0 < len(collected[names[2]]) < 4
+    for n in names[:3]:
+        for r in collected[n]:
+            assert r["fleet"]["task"] == n and r["fleet"]["usd_per_hour"] > 0 and r["fleet"]["instance"].startswith("aws:")
+
+    report = tmp_path / "report"
+    proc = subprocess.run([*INFERCOST, "report", str(fleet / "collected"), "--out", str(report), "--min-user-tps", "20"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    md = (report / "report.md").read_text()
+    league = md.split("## League table", 1)[1].split("\n## ", 1)[0]
+    rows = [l for l in league.splitlines() if l.startswith("| ") and "instance" not in l]
+    ranked = [l for l in rows if l.split("|")[1].strip().isdigit()]
+    assert len(ranked) == 3  # the three measured CPU instances, cheapest first
+    costs = [float(l.split("|")[6].split("(")[0].strip().lstrip("$")) for l in ranked]
+    assert costs == sorted(costs)
+    estimates = [l for l in rows if "ESTIMATE" in l]
+    assert estimates and all("tpu-v6e-8" in l for l in estimates)  # never measured: a labelled estimate
+    assert "as of 2025-12-01" in league
+
+
+def test_prices_from_skypilots_catalog_cache_show_the_changes_then_write_a_dated_table(tmp_path):
+    home = sky_home(tmp_path, bump=1.1)  # a cache 10% dearer than the current table
+    out = tmp_path / "new.csv"
+    env = {**os.environ, "HOME": str(home), "SKYPILOT_DISABLE_USAGE_COLLECTION": "1"}
+    proc = subprocess.run([str(fleet_env_python()), "-m", "infercost.cli", "prices", "--from-skypilot", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "changed  aws:p5en.48xlarge us-east-1 on-demand" in proc.stdout and "rows differ" in proc.stdout
+    assert proc.stdout.index("rows differ") < proc.stdout.index("wrote")  # the diff comes before the write
+    rows = list(csv.DictReader(out.open()))
+    today = time.strftime("%Y-%m-%d")
+    assert rows and all(r["as_of"] == today and "SkyPilot catalog cache" in r["source"] for r in rows)
+    p5en = next(r for r in rows if r["instance_type"] == "p5en.48xlarge" and r["pricing"] == "on-demand")
+    assert float(p5en["usd_per_hour"]) == pytest.approx(63.296 * 1.1, rel=1e-4)
