@@ -114,8 +114,8 @@ class Backend:
         self.sync(out)
         return time.perf_counter() - start
 
-    def power_reader(self):
-        """A function giving the board's power in watts while a block runs, or None."""
+    def monitor(self):
+        """The device's energy, power and clocks (bench/power.py Monitor), or None."""
         return None
 
     # -- workloads ------------------------------------------------------------------

@@ -118,3 +118,16 @@ def verdict(findings: list[tuple[str, str]]) -> dict:
     reasons = [r for level, r in findings if level == INVALID]
     warnings = [r for level, r in findings if level == WARN]
     return {"valid": not reasons, "reasons": reasons, "warnings": warnings}
+
+
+def clock_gate(before: dict | None, after: dict | None) -> list[tuple[str, str]]:
+    """A GPU held down (power cap, thermal or hardware slowdown) before or after the case, or whose
+    SM clock moved by more than 10% between the two, is flagged: its figures are not the card's."""
+    out = []
+    for when, state in (("before", before), ("after", after)):
+        if state and state.get("slowdowns"):
+            out.append((WARN, f"GPU clocks held down {when} the case: {', '.join(state['slowdowns'])}"))
+    a, b = (before or {}).get("sm_clock_mhz"), (after or {}).get("sm_clock_mhz")
+    if a and b and abs(b - a) > 0.10 * max(a, b):
+        out.append((WARN, f"SM clock changed during the case: {a} -> {b} MHz"))
+    return out

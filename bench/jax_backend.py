@@ -207,9 +207,9 @@ class JaxGPU(JaxBackend):
             return f"{self.device_name()} has no native fp8 (needs compute capability 8.9+)"
         return None
 
-    def power_reader(self):
-        from .power import nvml_reader
-        return nvml_reader(getattr(self.device, "local_hardware_id", None) or 0)
+    def monitor(self):
+        from .power import nvml_monitor
+        return nvml_monitor(getattr(self.device, "local_hardware_id", None) or 0)
 
 
 class JaxTPU(JaxBackend):

@@ -253,7 +253,10 @@ class TransformerWorkload:
                 "per_user_tokens_per_s": float(np.median(1.0 / times)),  # 1/TPOT per step, then the median
                 "mbu": nbytes / steady / bandwidth if bandwidth else None,
             })
-        out["tokens_per_joule"] = tokens / steady / power if power else None
+        joules = m.get("energy_j_per_call") or (power * steady if power else None)
+        out["tokens_per_joule"] = tokens / joules if joules else None
+        out["joules_per_token"] = joules / tokens if joules else None
+        out["energy_source"] = m.get("energy_source")
         rate = "input_tokens_per_s" if self.prefill else "output_tokens_per_s"
         out[rate + "_per_chip"] = out[rate] / self.devices
         findings += gates.peak_gate(flops / stats["min"], peak, nbytes / stats["min"],

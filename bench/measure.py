@@ -22,7 +22,7 @@ from .timing import Settings, measure
 
 # Figures that are throughputs (or derived from one): an invalid measurement reports none.
 RATES = ("tflops", "gbps", "peak_fraction", "input_tokens", "output_tokens", "per_user", "mfu", "mbu",
-         "ttft", "tpot", "roofline_fraction", "tokens_per_joule", "algbw", "busbw")
+         "ttft", "tpot", "roofline_fraction", "tokens_per_joule", "joules_per_token", "algbw", "busbw")
 
 
 @dataclass
@@ -89,28 +89,39 @@ def measure_case(backend, workload: Workload, case: dict, settings: Settings, se
         "catalog_device": acc.name if acc else None,
         "peak_tflops": peak / 1e12 if peak else None,
         "power_w": m.get("power_w"),  # NVML board power while timed (NVIDIA only)
+        "energy_j_per_call": m.get("energy_j_per_call"),
     }
     extra, ceiling_findings = workload.metrics(backend, acc, stats, m)
     metrics.update(extra)
     verdict = gates.verdict(findings + ceiling_findings + gates.figures_gate(metrics))
     if not verdict["valid"]:  # an invalid measurement reports no throughput
         metrics.update({k: None for k in metrics if k.startswith(RATES)})
-    timing = {**check_timing, **prepared.timing, **{k: v for k, v in m.items() if k != "times"}}
+    timing = {**check_timing, **prepared.timing,
+              **{k: v for k, v in m.items() if k not in ("times", "power_w", "energy_j_per_call")}}
     return record(case, "ok" if verdict["valid"] else "invalid", verdict["reasons"], verdict["warnings"],
                   check=check, timing=timing, stats=stats, metrics=metrics, raw_times_s=m["times"])
 
 
 def timed(backend, fn, args, settings: Settings, seed: int, case: dict, cpus_available: int):
-    """Measure fn(*args); returns the raw measurement, its statistics and the timing gates' findings."""
+    """Measure fn(*args); returns the raw measurement, its statistics and the timing gates' findings.
+    On an NVIDIA GPU: energy from the board's counter around the timed blocks (sampled power where
+    it has none), and the clocks before and after."""
     from .power import PowerSampler
 
-    read = backend.power_reader()
-    if read is None:
+    monitor = backend.monitor()
+    before = monitor.state() if monitor else None
+    if monitor is None:
         m = measure(backend, fn, args, settings)
-    else:  # board power while the timed blocks run
-        with PowerSampler(read) as sampler:
+    elif monitor.energy_j() is not None:
+        m = measure(backend, fn, args, settings, energy=monitor.energy_j)
+        m["energy_source"] = "NVML total energy counter"
+    else:  # no counter on this board: the mean of sampled power over the timed blocks
+        with PowerSampler(monitor.power_w) as sampler:
             m = measure(backend, fn, args, settings)
-        m["power_w"] = sampler.mean_watts()
+        if sampler.mean_watts():
+            m["power_w"] = sampler.mean_watts()
+            m["energy_j_per_call"] = m["power_w"] * float(np.mean(m["times"]))
+            m["energy_source"] = "NVML power, sampled every 20 ms"
     stats = summarize(m["times"], seed=seed)
     findings = gates.noise_gate(stats) + gates.timer_gate(m["times"])
     findings += gates.scaling_gate(m["block_median_s"], m["double_block_s"])
@@ -119,4 +130,7 @@ def timed(backend, fn, args, settings: Settings, seed: int, case: dict, cpus_ava
     findings += gates.warmup_gate(m["times"])
     if backend.device_timer and m["calls_per_block"] > 1:
         findings += gates.overhead_gate(m["single_call_s"], stats["median"])
+    if monitor is not None:
+        m["device_state"] = {"before": before, "after": monitor.state()}
+        findings += gates.clock_gate(m["device_state"]["before"], m["device_state"]["after"])
     return m, stats, findings

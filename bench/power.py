@@ -1,4 +1,10 @@
-"""Board power during a timed region, from NVML on NVIDIA GPUs (for tokens per joule)."""
+"""Energy, power and clocks of an NVIDIA GPU through NVML, around each timed case.
+
+Energy comes from the board's total-energy counter (millijoules since the driver loaded), read
+before and after the timed blocks; where a board has no counter, power sampled in a thread while
+the blocks run stands in. Clocks, temperature and the reasons the clocks are held down are read
+before and after each case, so a throttled or re-clocked case is flagged (bench/gates.py).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +12,51 @@ import threading
 import time
 
 
-def nvml_reader(index: int = 0):
-    """A function returning the board's power in watts, or None where NVML is not available."""
+# NVML's clocks-event reasons (nvmlClocksEventReasons); idle, an application-clock setting and
+# sync boost are not slowdowns of a busy GPU.
+REASONS = {0x4: "software power cap", 0x8: "hardware slowdown", 0x40: "software thermal slowdown",
+           0x80: "hardware thermal slowdown", 0x100: "hardware power brake", 0x200: "display clock setting"}
+
+
+class Monitor:
+    """One GPU's NVML handle."""
+
+    def __init__(self, nvml, handle):
+        self.nvml, self.handle = nvml, handle
+
+    def power_w(self) -> float:
+        return self.nvml.nvmlDeviceGetPowerUsage(self.handle) / 1000.0  # milliwatts
+
+    def energy_j(self) -> float | None:
+        """Joules since the driver loaded (Volta and later), or None."""
+        try:
+            return self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle) / 1000.0  # millijoules
+        except Exception:
+            return None
+
+    def state(self) -> dict:
+        n, h = self.nvml, self.handle
+        out = {}
+        for key, read in (("sm_clock_mhz", lambda: n.nvmlDeviceGetClockInfo(h, n.NVML_CLOCK_SM)),
+                          ("memory_clock_mhz", lambda: n.nvmlDeviceGetClockInfo(h, n.NVML_CLOCK_MEM)),
+                          ("max_sm_clock_mhz", lambda: n.nvmlDeviceGetMaxClockInfo(h, n.NVML_CLOCK_SM)),
+                          ("temperature_c", lambda: n.nvmlDeviceGetTemperature(h, n.NVML_TEMPERATURE_GPU)),
+                          ("power_w", self.power_w)):
+            try:
+                out[key] = read()
+            except Exception:
+                out[key] = None
+        try:
+            get = getattr(n, "nvmlDeviceGetCurrentClocksEventReasons", None) or n.nvmlDeviceGetCurrentClocksThrottleReasons
+            mask = get(h)
+            out["slowdowns"] = [name for bit, name in REASONS.items() if mask & bit]
+        except Exception:
+            out["slowdowns"] = None
+        return out
+
+
+def nvml_monitor(index: int = 0) -> Monitor | None:
+    """The GPU's monitor, or None where NVML is not available."""
     try:
         import pynvml
         pynvml.nvmlInit()
@@ -15,7 +64,7 @@ def nvml_reader(index: int = 0):
         pynvml.nvmlDeviceGetPowerUsage(handle)
     except Exception:
         return None
-    return lambda: pynvml.nvmlDeviceGetPowerUsage(handle) / 1000.0  # milliwatts
+    return Monitor(pynvml, handle)
 
 
 class PowerSampler:

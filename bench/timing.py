@@ -29,8 +29,9 @@ def calls_per_block(call_s: float, settings: Settings, per_call_flush: bool) -> 
     return max(1, math.floor(settings.block_s / max(call_s, 1e-9)))
 
 
-def measure(backend, fn, args, settings: Settings) -> dict:
-    """Time fn(*args) on a backend. Per-call times are block times divided by calls per block."""
+def measure(backend, fn, args, settings: Settings, energy=None) -> dict:
+    """Time fn(*args) on a backend. Per-call times are block times divided by calls per block.
+    energy: a reader of the device's energy counter (joules), read around the timed blocks."""
     first = backend.time_block(fn, args, 1)  # holds one-time costs: calibrate on later calls
     single = first if first > 10e-3 else min(backend.time_block(fn, args, 1) for _ in range(3))
     flush = backend.cache_policy != "hot" and backend.device_timer
@@ -42,6 +43,7 @@ def measure(backend, fn, args, settings: Settings) -> dict:
     warmup_s = time.perf_counter() - start
 
     blocks: list[float] = []
+    joules_before = energy() if energy else None
     start = time.perf_counter()
     while True:
         blocks.append(backend.time_block(fn, args, number))
@@ -52,6 +54,7 @@ def measure(backend, fn, args, settings: Settings) -> dict:
             break
         if len(blocks) >= 3 and elapsed >= settings.max_time_s:
             break
+    joules = energy() - joules_before if energy else None
     # One block of twice the calls: if it does not take about twice as long, the
     # timer is not seeing the work (a missing sync); the scaling gate reads this.
     double = backend.time_block(fn, args, 2 * number)
@@ -64,4 +67,6 @@ def measure(backend, fn, args, settings: Settings) -> dict:
         "warmup_s": warmup_s,
         "block_median_s": blocks_sorted[len(blocks) // 2],
         "double_block_s": double,
+        **({"energy_j_per_call": joules / (len(blocks) * number),
+            "power_w": joules / elapsed} if joules else {}),
     }

@@ -231,9 +231,9 @@ class TorchCUDA(TorchBackend):
         end.synchronize()
         return start.elapsed_time(end) / 1e3
 
-    def power_reader(self):
-        from .power import nvml_reader
-        return nvml_reader(self.device.index or 0)
+    def monitor(self):
+        from .power import nvml_monitor
+        return nvml_monitor(self.device.index or 0)
 
     def device_count(self) -> int:
         return torch.cuda.device_count()

@@ -124,3 +124,14 @@ def test_the_steady_state_interval_brackets_the_mean():
     s = summarize(t)
     assert s["mean_ci95_low"] <= s["mean"] <= s["mean_ci95_high"]
     assert s["ci95_low"] <= s["median"] <= s["ci95_high"]
+
+
+def test_a_gpu_held_down_or_reclocked_during_a_case_is_flagged():
+    from infercost.bench.gates import clock_gate
+    steady = {"sm_clock_mhz": 1980, "slowdowns": []}
+    assert clock_gate(steady, dict(steady)) == []
+    hot = {"sm_clock_mhz": 1500, "slowdowns": ["hardware thermal slowdown"]}
+    found = clock_gate(steady, hot)
+    assert [kind for kind, _ in found] == ["warn", "warn"]
+    assert "after the case: hardware thermal slowdown" in found[0][1] and "1980 -> 1500 MHz" in found[1][1]
+    assert clock_gate(None, None) == []  # no NVML: nothing to say

@@ -7,8 +7,11 @@ record under --out, and prints a short table last.
 3. llama-3.1-8b in bf16: decode at batch 1 and a larger batch, prefill of 2048 tokens, on
    torch-cuda and jax-gpu; batch-1 decode against the HBM bandwidth ceiling (target >= 85%).
 4. int8 and fp8 batch-1 decode beside bf16 (target int8 >= 1.6x bf16 tokens/s).
-5. jax-gpu sharded on a 1-device mesh beside unsharded, and the collectives sweep (one GPU:
-   tp=1 only, and collectives need 2 or more devices: recorded as skipped there).
+5. jax-gpu and torch-cuda sharded on a 1-device mesh beside unsharded, and the collectives sweep
+   (one GPU: tp=1 only, and collectives need 2 or more devices: recorded as skipped there).
+6. torch-cuda batch-1 decode again in two more processes: the spread of tokens/s across three
+   processes (target max/min <= 1.05); energy per token from the board's counter, with power
+   and clocks, for batch 1 and the larger batch.
 
     python bench/perf/gpu_check.py --out DIR
     python bench/perf/gpu_check.py --out DIR --dry-run   # the same steps on CPU, tiny sizes
@@ -123,12 +126,19 @@ def main() -> int:
                            "--batch", "1", "--tokens", tokens, "--quant", q, *fast], llm, run_log,
                           timeout=min(200, left()))
 
-    log("4. tensor-parallel machinery on one device (tp=1 beside unsharded) and the collectives sweep (jax)")
-    infercost_run(["--backend", jax_b, "--model", model, "--dtype", "bfloat16", "--workload", "decode",
-                   "--batch", small, "--tokens", tokens, "--mesh", "tp=1,dp=1", *fast], llm, run_log,
-                  timeout=min(150, left()))
+    log("4. tensor-parallel machinery on one device (tp=1 beside unsharded) and the collectives sweep")
+    for backend in (jax_b, torch_b):
+        infercost_run(["--backend", backend, "--model", model, "--dtype", "bfloat16", "--workload", "decode",
+                       "--batch", small, "--tokens", tokens, "--mesh", "tp=1,dp=1", *fast], llm, run_log,
+                      timeout=min(150, left()))
     infercost_run(["--backend", jax_b, "--suite", "collectives", *fast], args.out / "collectives.jsonl", run_log,
                   timeout=min(120, left()))
+
+    log("4b. batch-1 decode in two more processes (spread across processes)")
+    spread = args.out / "spread.jsonl"
+    for _ in range(2):
+        infercost_run(["--backend", torch_b, "--model", model, "--dtype", "bfloat16", "--workload", "decode",
+                       "--batch", small, "--tokens", tokens, *fast], spread, run_log, timeout=min(150, left()))
 
     log("5. matmul sweep on both backends")
     infercost_run(["--backend", f"{torch_b},{jax_b}", *sweep, *fast], args.out / "matmul.jsonl", run_log,
@@ -170,6 +180,26 @@ def main() -> int:
         tp1 = rate.get((backend, "bfloat16", "tp=1,dp=1"))
         if base and tp1:
             print(f"{backend} sharded tp=1 / unsharded decode time per token: {base / tp1:.3f}  (target within 3%)")
+    first = rate.get((torch_b, "bfloat16", None))
+    again = [r["metrics"]["output_tokens_per_s"] for r in records(spread) if r["status"] == "ok"]
+    if first and again:
+        runs = [first, *again]
+        print(f"{torch_b} batch-{small} decode tokens/s in {len(runs)} processes: "
+              f"{', '.join(f'{x:.1f}' for x in runs)}; max/min {max(runs) / min(runs):.3f} (target <= 1.05)")
+    big = {r["case"]["backend"]: r["metrics"]["tpot_s"] for r in done if r["case"]["workload"] == "decode"
+           and r["case"]["params"]["batch"] == int(large) and r["status"] == "ok" and not r["case"].get("layout")
+           and r["case"].get("weight_dtype") == "bfloat16"}
+    if big.get(torch_b) and big.get(jax_b):
+        print(f"{jax_b} / {torch_b} time per token at batch {large}: {big[jax_b] / big[torch_b]:.3f} (target <= 1.2)")
+    for r in done + records(spread):
+        m, c = r.get("metrics") or {}, r["case"]
+        if c["workload"] == "decode" and m.get("tokens_per_joule") and not c.get("layout"):
+            state = (r.get("timing") or {}).get("device_state") or {}
+            after = state.get("after") or {}
+            print(f"{c['backend']} decode b{c['params']['batch']} {c.get('weight_dtype')}: {m['tokens_per_joule']:.3g} "
+                  f"tokens/J ({m.get('energy_source')}), {m.get('power_w') or float('nan'):.0f} W, SM clock "
+                  f"{after.get('sm_clock_mhz')} of {after.get('max_sm_clock_mhz')} MHz, "
+                  f"slowdowns: {', '.join(after.get('slowdowns') or []) or 'none'}")
     return 0
 
 
