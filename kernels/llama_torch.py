@@ -35,25 +35,8 @@ def seeded_tensor(cfg: LlamaConfig, seed: int, index: int, name: str, dtype: tor
     return (offset + width * hashed_uniform(math.prod(shape), tensor_salt(seed, index), device)).reshape(shape).to(dtype)
 
 
-_last_seeded: dict = {}
-KEEP_SEEDED_BYTES = 2 << 30  # small models only: a big one must not be held twice
-
-
 def seeded_weights(cfg: LlamaConfig, seed: int, dtype: torch.dtype, device) -> dict[str, torch.Tensor]:
-    """The seeded weights, made on the device. A run builds the same small model for its check and
-    each of its cases; on a CPU (where making them takes seconds) the last one made, up to 2 GiB,
-    is kept and handed out again (a new dict of the same tensors: models read their weights and
-    never write them). On an accelerator nothing is kept: memory checks need the free memory."""
-    key = (repr(cfg), seed, dtype, str(device))
-    if torch.device(device).type != "cpu":
-        return {name: seeded_tensor(cfg, seed, i, name, dtype, device) for i, name in enumerate(cfg.param_shapes())}
-    if key not in _last_seeded:
-        _last_seeded.clear()
-        w = {name: seeded_tensor(cfg, seed, i, name, dtype, device) for i, name in enumerate(cfg.param_shapes())}
-        if sum(t.numel() * t.element_size() for t in w.values()) > KEEP_SEEDED_BYTES:
-            return w
-        _last_seeded[key] = w
-    return dict(_last_seeded[key])
+    return {name: seeded_tensor(cfg, seed, i, name, dtype, device) for i, name in enumerate(cfg.param_shapes())}
 
 
 def rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:

@@ -81,7 +81,9 @@ def infercost_busbw(backend, n: int, nbytes: int) -> tuple[float, str]:
 
 
 def plain_torch_rank(rank: int, n: int, port: int, nbytes: int, result) -> None:
-    """One rank of a hand-written all-reduce loop: no infercost code, rank 0 times the loop."""
+    """One rank of a hand-written all-reduce loop, timed as nccl-tests times: after a barrier,
+    a block of back-to-back calls, its time over the calls; the median over blocks. No infercost
+    code. Rank 0 decides when to stop (after 1 s of blocks and at least 10); the others follow."""
     import torch
     import torch.distributed as dist
     torch.set_num_threads(1)
@@ -89,19 +91,20 @@ def plain_torch_rank(rank: int, n: int, port: int, nbytes: int, result) -> None:
     x = torch.ones(nbytes // 4)
     for _ in range(3):
         dist.all_reduce(x)
-    count = torch.zeros(1, dtype=torch.long)
-    times = []
-    while True:  # rank 0 decides when to stop (after 1 s and 10 calls); the others follow
+    go = torch.zeros(1, dtype=torch.long)
+    per_call, calls = [], 4
+    while True:
         if rank == 0:
-            count[0] = int(sum(times) < 1.0 or len(times) < 10)
-        dist.broadcast(count, 0)
-        if not count[0]:
+            go[0] = int(sum(per_call) * calls < 1.0 or len(per_call) < 10)
+        dist.broadcast(go, 0)
+        if not go[0]:
             break
         t0 = time.perf_counter()
-        dist.all_reduce(x)
-        times.append(time.perf_counter() - t0)
+        for _ in range(calls):
+            dist.all_reduce(x)
+        per_call.append((time.perf_counter() - t0) / calls)
     if rank == 0:
-        result.put(statistics.median(times))
+        result.put(statistics.median(per_call))
     dist.destroy_process_group()
 
 
