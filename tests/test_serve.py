@@ -47,11 +47,15 @@ def make_model(folder: Path) -> None:
     tf.LlamaForCausalLM(cfg).save_pretrained(folder)
 
 
-def start_server(folder: Path) -> tuple[subprocess.Popen, str]:
+def start_server(folder: Path, cpus: set | None = None) -> tuple[subprocess.Popen, str]:
+    """`transformers serve` of the model folder on 127.0.0.1 (on `cpus` only, when given)."""
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    if cpus:
+        env["OMP_NUM_THREADS"] = str(len(cpus))
     proc = subprocess.Popen([TRANSFORMERS, "serve", str(folder), "--host", "127.0.0.1", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
+                            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
     url = f"http://127.0.0.1:{port}"
     import httpx
     deadline = time.monotonic() + 120

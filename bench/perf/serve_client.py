@@ -80,7 +80,11 @@ async def plain_loop(url: str, concurrency: int, requests: int, tokens: int, mod
             async with client.stream("POST", "/v1/completions", json={"model": model, "prompt": prompt, "max_tokens": tokens,
                                                                       "stream": True}) as r:
                 async for line in r.aiter_lines():
-                    if line.startswith("data:") and '"text"' in line:
+                    if not line.startswith("data:") or line.strip() == "data: [DONE]":
+                        continue
+                    # A token is a chunk with text: servers end with an empty chunk carrying
+                    # finish_reason and usage (transformers serve does), which is not one.
+                    if any(c.get("text") for c in json.loads(line[5:]).get("choices", [])):
                         n += 1
                         first = first or time.perf_counter() - t0
             total = time.perf_counter() - t0
@@ -147,14 +151,21 @@ def main() -> int:
     if args.real:  # 3. the same comparison against a real server (its own speed, whatever it is)
         sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
         from test_serve import start_server, stop
-        proc, url = start_server(Path(args.real))
+        # The server on its own core and the client on the other, so the two do not take turns on
+        # the same cores (the server is CPU-bound): what differs between the clients is their own cost.
+        cores = sorted(os.sched_getaffinity(0))
+        split = len(cores) >= 2
+        proc, url = start_server(Path(args.real), set(cores[len(cores) // 2:]) if split else None)
+        if split:
+            os.sched_setaffinity(0, cores[:len(cores) // 2])
         try:
             for _ in range(args.rounds):
-                m, _, _ = infercost_level(url, 4, 24, 16, model=args.real, prompt_words=4)
+                m, _, _ = infercost_level(url, 4, 48, 16, model=args.real, prompt_words=4)
                 real_ours.append({"ttft": m["ttft_s"], "tpot": m["tpot_s"], "tokens_per_s": m["output_tokens_per_s"]})
-                real_plain.append(asyncio.run(plain_loop(url, 4, 24, 16, model=args.real, prompt="w1 w2 w3 w4")))
+                real_plain.append(asyncio.run(plain_loop(url, 4, 48, 16, model=args.real, prompt="w1 w2 w3 w4")))
         finally:
             stop(proc)
+            os.sched_setaffinity(0, cores)
     med = lambda rows, k: statistics.median(r[k] for r in rows)
     print(f"\nclient on {cpu_model()} ({os.cpu_count()} CPUs), stub server in its own process on 127.0.0.1; medians of {args.rounds} rounds")
     print(f"bookkeeping: {statistics.median(rates):,.0f} streamed tokens/s through one process (32 streams, 64 tokens each); "
