@@ -126,13 +126,14 @@ class Backend:
 
     def load_model(self, cfg, dtype: str, batch: int, max_seq: int, *, seed: int = 0,
                    weights: dict | None = None, compile_decode: bool = True, keep_weights: bool = False,
-                   mesh=None, quant=None):
+                   mesh=None, quant=None, kv=None):
         """A Llama-family model on this device, ready to run (see ModelRunner below).
 
         weights: host arrays by Hugging Face name, or None for the seeded weights; with quant
         ("int8", "fp8") they hold kernels.quant.QWeight for every quantized parameter (made once on
         the host, the same for every backend). mesh (a device layout) is reserved for sharded
-        models; an adapter that cannot honour one raises Unavailable.
+        models; an adapter that cannot honour one raises Unavailable. kv "int8": the KV cache
+        held as int8 with a scale per head and position.
         """
         if mesh is not None and (why := self.mesh_unsupported(mesh)):
             raise Unavailable(why)
@@ -140,7 +141,7 @@ class Backend:
             raise Unavailable(why)
         module = importlib.import_module(f"infercost.kernels.llama_{self.framework}")
         return module.Runner(cfg, dtype, self.device, batch, max_seq, seed=seed, weights=weights,
-                             compile_decode=compile_decode, keep_weights=keep_weights)
+                             compile_decode=compile_decode, keep_weights=keep_weights, kv_int8=kv == "int8")
 
     def collective(self, op: str, per_device: int, dtype: str, devices: int):
         """A collective over `devices` devices as (fn, args, fetch): fn(*args) runs it once on

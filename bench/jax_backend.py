@@ -112,13 +112,13 @@ class JaxBackend(Backend):
         return Mesh(np.array(jax.devices(self.platform)[:tp * dp]).reshape(dp, tp), ("dp", "tp"))
 
     def load_model(self, cfg, dtype, batch, max_seq, *, seed=0, weights=None, compile_decode=True,
-                   keep_weights=False, mesh=None, quant=None):
+                   keep_weights=False, mesh=None, quant=None, kv=None):
         if (mesh is not None and self.mesh_unsupported(mesh)) or (quant is not None and self.quant_unsupported(quant)):
             return super().load_model(cfg, dtype, batch, max_seq, mesh=mesh, quant=quant)
         from infercost.kernels import llama_jax
         return llama_jax.Runner(cfg, dtype, self.device, batch, max_seq, seed=seed, weights=weights,
                                 keep_weights=keep_weights, multiply_reduce_attention=self.multiply_reduce_attention,
-                                mesh=self.make_mesh(mesh) if mesh is not None else None)
+                                mesh=self.make_mesh(mesh) if mesh is not None else None, kv_int8=kv == "int8")
 
     def compile(self, fn, args, donate: tuple[int, ...] = ()):
         # Ahead-of-time: the returned object never retraces or recompiles when called.

@@ -64,7 +64,7 @@ def memory_needed(cfg: llama.LlamaConfig, dtype: str, batch: int, tokens: int, m
 
 def check_model(backend, cfg, dtype: str, tf32: bool, seed: int, weights_path: str | None,
                 batch: int = CHECK_BATCH, mode: str | None = None, mesh: dict | None = None,
-                max_seq: int = CHECK_PROMPT + CHECK_STEPS) -> dict:
+                max_seq: int = CHECK_PROMPT + CHECK_STEPS, kv: str | None = None) -> dict:
     """Prefill and teacher-forced decode steps against the float64 reference on the same weights
     (quantized ones as the model computes with them, dequantized).
 
@@ -80,13 +80,15 @@ def check_model(backend, cfg, dtype: str, tf32: bool, seed: int, weights_path: s
     runner = backend.load_model(ccfg, dtype, batch, max(max_seq, CHECK_PROMPT + CHECK_STEPS) if full else
                                 CHECK_PROMPT + CHECK_STEPS, seed=seed,
                                 weights=model_weights(weights_path, ccfg, seed, mode), keep_weights=True,
-                                quant=mode, mesh=mesh)
+                                quant=mode, mesh=mesh, kv=kv)
     prompt = np.random.default_rng(seed).integers(0, cfg.vocab_size, (batch, CHECK_PROMPT))
     w64 = runner.weights_numpy()
-    ref_tokens, ref_logits = llama_ref.greedy(ccfg, w64, prompt, CHECK_STEPS)
+    ref_tokens, ref_logits = llama_ref.greedy(ccfg, w64, prompt, CHECK_STEPS, kv_int8=kv == "int8")
     got = [backend.fetch(runner.prefill_step(prompt, last_only=False)())]
     for i in range(CHECK_STEPS):  # feed the reference's tokens, so both see the same sequence
         got.append(backend.fetch(runner.decode_step(ref_tokens[:, i:i + 1], CHECK_PROMPT + i)()))
+    if kv == "int8":  # the reference attends to the int8 cache the device wrote, as to its weights
+        _, ref_logits = llama_ref.greedy(ccfg, w64, prompt, CHECK_STEPS, kv_int8=True, kv_given=runner.kv_numpy())
     finite = all(np.isfinite(g).all() for g in got)
     error = max(float(np.abs(g - r).max()) / float(np.abs(r).max()) for g, r in zip(got, ref_logits)) if finite else float("inf")
     device_tokens = np.stack([g[:, -1].argmax(-1) for g in got[:-1]], axis=1)
@@ -98,7 +100,7 @@ def check_model(backend, cfg, dtype: str, tf32: bool, seed: int, weights_path: s
         "checked": f"{ccfg.layers} of {cfg.layers} layers, batch {batch}, prefill {CHECK_PROMPT} + {CHECK_STEPS} decode steps",
         "launch": runner.launch,
     }
-    if mode is not None and finite:
+    if (mode is not None or kv is not None) and finite:
         float_weights = host_weights(weights_path, ccfg) or llama.seeded_weights_numpy(ccfg, seed)
         sequence = np.concatenate([prompt, ref_tokens], axis=1)
         out["quality"] = quant.quality(got, llama_ref.forward(ccfg, float_weights, sequence))
@@ -118,14 +120,16 @@ class TransformerWorkload:
         self.max_seq = self.tokens if self.prefill else self.tokens + 1  # decode writes position `tokens`
         self.quant = p.get("quant")  # None, "int8" or "fp8"
         self.mesh = p.get("mesh")    # None, or {"tp": n, "dp": m}: split over n x m devices
+        self.kv = p.get("kv_cache")  # None, or "int8": the KV cache held in int8
         self.devices = (self.mesh or {}).get("tp", 1) * (self.mesh or {}).get("dp", 1)
         self.runner = self.checked = None
         self.sweep_before = None
 
     def describe(self) -> dict:
         what = "prompt" if self.prefill else "ctx"
-        out = {"shape": f"{self.p['model']} b{self.batch} {what}{self.tokens}" + (f" {self.quant}" if self.quant else ""),
-               "model_config": self.cfg.as_dict(), "weight_dtype": self.quant or self.dtype, "kv_dtype": self.dtype}
+        out = {"shape": f"{self.p['model']} b{self.batch} {what}{self.tokens}" + (f" {self.quant}" if self.quant else "")
+               + (f" kv-{self.kv}" if self.kv else ""),
+               "model_config": self.cfg.as_dict(), "weight_dtype": self.quant or self.dtype, "kv_dtype": self.kv or self.dtype}
         if self.quant:
             out["quant_rule"] = quant.RULE
         out["devices"] = self.devices
@@ -144,6 +148,8 @@ class TransformerWorkload:
                 return why
             if self.batch % dp:
                 return f"dp={dp} must divide the batch {self.batch}"
+            if self.kv:
+                return "an int8 KV cache on several devices is not supported yet"
         free = backend.memory_bytes()  # per device; a split model needs about 1/devices of it on each
         need = memory_needed(self.cfg, self.dtype, self.batch, self.tokens, self.max_seq, self.quant) / self.devices
         if free is not None and need > 0.9 * free:
@@ -156,11 +162,11 @@ class TransformerWorkload:
         check_batch = 1 if self.batch == 1 else CHECK_BATCH
         layout = json.dumps(self.mesh, sort_keys=True)
         key = (backend.name, self.p["model"], self.dtype, self.tf32, seed, self.p.get("weights"), check_batch, self.quant,
-               layout)
+               layout, self.kv)
         if key not in _checks:
             _checks[key] = check_model(backend, self.cfg, self.dtype, self.tf32, seed, self.p.get("weights"),
                                        check_batch if not self.mesh else max(check_batch, self.mesh.get("dp", 1)),
-                                       self.quant, self.mesh, max_seq=self.tokens + 1)
+                                       self.quant, self.mesh, max_seq=self.tokens + 1, kv=self.kv)
         self.checked = _checks[key]
         return self.checked, {}
 
@@ -168,7 +174,7 @@ class TransformerWorkload:
         start = time.perf_counter()
         self.runner = backend.load_model(self.cfg, self.dtype, self.batch, self.max_seq, seed=seed,
                                          weights=model_weights(self.p.get("weights"), self.cfg, seed, self.quant),
-                                         compile_decode=not self.prefill, quant=self.quant, mesh=self.mesh)
+                                         compile_decode=not self.prefill, quant=self.quant, mesh=self.mesh, kv=self.kv)
         backend.sync(self.runner.params)
         build_s = time.perf_counter() - start
         rng = np.random.default_rng(seed + 1)
@@ -196,6 +202,9 @@ class TransformerWorkload:
         if self.quant:
             item = ITEMSIZE[self.dtype]
             nbytes += quant.weight_bytes(cfg, self.quant, item) - quant.weight_bytes(cfg, None, item)
+        if self.kv and not self.prefill:  # int8 keys and values plus a 4-byte scale a head and position
+            entries = 2 * cfg.layers * b * self.max_seq * cfg.kv_heads
+            nbytes += entries * (cfg.hd + 4) - cfg.kv_bytes(b, self.max_seq, self.dtype)
         return flops, nbytes
 
     def before_timing(self, backend) -> None:

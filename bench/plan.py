@@ -178,7 +178,7 @@ def explicit_cases(shapes: list[str], models: list[str], workloads: list[str], d
 
 def plan_cases(suite: str, backends: list[str], probes: dict, *, workloads=(), dtypes=(), shapes=(),
                models=(), batches=(), tokens=(), weights=None, tf32=False, threads=None,
-               quant=None, mesh=None) -> tuple[list[dict], list[str]]:
+               quant=None, mesh=None, kv=None) -> tuple[list[dict], list[str]]:
     """Every case of the run, one per backend, and notices of what was left out and why.
     quant ("int8", "fp8") quantizes the weights of every transformer case."""
     from infercost.kernels.quant import MODES
@@ -218,11 +218,12 @@ def plan_cases(suite: str, backends: list[str], probes: dict, *, workloads=(), d
                 continue
             if spec["workload"] == "collective" and mesh is not None:
                 spec = {**spec, "params": {**spec["params"], "devices": mesh["tp"] * mesh["dp"]}}
-            elif quant is not None or mesh is not None:
+            elif quant is not None or mesh is not None or kv is not None:
                 if spec["workload"] in ("matmul", "collective"):
                     continue
                 extra = {"quant": quant} if quant is not None else {}
                 extra.update({"mesh": mesh} if mesh is not None else {})
+                extra.update({"kv_cache": kv} if kv is not None else {})
                 spec = {**spec, "params": {**spec["params"], **extra}}
             layout = spec["params"].get("mesh") or mesh
             cases.append({
@@ -232,8 +233,8 @@ def plan_cases(suite: str, backends: list[str], probes: dict, *, workloads=(), d
                 "device_kind": kind,
                 "devices": (layout["tp"] * layout["dp"]) if layout is not None else 1,
             })
-    if (quant is not None or mesh is not None) and not cases:
-        flag = "--quant" if quant is not None else "--devices/--mesh"
+    if (quant is not None or mesh is not None or kv is not None) and not cases:
+        flag = "--quant" if quant is not None else "--kv-cache" if kv is not None else "--devices/--mesh"
         raise InputError(f"{flag} applies to transformer cases (prefill, decode), and none were asked for "
                          "(give --model, or a suite with transformer cases)")
     return cases, sorted(set(notices))

@@ -137,11 +137,11 @@ class TorchCPU(TorchBackend):
         return super().mesh_unsupported(mesh)
 
     def load_model(self, cfg, dtype, batch, max_seq, *, seed=0, weights=None, compile_decode=True,
-                   keep_weights=False, mesh=None, quant=None):
+                   keep_weights=False, mesh=None, quant=None, kv=None):
         if (mesh is not None and self.mesh_unsupported(mesh)) or (quant is not None and self.quant_unsupported(quant)):
             return super().load_model(cfg, dtype, batch, max_seq, mesh=mesh, quant=quant)
         from infercost.kernels import llama_torch, llama_torch_cpu
-        options = llama_torch_cpu.plan(batch, compile_decode)
+        options = {**llama_torch_cpu.plan(batch, compile_decode), "kv_int8": kv == "int8"}
         if mesh is not None:
             return self.sharded(cfg, dtype, batch, max_seq, mesh, options, seed=seed, weights=weights,
                                 keep_weights=keep_weights)
@@ -239,12 +239,12 @@ class TorchCUDA(TorchBackend):
         return torch.cuda.device_count()
 
     def load_model(self, cfg, dtype, batch, max_seq, *, seed=0, weights=None, compile_decode=True,
-                   keep_weights=False, mesh=None, quant=None):
+                   keep_weights=False, mesh=None, quant=None, kv=None):
         if (mesh is not None and self.mesh_unsupported(mesh)) or (quant is not None and self.quant_unsupported(quant)):
             return super().load_model(cfg, dtype, batch, max_seq, mesh=mesh, quant=quant)
         from infercost.kernels import llama_torch
         compiled = {"compile": llama_torch.cuda_graphs, "launch": "torch.compile(reduce-overhead): CUDA graphs"}
-        options = compiled if compile_decode else {}
+        options = {**(compiled if compile_decode else {}), "kv_int8": kv == "int8"}
         if mesh is not None:
             return self.sharded(cfg, dtype, batch, max_seq, mesh, options, seed=seed, weights=weights,
                                 keep_weights=keep_weights)

@@ -106,7 +106,7 @@ def cmd_run(args) -> int:
     cases, notices = plan_cases(args.suite, backends, probes, workloads=flat(args.workload), dtypes=flat(args.dtype),
                                 shapes=args.shape, models=flat(args.model), batches=flat(args.batch),
                                 tokens=flat(args.tokens), weights=args.weights, tf32=args.tf32, threads=threads,
-                                quant=args.quant, mesh=parse_mesh(args.devices, args.mesh))
+                                quant=args.quant, mesh=parse_mesh(args.devices, args.mesh), kv=args.kv_cache)
     for notice in notices:
         console.print(f"[yellow]note:[/] {escape(notice)}")
     writer = Writer(path, warn)  # locked: no other run appends to it while this one does

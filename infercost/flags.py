@@ -51,11 +51,13 @@ def build_parser() -> Parser:
     run.add_argument("--tokens", action="append", type=csv_list, default=[],
                      help="prompt length (prefill) and context length (decode) for --model (default 128)")
     run.add_argument("--devices", type=positive(int), default=None,
-                     help="split each transformer case over N devices, tensor parallel (JAX backends)")
+                     help="split each transformer case over N devices, tensor parallel")
     run.add_argument("--mesh", default=None, help="a device layout, e.g. tp=4,dp=2 (tensor and data parallel)")
     run.add_argument("--quant", choices=("int8", "fp8"), default=None,
                      help="quantize the transformer cases' weights: int8 (per-channel, weight-only) or fp8 (e4m3, "
                           "per-channel scales; only on devices with native fp8); matmul cases are left out")
+    run.add_argument("--kv-cache", choices=("int8",), default=None,
+                     help="hold the transformer cases' KV cache in int8 (a float32 scale per head and position)")
     run.add_argument("--weights", default=None, help="safetensors file or folder with Hugging Face names (default: seeded random weights)")
     run.add_argument("--tf32", action="store_true", help="allow TF32 for float32 matmuls on CUDA GPUs")
     run.add_argument("--repeats", type=positive(int), default=None, help="minimum timed blocks per case (default 10)")

@@ -36,7 +36,7 @@ AXES = {
     "bq": ("heads",), "bk": ("kv_heads",), "bv": ("kv_heads",),
     "wo": ("embed", "heads"),
     "wg": ("ffn", "embed"), "wu": ("ffn", "embed"), "w2": ("embed", "ffn"),
-    "cache": ("batch", "kv_heads", "seq", "head_dim"),
+    "cache": ("batch", "kv_heads", "seq", "head_dim"), "cache_scale": ("batch", "kv_heads", "seq"),
     "tokens": ("batch", "seq"), "activation": ("batch", "seq", "embed"), "logits": ("batch", "seq", None),
 }
 HF_NAMES = {"embed_tokens.weight": "embed", "lm_head.weight": "head", "model.norm.weight": "norm",

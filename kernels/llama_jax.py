@@ -88,9 +88,22 @@ def rope(cfg: LlamaConfig, max_seq: int, dtype) -> tuple[jax.Array, jax.Array]:
     return (jnp.asarray(cos.astype(np.float32)).astype(dtype), jnp.asarray(sin.astype(np.float32)).astype(dtype))
 
 
-def new_cache(cfg: LlamaConfig, batch: int, max_seq: int, dtype) -> list:
+def new_cache(cfg: LlamaConfig, batch: int, max_seq: int, dtype, kv_int8: bool = False) -> list:
+    """Per layer (keys, values), or with kv_int8 (int8 keys, int8 values, their float32 scales)."""
     shape = (batch, cfg.kv_heads, max_seq, cfg.hd)
+    if kv_int8:
+        return [(jnp.zeros(shape, jnp.int8), jnp.zeros(shape, jnp.int8), jnp.ones(shape[:3], jnp.float32),
+                 jnp.ones(shape[:3], jnp.float32)) for _ in range(cfg.layers)]
     return [(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for _ in range(cfg.layers)]
+
+
+def quantize_kv(x):
+    """int8 values and float32 scales of keys or values [..., positions, head_dim], per position:
+    scale = max|x| / 127, rounded half to even (llama_ref.int8_round_trip does the same)."""
+    x32 = x.astype(jnp.float32)
+    scale = jnp.max(jnp.abs(x32), axis=-1) / 127.0
+    scale = jnp.where(scale > 0, scale, 1.0)
+    return jnp.clip(jnp.round(x32 / scale[..., None]), -127, 127).astype(jnp.int8), scale
 
 
 def rms_norm(x, w, eps):
@@ -136,7 +149,7 @@ def linear(x, w, b=None):
 
 
 def forward(cfg: LlamaConfig, params, rope_tab, tokens, pos, cache, prefill: bool, last_only: bool = False,
-            multiply_reduce_attention: bool = False, replicated=None, cache_sharding=None):
+            multiply_reduce_attention: bool = False, replicated=None, cache_sharding=None, scale_sharding=None):
     """Logits (float32) [B, T, V] and the updated cache, for tokens [B, T] starting at `pos`
     (a scalar). Prefill starts at 0 and attends causally within the prompt; decode attends
     the whole static cache, masked to the positions written so far. replicated (sharded
@@ -148,12 +161,14 @@ def forward(cfg: LlamaConfig, params, rope_tab, tokens, pos, cache, prefill: boo
     # The cache keeps its layout through the update (else XLA may split a replicated cache
     # by query-head groups and gather it back: two extra collectives a layer).
     keep_cache = (lambda a: a) if cache_sharding is None else (lambda a: jax.lax.with_sharding_constraint(a, cache_sharding))
+    keep_scale = (lambda a: a) if scale_sharding is None else (lambda a: jax.lax.with_sharding_constraint(a, scale_sharding))
+    update = lambda old, new, keep: keep(jax.lax.dynamic_update_slice_in_dim(old, keep(new), pos, axis=2))
     cos_all, sin_all = rope_tab
     cos = jax.lax.dynamic_slice_in_dim(cos_all, pos, t)[None, :, None, :]
     sin = jax.lax.dynamic_slice_in_dim(sin_all, pos, t)[None, :, None, :]
     x = keep(params["embed"][tokens])
     new_cache = []
-    for layer, (k_cache, v_cache) in zip(params["layers"], cache):
+    for layer, entry in zip(params["layers"], cache):
         h = rms_norm(x, layer["ln1"], cfg.norm_eps)
         if "wqkv" in layer:
             qkv = linear(h, layer["wqkv"], layer.get("bqkv"))
@@ -165,10 +180,18 @@ def forward(cfg: LlamaConfig, params, rope_tab, tokens, pos, cache, prefill: boo
         v = v.reshape(b, t, nkv, hd)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
-        k_cache = keep_cache(jax.lax.dynamic_update_slice_in_dim(k_cache, keep_cache(k.transpose(0, 2, 1, 3)), pos, axis=2))
-        v_cache = keep_cache(jax.lax.dynamic_update_slice_in_dim(v_cache, keep_cache(v.transpose(0, 2, 1, 3)), pos, axis=2))
-        new_cache.append((k_cache, v_cache))
-        if prefill:
+        kt, vt = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
+        if len(entry) == 4:  # an int8 cache: quantized as written, dequantized as read
+            (kq, ks), (vq, vs) = quantize_kv(kt), quantize_kv(vt)
+            entry = (update(entry[0], kq, keep_cache), update(entry[1], vq, keep_cache),
+                     update(entry[2], ks, keep_scale), update(entry[3], vs, keep_scale))
+            k_cache, v_cache = ((c.astype(jnp.float32) * s[..., None]).astype(k.dtype)
+                                for c, s in ((entry[0], entry[2]), (entry[1], entry[3])))
+        else:
+            entry = (update(entry[0], kt, keep_cache), update(entry[1], vt, keep_cache))
+            k_cache, v_cache = entry
+        new_cache.append(entry)
+        if prefill:  # the prompt attends to its own exact keys and values
             o = jax.nn.dot_product_attention(q, k, v, is_causal=True)
         else:
             o = decode_attention(q, k_cache, v_cache, pos + t, multiply_reduce=multiply_reduce_attention)
@@ -193,7 +216,7 @@ class Runner:
 
     def __init__(self, cfg: LlamaConfig, dtype: str, device, batch: int, max_seq: int,
                  seed: int = 0, weights: dict | None = None, keep_weights: bool = False,
-                 multiply_reduce_attention: bool = False, mesh=None):
+                 multiply_reduce_attention: bool = False, mesh=None, kv_int8: bool = False):
         self.cfg, self.device, self.batch, self.max_seq = cfg, device, batch, max_seq
         self.multiply_reduce_attention = multiply_reduce_attention
         self.dtype = jnp.dtype(dtype)
@@ -213,14 +236,18 @@ class Runner:
         del w
         with jax.default_device(device):
             self.rope = rope(cfg, max_seq, self.dtype)
-            self.cache = new_cache(cfg, batch, max_seq, self.dtype)
+            self.cache = new_cache(cfg, batch, max_seq, self.dtype, kv_int8)
         if mesh is not None:
             self.rope = jax.device_put(self.rope, self._sharding(()))
-            self.cache = jax.device_put(self.cache, self._sharding(AXES["cache"]))
+            self.cache = jax.device_put(self.cache, self._cache_shardings())
         self._compiled = {}
 
     def _sharding(self, axes: tuple):
         return partition(self.mesh, self.rules, axes)
+
+    def _cache_shardings(self) -> list:
+        cache, scale = self._sharding(AXES["cache"]), self._sharding(AXES["cache_scale"])
+        return [tuple(cache if a.ndim == 4 else scale for a in entry) for entry in self.cache]
 
     def _seeded_sharded(self, seed: int) -> dict:
         """The seeded weights made in place on the mesh: each chip computes its own shard."""
@@ -252,8 +279,9 @@ class Runner:
             f = partial(forward, self.cfg, prefill=prefill, last_only=last_only,
                         multiply_reduce_attention=self.multiply_reduce_attention,
                         replicated=None if self.mesh is None else self._sharding(AXES["activation"]),
-                        cache_sharding=None if self.mesh is None else self._sharding(AXES["cache"]))
-            out = None if self.mesh is None else (self._sharding(AXES["logits"]), self._sharding(AXES["cache"]))
+                        cache_sharding=None if self.mesh is None else self._sharding(AXES["cache"]),
+                        scale_sharding=None if self.mesh is None else self._sharding(AXES["cache_scale"]))
+            out = None if self.mesh is None else (self._sharding(AXES["logits"]), self._cache_shardings())
             self._compiled[key] = jax.jit(f, donate_argnums=4, out_shardings=out).lower(
                 self.params, self.rope, tokens, pos, self.cache).compile()
         return self._compiled[key]
@@ -280,6 +308,15 @@ class Runner:
         buffers a read sweep must cover to measure this model's bandwidth ceiling."""
         p = self.params
         return leaves([p["head"], p["norm"], *(a for layer in p["layers"] for a in layer.values())])
+
+    def kv_numpy(self) -> list:
+        """Per layer, (keys, values) as the cache holds them, as float64 [batch, kv_heads, seq, hd]."""
+        def f64(entry):
+            if len(entry) == 4:
+                return tuple(np.asarray(c).astype(np.float64) * np.asarray(s).astype(np.float64)[..., None]
+                             for c, s in ((entry[0], entry[2]), (entry[1], entry[3])))
+            return tuple(np.asarray(c).astype(np.float64) for c in entry)
+        return [f64(entry) for entry in self.cache]
 
     def weights_numpy(self) -> dict:
         """float64 weights as this model computes with them (quantized ones dequantized)."""

@@ -25,9 +25,24 @@ def silu(x):
     return x / (1.0 + np.exp(-x))
 
 
-def forward(cfg: LlamaConfig, w: dict, tokens: np.ndarray) -> np.ndarray:
+def int8_round_trip(x: np.ndarray) -> np.ndarray:
+    """x as an int8 KV cache holds it: per batch, head and position, scale = max|x| over head_dim
+    / 127, values rounded half to even and clipped to +-127 (kernels' quantize_kv does the same)."""
+    scale = np.abs(x).max(axis=-1, keepdims=True) / 127.0
+    scale = np.where(scale > 0, scale, 1.0)
+    return np.clip(np.rint(x / scale), -127, 127) * scale
+
+
+def forward(cfg: LlamaConfig, w: dict, tokens: np.ndarray, kv_int8_from: int | None = None,
+            kv_given: list | None = None) -> np.ndarray:
     """Logits [B, T, V] for a whole sequence with causal attention (no cache: the reference
-    recomputes everything, so the frameworks' caches are checked rather than trusted)."""
+    recomputes everything, so the frameworks' caches are checked rather than trusted).
+
+    kv_int8_from: positions from this one on attend to keys and values as an int8 cache holds
+    them, as decode steps read the cache; earlier ones (the prompt's prefill) to the exact ones.
+    kv_given: per layer, the (keys, values) a device's int8 cache held, dequantized, to attend to
+    instead of this reference's own rounding (as quantized weights, the quantized cache is an
+    input both share: float32 and float64 keys can round to different int8 values)."""
     b, t = tokens.shape
     hd, nh, nkv = cfg.hd, cfg.heads, cfg.kv_heads
     cos, sin = rope_tables(cfg, t)
@@ -44,11 +59,11 @@ def forward(cfg: LlamaConfig, w: dict, tokens: np.ndarray) -> np.ndarray:
         v = v.reshape(b, t, nkv, hd).transpose(0, 2, 1, 3)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
-        k = np.repeat(k, nh // nkv, axis=1)
-        v = np.repeat(v, nh // nkv, axis=1)
-        scores = q @ k.transpose(0, 1, 3, 2) / np.sqrt(hd)
-        scores = np.where(causal, scores, -np.inf)
-        attn = (softmax(scores) @ v).transpose(0, 2, 1, 3).reshape(b, t, nh * hd)
+        attn = attend(q, k, v, causal, nh // nkv)
+        if kv_int8_from is not None:
+            kc, vc = (kv_given[i][0][:, :, :t], kv_given[i][1][:, :, :t]) if kv_given else (int8_round_trip(k), int8_round_trip(v))
+            cached = attend(q, kc, vc, causal, nh // nkv)
+            attn = np.where((np.arange(t) >= kv_int8_from)[None, :, None], cached, attn)
         x = x + attn @ w[p + "self_attn.o_proj.weight"].T
         h = rms_norm(x, w[p + "post_attention_layernorm.weight"], cfg.norm_eps)
         gate = h @ w[p + "mlp.gate_proj.weight"].T
@@ -59,7 +74,15 @@ def forward(cfg: LlamaConfig, w: dict, tokens: np.ndarray) -> np.ndarray:
     return x @ head.T
 
 
-def greedy(cfg: LlamaConfig, w: dict, prompt: np.ndarray, steps: int) -> tuple[np.ndarray, list[np.ndarray]]:
+def attend(q, k, v, causal, group: int) -> np.ndarray:
+    b, nh, t, hd = q.shape
+    k, v = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)
+    scores = np.where(causal, q @ k.transpose(0, 1, 3, 2) / np.sqrt(hd), -np.inf)
+    return (softmax(scores) @ v).transpose(0, 2, 1, 3).reshape(b, t, nh * hd)
+
+
+def greedy(cfg: LlamaConfig, w: dict, prompt: np.ndarray, steps: int,
+           kv_int8: bool = False, kv_given: list | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
     """Greedy tokens and the logits that chose each: prefill logits first, then one per step."""
     tokens = prompt.copy()
     logits = forward(cfg, w, tokens)
@@ -68,6 +91,6 @@ def greedy(cfg: LlamaConfig, w: dict, prompt: np.ndarray, steps: int) -> tuple[n
         nxt = logits[:, -1].argmax(-1)
         chosen.append(nxt)
         tokens = np.concatenate([tokens, nxt[:, None]], axis=1)
-        logits = forward(cfg, w, tokens)
+        logits = forward(cfg, w, tokens, prompt.shape[1] if kv_int8 else None, kv_given)
         step_logits.append(logits[:, -1:])
     return np.stack(chosen, axis=1), step_logits

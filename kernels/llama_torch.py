@@ -106,6 +106,45 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
 
 
+def quantize_kv(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """int8 values and float32 scales [..., positions] of keys or values [..., positions, head_dim]:
+    per position, scale = max|x| / 127 (llama_ref.int8_round_trip does the same in float64)."""
+    x32 = x.float()
+    scale = x32.abs().amax(-1) / 127.0
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    return torch.clamp(torch.round(x32 / scale.unsqueeze(-1)), -127, 127).to(torch.int8), scale
+
+
+class KVCache:
+    """One layer's keys and values [batch, kv_heads, max_seq, head_dim], updated in place: in the
+    compute dtype, or (int8) as int8 with a float32 scale per batch row, head and position."""
+
+    def __init__(self, shape: tuple, dtype: torch.dtype, device, int8: bool = False):
+        self.dtype, self.int8 = dtype, int8
+        self.k, self.v = (torch.zeros(shape, dtype=torch.int8 if int8 else dtype, device=device) for _ in range(2))
+        self.scales = [torch.ones(shape[:3], dtype=torch.float32, device=device) for _ in range(2)] if int8 else []
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.k, self.v, *self.scales]
+
+    def write(self, pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        if not self.int8:
+            self.k.index_copy_(2, pos, k)
+            self.v.index_copy_(2, pos, v)
+            return
+        for store, scale, x in ((self.k, self.scales[0], k), (self.v, self.scales[1], v)):
+            q, s = quantize_kv(x)
+            store.index_copy_(2, pos, q)
+            scale.index_copy_(2, pos, s)
+
+    def read(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values in the compute dtype (an int8 cache dequantized as it is read)."""
+        if not self.int8:
+            return self.k, self.v
+        return tuple((store.float() * scale.unsqueeze(-1)).to(self.dtype)
+                     for store, scale in ((self.k, self.scales[0]), (self.v, self.scales[1])))
+
+
 class TensorParallel:
     """The two collectives of a tensor-parallel decoder (Megatron's layout): the sum of the
     row-parallel products' partial outputs, and the vocabulary-split logits put back together.
@@ -136,7 +175,7 @@ class Llama(torch.nn.Module):
     """
 
     def __init__(self, cfg: LlamaConfig, weights: dict, batch: int, max_seq: int, ops: Ops = PLAIN,
-                 tp: TensorParallel | None = None):
+                 tp: TensorParallel | None = None, kv_int8: bool = False):
         super().__init__()
         self.cfg, self.ops, self.tp = cfg, ops, tp
         w = weights
@@ -167,15 +206,14 @@ class Llama(torch.nn.Module):
         self.cos = torch.from_numpy(cos).to(device, torch.float32).to(dtype)
         self.sin = torch.from_numpy(sin).to(device, torch.float32).to(dtype)
         shape = (batch, self.kv_heads, max_seq, cfg.hd)
-        self.k_cache = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.layers)]
-        self.v_cache = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.layers)]
+        self.caches = [KVCache(shape, dtype, device, kv_int8) for _ in range(cfg.layers)]
         self.max_seq = max_seq
 
     def tensors(self) -> list[torch.Tensor]:
         """Every tensor a step reads or writes (CUDA graphs keep them at fixed addresses)."""
         layer_tensors = [t for layer in self.layers for t in layer.values()]
         return unpack([self.embed, self.head, self.norm, self.cos, self.sin, *layer_tensors,
-                       *self.k_cache, *self.v_cache])
+                       *(t for c in self.caches for t in c.tensors())])
 
     def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor, prefill: bool,
                 last_only: bool = False) -> torch.Tensor:
@@ -192,7 +230,7 @@ class Llama(torch.nn.Module):
         cos, sin = self.cos[input_pos], self.sin[input_pos]
         mask = None if prefill else (torch.arange(self.max_seq, device=tokens.device) <= input_pos[-1]).view(1, 1, 1, -1)
         x = F.embedding(tokens, self.embed)
-        for layer, k_cache, v_cache in zip(self.layers, self.k_cache, self.v_cache):
+        for layer, cache in zip(self.layers, self.caches):
             qkv = ops.norm_linear(x, layer["ln1"], cfg.norm_eps, layer["wqkv"], layer.get("bqkv"))
             q, k, v = qkv.split([nh * hd, nkv * hd, nkv * hd], dim=-1)
             q = q.view(b, t, nh, hd).transpose(1, 2)
@@ -200,12 +238,11 @@ class Llama(torch.nn.Module):
             v = v.view(b, t, nkv, hd).transpose(1, 2)
             q = q * cos + rotate_half(q) * sin
             k = k * cos + rotate_half(k) * sin
-            k_cache.index_copy_(2, input_pos, k)
-            v_cache.index_copy_(2, input_pos, v)
-            if prefill:
+            cache.write(input_pos, k, v)
+            if prefill:  # the prompt attends to its own exact keys and values
                 o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
             else:
-                o = ops.decode_attention(q, k_cache, v_cache, mask)
+                o = ops.decode_attention(q, *cache.read(), mask)
             x = x + reduce(ops.linear(o.transpose(1, 2).reshape(b, t, nh * hd), layer["wo"]))
             gate, up = ops.norm_linear(x, layer["ln2"], cfg.norm_eps, layer["w13"]).chunk(2, dim=-1)
             x = x + reduce(ops.linear(F.silu(gate) * up, layer["w2"]))
@@ -252,14 +289,14 @@ class Runner:
     def __init__(self, cfg: LlamaConfig, dtype: str, device, batch: int, max_seq: int,
                  seed: int = 0, weights: dict | None = None, keep_weights: bool = False,
                  ops: Ops = PLAIN, compile=None, launch: str = "eager", prefill_launch: str = "eager",
-                 tp: TensorParallel | None = None):
+                 tp: TensorParallel | None = None, kv_int8: bool = False):
         tdtype = TORCH_DTYPES[dtype]
         if weights is None:
             w = seeded_weights(cfg, seed, tdtype, device)
         else:  # numpy (bfloat16 via ml_dtypes) -> float32 -> dtype: exact for every source dtype
             w = {k: to_device(v, device, tdtype) for k, v in weights.items()}
         self.device = torch.device(device)
-        self.model = Llama(cfg, w, batch, max_seq, ops, tp)
+        self.model = Llama(cfg, w, batch, max_seq, ops, tp, kv_int8)
         self.weights = w if keep_weights else None  # the model holds fused copies
         self.params = self.model.tensors()
         del w
@@ -301,6 +338,10 @@ class Runner:
         stored: the buffers a read sweep must cover to measure this model's bandwidth ceiling."""
         m = self.model
         return unpack([m.head, m.norm, *(t for layer in m.layers for t in layer.values())])
+
+    def kv_numpy(self) -> list:
+        """Per layer, (keys, values) as the cache holds them, as float64 [batch, kv_heads, seq, hd]."""
+        return [tuple(t.to("cpu", torch.float64).numpy() for t in c.read()) for c in self.model.caches]
 
     def weights_numpy(self) -> dict:
         """float64 weights as this model computes with them (quantized ones dequantized)."""

@@ -133,3 +133,54 @@ def test_estimate_with_quant_matches_scaling_book_int8_llama3_70b():
     per_chip = float(line.split("output tok/s,")[1].split("per chip")[0])
     assert step_ms == pytest.approx(17, rel=0.10) and per_chip == pytest.approx(235, rel=0.10)
     assert "ESTIMATE" in proc.stdout and "weights int8, KV int8" in proc.stdout
+
+
+@pytest.mark.parametrize("backend_name", ["torch-cpu", "jax-cpu"])
+def test_an_int8_kv_cache_holds_int8_and_matches_float64_with_its_own_rounding(backend_name):
+    from infercost.bench.backend import open_backend
+    from infercost.kernels import llama, llama_ref
+    from infercost.kernels.llama import CONFIGS
+    backend = open_backend(backend_name)
+    backend.configure("float32", False)
+    cfg = CONFIGS["tiny"]
+    w64 = llama.seeded_weights_numpy(cfg, 0)
+    prompt = np.random.default_rng(3).integers(0, cfg.vocab_size, (2, 6))
+    runner = backend.load_model(cfg, "float32", 2, 12, seed=0, kv="int8")
+    # The reference rounds its own float64 keys and values (no device values given to it).
+    ref_tokens, ref_logits = llama_ref.greedy(cfg, w64, prompt, 3, kv_int8=True)
+    got = [backend.fetch(runner.prefill_step(prompt, last_only=False)())]
+    for i in range(3):
+        got.append(backend.fetch(runner.decode_step(ref_tokens[:, i:i + 1], 6 + i)()))
+    error = max(np.abs(g - r).max() / np.abs(r).max() for g, r in zip(got, ref_logits))
+    assert error < 1e-5
+    exact = llama_ref.greedy(cfg, w64, prompt, 3)[1]  # an exact cache gives other decode logits
+    assert max(np.abs(g - r).max() / np.abs(r).max() for g, r in zip(got[1:], exact[1:])) > 10 * error
+    # What the cache holds: whole multiples of a per-position scale, at most 127 of them.
+    for k, _ in runner.kv_numpy():
+        written = k[:, :, :9]
+        scale = np.abs(written).max(-1, keepdims=True) / 127
+        steps = written / scale
+        assert np.allclose(steps, np.rint(steps), atol=1e-3) and np.abs(steps).max() <= 127.001
+
+
+def test_an_int8_kv_cache_is_a_run_flag_recorded_with_its_bytes(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    def run(out, *extra):
+        proc = subprocess.run([sys.executable, "-m", "infercost.cli", "run", "--backend", "torch-cpu", "--model", "tiny",
+                               "--workload", "decode", "--batch", "2", "--tokens", "32", "--min-time", "0.05",
+                               "--warmup", "0.05", "--repeats", "3", "--out", str(out), *extra],
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        (rec,) = map(json.loads, out.read_text().splitlines())
+        return rec
+    q, f = run(tmp_path / "q.jsonl", "--kv-cache", "int8"), run(tmp_path / "f.jsonl")
+    assert q["check"]["passed"] and q["case"]["kv_dtype"] == "int8" and q["case"]["weight_dtype"] == "float32"
+    assert "kv-int8" in q["case"]["shape"] and q["check"]["quality"]["top1_agreement"] >= 0.9
+    assert f["case"]["kv_dtype"] == "float32"
+    # By hand, tiny (2 layers, 2 KV heads of 16) at batch 2 over 33 positions: keys and values in
+    # float32 are 2 x 2 x 2 x 33 x 2 x 16 x 4 = 33,792 bytes; in int8 with a 4-byte scale a head
+    # and position, 2 x 2 x 2 x 33 x 2 x (16 + 4) = 10,560 bytes: 23,232 fewer a step.
+    assert f["metrics"]["bytes"] - q["metrics"]["bytes"] == 23232
