@@ -241,11 +241,7 @@ class ShardedRunner:
 
     def weights_numpy(self) -> dict:
         """float64 weights as the model computes with them (a tied head's copy equals the embedding)."""
-        def f64(v):
-            if isinstance(v, QLinear):
-                return (v.values.to("cpu", torch.float64) * v.scale.to("cpu", torch.float64)[:, None]).numpy()
-            return v.detach().to("cpu", torch.float64).numpy()
-        return {k: f64(v) for k, v in self.full.items()}
+        return {k: llama_torch.float64_numpy(v) for k, v in self.full.items()}
 
 
 # -- collectives ----------------------------------------------------------------------------

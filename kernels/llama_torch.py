@@ -260,6 +260,13 @@ def unpack(items: list) -> list[torch.Tensor]:
     return [t for x in items for t in ((x.values, x.scale) if isinstance(x, QLinear) else (x,))]
 
 
+def float64_numpy(v):
+    """A weight as float64 host values, as the model computes with it (a QLinear dequantized)."""
+    if isinstance(v, QLinear):
+        return (v.values.to("cpu", torch.float64) * v.scale.to("cpu", torch.float64)[:, None]).numpy()
+    return v.detach().to("cpu", torch.float64).numpy()
+
+
 def to_device(v, device, dtype: torch.dtype):
     """A host weight (numpy float, or a quant.QWeight) on the device: floats in the compute dtype,
     quantized values as they are, their scales in the compute dtype."""
@@ -345,11 +352,7 @@ class Runner:
 
     def weights_numpy(self) -> dict:
         """float64 weights as this model computes with them (quantized ones dequantized)."""
-        def f64(v):
-            if isinstance(v, QLinear):
-                return (v.values.to("cpu", torch.float64) * v.scale.to("cpu", torch.float64)[:, None]).numpy()
-            return v.detach().to("cpu", torch.float64).numpy()
-        return {k: f64(v) for k, v in self.weights.items()}
+        return {k: float64_numpy(v) for k, v in self.weights.items()}
 
 
 def strict_recompiles() -> None:

@@ -124,27 +124,40 @@ def plain_torch_busbw(n: int, nbytes: int) -> float:
     return nbytes / median * 2 * (n - 1) / n / 1e9
 
 
-def torch_main(rounds: int) -> list[tuple[str, float]]:
-    from infercost.bench import torch_dist
-    from infercost.bench.backend import open_backend
-    from infercost.hardware.host import cpu_model
-    backend = open_backend("torch-cpu", threads=2)
-    ratio, medians = tp1_ratio(backend, rounds)
-    n, nbytes = 2, 16 << 20
-    ours, plain, verdicts = [], [], []
+def busbw_rounds(backend, n: int, nbytes: int, rounds: int, plain) -> tuple[list, list, list]:
+    """Alternating rounds of infercost's measurement and plain(): bus bandwidths and verdicts."""
+    ours, plain_bw, verdicts = [], [], []
     for _ in range(rounds):
         busbw, verdict = infercost_busbw(backend, n, nbytes)
         ours.append(busbw)
         verdicts.append(verdict)
-        torch_dist._close()  # the ranks' group ends before the plain loop's starts
-        torch_dist._group = None
-        plain.append(plain_torch_busbw(n, nbytes))
-    bus_ratio = statistics.median(o / p for o, p in zip(ours, plain))
-    print(f"\ntorch-cpu on {cpu_model()}; medians of {rounds} alternating rounds")
+        plain_bw.append(plain())
+    return ours, plain_bw, verdicts
+
+
+def summary(label: str, rounds: int, medians: dict, one_device: str, what: str, ours, plain, verdicts) -> None:
+    from infercost.hardware.host import cpu_model
+    print(f"\n{label} on {cpu_model()}; medians of {rounds} alternating rounds")
     print(f"decode TPOT, small-125m b1 ctx128: unsharded {medians['unsharded'] * 1e3:.2f} ms, "
-          f"sharded over a group of one rank {medians['sharded tp=1'] * 1e3:.2f} ms")
-    print(f"all-reduce 16 MiB over {n} gloo ranks, bus bandwidth: infercost {statistics.median(ours):.3g} GB/s, "
+          f"{one_device} {medians['sharded tp=1'] * 1e3:.2f} ms")
+    print(f"all-reduce 16 MiB over {what}, bus bandwidth: infercost {statistics.median(ours):.3g} GB/s, "
           f"plain loop {statistics.median(plain):.3g} GB/s; infercost's verdicts: {', '.join(verdicts)}")
+
+
+def torch_main(rounds: int) -> list[tuple[str, float]]:
+    from infercost.bench import torch_dist
+    from infercost.bench.backend import open_backend
+    backend = open_backend("torch-cpu", threads=2)
+    ratio, medians = tp1_ratio(backend, rounds)
+    n, nbytes = 2, 16 << 20
+
+    def plain():
+        torch_dist._close()  # infercost's group of ranks ends before the plain loop's starts
+        torch_dist._group = None
+        return plain_torch_busbw(n, nbytes)
+    ours, plain_bw, verdicts = busbw_rounds(backend, n, nbytes, rounds, plain)
+    summary("torch-cpu", rounds, medians, "sharded over a group of one rank", f"{n} gloo ranks", ours, plain_bw, verdicts)
+    bus_ratio = statistics.median(o / p for o, p in zip(ours, plain_bw))
     return [("torch: sharded tp=1 / unsharded TPOT", ratio), ("torch: infercost / plain loop bus bandwidth", bus_ratio)]
 
 
@@ -170,15 +183,11 @@ def jax_main(rounds: int) -> list[tuple[str, float]]:
     import jax
 
     from infercost.bench.backend import open_backend
-    from infercost.hardware.host import cpu_model
     backend = open_backend("jax-cpu", threads=2)
     ratio, medians = tp1_ratio(backend, rounds)
     n, nbytes = 4, 16 << 20
-    ours, plain, verdicts = [], [], []
-    for _ in range(rounds):
-        busbw, verdict = infercost_busbw(backend, n, nbytes)
-        ours.append(busbw)
-        verdicts.append(verdict)
+
+    def plain():  # the same jitted call, timed by hand
         fn, fargs, _ = backend.collective("all-reduce", nbytes // 4, "float32", n)
         jax.block_until_ready(fn(*fargs))
         t = []
@@ -186,13 +195,11 @@ def jax_main(rounds: int) -> list[tuple[str, float]]:
             t0 = time.perf_counter()
             jax.block_until_ready(fn(*fargs))
             t.append(time.perf_counter() - t0)
-        plain.append(nbytes / statistics.median(t) * 2 * (n - 1) / n / 1e9)
-    bus_ratio = statistics.median(o / p for o, p in zip(ours, plain))
-    print(f"\njax-cpu on {cpu_model()}, {len(jax.devices())} host devices; medians of {rounds} alternating rounds")
-    print(f"decode TPOT, small-125m b1 ctx128: unsharded {medians['unsharded'] * 1e3:.2f} ms, "
-          f"sharded on a 1-device mesh {medians['sharded tp=1'] * 1e3:.2f} ms")
-    print(f"all-reduce 16 MiB over {n} host devices, bus bandwidth: infercost {statistics.median(ours):.3g} GB/s, "
-          f"plain loop {statistics.median(plain):.3g} GB/s; infercost's verdicts: {', '.join(verdicts)}")
+        return nbytes / statistics.median(t) * 2 * (n - 1) / n / 1e9
+    ours, plain_bw, verdicts = busbw_rounds(backend, n, nbytes, rounds, plain)
+    summary(f"jax-cpu ({len(jax.devices())} host devices)", rounds, medians, "sharded on a 1-device mesh",
+            f"{n} host devices", ours, plain_bw, verdicts)
+    bus_ratio = statistics.median(o / p for o, p in zip(ours, plain_bw))
     return [("jax: sharded tp=1 / unsharded TPOT", ratio), ("jax: infercost / plain loop bus bandwidth", bus_ratio)]
 
 
