@@ -144,7 +144,7 @@ def build_parser() -> Parser:
     ing.add_argument("--out", "-o", type=Path, required=True, help="results file to append to")
 
     fl = sub.add_parser("fleet", help="the same suite on many cloud instances through SkyPilot: plan, launch, status, collect")
-    fsub = fl.add_subparsers(dest="fleet_command", required=True)
+    fsub = fl.add_subparsers(dest="fleet_command", required=True, metavar="{plan,launch,status,collect}")
     fp = fsub.add_parser("plan", help="write one SkyPilot task per instance and print the fleet's estimated cost")
     fp.add_argument("--instances", required=True, help="comma-separated provider:instance_type price rows, "
                                                        "e.g. aws:p5en.48xlarge,gcp:tpu-v6e-8 (see `infercost prices`)")
