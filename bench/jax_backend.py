@@ -72,7 +72,9 @@ class JaxBackend(Backend):
         return lambda a, b: jnp.matmul(a, b, precision=precision)
 
     # XLA:CPU fuses decode attention written as broadcast multiply-reduces in place; as dots it
-    # copied and transposed the cache every layer (7% of a CPU step). Elsewhere, batched dots.
+    # copied and transposed the cache every layer (7% of a CPU step). The same flag writes a
+    # one-row int8 product as a multiply-reduce (XLA:CPU then converts inside the pass instead of
+    # converting the whole matrix first). Elsewhere, batched dots.
     multiply_reduce_attention = False
 
     def mesh_unsupported(self, mesh: dict) -> str | None:

@@ -140,8 +140,14 @@ def decode_attention(q, k_cache, v_cache, length, multiply_reduce: bool):
     return o.reshape(b, nkv, nh // nkv, t, hd).transpose(0, 3, 1, 2, 4).reshape(b, t, nh, hd)
 
 
-def linear(x, w, b=None):
-    if isinstance(w, dict):  # dequantize-and-dot, which XLA fuses; per-row scale after the sum
+def linear(x, w, b=None, multiply_reduce: bool = False):
+    if multiply_reduce and isinstance(w, dict) and x.shape[0] * x.shape[1] == 1:
+        # One row (batch-1 decode, on CPUs): a 2-D multiply-reduce, which XLA:CPU fuses with the
+        # int8 convert into one pass over the weight. As a dot it converted the whole matrix first
+        # (0.76 G weights/s for a 32000 x 768 LM head on the EPYC host, against 8.1 this way).
+        y = (w["q"].astype(jnp.float32) * x.reshape(1, -1).astype(jnp.float32)).sum(1)
+        y = (y * w["s"].astype(jnp.float32)).astype(x.dtype).reshape(x.shape[:2] + (-1,))
+    elif isinstance(w, dict):  # dequantize-and-dot; per-row scale after the sum
         y = jnp.einsum("bti,oi->bto", x, w["q"].astype(x.dtype)) * w["s"]
     else:
         y = jnp.einsum("bti,oi->bto", x, w)
@@ -161,6 +167,7 @@ def forward(cfg: LlamaConfig, params, rope_tab, tokens, pos, cache, prefill: boo
     # The cache keeps its layout through the update (else XLA may split a replicated cache
     # by query-head groups and gather it back: two extra collectives a layer).
     keep_cache = (lambda a: a) if cache_sharding is None else (lambda a: jax.lax.with_sharding_constraint(a, cache_sharding))
+    lin = partial(linear, multiply_reduce=multiply_reduce_attention)  # the adapter's CPU forms
     keep_scale = (lambda a: a) if scale_sharding is None else (lambda a: jax.lax.with_sharding_constraint(a, scale_sharding))
     update = lambda old, new, keep: keep(jax.lax.dynamic_update_slice_in_dim(old, keep(new), pos, axis=2))
     cos_all, sin_all = rope_tab
@@ -171,10 +178,10 @@ def forward(cfg: LlamaConfig, params, rope_tab, tokens, pos, cache, prefill: boo
     for layer, entry in zip(params["layers"], cache):
         h = rms_norm(x, layer["ln1"], cfg.norm_eps)
         if "wqkv" in layer:
-            qkv = linear(h, layer["wqkv"], layer.get("bqkv"))
+            qkv = lin(h, layer["wqkv"], layer.get("bqkv"))
             q, k, v = jnp.split(qkv, [nh * hd, (nh + nkv) * hd], axis=-1)
         else:
-            q, k, v = (linear(h, layer[f"w{n}"], layer.get(f"b{n}")) for n in "qkv")
+            q, k, v = (lin(h, layer[f"w{n}"], layer.get(f"b{n}")) for n in "qkv")
         q = q.reshape(b, t, nh, hd)
         k = k.reshape(b, t, nkv, hd)
         v = v.reshape(b, t, nkv, hd)
@@ -195,17 +202,17 @@ def forward(cfg: LlamaConfig, params, rope_tab, tokens, pos, cache, prefill: boo
             o = jax.nn.dot_product_attention(q, k, v, is_causal=True)
         else:
             o = decode_attention(q, k_cache, v_cache, pos + t, multiply_reduce=multiply_reduce_attention)
-        x = keep(x + linear(o.reshape(b, t, nh * hd), layer["wo"]))
+        x = keep(x + lin(o.reshape(b, t, nh * hd), layer["wo"]))
         h = rms_norm(x, layer["ln2"], cfg.norm_eps)
         if "w13" in layer:
-            gate, up = jnp.split(linear(h, layer["w13"]), 2, axis=-1)
+            gate, up = jnp.split(lin(h, layer["w13"]), 2, axis=-1)
         else:
-            gate, up = linear(h, layer["wg"]), linear(h, layer["wu"])
-        x = keep(x + linear(jax.nn.silu(gate) * up, layer["w2"]))
+            gate, up = lin(h, layer["wg"]), lin(h, layer["wu"])
+        x = keep(x + lin(jax.nn.silu(gate) * up, layer["w2"]))
     if last_only:
         x = x[:, -1:]
     x = rms_norm(x, params["norm"], cfg.norm_eps)
-    return linear(x, params["head"]).astype(jnp.float32), new_cache
+    return lin(x, params["head"]).astype(jnp.float32), new_cache
 
 
 class Runner:
