@@ -248,19 +248,8 @@ def write(rows: list[dict], path: str | Path) -> None:
         w.writerows(rows)
 
 
-def skypilot_catalog_dir() -> Path:
-    """Where the installed SkyPilot keeps the catalogs it has fetched (asked of SkyPilot itself)."""
-    try:
-        from sky.catalog import common
-    except ImportError:
-        from infercost.errors import InputError
-        raise InputError("SkyPilot is not installed: pip install 'infercost[fleet]' (or: bash scripts/setup.sh fleet)") from None
-    return Path(common.get_catalog_path("aws/vms.csv")).parent.parent
-
-
-def from_skypilot_cache(folder: Path | None = None) -> list[dict]:
-    """Rows of every cloud's vms.csv SkyPilot has fetched, each dated by when it was fetched."""
-    folder = folder or skypilot_catalog_dir()
+def from_skypilot_cache(folder: Path) -> list[dict]:
+    """Rows of every cloud's vms.csv in SkyPilot's catalog cache, each dated by when it was fetched."""
     rows = []
     for path in sorted(folder.glob("*/vms.csv")):
         fetched = date.fromtimestamp(path.stat().st_mtime).isoformat()

@@ -175,12 +175,22 @@ def plan(instances: list[str], suite: str, spot: bool, out: Path, bucket: str | 
     return manifest
 
 
+# What collect and the league table read of each planned task.
+TASK_FIELDS = {"name": str, "instance": str, "pricing": str, "region": str, "accelerator": str,
+               "accelerator_count": int, "usd_per_hour": (int, float), "as_of": str, "price_label": str}
+
+
 def read_manifest(folder: Path) -> dict:
     path = Path(folder) / "fleet.json"
     try:
         manifest = json.loads(path.read_text())
-        if not isinstance(manifest.get("tasks"), list):
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("tasks"), list):
             raise ValueError("no task list")
+        for i, t in enumerate(manifest["tasks"]):
+            bad = [k for k, kind in TASK_FIELDS.items() if not isinstance(t, dict) or not isinstance(t.get(k), kind)
+                   or isinstance(t.get(k), bool)]
+            if bad:
+                raise ValueError(f"task {i + 1}: {', '.join(bad)} missing or of the wrong type")
     except FileNotFoundError:
         raise InputError(f"{folder} is not a fleet plan (no fleet.json; make one with `infercost fleet plan`)") from None
     except (OSError, ValueError) as e:
@@ -195,6 +205,13 @@ def import_sky():
     except ImportError:
         raise InputError(INSTALL) from None
     return sky
+
+
+def skypilot_catalog_dir() -> Path:
+    """Where the installed SkyPilot keeps the catalogs it has fetched (asked of SkyPilot itself)."""
+    import_sky()
+    from sky.catalog import common
+    return Path(common.get_catalog_path("aws/vms.csv")).parent.parent
 
 
 def first_line(e: BaseException) -> str:

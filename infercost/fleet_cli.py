@@ -56,7 +56,10 @@ def cmd_fleet(args, console, warn) -> int:
 
 def cmd_prices_from_skypilot(args, console) -> int:
     from infercost.hardware import prices
-    new = prices.from_skypilot_cache()
+    try:
+        new = prices.from_skypilot_cache(fleet.skypilot_catalog_dir())
+    except (OSError, prices.PriceTableError) as e:
+        raise InputError(f"SkyPilot's catalog cache: {e}") from None
     if not new:
         raise InputError("SkyPilot has fetched no catalog on this machine yet (run e.g. `sky show-gpus` once)")
     changed, added = prices.diff(new, prices.load_all(args.prices))

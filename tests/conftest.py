@@ -6,3 +6,16 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 # In-process CLI calls raise a bug's exception instead of its one-line summary.
 os.environ.setdefault("INFERCOST_DEBUG", "1")
+
+
+def loopback_server(handler):
+    """An HTTP server for `handler` on 127.0.0.1 (a free port), serving from a thread until the
+    generator resumes: `yield from loopback_server(H)` in a fixture gives (server, url)."""
+    import http.server
+    import threading
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()

@@ -4,7 +4,6 @@ import http.server
 import os
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -12,6 +11,8 @@ import pytest
 from infercost.hardware.cost import owned_per_hour
 from infercost.bench.power import PowerSampler
 from infercost.hardware import cloud
+
+from conftest import loopback_server
 
 
 class Stub(http.server.BaseHTTPRequestHandler):
@@ -38,11 +39,8 @@ class Stub(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def stub():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stub)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     Stub.requests = []
-    yield server, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    yield from loopback_server(Stub)
 
 
 AWS = {("PUT", "/latest/api/token"): ("tok", ("X-aws-ec2-metadata-token-ttl-seconds", "60")),

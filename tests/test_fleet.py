@@ -224,3 +224,23 @@ def test_prices_from_skypilots_catalog_cache_show_the_changes_then_write_a_dated
     assert rows and all(r["as_of"] == today and "SkyPilot catalog cache" in r["source"] for r in rows)
     p5en = next(r for r in rows if r["instance_type"] == "p5en.48xlarge" and r["pricing"] == "on-demand")
     assert float(p5en["usd_per_hour"]) == pytest.approx(63.296 * 1.1, rel=1e-4)
+
+
+@pytest.mark.parametrize("manifest", ['{not json', '[1, 2]', '{"tasks": [{"name": 3}]}'])
+def test_a_broken_fleet_manifest_is_one_line(tmp_path, manifest):
+    (tmp_path / "results").mkdir()
+    (tmp_path / "fleet.json").write_text(manifest)
+    proc = subprocess.run([*INFERCOST, "fleet", "collect", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "not a fleet manifest" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_broken_skypilot_catalog_cache_is_one_line(tmp_path):
+    home = tmp_path / "home"
+    bad = home / ".sky" / "catalogs" / "v8" / "aws" / "vms.csv"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("foo,bar\n1,2\n")
+    env = {**os.environ, "HOME": str(home), "SKYPILOT_DISABLE_USAGE_COLLECTION": "1"}
+    proc = subprocess.run([str(fleet_env_python()), "-m", "infercost.cli", "prices", "--from-skypilot", "--out",
+                           str(tmp_path / "x.csv")], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 2 and "not a SkyPilot catalog" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.csv").exists()

@@ -20,6 +20,8 @@ import pytest
 
 from infercost.bench import serve
 
+from conftest import loopback_server
+
 pytest.importorskip("fastapi", reason="transformers serve needs transformers[serving]")
 TRANSFORMERS = shutil.which("transformers", path=str(Path(sys.executable).parent)) or shutil.which("transformers")
 
@@ -210,11 +212,9 @@ class Stub(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def stub():
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stub)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
     Stub.seen = []
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    for _, url in loopback_server(Stub):
+        yield url
 
 
 @pytest.mark.parametrize("prompt,error", [("fault500", "error in the stream"), ("garbage", "JSONDecodeError"),

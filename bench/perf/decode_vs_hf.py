@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from targets import report  # bench/perf/targets.py, beside this script
+
 PROMPT, NEW = 128, 64
 
 
@@ -176,12 +178,7 @@ def main() -> int:
     checks = [("torch-cpu / HF tokens/s", tc / hf, 1.5, ">="),
               ("torch-cpu decode / bandwidth ceiling", share_t, 0.80, ">="),
               ("jax-cpu TPOT / torch-cpu TPOT (same buffers)", med("infercost", "jax_over_torch_tpot"), 1.25, "<=")]
-    ok = same
-    for name, value, target, op in checks:
-        good = value >= target if op == ">=" else value <= target
-        ok &= good
-        print(f"{name:<48} {value:6.2f}  target {op} {target}  {'met' if good else 'NOT met'}")
-    return 0 if ok else 1
+    return 0 if report(checks) and same else 1
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ import statistics
 import sys
 import time
 
+from targets import report  # bench/perf/targets.py, beside this script
+
 
 def step_time(backend, step, steps: int) -> float:
     """Median seconds of one decode step, each call synchronised."""
@@ -90,12 +92,7 @@ def main() -> int:
     checks = [("torch-cpu int8 / float32 tokens/s", ratio, 2.5, ">="),
               ("torch-cpu int8 share of its ceiling", share, 0.80, ">="),
               ("jax-cpu int8 TPOT / torch-cpu int8 TPOT", jax_ratio, 1.25, "<=")]
-    ok = True
-    for name, value, target, op in checks:
-        good = value >= target if op == ">=" else value <= target
-        ok &= good
-        print(f"{name:<42} {value:6.2f}  target {op} {target}  {'met' if good else 'NOT met'}")
-    return 0 if ok else 1
+    return 0 if report(checks) else 1
 
 
 if __name__ == "__main__":
