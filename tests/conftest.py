@@ -1,4 +1,11 @@
 import os
+import sys
+from pathlib import Path
+
+# `python -m pytest` puts the checkout's root on sys.path, where our kernels/ folder would stand in
+# for PyPI's `kernels` (which transformers imports); ours is installed as infercost.kernels.
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT]
 
 # Tests see the CPU only, and never contact anything but loopback.
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")

@@ -268,17 +268,18 @@ def test_run_a_hugging_face_checkpoint_end_to_end_through_the_cli(tmp_path):
     assert bad.returncode == 2 and "has shape" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_cpu_decode_falls_back_to_eager_and_says_why_when_inductor_cannot_compile(monkeypatch):
+def test_cpu_decode_falls_back_to_eager_and_says_why_when_inductor_cannot_compile():
     import torch._inductor.config as inductor_config
-    monkeypatch.setattr(inductor_config.cpp, "cxx", ("/nonexistent/g++",))  # a host without a C++ compiler
-    monkeypatch.setattr(inductor_config, "fx_graph_cache", False)
     w64 = llama.seeded_weights_numpy(CONFIGS["tiny"], seed=0)
     cpu = open_backend("torch-cpu")
-    runner = cpu.load_model(CONFIGS["tiny"], "float32", 1, 17, weights=w64)
-    eager = cpu.load_model(CONFIGS["tiny"], "float32", 1, 17, weights=w64, compile_decode=False)
-    for r in (runner, eager):
-        r.prefill_step([[1, 2, 3]])()
-    got, want = runner.decode_step([[4]], 3)(), eager.decode_step([[4]], 3)()
+    # A host without a C++ compiler. inductor's own patch (not monkeypatch: setting its config
+    # module's attributes back by hand left later compiles with options failing).
+    with inductor_config.patch({"cpp.cxx": ("/nonexistent/g++",), "fx_graph_cache": False}):
+        runner = cpu.load_model(CONFIGS["tiny"], "float32", 1, 17, weights=w64)
+        eager = cpu.load_model(CONFIGS["tiny"], "float32", 1, 17, weights=w64, compile_decode=False)
+        for r in (runner, eager):
+            r.prefill_step([[1, 2, 3]])()
+        got, want = runner.decode_step([[4]], 3)(), eager.decode_step([[4]], 3)()
     assert runner.launch.startswith("eager (torch.compile failed") and "compiler" in runner.launch
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 

@@ -105,11 +105,12 @@ def test_a_level_counts_exactly_the_tokens_the_server_returned(server, model_dir
     measured = [r for r in requests if not r.warmup]
     assert len(measured) >= 8 and all(r.ok for r in requests)
     for r in measured:
-        # The count is the server's usage, and with no EOS it is exactly what was asked; the streamed
-        # chunks (one a token) and the tokenizer over the returned text agree with each other, and
-        # fall short only by special tokens the random model drew, which stream no text.
+        # The count is the server's usage, and with no EOS it is exactly what was asked; the tokenizer
+        # over the returned text falls short only by special tokens the random model drew, which
+        # stream no text. A chunk carries one token or more (transformers 5.25 sends its last few
+        # together), so chunks never outnumber the tokens.
         assert r.output_tokens == r.max_tokens
-        assert len(r.chunks) == counter.count("".join(r.text)) <= r.output_tokens
+        assert 0 < len(r.chunks) <= counter.count("".join(r.text)) <= r.output_tokens
         assert 0 < r.ttft < r.e2e
     metrics, stats, findings = serve.summarize_level(requests, start, end, {})
     assert metrics["output_tokens"] == sum(r.output_tokens for r in measured)
