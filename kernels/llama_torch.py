@@ -69,6 +69,8 @@ class Ops:
     """The plain forms of the ops a layer is built from. Device-specific forms (oneDNN packing,
     the fused CPU GEMV) subclass this in llama_torch_cpu.py; the model math stays here."""
 
+    launch_note = ""  # what a subclass chose as the weights arrived, for the runner's launch label
+
     def weight(self, w: torch.Tensor, batch: int) -> torch.Tensor:
         """An HF [out, in] weight as the ops store it."""
         return w
@@ -309,7 +311,7 @@ class Runner:
         del w
         self._eager_decode = lambda tokens, pos: self.model(tokens, pos, prefill=False)
         self._decode = self._eager_decode if compile is None else compile(self._eager_decode, self.model)
-        self.launch = "eager" if compile is None else launch
+        self.launch = "eager" if compile is None else launch + ops.launch_note
         self.prefill_launch = prefill_launch
 
     @torch.inference_mode()

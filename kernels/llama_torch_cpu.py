@@ -10,12 +10,15 @@ Two forms, both measured on 2-core EPYC and Xeon hosts:
   the whole step (norms, rotary, cache update, softmax, every GEMV) becomes one C++/OpenMP
   kernel that streams the weights at about a read sweep's bandwidth. Outside compilation
   (the prefill beside it) it calls oneDNN on the unpacked weights, about as fast as packed.
+  int8 weights are the exception: their one-row products call int8_gemv_cpu.cpp between
+  inductor's kernels (inductor's own loop was latency-bound there, not memory-bound).
 """
 
 from __future__ import annotations
 
 import torch
 
+from . import int8_gemv_cpu
 from .llama_torch import Llama, Ops, QLinear, rms_norm, strict_recompiles
 
 # oneDNN's inner product on a pre-packed weight (the kernel torch.compile's CPU path calls).
@@ -53,11 +56,14 @@ def one_row(x: torch.Tensor) -> bool:
     return x.shape[:-1].numel() == 1
 
 
-def multiply_reduce(x32: torch.Tensor, w) -> torch.Tensor:
+def multiply_reduce(x32: torch.Tensor, w, int8_kernel: bool = False) -> torch.Tensor:
     """x32 @ W.T for one row, as inductor streams it: one vectorised pass over W's rows, split
     across threads, float32 accumulation as in a GEMM. A quantized W is converted inside the
-    same loop (1 byte read a weight) and scaled once per output."""
+    same loop (1 byte read a weight) and scaled once per output; int8 goes to our own kernel
+    where it built (int8_gemv_cpu.cpp says why: inductor's loop is latency-bound on int8)."""
     if isinstance(w, QLinear):
+        if int8_kernel and w.values.dtype == torch.int8:
+            return int8_gemv_cpu.int8_gemv(x32, w.values, w.scale.float())
         return (x32.unsqueeze(-2) * w.values.float()).sum(-1) * w.scale.float()
     return (x32.unsqueeze(-2) * w.float()).sum(-1)
 
@@ -65,9 +71,21 @@ def multiply_reduce(x32: torch.Tensor, w) -> torch.Tensor:
 class FusedGEMV(Ops):
     """Weights unpacked (inductor reads them); the fused forms apply while compiling."""
 
+    int8_kernel = False
+
+    def weight(self, w, batch: int):
+        # Decided here, as the weights arrive: compiled code cannot ask, and a float model never
+        # builds the int8 kernel.
+        if isinstance(w, QLinear) and w.values.dtype == torch.int8 and not self.launch_note:
+            why = int8_gemv_cpu.why_not()
+            self.int8_kernel = why is None
+            self.launch_note = ("; int8 rows by infercost's AVX-512 GEMV" if why is None
+                                else f"; int8 rows by inductor's loop ({why})")
+        return w
+
     def linear(self, x, w, b=None):
         if one_row(x) and torch.compiler.is_compiling():
-            y = multiply_reduce(x.float(), w)
+            y = multiply_reduce(x.float(), w, self.int8_kernel)
             return (y if b is None else y + b.float()).to(x.dtype)
         if isinstance(w, QLinear):
             if w.values.dtype == torch.int8 and not torch.compiler.is_compiling():
@@ -84,7 +102,7 @@ class FusedGEMV(Ops):
             # inductor's kernel stream weights 15-35% slower than a plain multiply-reduce.
             x32 = x.float()
             scale = torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
-            y = multiply_reduce(norm_w.float() * x32, w) * scale
+            y = multiply_reduce(norm_w.float() * x32, w, self.int8_kernel) * scale
             return (y if b is None else y + b.float()).to(x.dtype)
         return self.linear(rms_norm(x, norm_w, eps), w, b)
 
@@ -103,7 +121,9 @@ class FusedGEMV(Ops):
 
 def inductor(forward, model: Llama):
     strict_recompiles()
-    return torch.compile(forward, fullgraph=True, dynamic=False)
+    # A C++ wrapper calls the step's kernels without a Python line each: 6% of an int8 step on
+    # the EPYC host (4.09 -> 3.93 ms), where the GEMVs are calls of their own; ~3 s more to compile.
+    return torch.compile(forward, fullgraph=True, dynamic=False, options={"cpp_wrapper": True})
 
 
 def plan(batch: int, compile_decode: bool) -> dict:

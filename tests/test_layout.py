@@ -10,7 +10,7 @@ PACKAGES = {"infercost": "infercost", "bench": "infercost.bench", "kernels": "in
 # The only modules that may import torch or jax: the adapters (torch_dist: the torch adapter's ranks)
 # and the per-framework model files.
 FRAMEWORK_MODULES = {"infercost.bench.torch_backend", "infercost.bench.torch_dist", "infercost.bench.jax_backend",
-                     "infercost.kernels.llama_torch", "infercost.kernels.llama_torch_cpu",
+                     "infercost.kernels.llama_torch", "infercost.kernels.llama_torch_cpu", "infercost.kernels.int8_gemv_cpu",
                      "infercost.kernels.llama_jax"}
 FRAMEWORKS = ("torch", "jax", "jaxlib", "triton")
 

@@ -13,7 +13,7 @@ from infercost.bench.backend import open_backend
 from infercost.bench.llm import TransformerWorkload
 from infercost.bench.measure import measure_case
 from infercost.bench.timing import Settings
-from infercost.kernels import llama, llama_ref, quant
+from infercost.kernels import int8_gemv_cpu, llama, llama_ref, quant
 from infercost.kernels.llama import CONFIGS
 from test_llama import run_greedy  # the same greedy loop, quantized
 
@@ -70,8 +70,38 @@ def test_int8_logits_match_float64_with_the_same_dequantized_weights_in_torch_an
         results[name] = logits
         if name == "torch-cpu":
             assert ("inductor" in launch) == (batch == 1)
+            if batch == 1 and int8_gemv_cpu.available():
+                assert "AVX-512 GEMV" in launch  # the compiled step called our kernel
     for a, b in zip(results["torch-cpu"], results["jax-cpu"]):
         assert np.abs(a - b).max() / np.abs(b).max() < 1e-5  # torch and JAX agree
+
+
+@pytest.mark.skipif(not int8_gemv_cpu.available(), reason=str(int8_gemv_cpu.why_not()))
+@pytest.mark.parametrize("out_features, k", [(37, 75), (5, 16), (130, 2048)])
+def test_the_cpu_int8_gemv_matches_float64_for_any_width(out_features, k):
+    # Widths off its 32-wide steps (a tail), under one step, and a row the size of a down projection.
+    import torch
+    rng = np.random.default_rng(k)
+    q = quant.quantize_matrix(rng.standard_normal((out_features, k)).astype(np.float32), "int8")
+    x = rng.standard_normal((1, 1, 2 * k)).astype(np.float32)[..., ::2]  # a strided view, as a slice gives
+    y = int8_gemv_cpu.int8_gemv(torch.from_numpy(x), torch.from_numpy(q.values), torch.from_numpy(q.scale)).numpy()
+    ref = x.astype(np.float64) @ q.dequantized().T
+    assert y.shape == (1, 1, out_features)
+    assert np.abs(y - ref).max() / np.abs(ref).max() < 1e-6
+
+
+def test_without_the_cpu_int8_kernel_the_compiled_step_keeps_inductors_loop_and_says_why(monkeypatch):
+    # A host with no compiler or no AVX-512: the same numbers, the reason in the launch label.
+    from infercost.kernels import llama_torch_cpu
+    monkeypatch.setattr(llama_torch_cpu.int8_gemv_cpu, "why_not", lambda: "no C++ compiler (test)")
+    qw = quant.quantize_seeded(CFG, 0, "int8")
+    prompt = np.random.default_rng(3).integers(0, CFG.vocab_size, (1, 5))
+    tokens, logits, launch = run_quantized("torch-cpu", qw, prompt, 3)
+    assert "inductor's loop (no C++ compiler (test))" in launch and "AVX-512 GEMV" not in launch
+    ref_tokens, ref_logits = llama_ref.greedy(CFG, quant.dequantized(qw), prompt, 3)
+    np.testing.assert_array_equal(tokens, ref_tokens)
+    for got, ref in zip(logits, ref_logits):
+        assert np.abs(got - ref).max() / np.abs(ref).max() < 1e-5
 
 
 def decode_case(backend, q="int8", batch=1):

@@ -2,7 +2,8 @@
 
 ~125M Llama (small-125m), batch 1, context 128: torch-cpu float32 (the compiled fused GEMV),
 torch-cpu int8 (the same GEMV reading int8 weights) and jax-cpu int8 (dequantize-and-dot), every
-figure the median of alternating rounds. The ceiling is the read bandwidth of ATen's sum over the
+figure the median of alternating rounds. As in `infercost run` (one worker process a backend),
+JAX runs in a process of its own, answering one round at a time. The ceiling is the read bandwidth of ATen's sum over the
 float32 model's own weight buffers, taken around each round; an int8 step's ceiling time is its
 stored bytes (int8 values, scales, norms) over that bandwidth. Targets (the quantization issue):
 torch int8 >= 2.5x torch float32 tokens/s; torch int8 >= 80% of its ceiling; jax int8 time per
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import time
 
@@ -31,49 +33,82 @@ def step_time(backend, step, steps: int) -> float:
     return statistics.median(times)
 
 
+def decode_steps(backend_name: str, models: list[str], model: str, context: int) -> dict:
+    """name -> (backend, step) of warmed-up batch-1 decode steps on one backend."""
+    import numpy as np
+
+    from infercost.bench.backend import open_backend
+    from infercost.hardware.host import available_cpus
+    from infercost.kernels import quant
+    from infercost.kernels.llama import CONFIGS
+
+    cfg = CONFIGS[model]
+    backend = open_backend(backend_name, threads=available_cpus())
+    backend.configure("float32", False)
+    prompt = np.random.default_rng(0).integers(0, cfg.vocab_size, (1, context))
+    out = {}
+    for fmt in models:
+        kw = dict(seed=0) if fmt == "float32" else dict(weights=quant.quantize_seeded(cfg, 0, fmt), quant=fmt)
+        runner = backend.load_model(cfg, "float32", 1, context + 1, **kw)
+        runner.prefill_step(prompt)()
+        step = runner.decode_step([[1]], context)
+        step_time(backend, step, 5)  # compile and warm up
+        print(f"{backend_name} {fmt}: {runner.launch}", file=sys.stderr)
+        out[f"{backend_name} {fmt}"] = (backend, step, runner)
+    return out
+
+
+def child(backend_name: str, model: str, context: int, steps: int) -> None:
+    """Answer each line on stdin with one round's median step time on `backend_name` (int8)."""
+    ((backend, step, _),) = decode_steps(backend_name, ["int8"], model, context).values()
+    print("ready", flush=True)
+    for _ in sys.stdin:
+        print(step_time(backend, step, steps), flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--model", default="small-125m")
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # a backend, run as the other process
     args = parser.parse_args()
+    context = 128
+    if args.child:
+        child(args.child, args.model, context, args.steps)
+        return 0
 
-    import numpy as np
-
-    from infercost.bench.backend import open_backend
     from infercost.bench.torch_backend import weight_read_sweep
     from infercost.hardware.host import available_cpus, cpu_model
     from infercost.kernels import quant
     from infercost.kernels.llama import CONFIGS
 
-    cfg, context, threads = CONFIGS[args.model], 128, available_cpus()
-    qweights = quant.quantize_seeded(cfg, 0, "int8")
-    torch_cpu, jax_cpu = open_backend("torch-cpu", threads=threads), open_backend("jax-cpu", threads=threads)
-    for b in (torch_cpu, jax_cpu):
-        b.configure("float32", False)
-    runners = {
-        "torch-cpu float32": (torch_cpu, torch_cpu.load_model(cfg, "float32", 1, context + 1, seed=0)),
-        "torch-cpu int8": (torch_cpu, torch_cpu.load_model(cfg, "float32", 1, context + 1, weights=qweights, quant="int8")),
-        "jax-cpu int8": (jax_cpu, jax_cpu.load_model(cfg, "float32", 1, context + 1, weights=qweights, quant="int8")),
-    }
-    prompt = np.random.default_rng(0).integers(0, cfg.vocab_size, (1, context))
-    steps = {}
-    for name, (backend, runner) in runners.items():
-        runner.prefill_step(prompt)()
-        steps[name] = runner.decode_step([[1]], context)
-        step_time(backend, steps[name], 5)  # compile and warm up
-        print(f"{name}: {runner.launch}", file=sys.stderr)
-    float_buffers = runners["torch-cpu float32"][1].streamed()
+    cfg, threads = CONFIGS[args.model], available_cpus()
+    runners = decode_steps("torch-cpu", ["float32", "int8"], args.model, context)
+    jax = subprocess.Popen([sys.executable, __file__, "--child", "jax-cpu", "--model", args.model,
+                            "--steps", str(args.steps)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    if jax.stdout.readline().strip() != "ready":
+        sys.exit("the jax-cpu process did not start")
+
+    def jax_round() -> float:
+        jax.stdin.write("round\n")
+        jax.stdin.flush()
+        return float(jax.stdout.readline())
+
+    float_buffers = runners["torch-cpu float32"][2].streamed()
     int8_bytes = quant.weight_bytes(cfg, "int8", 4)
     float_bytes = quant.weight_bytes(cfg, None, 4)
     sweep = lambda: weight_read_sweep(float_buffers, threads)
-    times = {name: [] for name in runners}
+    times = {name: [] for name in [*runners, "jax-cpu int8"]}
     bandwidths = [sweep()]
     for r in range(args.rounds):  # alternate: drift on a shared host hits every variant alike
-        for name, (backend, _) in runners.items():
-            times[name].append(step_time(backend, steps[name], args.steps))
+        for name, (backend, step, _) in runners.items():
+            times[name].append(step_time(backend, step, args.steps))
+        times["jax-cpu int8"].append(jax_round())
         bandwidths.append(sweep())
         print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
+    jax.stdin.close()
+    jax.wait()
     bw = statistics.median(bandwidths)
     tpot = {name: statistics.median(t) for name, t in times.items()}
     ratio = tpot["torch-cpu float32"] / tpot["torch-cpu int8"]
