@@ -148,8 +148,6 @@ class TransformerWorkload:
                 return why
             if self.batch % dp:
                 return f"dp={dp} must divide the batch {self.batch}"
-            if self.kv:
-                return "an int8 KV cache on several devices is not supported yet"
         free = backend.memory_bytes()  # per device; a split model needs about 1/devices of it on each
         need = memory_needed(self.cfg, self.dtype, self.batch, self.tokens, self.max_seq, self.quant) / self.devices
         if free is not None and need > 0.9 * free:

@@ -30,7 +30,7 @@ from infercost.kernels.llama_torch import TORCH_DTYPES, QLinear, TensorParallel
 # A collective that waits longer than this has lost a rank.
 TIMEOUT_S = float(os.environ.get("INFERCOST_RANK_TIMEOUT_S", 120))
 WORDS, INLINE = 72, 64  # a command: 8 words, then up to 64 token ids (a decode step's) inline
-EXIT, LOAD, STEP, COLL_SETUP, COLL_RUN, COLL_READ = range(6)
+EXIT, LOAD, STEP, COLL_SETUP, COLL_RUN, COLL_READ, KV_READ = range(7)
 
 
 def free_port() -> int:
@@ -239,6 +239,22 @@ class ShardedRunner:
     def streamed(self) -> list:
         return self.local.streamed()
 
+    def kv_numpy(self) -> list:
+        """Per layer, (keys, values) of the whole model as float64 [batch, kv_heads, seq, hd]: every
+        rank's heads gathered here. With fewer KV heads than ranks, ranks that share a head hold
+        the same copy; the first rank of each share gives it."""
+        mine = self.local.kv_numpy()
+        world = self.group.world
+        if world == 1:
+            return mine
+        self.group.command(KV_READ)
+        parts = [None] * world
+        guarded(lambda: dist.gather_object(mine, parts, dst=0))()
+        heads = self.local.model.cfg.kv_heads
+        owners = range(world) if heads % world == 0 else range(0, world, world // heads)
+        return [tuple(np.concatenate([parts[r][layer][i] for r in owners], axis=1) for i in (0, 1))
+                for layer in range(len(mine))]
+
     def weights_numpy(self) -> dict:
         """float64 weights as the model computes with them (a tied head's copy equals the embedding)."""
         return {k: llama_torch.float64_numpy(v) for k, v in self.full.items()}
@@ -345,6 +361,8 @@ def follow(rank: int, world: int, port: int, device_type: str, threads: int) -> 
                 coll.run()
         elif op == COLL_READ:
             coll.read(rank)
+        elif op == KV_READ:
+            dist.gather_object(runner.kv_numpy(), None, dst=0)
     dist.destroy_process_group()
 
 

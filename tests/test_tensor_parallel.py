@@ -316,3 +316,21 @@ def test_the_llm_suite_on_a_machine_of_several_accelerators_spans_them_all():
     assert ("llama-3.1-8b", 1) in one_chip  # the same model on one chip, for the scaling
     single, _ = plan_cases("llm", ["torch-cuda"], {"torch-cuda": {"available": True, "devices": 1, "unsupported": {}}})
     assert all(c["devices"] == 1 for c in single)
+
+
+@pytest.mark.parametrize("devices", [2, 4])
+def test_an_int8_kv_cache_splits_over_devices_and_checks_against_the_gathered_cache(tmp_path, devices):
+    # tiny has 2 KV heads: on 2 devices one a device; on 4, torch ranks 0-1 and 2-3 share one. The
+    # check's reference attends to the heads gathered from every rank, so a head read from the
+    # wrong rank or in the wrong order fails it (tried: reversed, 1.57 relative error).
+    out = tmp_path / "r.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "infercost.cli", "run", "--backend", "jax-cpu,torch-cpu", "--model", "tiny",
+                           "--devices", str(devices), "--workload", "decode", "--batch", "2", "--tokens", "16", "--kv-cache", "int8",
+                           "--min-time", "0.05", "--warmup", "0.05", "--repeats", "3", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    records = list(map(json.loads, out.read_text().splitlines()))
+    assert {r["case"]["backend"] for r in records} == {"jax-cpu", "torch-cpu"}
+    for r in records:
+        assert r["status"] == "ok" and r["check"]["passed"], r.get("reasons")
+        assert r["case"]["kv_dtype"] == "int8" and r["case"]["layout"] == f"tp={devices},dp=1"
