@@ -140,8 +140,10 @@ def decode_attention(q, k_cache, v_cache, length, multiply_reduce: bool):
     return o.reshape(b, nkv, nh // nkv, t, hd).transpose(0, 3, 1, 2, 4).reshape(b, t, nh, hd)
 
 
-def linear(x, w, b=None, multiply_reduce: bool = False):
+def linear(x, w, b=None, multiply_reduce: bool = False, written=None):
     if multiply_reduce and isinstance(w, dict) and x.shape[0] * x.shape[1] == 1:
+        if written is not None:
+            x = written(x)
         # One row (batch-1 decode, on CPUs): x [1, K] @ convert(W).T. Written this way XLA:CPU
         # reads the int8 matrix once, converting as it multiplies (29-33 G weights/s for a 32000 x
         # 768 LM head on the EPYC host); contracting W's dimension 1 directly (einsum "oi") converted
@@ -168,7 +170,12 @@ def forward(cfg: LlamaConfig, params, rope_tab, tokens, pos, cache, prefill: boo
     # The cache keeps its layout through the update (else XLA may split a replicated cache
     # by query-head groups and gather it back: two extra collectives a layer).
     keep_cache = (lambda a: a) if cache_sharding is None else (lambda a: jax.lax.with_sharding_constraint(a, cache_sharding))
-    lin = partial(linear, multiply_reduce=multiply_reduce_attention)  # the adapter's CPU forms
+    # XLA:CPU fuses a one-row product's input (a norm, silu x up) into the product's loop and
+    # recomputes it for every output row; a conditional's result is a buffer of its own, written
+    # once. pos >= 0 always holds, but XLA cannot know it. (An optimization barrier is expanded
+    # before fusion and did not stop it.)
+    written = lambda v: jax.lax.cond(pos >= 0, lambda a: a, jnp.zeros_like, v)
+    lin = partial(linear, multiply_reduce=multiply_reduce_attention, written=written)  # the adapter's CPU forms
     keep_scale = (lambda a: a) if scale_sharding is None else (lambda a: jax.lax.with_sharding_constraint(a, scale_sharding))
     update = lambda old, new, keep: keep(jax.lax.dynamic_update_slice_in_dim(old, keep(new), pos, axis=2))
     cos_all, sin_all = rope_tab
