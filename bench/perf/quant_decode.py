@@ -1,14 +1,14 @@
-"""int8 weight-only decode on CPUs against float32, measured side by side in one process.
+"""int8 weight-only decode on CPUs against float32, measured side by side in one run.
 
 ~125M Llama (small-125m), batch 1, context 128: torch-cpu float32 (the compiled fused GEMV),
-torch-cpu int8 (the same GEMV reading int8 weights) and jax-cpu int8 (dequantize-and-dot), every
-figure the median of alternating rounds. As in `infercost run` (one worker process a backend),
-JAX runs in a process of its own, answering one round at a time. The ceiling is the read
-bandwidth of ATen's sum over the float32 model's own weight buffers, taken around each round;
-an int8 step's ceiling time is its
-stored bytes (int8 values, scales, norms) over that bandwidth. Targets (the quantization issue):
-torch int8 >= 2.5x torch float32 tokens/s; torch int8 >= 80% of its ceiling; jax int8 time per
-token within 1.25x of torch int8.
+torch-cpu int8 (the compiled step, its int8 products by kernels/int8_gemv_cpu.cpp where it
+builds) and jax-cpu int8 (dequantize-and-dot), every figure the median of alternating rounds.
+As in `infercost run` (one worker process a backend), JAX runs in a process of its own,
+answering one round at a time. The ceiling is the read bandwidth of ATen's sum over the float32
+model's own weight buffers, taken around each round; an int8 step's ceiling time is its stored
+bytes (int8 values, scales, norms) over that bandwidth. Targets (the quantization issue): torch
+int8 >= 2.5x torch float32 tokens/s; torch int8 >= 80% of its ceiling; jax int8 time per token
+within 1.25x of torch int8.
 
     python bench/perf/quant_decode.py [--rounds 5] [--steps 40]
 """
