@@ -241,8 +241,8 @@ class ShardedRunner:
 
     def kv_numpy(self) -> list:
         """Per layer, (keys, values) of the whole model as float64 [batch, kv_heads, seq, hd]: every
-        rank's heads gathered here. With fewer KV heads than ranks, ranks that share a head hold
-        the same copy; the first rank of each share gives it."""
+        rank's heads gathered here, in the order the sharding table (llama.tp_slices) gives them;
+        ranks that share a head (fewer KV heads than ranks) hold the same copy, the first gives it."""
         mine = self.local.kv_numpy()
         world = self.group.world
         if world == 1:
@@ -250,8 +250,11 @@ class ShardedRunner:
         self.group.command(KV_READ)
         parts = [None] * world
         guarded(lambda: dist.gather_object(mine, parts, dst=0))()
-        heads = self.local.model.cfg.kv_heads
-        owners = range(world) if heads % world == 0 else range(0, world, world // heads)
+        cfg, name = self.local.model.cfg, "model.layers.0.self_attn.k_proj.weight"
+        first = {}  # first row of a rank's keys -> the first rank holding them
+        for r in range(world):
+            first.setdefault(llama.tp_slices(cfg, name, cfg.param_shapes()[name], r, world)[0].start, r)
+        owners = [first[row] for row in sorted(first)]
         return [tuple(np.concatenate([parts[r][layer][i] for r in owners], axis=1) for i in (0, 1))
                 for layer in range(len(mine))]
 
