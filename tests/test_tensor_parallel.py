@@ -93,6 +93,8 @@ def test_a_run_splits_transformer_cases_over_devices_and_records_the_layout(tmp_
     assert proc.returncode == 0, proc.stderr
     by_backend = {r["case"]["backend"]: r for r in map(json.loads, out.read_text().splitlines())}
     jax_rec, torch_rec = by_backend["jax-cpu"], by_backend["torch-cpu"]
+    for r in (jax_rec, torch_rec):  # an error record has no check: show its error
+        assert "check" in r, {k: r.get(k) for k in ("status", "error", "reasons")}
     assert jax_rec["check"]["passed"] and jax_rec["case"]["layout"] == "tp=4,dp=1" and jax_rec["case"]["devices"] == 4
     assert "4 devices" in jax_rec["case"]["launch"]
     assert torch_rec["check"]["passed"] and torch_rec["case"]["layout"] == "tp=4,dp=1" and torch_rec["case"]["devices"] == 4
