@@ -19,9 +19,22 @@ inline __m512 load16(const int8_t* p) {
     return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
 }
 
+// How far ahead of the row being summed the next weights are requested, in bytes. The hardware
+// prefetcher alone kept too few lines in flight for this loop (it does ~5 instructions a 16
+// weights, so the out-of-order window covers under 2 KB ahead): on the 2-core EPYC host, asking
+// 4 KB ahead streamed 5-14% faster than none, 2 KB or 8 KB ahead.
+constexpr int64_t PREFETCH_AHEAD = 4096;
+
 float dot_row(const float* x, const int8_t* w, int64_t k) {
     __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
     int64_t i = 0;
+    for (; i + 64 <= k; i += 64) {  // one cache line a turn; the sums keep the order of the 32-wide loop
+        _mm_prefetch(reinterpret_cast<const char*>(w + i + PREFETCH_AHEAD), _MM_HINT_T0);
+        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), load16(w + i), a0);
+        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16), load16(w + i + 16), a1);
+        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 32), load16(w + i + 32), a0);
+        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 48), load16(w + i + 48), a1);
+    }
     for (; i + 32 <= k; i += 32) {
         a0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), load16(w + i), a0);
         a1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16), load16(w + i + 16), a1);

@@ -5,8 +5,9 @@ torch-cpu int8 (the compiled step, its int8 products by kernels/int8_gemv_cpu.cp
 builds) and jax-cpu int8 (dequantize-and-dot), every figure the median of alternating rounds.
 As in `infercost run` (one worker process a backend), JAX runs in a process of its own,
 answering one round at a time. The ceiling is the read bandwidth of ATen's sum over the float32
-model's own weight buffers, taken around each round; an int8 step's ceiling time is its stored
-bytes (int8 values, scales, norms) over that bandwidth. Targets (the quantization issue): torch
+model's own weight buffers, taken around each round; a step's ceiling time is its bytes over that
+bandwidth, counted as `infercost run` counts them for MBU (weights as stored, so int8 values and
+scales, plus the KV cache, the embedding row and the logits). Targets (the quantization issue): torch
 int8 >= 2.5x torch float32 tokens/s; torch int8 >= 80% of its ceiling; jax int8 time per token
 within 1.25x of torch int8.
 
@@ -32,6 +33,15 @@ def step_time(backend, step, steps: int) -> float:
         backend.sync(step())
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def step_bytes(model: str, context: int, quant: str | None) -> int:
+    """Bytes a decode step moves at least, counted as `infercost run` counts them for MBU: every
+    weight as stored (int8 values and scales), the KV cache, the embedding row and the logits."""
+    from infercost.bench.llm import TransformerWorkload
+
+    params = {"model": model, "batch": 1, "tokens": context, **({"quant": quant} if quant else {})}
+    return TransformerWorkload({"workload": "decode", "dtype": "float32", "params": params}).work()[1]
 
 
 def decode_steps(backend_name: str, models: list[str], model: str, context: int) -> dict:
@@ -81,10 +91,8 @@ def main() -> int:
 
     from infercost.bench.torch_backend import weight_read_sweep
     from infercost.hardware.host import available_cpus, cpu_model
-    from infercost.kernels import quant
-    from infercost.kernels.llama import CONFIGS
 
-    cfg, threads = CONFIGS[args.model], available_cpus()
+    threads = available_cpus()
     runners = decode_steps("torch-cpu", ["float32", "int8"], args.model, context)
     jax = subprocess.Popen([sys.executable, __file__, "--child", "jax-cpu", "--model", args.model,
                             "--steps", str(args.steps)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -97,8 +105,7 @@ def main() -> int:
         return float(jax.stdout.readline())
 
     float_buffers = runners["torch-cpu float32"][2].streamed()
-    int8_bytes = quant.weight_bytes(cfg, "int8", 4)
-    float_bytes = quant.weight_bytes(cfg, None, 4)
+    float_bytes, int8_bytes = (step_bytes(args.model, context, mode) for mode in (None, "int8"))
     sweep = lambda: weight_read_sweep(float_buffers, threads)
     times = {name: [] for name in [*runners, "jax-cpu int8"]}
     bandwidths = [sweep()]
@@ -119,8 +126,8 @@ def main() -> int:
     print(f"\n{args.model} batch 1, context {context}, {threads} threads on {cpu_model()}; medians of {args.rounds} "
           f"alternating rounds x {args.steps} steps")
     print(f"read bandwidth (ATen sum over the float32 weights): {min(bandwidths) / 1e9:.1f} to "
-          f"{max(bandwidths) / 1e9:.1f} GB/s; weight bytes per token: float32 {float_bytes / 1e6:.0f} MB, "
-          f"int8 {int8_bytes / 1e6:.0f} MB")
+          f"{max(bandwidths) / 1e9:.1f} GB/s; bytes per token (weights, KV cache, logits): float32 "
+          f"{float_bytes / 1e6:.1f} MB, int8 {int8_bytes / 1e6:.1f} MB")
     print(f"{'':<20}{'TPOT ms':>9}{'tok/s':>9}{'of ceiling':>12}")
     for name, t in tpot.items():
         nbytes = float_bytes if "float32" in name else int8_bytes
