@@ -289,7 +289,8 @@ def test_jax_decode_attention_matches_float64_masked_grouped_attention(multiply_
     rng = np.random.default_rng(4)
     b, t, nh, nkv, hd, s, length = 2, 1, 6, 2, 8, 10, 7
     q, k, v = (rng.standard_normal(shape) for shape in ((b, t, nh, hd), (b, nkv, s, hd), (b, nkv, s, hd)))
-    got = llama_jax.decode_attention(*(jnp.asarray(a, jnp.float32) for a in (q, k, v)), length, multiply_reduce)
+    held_k = k.transpose(0, 1, 3, 2) if multiply_reduce else k  # the CPU form holds keys [b, kv, hd, s]
+    got = llama_jax.decode_attention(*(jnp.asarray(a, jnp.float32) for a in (q, held_k, v)), length, multiply_reduce)
     kv_head = np.arange(nh) // (nh // nkv)  # query head h reads KV head h // group
     scores = np.einsum("bthd,bhsd->bhts", q, k[:, kv_head]) / np.sqrt(hd)
     scores[..., length:] = -np.inf  # positions not written yet
