@@ -25,8 +25,13 @@ import time
 from targets import report  # bench/perf/targets.py, beside this script
 
 
-def step_time(backend, step, steps: int) -> float:
-    """Median seconds of one decode step, each call synchronised."""
+def step_time(backend, step, steps: int, warmup: int = 10) -> float:
+    """Median seconds of one decode step, each call synchronised, after `warmup` untimed steps.
+    Why warm up each round: a round starts right after another process's (JAX after torch), and
+    its first steps ran 10-30% slower than the rest on the EPYC host (the other side's threads
+    still spinning, its own asleep), as `infercost run` warms up before it times."""
+    for _ in range(warmup):
+        backend.sync(step())
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
@@ -63,7 +68,7 @@ def decode_steps(backend_name: str, models: list[str], model: str, context: int)
         runner = backend.load_model(cfg, "float32", 1, context + 1, **kw)
         runner.prefill_step(prompt)()
         step = runner.decode_step([[1]], context)
-        step_time(backend, step, 5)  # compile and warm up
+        step_time(backend, step, 5, warmup=0)  # compile and warm up
         print(f"{backend_name} {fmt}: {runner.launch}", file=sys.stderr)
         out[f"{backend_name} {fmt}"] = (backend, step, runner)
     return out
