@@ -214,3 +214,18 @@ def test_an_int8_kv_cache_is_a_run_flag_recorded_with_its_bytes(tmp_path):
     # float32 are 2 x 2 x 2 x 33 x 2 x 16 x 4 = 33,792 bytes; in int8 with a 4-byte scale a head
     # and position, 2 x 2 x 2 x 33 x 2 x (16 + 4) = 10,560 bytes: 23,232 fewer a step.
     assert f["metrics"]["bytes"] - q["metrics"]["bytes"] == 23232
+
+
+def test_the_read_sweep_reads_int8_weights_at_memory_speed():
+    # The CPU ceiling is a sweep over the model's own buffers. ATen's sum over int8 ran at ~1 GB/s
+    # (an int64 accumulation loop, not a read of memory), so every int8 decode case had its MBU
+    # withheld as if the host were busy. The same bytes, int8 and float32, well past the L3 cache:
+    # the int8 sweep must stay within a generous factor of the float one (it was 60-200x slower).
+    import torch
+
+    from infercost.bench.torch_backend import weight_read_sweep
+
+    n = 96 << 20
+    as_int8 = torch.full((n,), 3, dtype=torch.int8)
+    as_float = torch.full((n // 4,), 1.0)
+    assert weight_read_sweep([as_int8], 2, seconds=0.1) > 0.25 * weight_read_sweep([as_float], 2, seconds=0.1)
