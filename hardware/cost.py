@@ -63,6 +63,20 @@ def blend(input_cost: float | None, output_cost: float | None, ratio: float = 3.
     return (ratio * input_cost + output_cost) / (ratio + 1)
 
 
+def config_label(case: dict) -> str:
+    """The compute dtype and what else makes a transformer case a configuration of its own:
+    quantized weights, an int8 KV cache, the split over devices ("float32 wint8 kv-int8 tp=4,dp=1")."""
+    p = case.get("params") or {}
+    out = case["dtype"]
+    if p.get("quant"):
+        out += f" w{p['quant']}"
+    if p.get("kv_cache"):
+        out += f" kv-{p['kv_cache']}"
+    if isinstance(p.get("mesh"), dict):
+        out += f" tp={p['mesh'].get('tp', 1)},dp={p['mesh'].get('dp', 1)}"
+    return out
+
+
 def price_record(record: dict, basis: Basis) -> dict | None:
     """The cost figures of one valid record (None for invalid ones: they have no throughput)."""
     if record.get("status") != "ok" or record["case"]["workload"] not in ("matmul", "prefill", *OUTPUT):
@@ -78,7 +92,7 @@ def price_record(record: dict, basis: Basis) -> dict | None:
                    usd_per_pflop_ci95_high=per_pflop(rate, m.get("tflops_ci95_low")))
     else:
         p = case["params"]
-        row.update(model=p["model"], batch=p["batch"], tokens=p["tokens"])
+        row.update(model=p["model"], batch=p["batch"], tokens=p["tokens"], config=config_label(case))
         key = "input" if case["workload"] == "prefill" else "output"
         tps = m[f"{key}_tokens_per_s"]
         row.update({f"usd_per_m_{key}": per_million(rate, tps),

@@ -6,6 +6,8 @@ from __future__ import annotations
 from rich.markup import escape
 from rich.table import Table
 
+from infercost.hardware.cost import config_label
+
 
 def usd(x, missing: str = "-") -> str:
     if x is None:
@@ -32,9 +34,7 @@ def case_name(case: dict) -> str:
     if case["workload"] == "collective":
         return f"{p['op']} {size(p['bytes'])} x{p.get('devices') or 'all'} {case['dtype']}"
     what = "prompt" if case["workload"] == "prefill" else "ctx"
-    quant = f" {p['quant']}" if p.get("quant") else ""
-    mesh = f" tp={p['mesh']['tp']},dp={p['mesh']['dp']}" if isinstance(p.get("mesh"), dict) else ""
-    return f"{case['workload']} {p['model']} b{p['batch']} {what}{p['tokens']} {case['dtype']}{quant}{mesh}{tf32}"
+    return f"{case['workload']} {p['model']} b{p['batch']} {what}{p['tokens']} {config_label(case)}{tf32}"
 
 
 def result_line(record: dict) -> str:
@@ -97,7 +97,7 @@ def llm_table(records: list[dict]) -> Table:
         util = m.get("mfu" if prefill else "mbu")
         table.add_row(escape(case["backend"]), escape(case.get("device") or "?"), escape(str(p["model"])),
                       case["workload"], str(p["batch"]),
-                      str(p["tokens"]), case["dtype"] + (f" w{p['quant']}" if p.get("quant") else "")
+                      str(p["tokens"]), config_label(case)
                       + (f" {case['layout']}" if case.get("layout") else ""),
                       f"{rate:.4g}" if ok and rate else "-",
                       f"{latency * 1e3:.3g}" if ok and latency else "-", pct(util) if ok else "-",
@@ -133,7 +133,7 @@ def cost_table(rows: list[dict], title: str) -> Table:
             key = "input" if r["workload"] == "prefill" else "output"
             ci = (r[f"usd_per_m_{key}_ci95_low"], r[f"usd_per_m_{key}_ci95_high"])
             table.add_row(escape(r["backend"]), escape(r["device"] or "?"),
-                          escape(f"{r['workload']} {r['model']} b{r['batch']} t{r['tokens']} {r['dtype']}"),
+                          escape(f"{r['workload']} {r['model']} b{r['batch']} t{r['tokens']} {r['config']}"),
                           usd(r.get("usd_per_m_input")), usd(r.get("usd_per_m_output")),
                           usd(r.get("usd_per_m_blended")), "", f"{usd(ci[0])}–{usd(ci[1])}")
     return table

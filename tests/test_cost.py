@@ -212,3 +212,23 @@ def test_measured_efficiency_scales_an_estimate_and_prices_the_floor():
     real = estimate(CONFIGS["llama-3.1-8b"], acc, 1, 1, 2048, "bfloat16", mbu=0.5, usd_per_chip_hour=7.9)
     assert real["decode_step_s"] == pytest.approx(2 * ideal["decode_step_s"])
     assert real["usd_per_m_output_floor"] == pytest.approx(2 * ideal["usd_per_m_output_floor"])
+
+
+def test_each_configuration_is_priced_under_its_own_label():
+    # float32, int8 weights, int8 weights with an int8 KV cache, and a 4-way split of the same model,
+    # batch and length: four configurations a buyer compares, never merged into one row or line.
+    from infercost.present import cost_table
+    from rich.console import Console
+
+    records = []
+    for extra in ({}, {"quant": "int8"}, {"quant": "int8", "kv_cache": "int8"}, {"mesh": {"tp": 4, "dp": 1}}):
+        r = decode_record(1, 100.0, 0.01)
+        r["case"]["params"].update(extra)
+        records.append(r)
+    rows = [cost.price_record(r, cost.Basis(3.6, 1, "x")) for r in records]
+    assert [row["config"] for row in rows] == ["bfloat16", "bfloat16 wint8", "bfloat16 wint8 kv-int8", "bfloat16 tp=4,dp=1"]
+    console = Console(width=200, record=True)
+    console.print(cost_table(rows, "t"))
+    text = console.export_text()
+    for label in ("t2048 bfloat16 wint8 kv-int8", "t2048 bfloat16 wint8 ", "t2048 bfloat16 tp=4,dp=1"):
+        assert label in text

@@ -117,7 +117,8 @@ def fig_frontier(rows):
     fig, ax = new_figure()
     groups = {}
     for r in pts:
-        groups.setdefault((r["device"], r["backend"], r["model"], r["dtype"]), []).append(r)
+        # One line a configuration: int8 weights or a split model is another point set, not the same line
+        groups.setdefault((r["device"], r["backend"], r["model"], r.get("config") or r["dtype"]), []).append(r)
     for (device, backend, model, dtype), items in sorted(groups.items(), key=lambda kv: str(kv[0])):
         items.sort(key=lambda r: r["per_user_tokens_per_s"])
         x = [r["per_user_tokens_per_s"] for r in items]
@@ -145,7 +146,7 @@ def fig_costs(rows):
                 lo = r.get(f"usd_per_m_{kind}_ci95_low", v)
                 hi = r.get(f"usd_per_m_{kind}_ci95_high", v)
                 # records made before intervals matched the steady-state figure: clip, never invert
-                bars.append((f"{r['device']} ({r['backend']})\n{r['model']} b{r['batch']} {kind}", v,
+                bars.append((f"{r['device']} ({r['backend']})\n{r['model']} b{r['batch']} {r.get('config', '')} {kind}", v,
                              max(v - lo, 0.0), max(hi - v, 0.0), kind))
     if not bars:
         return None

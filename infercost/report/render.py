@@ -159,7 +159,8 @@ def write_report(records: list[dict], files: list, out: Path, bases=(), ratio: f
     head = ["backend", "device", "workload", "case", "dtype", "TFLOP/s", "utilisation"]
     cost_head = ["backend", "device", "case", "$/M input", "$/M output", "$/M blended", "$/PFLOP"]
     cost_table = [[r["backend"], r["device"] or "?", f"{r['workload']} {r.get('model', r.get('shape'))} "
-                   f"b{r.get('batch', '')}".strip(), usd_cell(r.get("usd_per_m_input")), usd_cell(r.get("usd_per_m_output")),
+                   f"b{r.get('batch', '')} {r.get('config') or r['dtype']}".strip(),
+                   usd_cell(r.get("usd_per_m_input")), usd_cell(r.get("usd_per_m_output")),
                    usd_cell(r.get("usd_per_m_blended")), usd_cell(r.get("usd_per_pflop"))] for r in rows]
     invalid = [[r["case"]["backend"], r["case"].get("device") or "?", r["case"]["workload"],
                 r["case"].get("shape") or "", r["status"], "; ".join(r["reasons"])]
