@@ -247,9 +247,11 @@ class Runner:
 
     def __init__(self, cfg: LlamaConfig, dtype: str, device, batch: int, max_seq: int,
                  seed: int = 0, weights: dict | None = None, keep_weights: bool = False,
-                 multiply_reduce_attention: bool = False, mesh=None, kv_int8: bool = False):
+                 multiply_reduce_attention: bool = False, mesh=None, kv_int8: bool = False,
+                 one_row_options: dict | None = None):
         self.cfg, self.device, self.batch, self.max_seq = cfg, device, batch, max_seq
         self.multiply_reduce_attention = multiply_reduce_attention
+        self.one_row_options = one_row_options  # XLA options for a batch-1 decode step (the adapter's)
         self.dtype = jnp.dtype(dtype)
         self.mesh = mesh
         if mesh is not None:
@@ -314,9 +316,23 @@ class Runner:
                         cache_sharding=None if self.mesh is None else self._sharding(AXES["cache"]),
                         scale_sharding=None if self.mesh is None else self._sharding(AXES["cache_scale"]))
             out = None if self.mesh is None else (self._sharding(AXES["logits"]), self._cache_shardings())
-            self._compiled[key] = jax.jit(f, donate_argnums=4, out_shardings=out).lower(
-                self.params, self.rope, tokens, pos, self.cache).compile()
+            lowered = jax.jit(f, donate_argnums=4, out_shardings=out).lower(self.params, self.rope, tokens, pos, self.cache)
+            self._compiled[key] = self._compile(lowered, self.one_row_options if not prefill and self.batch == 1 else None)
         return self._compiled[key]
+
+    def _compile(self, lowered, options: dict | None):
+        """Compiled with `options` where this XLA takes them; where it does not (an older jaxlib
+        without the option), with its defaults, and `launch` says so."""
+        if not options:
+            return lowered.compile()
+        base = self.launch.split(";")[0]
+        try:
+            compiled = lowered.compile(compiler_options=options)
+            self.launch = f"{base}; XLA options {', '.join(f'{k}={v!r}' for k, v in options.items())}"
+        except Exception as e:
+            compiled = lowered.compile()
+            self.launch = f"{base}; XLA's defaults ({', '.join(options)} not taken: {type(e).__name__})"
+        return compiled
 
     def _step(self, key, tokens, pos, prefill, last_only):
         on = self.device if self.mesh is None else self._sharding(AXES["tokens"])

@@ -322,3 +322,22 @@ def test_a_disturbed_bandwidth_sweep_withholds_mbu_instead_of_reporting_an_impos
     m, findings = w.metrics(Slow(), None, stats, {"times": [step] * 5})
     assert m["mbu"] is None and m["bandwidth_gbs"] is None
     assert findings and findings[0][0] == "warn" and "MBU withheld" in findings[0][1]
+
+
+def test_jax_cpu_batch1_decode_takes_its_xla_options_and_says_so_or_falls_back():
+    # The adapter compiles batch-1 decode with XLA options of its own (no YNN fusions); an XLA that
+    # does not know an option must still run the step, with the same logits, and `launch` says which.
+    cfg, dev = CONFIGS["tiny"], jax.devices("cpu")[0]
+    prompt = np.random.default_rng(5).integers(0, cfg.vocab_size, (1, 16))
+    logits, launches = [], []
+    for options in (None, open_backend("jax-cpu").one_row_decode_options, {"xla_cpu_no_such_option": ""}):
+        r = llama_jax.Runner(cfg, "float32", dev, 1, 17, multiply_reduce_attention=True, one_row_options=options)
+        r.prefill_step(prompt)()
+        logits.append(np.asarray(r.decode_step([[3]], 16)()))
+        launches.append(r.launch)
+    assert launches[0] == "jit"
+    assert launches[1] == "jit; XLA options xla_cpu_experimental_ynn_fusion_type=''" or launches[1].startswith(
+        "jit; XLA's defaults (xla_cpu_experimental_ynn_fusion_type not taken")  # a jaxlib from before YNN
+    assert launches[2].startswith("jit; XLA's defaults (xla_cpu_no_such_option not taken")
+    np.testing.assert_allclose(logits[1], logits[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(logits[2], logits[0])
