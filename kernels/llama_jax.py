@@ -274,6 +274,7 @@ class Runner:
             self.rope = jax.device_put(self.rope, self._sharding(()))
             self.cache = jax.device_put(self.cache, self._cache_shardings())
         self._compiled = {}
+        self.launch_base = self.launch  # what `launch` says before a compile adds its options
 
     def _sharding(self, axes: tuple):
         return partition(self.mesh, self.rules, axes)
@@ -325,7 +326,7 @@ class Runner:
         without the option), with its defaults, and `launch` says so."""
         if not options:
             return lowered.compile()
-        base = self.launch.split(";")[0]
+        base = self.launch_base
         try:
             compiled = lowered.compile(compiler_options=options)
             self.launch = f"{base}; XLA options {', '.join(f'{k}={v!r}' for k, v in options.items())}"
