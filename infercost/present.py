@@ -97,8 +97,7 @@ def llm_table(records: list[dict]) -> Table:
         util = m.get("mfu" if prefill else "mbu")
         table.add_row(escape(case["backend"]), escape(case.get("device") or "?"), escape(str(p["model"])),
                       case["workload"], str(p["batch"]),
-                      str(p["tokens"]), config_label(case)
-                      + (f" {case['layout']}" if case.get("layout") else ""),
+                      str(p["tokens"]), config_label(case),
                       f"{rate:.4g}" if ok and rate else "-",
                       f"{latency * 1e3:.3g}" if ok and latency else "-", pct(util) if ok else "-",
                       pct(m.get("roofline_fraction")) if ok else "-", validity(r))

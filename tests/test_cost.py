@@ -232,3 +232,11 @@ def test_each_configuration_is_priced_under_its_own_label():
     text = console.export_text()
     for label in ("t2048 bfloat16 wint8 kv-int8", "t2048 bfloat16 wint8 ", "t2048 bfloat16 tp=4,dp=1"):
         assert label in text
+    # The run table's dtype column names the split once (the record also carries it as `layout`).
+    from infercost.present import llm_table
+    split = records[3]
+    split["case"]["layout"] = "tp=4,dp=1"
+    split.update(warnings=[], reasons=[])
+    console = Console(width=250, record=True)
+    console.print(llm_table([split]))
+    assert console.export_text().count("tp=4,dp=1") == 1
