@@ -92,8 +92,8 @@ def child(backend_name: str, model: str, context: int, steps: int) -> None:
 
 
 def kernel_rate(rows: int = 1024, cols: int = 768, calls: int = 200) -> float | None:
-    """Weights a second torch's int8 one-row kernel converts and sums from cache (0.75 MB, in
-    L2), the median of `calls`; None where the kernel is not built (no AVX-512)."""
+    """Weights per second that torch's int8 one-row kernel converts and sums from cache (a 0.75 MB
+    matrix, in L2), the median of `calls`; None where the kernel is not built (no AVX-512)."""
     import torch
 
     from infercost.kernels import int8_gemv_cpu
@@ -177,7 +177,7 @@ def main() -> int:
         print(f"torch's int8 kernel from cache: {min(rates) / 1e9:.1f} to {max(rates) / 1e9:.1f} G weights/s (the step's "
               f"{int8_weights / 1e6:.1f} M int8 weights in {int8_weights / max(rates) * 1e3:.2f} ms at best); read "
               f"bandwidth over arithmetic rate per round: "
-              + ", ".join(f"{(a + b) / 2 / r:.2f}" for a, b, r in zip(bandwidths, bandwidths[1:], rates)))
+              + ", ".join(f"{c / r:.2f}" for c, r in zip(ceilings, rates)))
     if max(bandwidths) > 1.25 * min(bandwidths):
         print(f"note: the host's read bandwidth moved by {max(bandwidths) / min(bandwidths) - 1:.0%} during this run; "
               "each round is held against the sweeps on either side of it")
