@@ -117,6 +117,11 @@ def main() -> int:
     parser.add_argument("--model", default="small-125m")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # a backend, run as the other process
     args = parser.parse_args()
+    from infercost.kernels.llama import CONFIGS
+    if args.rounds < 1 or args.steps < 1:
+        parser.error("--rounds and --steps must be at least 1")
+    if args.model not in CONFIGS:
+        parser.error(f"unknown --model {args.model!r}; known: {', '.join(sorted(CONFIGS))}")
     context = 128
     if args.child:
         child(args.child, args.model, context, args.steps)
