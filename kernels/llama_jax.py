@@ -361,12 +361,12 @@ class Runner:
     def kv_numpy(self) -> list:
         """Per layer, (keys, values) as the cache holds them, as float64 [batch, kv_heads, seq, hd]."""
         def f64(entry):
-            if len(entry) == 4:
-                k, v = (np.asarray(c).astype(np.float64) for c in entry[:2])
-                k = k.swapaxes(2, 3) if self.multiply_reduce_attention else k
-                return tuple(c * np.asarray(s).astype(np.float64)[..., None] for c, s in ((k, entry[2]), (v, entry[3])))
-            k, v = (np.asarray(c).astype(np.float64) for c in entry)
-            return (k.swapaxes(2, 3) if self.multiply_reduce_attention else k), v
+            k, v = (np.asarray(c).astype(np.float64) for c in entry[:2])
+            if self.multiply_reduce_attention:  # keys held [batch, kv_heads, hd, seq]
+                k = k.swapaxes(2, 3)
+            if len(entry) == 4:  # int8 values and their per-position scales
+                k, v = (c * np.asarray(s).astype(np.float64)[..., None] for c, s in ((k, entry[2]), (v, entry[3])))
+            return k, v
         return [f64(entry) for entry in self.cache]
 
     def weights_numpy(self) -> dict:
