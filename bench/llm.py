@@ -44,22 +44,14 @@ def model_weights(path: str | None, cfg: llama.LlamaConfig, seed: int, mode: str
     return quant.quantize_seeded(cfg, seed, mode)
 
 
-def weight_bytes(cfg: llama.LlamaConfig, dtype: str, mode: str | None) -> int:
-    """Bytes of all weights as stored (the embedding table included)."""
-    if mode is None:
-        return cfg.weight_bytes(dtype)
-    embed = cfg.vocab_size * cfg.hidden * ITEMSIZE[dtype]
-    return quant.weight_bytes(cfg, mode, ITEMSIZE[dtype]) + embed
-
-
 def memory_needed(cfg: llama.LlamaConfig, dtype: str, batch: int, tokens: int, max_seq: int,
-                  mode: str | None = None) -> int:
+                  mode: str | None = None, kv: str | None = None) -> int:
     """Weights, KV cache, and the largest activations of a step (an estimate for the fit check)."""
     item = ITEMSIZE[dtype]
     acts = batch * tokens * (4 * cfg.hidden + 3 * cfg.intermediate) * item * 2
     scores = batch * cfg.heads * tokens * tokens * 4  # attention that materialises its scores
     logits = batch * cfg.vocab_size * 4 * 2
-    return weight_bytes(cfg, dtype, mode) + cfg.kv_bytes(batch, max_seq, dtype) + acts + scores + logits + (256 << 20)
+    return cfg.stored_bytes(dtype, mode) + cfg.kv_bytes(batch, max_seq, dtype, kv) + acts + scores + logits + (256 << 20)
 
 
 def check_model(backend, cfg, dtype: str, tf32: bool, seed: int, weights_path: str | None,
@@ -149,10 +141,10 @@ class TransformerWorkload:
             if self.batch % dp:
                 return f"dp={dp} must divide the batch {self.batch}"
         free = backend.memory_bytes()  # per device; a split model needs about 1/devices of it on each
-        need = memory_needed(self.cfg, self.dtype, self.batch, self.tokens, self.max_seq, self.quant) / self.devices
+        need = memory_needed(self.cfg, self.dtype, self.batch, self.tokens, self.max_seq, self.quant, self.kv) / self.devices
         if free is not None and need > 0.9 * free:
             return (f"does not fit: needs ~{need / 1e9:.1f} GB (weights "
-                    f"{weight_bytes(self.cfg, self.dtype, self.quant) / 1e9:.1f} GB), device has {free / 1e9:.1f} GB free")
+                    f"{self.cfg.stored_bytes(self.dtype, self.quant) / 1e9:.1f} GB), device has {free / 1e9:.1f} GB free")
         return None
 
     def check(self, backend, seed: int) -> tuple[dict, dict]:
@@ -190,20 +182,13 @@ class TransformerWorkload:
         return Prepared(step, [], {"build_s": build_s, "compile_s": compile_s}, {"launch": launch})
 
     def work(self) -> tuple[int, int]:
-        """FLOPs and minimum bytes; quantized weights count their own bytes (values and scales)."""
+        """FLOPs and minimum bytes, the weights and KV cache counted as stored (kernels/llama.py)."""
         cfg, b, t = self.cfg, self.batch, self.tokens
         if self.prefill:
-            flops, nbytes = (cfg.flops(b, t, attended=t, logit_tokens=1),
-                             cfg.bytes(b, t, cache_len=0, dtype=self.dtype, logit_tokens=1))
-        else:
-            flops, nbytes = cfg.flops(b, 1, attended=self.max_seq), cfg.bytes(b, 1, cache_len=self.max_seq, dtype=self.dtype)
-        if self.quant:
-            item = ITEMSIZE[self.dtype]
-            nbytes += quant.weight_bytes(cfg, self.quant, item) - quant.weight_bytes(cfg, None, item)
-        if self.kv and not self.prefill:  # int8 keys and values plus a 4-byte scale a head and position
-            entries = 2 * cfg.layers * b * self.max_seq * cfg.kv_heads
-            nbytes += entries * (cfg.hd + 4) - cfg.kv_bytes(b, self.max_seq, self.dtype)
-        return flops, nbytes
+            return (cfg.flops(b, t, attended=t, logit_tokens=1),
+                    cfg.bytes(b, t, cache_len=0, dtype=self.dtype, logit_tokens=1, weights=self.quant, kv=self.kv))
+        return (cfg.flops(b, 1, attended=self.max_seq),
+                cfg.bytes(b, 1, cache_len=self.max_seq, dtype=self.dtype, weights=self.quant, kv=self.kv))
 
     def before_timing(self, backend) -> None:
         # The weights' read speed moves with a host's load, so sweep just before and after timing.
@@ -240,7 +225,7 @@ class TransformerWorkload:
         power = m.get("power_w")
         quality = (self.checked or {}).get("quality") or {}
         out = {
-            "weight_bytes": weight_bytes(self.cfg, self.dtype, self.quant),
+            "weight_bytes": self.cfg.stored_bytes(self.dtype, self.quant),
             **({"quant_top1_agreement": quality.get("top1_agreement"), "quant_mean_kl": quality.get("mean_kl")}
                if self.quant else {}),
             "bandwidth_gbs": bandwidth / 1e9 if bandwidth else None, "bandwidth_basis": basis,

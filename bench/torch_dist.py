@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 
 from infercost.kernels import llama, llama_torch
+from infercost.kernels.quant import QWeight
 from infercost.kernels.llama_torch import TORCH_DTYPES, QLinear, TensorParallel
 
 # A collective that waits longer than this has lost a rank.
@@ -189,9 +190,9 @@ def tensors(cfg, weights: dict | None) -> list[tuple[str, tuple, str]]:
     out = []
     for name in names:
         v = weights.get(name) if weights is not None else None
-        mode = getattr(v, "mode", None)
+        kind = v.mode if isinstance(v, QWeight) else "float"  # by type: a numpy.memmap has a .mode too
         shape = tuple(v.shape) if v is not None else shapes.get(name, shapes["model.embed_tokens.weight"])
-        out.append((name, shape, mode or "float"))
+        out.append((name, shape, kind))
     return out
 
 

@@ -11,13 +11,15 @@ peak of `dtype` (int8 and fp8 use the catalog's int8/fp8 peaks). Optional effici
 from __future__ import annotations
 
 from infercost.hardware.catalog import Accelerator
+from infercost.kernels.dtypes import STORED_ITEMSIZE as ITEMSIZE
 from infercost.kernels.llama import LlamaConfig
 
-ITEMSIZE = {"float32": 4, "bfloat16": 2, "float16": 2, "fp8": 1, "int8": 1}
-FORMULA = ("decode_s = max((weights + batch*context*kv_per_token) / (chips*bandwidth*mbu), "
+FORMULA = ("decode_s = max((weights read + batch*context*kv_per_position) / (chips*bandwidth*mbu), "
            "flops / (chips*peak*mfu)) + comm_s; prefill_s = max(flops / (chips*peak*mfu), bytes / (chips*bandwidth*mbu)) "
            "+ comm_s; tensor parallel over chips: comm_s = layers*2 all-reduces of tokens*hidden activations "
-           "(2(n-1)/n x bytes / interconnect each) + one all-gather of the logits ((n-1)/n x bytes / interconnect)")
+           "(2(n-1)/n x bytes / interconnect each) + one all-gather of the logits ((n-1)/n x bytes / interconnect); "
+           "weights read = every weight but the embedding table, as stored (quantized with a scale a row), "
+           "kv_per_position with a float32 scale a head when quantized")
 
 
 def comm_seconds(cfg: LlamaConfig, acc: Accelerator, chips: int, tokens: int, logit_rows: int, act_item: int) -> float | None:
@@ -44,28 +46,29 @@ def estimate(cfg: LlamaConfig, acc: Accelerator, chips: int, batch: int, context
     peak = acc.peak(dtype)
     if not peak:
         raise ValueError(f"the catalog has no {dtype} peak for {acc.name}")
-    item = ITEMSIZE[weight_dtype or dtype]
-    kv_item = ITEMSIZE[kv_dtype or dtype]
     prompt = prompt or context
     flops_ceiling = chips * peak * mfu
     bw = chips * acc.bandwidth * mbu
-    weights = cfg.n_params() * item
-    kv_per_token = 2 * cfg.layers * cfg.kv_heads * cfg.hd * kv_item
-    decode_bytes = weights + batch * context * kv_per_token
+    # Bytes as the measurement counts them (kernels/llama.py): quantized weights with their scales,
+    # a quantized KV cache with its scales; memory holds every weight and the whole cache.
+    weights = weight_dtype if weight_dtype != dtype else None
+    kv = kv_dtype if kv_dtype != dtype else None
+    memory = cfg.stored_bytes(dtype, weights) + cfg.kv_bytes(batch, context, dtype, kv)
+    decode_bytes = cfg.bytes(batch, 1, context - 1, dtype, weights=weights, kv=kv)
     decode_flops = cfg.flops(batch, 1, context)
     act_item = ITEMSIZE[dtype] if dtype in ("float32", "bfloat16", "float16") else 2
     decode_comm = comm_seconds(cfg, acc, chips, batch, batch, act_item)
     prefill_comm = comm_seconds(cfg, acc, chips, batch * (prompt or context), batch, act_item)
     decode_s = max(decode_bytes / bw, decode_flops / flops_ceiling) + (decode_comm or 0.0)
     prefill_flops = cfg.flops(batch, prompt, prompt, logit_tokens=1)
-    prefill_bytes = weights + batch * prompt * kv_per_token
+    prefill_bytes = cfg.bytes(batch, prompt, 0, dtype, logit_tokens=1, weights=weights, kv=kv)
     prefill_s = max(prefill_flops / flops_ceiling, prefill_bytes / bw) + (prefill_comm or 0.0)
     out = {
         "estimate": True, "formula": FORMULA, "accelerator": acc.name, "chips": chips, "batch": batch,
         "context": context, "prompt": prompt, "dtype": dtype, "weight_dtype": weight_dtype or dtype,
         "kv_dtype": kv_dtype or dtype, "mfu": mfu, "mbu": mbu,
-        "memory_needed_gb": decode_bytes / 1e9, "memory_available_gb": chips * acc.memory_gb,
-        "fits": decode_bytes <= chips * acc.memory_gb * 1e9,
+        "memory_needed_gb": memory / 1e9, "memory_available_gb": chips * acc.memory_gb,
+        "fits": memory <= chips * acc.memory_gb * 1e9, "decode_bytes": decode_bytes,
         "decode_step_s": decode_s, "decode_bound": "memory" if decode_bytes / bw >= decode_flops / flops_ceiling else "compute",
         "decode_comm_s": decode_comm, "prefill_comm_s": prefill_comm,
         "interconnect_gbs": acc.interconnect_gbs,

@@ -3,6 +3,11 @@
 DTYPES = ("float32", "bfloat16", "float16")
 
 ITEMSIZE = {"float32": 4, "bfloat16": 2, "float16": 2}
+# Bytes an element takes where it is stored: the compute dtypes, and the one-byte formats that
+# quantized weights and KV caches use (and that the estimator may assume for compute).
+STORED_ITEMSIZE = {**ITEMSIZE, "fp8": 1, "int8": 1}
+# A quantized KV cache keeps a float32 scale for each head and position, of keys and of values.
+KV_SCALE_ITEMSIZE = 4
 
 # Largest accepted relative error against the float64 reference (see the README): about
 # 100x each format's unit roundoff accumulated over long sums, and well under the error a

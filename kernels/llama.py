@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .dtypes import ITEMSIZE
+from .dtypes import KV_SCALE_ITEMSIZE, STORED_ITEMSIZE
 
 
 # -- tensor parallelism, declared once for both frameworks (as jax-llm-examples does) -------
@@ -148,12 +148,41 @@ class LlamaConfig:
     def n_params(self) -> int:
         return sum(math.prod(s) for s in self.param_shapes().values())
 
-    def weight_bytes(self, dtype: str) -> int:
-        return self.n_params() * ITEMSIZE[dtype]
+    # -- bytes: the one count of what is stored and what a step reads (records, MBU, roofline,
+    # fit checks and the estimator all call these) -----------------------------------------
+    def tensor_bytes(self, dtype: str, weights: str | None = None) -> dict[str, int]:
+        """Bytes of every stored tensor: in `dtype`, or, for the tensors kernels/quant.py quantizes
+        (`weights` "int8" or "fp8"), one byte a value plus a scale a row in the compute dtype.
+        A tied LM head quantized is a tensor of its own (the embedding gather keeps floats)."""
+        from .quant import quantized_names
+        item = STORED_ITEMSIZE[dtype]
+        shapes = dict(self.param_shapes())
+        quantized = set(quantized_names(self)) if weights else set()
+        if weights and self.tie_embeddings:
+            shapes["lm_head.weight"] = (self.vocab_size, self.hidden)
+        return {n: (math.prod(s) * STORED_ITEMSIZE[weights] + s[0] * item if n in quantized else math.prod(s) * item)
+                for n, s in shapes.items()}
 
-    def kv_bytes(self, batch: int, seq: int, dtype: str) -> int:
+    def stored_bytes(self, dtype: str, weights: str | None = None) -> int:
+        """Every weight as stored, the embedding table included (what memory must hold)."""
+        return sum(self.tensor_bytes(dtype, weights).values())
+
+    def streamed_weight_bytes(self, dtype: str, weights: str | None = None) -> int:
+        """Weights a forward pass reads in full: every tensor but the embedding table (a gather reads
+        only its rows), biases and norms included; a tied float head reads the table as the head."""
+        t = self.tensor_bytes(dtype, weights)
+        table = t.pop("model.embed_tokens.weight")
+        return sum(t.values()) + (table if "lm_head.weight" not in t else 0)
+
+    def kv_position_bytes(self, dtype: str, kv: str | None = None) -> int:
+        """KV cache bytes of one position of one sequence over every layer: keys and values in
+        `dtype`, or one byte each plus a float32 scale per head (kv "int8" or "fp8")."""
+        per_head = self.hd * STORED_ITEMSIZE[kv] + KV_SCALE_ITEMSIZE if kv else self.hd * STORED_ITEMSIZE[dtype]
+        return 2 * self.layers * self.kv_heads * per_head
+
+    def kv_bytes(self, batch: int, seq: int, dtype: str, kv: str | None = None) -> int:
         """Bytes of a KV cache holding `seq` positions for `batch` sequences."""
-        return 2 * self.layers * batch * seq * self.kv_heads * self.hd * ITEMSIZE[dtype]
+        return batch * seq * self.kv_position_bytes(dtype, kv)
 
     # -- work -------------------------------------------------------------------------
     def matmul_params(self) -> int:
@@ -175,17 +204,15 @@ class LlamaConfig:
         return 2 * (self.matmul_params() - head) * tokens + 2 * head * batch * logit_tokens + attention
 
     def bytes(self, batch: int, new_tokens: int, cache_len: int, dtype: str,
-              logit_tokens: int | None = None) -> int:
-        """Minimum bytes moved by one forward pass: every matmul weight and norm read once,
-        the embedding rows gathered, the KV cache read over `cache_len` positions and the
-        new positions written, activations in and logits out (float32)."""
-        item = ITEMSIZE[dtype]
+              logit_tokens: int | None = None, weights: str | None = None, kv: str | None = None) -> int:
+        """Minimum bytes moved by one forward pass: every weight but the embedding read once (as
+        stored: quantized ones with their scales), the embedding rows gathered, the KV cache read
+        over `cache_len` positions and the new positions written (as stored), logits out (float32)."""
         tokens = batch * new_tokens
-        weights = (self.matmul_params() + (2 * self.layers + 1) * self.hidden) * item
-        embed_rows = tokens * self.hidden * item
-        kv = self.kv_bytes(batch, cache_len, dtype) + self.kv_bytes(batch, new_tokens, dtype)
+        embed_rows = tokens * self.hidden * STORED_ITEMSIZE[dtype]
+        kv_moved = self.kv_bytes(batch, cache_len + new_tokens, dtype, kv)
         logits = batch * (new_tokens if logit_tokens is None else logit_tokens) * self.vocab_size * 4
-        return weights + embed_rows + kv + logits
+        return self.streamed_weight_bytes(dtype, weights) + embed_rows + kv_moved + logits
 
 
 def _hf(name: str, **kw) -> LlamaConfig:

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .llama import AXES, GOLDEN, M1, M2, RULES, LlamaConfig, hf_axes, rope_tables, tensor_salt, weight_init
+from .quant import QWeight
 
 def sharding_rules(cfg: LlamaConfig, tp: int) -> dict:
     """RULES for this model on `tp` chips (fewer KV heads than chips: the KV heads are replicated)."""
@@ -297,7 +298,7 @@ class Runner:
         return out
 
     def _put(self, v, where):
-        if hasattr(v, "values") and hasattr(v, "scale"):  # a kernels.quant.QWeight
+        if isinstance(v, QWeight):
             # On a mesh the scales follow their output rows: split with a column-parallel
             # weight, replicated with a row-parallel one.
             if self.mesh is not None:

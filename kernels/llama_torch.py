@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .llama import GOLDEN, M1, M2, LlamaConfig, rope_tables, tensor_salt, weight_init
+from .quant import QWeight
 
 MASK = 0xFFFFFFFF
 
@@ -275,7 +276,7 @@ def to_device(v, device, dtype: torch.dtype):
     import numpy as np
     if isinstance(v, (torch.Tensor, QLinear)):  # already placed (a tensor-parallel shard)
         return v
-    if hasattr(v, "values") and hasattr(v, "scale"):
+    if isinstance(v, QWeight):  # by type: a checkpoint's numpy.memmap has attributes of its own
         values = np.asarray(v.values)
         if values.dtype == np.int8:
             t = torch.from_numpy(values.copy())

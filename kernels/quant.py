@@ -77,18 +77,6 @@ def dequantized(weights: dict, scale_dtype=np.float32) -> dict:
             for k, v in weights.items()}
 
 
-def weight_bytes(cfg, mode: str | None, dtype_itemsize: int) -> int:
-    """Bytes of every weight a decode step reads in full: quantized values and scales, or the
-    float matrices; plus norms. (The embedding gather reads only its rows.)"""
-    h = cfg.hidden
-    norms = (2 * cfg.layers + 1) * h * dtype_itemsize
-    if mode is None:
-        return cfg.matmul_params() * dtype_itemsize + norms
-    shapes = cfg.param_shapes()
-    rows = sum(shapes[n][0] for n in quantized_names(cfg) if n in shapes) + (cfg.vocab_size if cfg.tie_embeddings else 0)
-    return cfg.matmul_params() * 1 + rows * dtype_itemsize + norms
-
-
 def quantize_seeded(cfg, seed: int, mode: str) -> dict:
     """The seeded weights (llama.seeded_weights_numpy's values), quantized tensor by tensor, so a
     large model never sits on the host in float64 whole."""

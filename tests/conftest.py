@@ -26,3 +26,34 @@ def loopback_server(handler):
         yield server, f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
+
+
+def hf_checkpoint(tmp_path, kind):
+    """A Hugging Face checkpoint as the Hub stores one (config.json, model.safetensors) of a small
+    random model: "llama3" (untied, Llama 3 rope scaling) or "qwen2" (q/k/v biases, tied head).
+    Returns the transformers model."""
+    import torch
+    import transformers as tf
+    from safetensors.torch import save_file
+    torch.manual_seed(0)
+    common = dict(vocab_size=300, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, intermediate_size=96, max_position_embeddings=64)
+    if kind == "llama3":
+        cfg = tf.LlamaConfig(**common, rope_theta=500000.0, tie_word_embeddings=False,
+                             rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                           "high_freq_factor": 4.0, "original_max_position_embeddings": 16})
+        model = tf.LlamaForCausalLM(cfg)
+    else:
+        cfg = tf.Qwen2Config(**common, tie_word_embeddings=True)
+        model = tf.Qwen2ForCausalLM(cfg)
+    with torch.no_grad():  # HF initialises norms to ones and biases to zeros; randomise them so they are tested
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.copy_(1 + 0.2 * torch.randn_like(p))
+            elif name.endswith(".bias"):
+                p.copy_(0.1 * torch.randn_like(p))
+    model.eval()
+    cfg.save_pretrained(tmp_path)
+    state = {k: v.contiguous() for k, v in model.state_dict().items() if not (kind == "qwen2" and k == "lm_head.weight")}
+    save_file(state, tmp_path / "model.safetensors")
+    return model

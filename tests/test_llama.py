@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import hf_checkpoint
 from infercost.bench.backend import open_backend
 from infercost.bench.llm import TransformerWorkload, check_model, generate, host_weights
 from infercost.bench.measure import measure_case
@@ -77,31 +78,6 @@ def test_prefill_and_decode_match_the_float64_reference(backend, batch):
     np.testing.assert_array_equal(tokens, ref_tokens)
     for got, ref in zip(logits, ref_logits):
         assert np.abs(got - ref).max() / np.abs(ref).max() < 1e-5
-
-
-def hf_checkpoint(tmp_path, kind):
-    from safetensors.torch import save_file
-    import transformers as tf
-    torch.manual_seed(0)
-    common = dict(vocab_size=300, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, intermediate_size=96, max_position_embeddings=64)
-    if kind == "llama3":
-        cfg = tf.LlamaConfig(**common, rope_theta=500000.0, tie_word_embeddings=False,
-                             rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                                           "high_freq_factor": 4.0, "original_max_position_embeddings": 16})
-        model = tf.LlamaForCausalLM(cfg)
-    else:
-        cfg = tf.Qwen2Config(**common, tie_word_embeddings=True)
-        model = tf.Qwen2ForCausalLM(cfg)
-    with torch.no_grad():  # HF initialises norms to ones; randomise them so they are tested
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.copy_(1 + 0.2 * torch.randn_like(p))
-    model.eval()
-    cfg.save_pretrained(tmp_path)
-    state = {k: v.contiguous() for k, v in model.state_dict().items() if not (kind == "qwen2" and k == "lm_head.weight")}
-    save_file(state, tmp_path / "model.safetensors")
-    return model
 
 
 @pytest.mark.parametrize("kind", ["llama3", "qwen2"])

@@ -210,10 +210,11 @@ def test_an_int8_kv_cache_is_a_run_flag_recorded_with_its_bytes(tmp_path):
     assert q["check"]["passed"] and q["case"]["kv_dtype"] == "int8" and q["case"]["weight_dtype"] == "float32"
     assert "kv-int8" in q["case"]["shape"] and q["check"]["quality"]["top1_agreement"] >= 0.9
     assert f["case"]["kv_dtype"] == "float32"
-    # By hand, tiny (2 layers, 2 KV heads of 16) at batch 2 over 33 positions: keys and values in
-    # float32 are 2 x 2 x 2 x 33 x 2 x 16 x 4 = 33,792 bytes; in int8 with a 4-byte scale a head
-    # and position, 2 x 2 x 2 x 33 x 2 x (16 + 4) = 10,560 bytes: 23,232 fewer a step.
-    assert f["metrics"]["bytes"] - q["metrics"]["bytes"] == 23232
+    # By hand, tiny (2 layers, 2 KV heads of 16) at batch 2, reading 33 positions and writing a 34th:
+    # keys and values in float32 are 2 x 2 x 2 x 34 x 2 x 16 x 4 = 34,816 bytes; in int8 with a
+    # 4-byte scale a head and position, 2 x 2 x 2 x 34 x 2 x (16 + 4) = 10,880 bytes: 23,936 fewer a
+    # step (the written position is int8 too).
+    assert f["metrics"]["bytes"] - q["metrics"]["bytes"] == 23936
 
 
 def test_the_read_sweep_reads_int8_weights_at_memory_speed():
@@ -229,3 +230,30 @@ def test_the_read_sweep_reads_int8_weights_at_memory_speed():
     as_int8 = torch.full((n,), 3, dtype=torch.int8)
     as_float = torch.full((n // 4,), 1.0)
     assert weight_read_sweep([as_int8], 2, seconds=0.1) > 0.25 * weight_read_sweep([as_float], 2, seconds=0.1)
+
+
+def test_bytes_are_counted_from_the_tensors_read_on_a_model_with_biases(tmp_path):
+    # A Qwen2-shaped model small enough to count by hand: vocabulary 10, hidden 4, one layer, 2 heads
+    # of 2, one KV head, MLP 6, q/k/v biases, tied head. Parameters: embedding 40, norms 3 x 4,
+    # q 16, k 8, v 8, their biases 4 + 2 + 2, o 16, gate/up/down 24 each: 180.
+    (tmp_path / "config.json").write_text(json.dumps({
+        "model_type": "qwen2", "vocab_size": 10, "hidden_size": 4, "num_hidden_layers": 1, "num_attention_heads": 2,
+        "num_key_value_heads": 1, "intermediate_size": 6, "tie_word_embeddings": True}))
+    cfg = llama.from_hf_config(tmp_path / "config.json")
+    # float32: 180 x 4 = 720 bytes stored; a step reads all of them (the tied table as the head).
+    assert cfg.stored_bytes("float32") == 720 and cfg.streamed_weight_bytes("float32") == 720
+    # int8: q, k, v, o, gate, up, down and the head (its own copy) as one byte a value, 160 bytes,
+    # with a float32 scale a row (4 + 2 + 2 + 4 + 6 + 6 + 4 + 10 = 38 rows, 152 bytes); the float
+    # embedding (160), norms (48) and biases (32) stay: 552 stored, 392 read by a step.
+    assert cfg.stored_bytes("float32", "int8") == 552 and cfg.streamed_weight_bytes("float32", "int8") == 392
+
+    def step_bytes(extra):
+        case = {"backend": "torch-cpu", "workload": "decode", "dtype": "float32", "tf32": False, "threads": 1,
+                "params": {"model": str(tmp_path / "config.json"), "batch": 1, "tokens": 6, **extra}}
+        return TransformerWorkload(case).work()[1]
+    # A decode step at context 6 (a static cache of 7): weights, one embedding row (16), the cache
+    # read over 7 positions and written at one (8 positions x keys and values x one head: 2 float32
+    # of 4 bytes each, 128; int8 with a float32 scale, 2 x 8 x (2 + 4) = 96), 10 float32 logits (40).
+    assert step_bytes({}) == 720 + 16 + 128 + 40
+    assert step_bytes({"quant": "int8", "kv_cache": "int8"}) == 392 + 16 + 96 + 40
+    assert step_bytes({"kv_cache": "int8"}) == 720 + 16 + 96 + 40
