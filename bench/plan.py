@@ -100,6 +100,9 @@ def suite_cases(suite: str, backend: str, devices: int = 1) -> list[dict]:
     return SUITES[suite][kind] + extra
 
 
+MAX_CPU_DEVICES = 64  # devices a CPU backend may be split into (each a forced JAX device or a torch rank)
+
+
 def choose_backends(requested: list[str], probes_fn) -> tuple[list[str], dict]:
     """The backends to run (those requested, or every available one) and every backend's probe."""
     for name in requested:
@@ -197,6 +200,11 @@ def plan_cases(suite: str, backends: list[str], probes: dict, *, workloads=(), d
     if tf32 and not any(device_kind(b) == "gpu" for b in backends):
         raise InputError(f"--tf32 applies to CUDA GPUs only; none of {', '.join(backends)} is one")
 
+    if mesh is not None and mesh["tp"] * mesh["dp"] > MAX_CPU_DEVICES and any(device_kind(b) == "cpu" for b in backends):
+        # Checked before any worker starts: JAX would make every forced host device (~90 KB each and
+        # its threads) before the case could say it does not fit.
+        raise InputError(f"--devices/--mesh asks for {mesh['tp'] * mesh['dp']} devices; a CPU stands in for at most "
+                         f"{MAX_CPU_DEVICES} (JAX's forced host devices, torch's rank processes)")
     cases, notices = [], []
     for backend in backends:
         lacks = probes[backend].get("unsupported", {})

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from infercost.errors import InputError, RunError
+from infercost.redact import has_secret, redact_argv, redact_tree
 
 from .backend import device_kind
 
@@ -52,7 +53,7 @@ def run_provenance(seed: int) -> dict:
     return {
         "infercost": __version__,
         "git_commit": git_commit(),
-        "command": " ".join(["infercost", *sys.argv[1:]]),
+        "command": " ".join(["infercost", *redact_argv(sys.argv[1:])]),  # a command line can hold secrets
         "started": now(),
         "seed": seed,
         "host": host_facts(),
@@ -100,7 +101,11 @@ class Writer:
              f"moved it to {aside.name} before appending")
 
     def write(self, record: dict) -> None:
-        line = (json.dumps(record, separators=(",", ":")) + "\n").encode("utf-8")
+        record = checked(record)  # the writer holds records to the reader's rules
+        line = json.dumps(record, separators=(",", ":"))
+        if has_secret(line):  # a URL's credentials, an API key a server echoed: never on disk
+            line = json.dumps(redact_tree(record), separators=(",", ":"))
+        line = (line + "\n").encode("utf-8")
         start = self._file.tell()
         try:
             self._file.write(line)
@@ -160,7 +165,8 @@ def read_records(path: Path) -> list[dict]:
 def parse_record(raw: bytes) -> tuple[str | None, dict | None]:
     """(why the line is not a readable record, or None; the record)."""
     try:
-        rec = json.loads(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
+        rec = json.loads(text)
     except UnicodeDecodeError:
         return "not UTF-8 text", None
     except (json.JSONDecodeError, RecursionError):
@@ -179,15 +185,25 @@ def parse_record(raw: bytes) -> tuple[str | None, dict | None]:
             return f"a record whose {section} is not an object", None
     if not isinstance(rec.get("reasons", []), list) or not isinstance(rec.get("warnings", []), list):
         return "a record whose reasons or warnings are not lists", None
+    if has_secret(text):  # a file written by another tool or an older infercost: nothing read shows a secret
+        rec = redact_tree(rec)
+        case = rec["case"]
     rec.setdefault("reasons", [])
     rec.setdefault("warnings", [])
     if "device_kind" not in case:  # written before the field existed
         case["device_kind"] = device_kind(case["backend"])
+    return None, checked(rec)
+
+
+def checked(rec: dict) -> dict:
+    """The record as it may be priced: an ok record whose figures no measurement can give is made
+    invalid with the reason (at the writer and at the reader alike, so neither a file from another
+    tool nor a buggy source gets an impossible number priced, plotted or compared)."""
     if rec["status"] == "ok":
-        bad = missing_figures(rec) or impossible_figures(rec)
+        bad = missing_figures(rec) or impossible_figures(rec) or inconsistent(rec)
         if bad:
-            rec.update(status="invalid", valid=False, reasons=[f"impossible figure: {bad}"] + rec["reasons"])
-    return None, rec
+            rec.update(status="invalid", valid=False, reasons=[f"impossible figure: {bad}"] + list(rec["reasons"]))
+    return rec
 
 
 # What a valid record of each workload must report for it to be priced and plotted.
@@ -224,6 +240,46 @@ def impossible_figures(rec: dict) -> str:
         bad.append("raw_times_s holds a time that is not positive and finite")
     bad += [f"stats.{k} = {v!r}" for k, v in numbers(rec.get("stats") or {}) if not is_figure(v)]
     return ", ".join(bad)
+
+
+# Utilisations: a share of a ceiling above this is a broken measurement or record, never a result.
+UTILISATIONS = ("mfu", "mbu", "peak_fraction", "roofline_fraction")
+PEAK_MARGIN = 1.05
+
+
+def devices_of(rec: dict):
+    """The devices a record says it used (1 when it does not say)."""
+    return rec["case"].get("devices", 1)
+
+
+def inconsistent(rec: dict) -> str:
+    """What in a record's shape is impossible: a device count that is not a positive whole number
+    (or disagrees with its layout), a per-chip figure that is not its total over the devices, a
+    utilisation above its ceiling, a serving level without one successful request."""
+    case, m = rec["case"], rec.get("metrics") or {}
+    n = devices_of(rec)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        return f"devices = {n!r} (a positive whole number)"
+    mesh = case["params"].get("mesh")
+    if mesh is not None:
+        if not isinstance(mesh, dict) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                                                 for v in mesh.values()):
+            return f"layout {mesh!r} is not positive whole numbers"
+        if mesh.get("tp", 1) * mesh.get("dp", 1) != n:
+            return f"layout {mesh!r} spans {mesh.get('tp', 1) * mesh.get('dp', 1)} devices, the record says {n}"
+    for key, value in m.items():
+        if key.endswith("_per_chip") and value is not None:
+            total = m.get(key.removesuffix("_per_chip"))
+            if not isinstance(total, (int, float)) or abs(value * n - total) > 1e-9 * max(abs(total), 1e-300):
+                return f"{key} = {value!r} is not {key.removesuffix('_per_chip')} = {total!r} over {n} devices"
+    over = [f"{k} = {m[k]!r}" for k in UTILISATIONS if isinstance(m.get(k), (int, float)) and m[k] > PEAK_MARGIN]
+    if over:
+        return f"{', '.join(over)} (above the ceiling it is a share of)"
+    if case["workload"] == "serve":
+        ok = m.get("requests_ok")
+        if isinstance(ok, bool) or not isinstance(ok, int) or ok < 1 or not m.get("output_tokens"):
+            return f"a serving level with {ok!r} successful requests and {m.get('output_tokens')!r} tokens"
+    return ""
 
 
 def numbers(tree: dict, prefix: str = ""):

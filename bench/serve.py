@@ -9,7 +9,8 @@ returned (its `usage`) or that a tokenizer the user names counts in the returned
 assumed count. A failed or timed-out request is recorded as failed, never as fast.
 
 Only the URL given is contacted. An API key is read from the named environment variable and
-sent as a bearer token; it is never written anywhere.
+sent as a bearer token; it, and any credentials in the URL, are masked (infercost/redact.py) in
+everything written or printed: the record keeps the URL without its user part.
 """
 
 from __future__ import annotations
@@ -19,15 +20,20 @@ import json
 import math
 import os
 import random
+import re
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from infercost.redact import clip, redact
+
 from . import gates
 from .records import record
 
 MAX_ERROR_RATE = 0.05   # a level with more failed requests than this is invalid
+MAX_CONCURRENCY = 4096  # streams one client process keeps open at most
+MAX_RATE = 10_000.0     # requests/s one client process can send on time
 CLIMB_INVALID = 0.25    # token rate of the level's second half over its first half (with 16+ requests)
 CLIMB_WARN = 0.10
 
@@ -46,9 +52,30 @@ class Endpoint:
     def path(self) -> str:
         return "/v1/chat/completions" if self.api == "chat" else "/v1/completions"
 
+    @property
+    def shown_url(self) -> str:
+        """The URL as it may be written or printed: credentials masked."""
+        return redact(self.url)
+
     def headers(self) -> dict:
         key = os.environ.get(self.api_key_env) if self.api_key_env else None
         return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+def api_key(env: str | None) -> str | None:
+    """The API key in the named variable, registered as a secret; a name with no value is an error
+    (a run without the key the user meant to send would measure refusals)."""
+    from infercost.errors import InputError
+    from infercost.redact import control_escaped, register
+    if env is None:
+        return None
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env):
+        raise InputError(f"--api-key-env {control_escaped(env)!r}: not an environment variable name")
+    key = os.environ.get(env)
+    if not key:
+        raise InputError(f"--api-key-env {env}: the variable is not set (or empty); export it, or leave the flag out")
+    register(key)
+    return key
 
 
 @dataclass
@@ -79,13 +106,24 @@ class Counter:
     """Tokens of returned text, with a tokenizer the user named (tokenizers' JSON, or a folder)."""
 
     def __init__(self, path: str | None):
+        from infercost.errors import InputError
+        from infercost.redact import control_escaped
         self.tok = None
         if path:
             from pathlib import Path
-
-            from tokenizers import Tokenizer
+            try:
+                from tokenizers import Tokenizer
+            except ImportError:
+                raise InputError("--tokenizer needs the tokenizers package: pip install tokenizers") from None
             p = Path(path)
-            self.tok = Tokenizer.from_file(str(p / "tokenizer.json" if p.is_dir() else p))
+            p = p / "tokenizer.json" if p.is_dir() else p
+            if not p.is_file():
+                raise InputError(f"--tokenizer {control_escaped(p)}: no such file")
+            try:
+                self.tok = Tokenizer.from_file(str(p))
+            except Exception as e:  # the tokenizers library's own parse errors
+                raise InputError(f"--tokenizer {control_escaped(p)}: not a tokenizer.json "
+                                 f"({control_escaped(str(e).splitlines()[0][:120] if str(e) else type(e).__name__)})") from None
 
     def count(self, text: str) -> int | None:
         return len(self.tok.encode(text, add_special_tokens=False).ids) if self.tok else None
@@ -126,7 +164,7 @@ async def send(client, ep: Endpoint, req: Request, counter: Counter) -> Request:
         if isinstance(e, httpx.TimeoutException):  # httpx's own limit, the same one
             req.error = f"timeout after {ep.timeout_s:g} s ({type(e).__name__})"
         else:
-            req.error = f"{type(e).__name__}: {str(e)[:160]}"
+            req.error = f"{type(e).__name__}: {clip(e, 160)}"
     if req.ok:
         req.e2e = time.perf_counter() - req.start
         if req.output_tokens is None:
@@ -139,7 +177,7 @@ async def send(client, ep: Endpoint, req: Request, counter: Counter) -> Request:
 async def _stream(client, ep: Endpoint, req: Request) -> None:
     async with client.stream("POST", ep.path, json=body(ep, req), headers=ep.headers()) as resp:
         if resp.status_code != 200:
-            detail = (await resp.aread()).decode("utf-8", "replace")[:200]
+            detail = clip((await resp.aread()).decode("utf-8", "replace"), 200)
             raise RuntimeError(f"HTTP {resp.status_code}: {detail}")
         async for line in resp.aiter_lines():
             if not line.startswith("data:"):
@@ -149,9 +187,9 @@ async def _stream(client, ep: Endpoint, req: Request) -> None:
                 continue  # read on to the end of the response, so its connection is kept for the next request
             chunk = json.loads(data)  # a malformed chunk fails the request
             if not isinstance(chunk, dict):
-                raise ValueError(f"a stream chunk that is not an object: {data[:80]}")
+                raise ValueError(f"a stream chunk that is not an object: {clip(data, 80)}")
             if chunk.get("error"):
-                raise RuntimeError(f"error in the stream: {str(chunk['error'])[:160]}")
+                raise RuntimeError(f"error in the stream: {clip(chunk['error'], 160)}")
             text = chunk_text(chunk)
             if text:
                 now = time.perf_counter()
@@ -178,14 +216,14 @@ async def probe(ep: Endpoint, counter: Counter) -> dict:
     async with client_for(ep, 1) as client:
         try:
             r = await client.get("/v1/models", headers=ep.headers())
-            info["server"] = r.headers.get("server")
+            info["server"] = clip(r.headers.get("server") or "", 120) or None
             models = r.json().get("data") if r.status_code == 200 else None
             if isinstance(models, list):
                 match = next((m for m in models if isinstance(m, dict) and m.get("id") == ep.model), None)
                 info["models"] = [m.get("id") for m in models if isinstance(m, dict)][:20]
                 info["owned_by"] = (match or {}).get("owned_by")
         except Exception as e:
-            info["models_error"] = f"{type(e).__name__}: {str(e)[:120]}"
+            info["models_error"] = f"{type(e).__name__}: {clip(e, 120)}"
         req = await send(client, ep, Request("hello", 2), counter)
         if not req.ok and ep.ignore_eos and "ignore_eos" in (req.error or ""):
             ep.ignore_eos = False  # the server refuses the field: ask without it, and say so
@@ -232,7 +270,7 @@ class Level:
 async def run_level(ep: Endpoint, level: Level, work: Workload, counter: Counter) -> tuple[list[Request], float, float]:
     """Every request of one level (warm-up ones marked) and the measured window's start and end."""
     done: list[Request] = []
-    cap = int(level.value) if level.mode == "concurrency" else max(4, int(level.value * 8))
+    cap = int(level.value) if level.mode == "concurrency" else min(MAX_CONCURRENCY, max(4, int(level.value * 8)))
     async with client_for(ep, cap) as client:
         for _ in range(level.warmup_requests):
             done.append(await send(client, ep, work.next(warmup=True), counter))
@@ -256,6 +294,9 @@ async def run_level(ep: Endpoint, level: Level, work: Workload, counter: Counter
                 if time.perf_counter() - start > level.max_duration_s:
                     break
                 next_at += rng.expovariate(level.value)
+                if next_at - start > level.max_duration_s:  # the next arrival falls after the level's end
+                    await asyncio.sleep(max(0.0, start + level.max_duration_s - time.perf_counter()))
+                    break
                 await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
                 task = asyncio.create_task(send(client, ep, work.next(), counter))
                 task.add_done_callback(lambda t: done.append(t.result()))
@@ -349,7 +390,7 @@ def level_record(ep: Endpoint, level: Level, work: Workload, requests: list[Requ
                 metrics[k] = None
     value = int(level.value) if level.mode == "concurrency" else level.value
     case = {"backend": "endpoint", "workload": "serve", "dtype": "engine", "tf32": False, "threads": None,
-            "params": {"endpoint": ep.url, "model": ep.model, "api": ep.api, "mode": level.mode, "level": value,
+            "params": {"endpoint": ep.shown_url, "model": ep.model, "api": ep.api, "mode": level.mode, "level": value,
                        "batch": max(1, int(math.ceil(level.value))) if level.mode == "concurrency" else None,
                        "tokens": work.output_tokens[1], "input": work.describe(),
                        **({"kernel_model": kernel_model} if kernel_model else {})},
@@ -439,15 +480,28 @@ def read_prompts(path) -> list[str]:
 
 
 def plan_levels(concurrency, rates, max_concurrency: int, **limits) -> list[Level]:
-    """Concurrency levels (given, or 1, 2, 4, ... up to the maximum), or Poisson rates."""
+    """Concurrency levels (given, or 1, 2, 4, ... up to the maximum), or Poisson rates; each checked
+    against what one client process can do and what a level's limits allow."""
     from infercost.errors import InputError
     from infercost.numbers import number
     if concurrency and rates:
         raise InputError("give --concurrency or --rate, not both")
+    lo, hi = limits.get("min_duration_s", 10.0), limits.get("max_duration_s", 120.0)
+    if hi < lo:
+        raise InputError(f"--max-duration {hi:g} is shorter than --min-duration {lo:g}")
     if rates:
-        return [Level("rate", number(r, "--rate"), **limits) for r in rates]
+        levels = [Level("rate", number(r, "--rate", high=MAX_RATE), **limits) for r in rates]
+        for level in levels:
+            if level.value * level.max_duration_s < level.min_requests:
+                raise InputError(f"--rate {level.value:g}: a level sends about {level.value * level.max_duration_s:.3g} "
+                                 f"requests in --max-duration {level.max_duration_s:g} s, fewer than --min-requests "
+                                 f"{level.min_requests}")
+        return levels
     if concurrency:
-        return [Level("concurrency", number(c, "--concurrency", integer=True), **limits) for c in concurrency]
+        return [Level("concurrency", number(c, "--concurrency", integer=True, high=MAX_CONCURRENCY), **limits)
+                for c in concurrency]
+    if max_concurrency > MAX_CONCURRENCY:
+        raise InputError(f"--max-concurrency {max_concurrency}: at most {MAX_CONCURRENCY} streams")
     levels, c = [], 1
     while c <= max_concurrency:
         levels.append(Level("concurrency", c, **limits))
@@ -456,10 +510,33 @@ def plan_levels(concurrency, rates, max_concurrency: int, **limits) -> list[Leve
 
 
 def check_url(url: str) -> str:
+    """The endpoint's base URL, checked whole before anything is sent: http(s), a host, a port in
+    range, no query or fragment; /v1 and a trailing slash dropped."""
     from urllib.parse import urlparse
 
     from infercost.errors import InputError
-    u = urlparse(url)
-    if u.scheme not in ("http", "https") or not u.hostname:
-        raise InputError(f"{url!r} is not an http(s) URL, e.g. http://127.0.0.1:8000")
+    from infercost.redact import control_escaped
+    shown = control_escaped(redact(url))
+    if not url or any(not ch.isprintable() or ch.isspace() for ch in url):
+        raise InputError(f"{shown!r} is not a URL: it holds spaces or control characters")
+    try:
+        u = urlparse(url)
+        host, port = u.hostname, u.port  # .port raises for a port that is not a number in 0-65535
+    except ValueError as e:
+        raise InputError(f"{shown!r} is not a valid URL ({control_escaped(redact(str(e)))})") from None
+    if u.scheme not in ("http", "https") or not host:
+        raise InputError(f"{shown!r} is not an http(s) URL, e.g. http://127.0.0.1:8000")
+    if port == 0:
+        raise InputError(f"{shown!r}: port 0 is not a port a server listens on (1-65535)")
+    if u.query or u.fragment or u.params:
+        raise InputError(f"{shown!r}: give the server's base URL, without a query or fragment")
+    if u.username or u.password:  # sent as basic auth: mask them, and the header's form, everywhere
+        import base64
+        from urllib.parse import unquote
+
+        from infercost.redact import register
+        user, password = unquote(u.username or ""), unquote(u.password or "")
+        for secret in (u.username, u.password, user, password,
+                       base64.b64encode(f"{user}:{password}".encode()).decode()):
+            register(secret)
     return url.rstrip("/").removesuffix("/v1")

@@ -27,11 +27,14 @@ class Basis:
 
     def per_hour_used(self, devices: int | None = None) -> float:
         """The share of the price a run pays: N of the M accelerators the price covers is N/M of it
-        (all of them: the whole instance). A CPU run uses the whole instance."""
+        (all of them: the whole instance). A CPU run uses the whole instance. A run over more
+        accelerators than the price covers is not priced by it (see too_many_devices)."""
         if self.accelerators_in_price <= 0:
             return self.usd_per_hour
         used = devices or self.accelerators_used
-        return self.usd_per_hour / self.accelerators_in_price * min(used, self.accelerators_in_price)
+        if used > self.accelerators_in_price:
+            raise ValueError(f"{used} devices priced with a price for {self.accelerators_in_price}")
+        return self.usd_per_hour / self.accelerators_in_price * used
 
     def assumption(self) -> str:
         if self.accelerators_in_price <= 0:
@@ -77,10 +80,18 @@ def config_label(case: dict) -> str:
     return out
 
 
+def too_many_devices(basis: Basis, record: dict) -> bool:
+    """A record over more accelerators than the price covers (8 GPUs priced with a 1-GPU instance):
+    the price does not say what those devices cost, so it is not priced with it (never capped)."""
+    return basis.accelerators_in_price > 0 and (record["case"].get("devices") or 1) > basis.accelerators_in_price
+
+
 def price_record(record: dict, basis: Basis) -> dict | None:
     """The cost figures of one valid record (None for invalid ones: they have no throughput)."""
     if record.get("status") != "ok" or record["case"]["workload"] not in ("matmul", "prefill", *OUTPUT):
         return None  # a collective is a property of the machine, not something a price buys per unit
+    if too_many_devices(basis, record):
+        return None
     case, m = record["case"], record["metrics"]
     rate = basis.per_hour_used(case.get("devices") or 1)
     row = {"backend": case["backend"], "device": case.get("device"), "workload": case["workload"],
@@ -130,6 +141,12 @@ def same_device(basis: Basis, record: dict) -> bool:
     model = _alnum(basis.accelerator.replace("(", " ").split()[0].split("-")[0]) if basis.accelerator.split() else ""
     tokens = {_alnum(t) for t in re.split(r"[^A-Za-z0-9]+", device)}
     return bool(model) and model in tokens
+
+
+def over_the_instance(records: list[dict], basis: Basis) -> list[str]:
+    """Cases of valid records that ran on more accelerators than the price covers."""
+    return sorted({f"{r['case']['backend']} {r['case'].get('shape')} on {r['case'].get('devices')} devices"
+                   for r in records if r.get("status") == "ok" and applies(basis, r) and too_many_devices(basis, r)})
 
 
 def refused_devices(records: list[dict], basis: Basis) -> list[str]:

@@ -53,17 +53,19 @@ def package_version(name: str) -> str | None:
 
 @lru_cache(maxsize=None)
 def git_commit() -> str | None:
-    """The commit of the infercost checkout, when it runs from one."""
+    """The commit of the infercost checkout, when it runs from one; on a fleet instance (a copy of
+    the checkout's files, no .git) the commit the plan was made from, which its task passes on."""
     here = Path(__file__).resolve().parent
+    fallback = os.environ.get("INFERCOST_GIT_COMMIT") or None
     try:
         out = subprocess.run(
             ["git", "-C", str(here), "rev-parse", "HEAD"],
             capture_output=True, text=True, timeout=5,
         )
     except (OSError, subprocess.SubprocessError):
-        return None
+        return fallback
     if out.returncode != 0:
-        return None
+        return fallback
     dirty = subprocess.run(
         ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
         capture_output=True, text=True, timeout=5,

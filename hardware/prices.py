@@ -242,10 +242,16 @@ def import_skypilot(path: str | Path, provider: str, as_of: str, source: str | N
 
 
 def write(rows: list[dict], path: str | Path) -> None:
-    with Path(path).open("w", newline="") as f:
+    """The rows as a price table at path (its folder made if missing), written whole or not at all."""
+    import os
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(path.name + ".partial")
+    with part.open("w", newline="") as f:
         w = csv.DictWriter(f, COLUMNS)
         w.writeheader()
         w.writerows(rows)
+    os.replace(part, path)
 
 
 def from_skypilot_cache(folder: Path) -> list[dict]:

@@ -12,8 +12,8 @@ from rich.markup import escape
 from infercost.version import __version__
 from infercost.errors import InputError, RunError
 from infercost.flags import build_parser, join_negative_values
-from infercost.present import (case_name, collective_table, cost_table, compare_table, estimate_lines, llm_table,
-                               matmul_table, result_line)
+from infercost.present import (backends_table, case_name, collective_table, cost_table, compare_table, estimate_lines,
+                               llm_table, matmul_table, prices_table, result_line)
 
 # Piped output (CI logs, files) gets wide lines instead of rich's 80-column default.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
@@ -60,13 +60,16 @@ def blend_ratio(text: str) -> float:
 
 
 def print_costs(records: list[dict], bases: list, ratio: float = 3.0, max_tpot_s: float | None = None) -> None:
-    from infercost.hardware.cost import cheapest_within, price_records, refused_devices
+    from infercost.hardware.cost import cheapest_within, over_the_instance, price_records, refused_devices
     from infercost.present import usd
     rows = []
     for basis in bases:
         for device in refused_devices(records, basis):
             console.print("[yellow]not priced:[/] " + escape(f"results from {device!r} with {basis.label}, whose "
                           f"accelerator is {basis.accelerator} (add --any-device to price them with it anyway)"))
+        for case in over_the_instance(records, basis):
+            console.print("[yellow]not priced:[/] " + escape(f"{case}: more accelerators than {basis.label} covers "
+                                                             f"({basis.accelerators_in_price})"))
         priced = price_records(records, basis, ratio)
         if priced:
             console.print(cost_table(priced, f"cost (measured throughput at {basis.label})"))
@@ -181,6 +184,9 @@ def cmd_serve(args) -> int:
     from infercost.bench import serve
     from infercost.bench.records import Writer, results_path, run_provenance
     url = serve.check_url(args.url)
+    serve.api_key(args.api_key_env)  # a named variable that is unset is an error; its value a secret
+    if args.tokenizer:
+        serve.Counter(args.tokenizer)  # a missing or broken tokenizer is refused before any request
     bases = price_bases(args, cpu=args.device_kind == "cpu")
     limits = dict(min_duration_s=args.min_duration, min_requests=args.min_requests,
                   warmup_requests=args.warmup_requests, max_duration_s=args.max_duration)
@@ -191,7 +197,7 @@ def cmd_serve(args) -> int:
     slo = serve.parse_slo(args.slo)
     path = results_path(args.out, False, kind="serve")
     writer = Writer(path, warn)
-    console.print(escape(f"infercost {__version__}: {len(levels)} levels against {url} ({args.model}, {work.describe()})"))
+    console.print(escape(f"infercost {__version__}: {len(levels)} levels against {ep.shown_url} ({args.model}, {work.describe()})"))
 
     def on_level(r):
         m, p = r["metrics"], r["case"]["params"]
@@ -254,7 +260,9 @@ def cmd_estimate(args) -> int:
 
 def cmd_report(args) -> int:
     from infercost.bench.records import result_files
+    from infercost.paths import writable_folder
     from infercost.report import write_report
+    writable_folder(args.out, "--out")
     bases = price_bases(args, cpu=False)
     ratio = blend_ratio(args.blend)
     records = read_results(args.results)
@@ -291,6 +299,8 @@ def cmd_compare(args) -> int:
 def cmd_ingest(args) -> int:
     from infercost.bench.ingest import ingest
     from infercost.bench.records import Writer
+    from infercost.paths import writable_file
+    writable_file(args.out, "--out")
     try:
         records = ingest(args.json)
     except (OSError, ValueError, KeyError) as e:
@@ -304,16 +314,16 @@ def cmd_ingest(args) -> int:
 
 
 def cmd_prices(args) -> int:
-    from rich.table import Table
-
     from infercost.hardware import prices
     if args.from_skypilot:
         from infercost.fleet_cli import cmd_prices_from_skypilot
         return cmd_prices_from_skypilot(args, console)
     try:
         if args.import_skypilot:
+            from infercost.paths import writable_file
             if not (args.provider and args.as_of and args.out):
                 raise InputError("--import-skypilot needs --provider, --as-of (YYYY-MM-DD) and --out")
+            writable_file(args.out, "--out")
             rows = prices.import_skypilot(args.import_skypilot, args.provider, args.as_of)
             prices.write(rows, args.out)
             console.print(escape(f"wrote {len(rows)} rows to {args.out} (use with --prices {args.out})"))
@@ -321,32 +331,14 @@ def cmd_prices(args) -> int:
         rows = prices.load_all(args.prices)
     except (OSError, prices.PriceTableError) as e:
         raise InputError(str(e)) from None
-    table = Table(title="price rows (USD per hour of the whole instance)")
-    for col in ("instance", "accelerators", "region", "pricing", "$/h", "as of"):
-        table.add_column(col)
-    for r in rows:
-        if args.filter in r.instance:
-            table.add_row(r.instance, f"{r.accelerator_count} {r.accelerator}".strip(), r.region, r.pricing,
-                          f"{r.usd_per_hour:g}", r.as_of)
-    console.print(table)
+    console.print(prices_table([r for r in rows if args.filter in r.instance]))
     return 0
 
 
 def cmd_backends(args) -> int:
-    from rich.table import Table
-
     from infercost.bench import runner
     from infercost.bench.backend import NAMES
-    table = Table(title="backends")
-    for col in ("backend", "available", "device", "notes"):
-        table.add_column(col)
-    for name, info in runner.probe(list(NAMES)).items():
-        if info["available"]:
-            notes = "; ".join(f"no {d}: {r}" for d, r in (info.get("unsupported") or {}).items())
-            table.add_row(name, "[green]yes[/]", info["device"], notes)
-        else:
-            table.add_row(name, "[red]no[/]", "-", info["reason"])
-    console.print(table)
+    console.print(backends_table(runner.probe(list(NAMES))))
     return 0
 
 
@@ -360,14 +352,22 @@ COMMANDS = {"run": cmd_run, "serve": cmd_serve, "backends": cmd_backends, "cost"
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command, with everything it prints passed through the redaction layer."""
+    from infercost.redact import redacted_output
+    with redacted_output():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
+    from infercost.redact import clip, control_escaped
     try:
         args = build_parser().parse_args(join_negative_values(sys.argv[1:] if argv is None else argv))
         return COMMANDS[args.command](args)
     except InputError as e:
-        sys.stderr.write(f"infercost: error: {e}\n")  # one line, never wrapped
+        sys.stderr.write(f"infercost: error: {control_escaped(e)}\n")  # one line, never wrapped
         return 2
     except RunError as e:
-        sys.stderr.write(f"infercost: error: {e}\n")
+        sys.stderr.write(f"infercost: error: {control_escaped(e)}\n")
         return 1
     except KeyboardInterrupt:
         errors.print("infercost: interrupted", markup=False)
@@ -376,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         import os
         if os.environ.get("INFERCOST_DEBUG"):
             raise
-        sys.stderr.write(f"infercost: error: unexpected {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+        sys.stderr.write(f"infercost: error: unexpected {type(e).__name__}: {control_escaped(clip(str(e).splitlines()[0] if str(e) else '', 200))}"
                          " (a bug: please report it with INFERCOST_DEBUG=1's traceback)\n")
         return 1
 

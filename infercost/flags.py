@@ -11,6 +11,11 @@ from infercost.numbers import flag
 
 
 class Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        # No abbreviations: a mistyped flag (`--token SECRET`) must not silently become another
+        # (`--tokenizer`), and is refused naming it.
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+
     def error(self, message: str):  # argparse's own errors, made one line like ours
         raise InputError(message)
 

@@ -1,7 +1,9 @@
 """Fleet runs on SkyPilot: the same suite on many cloud instances, results gathered in one place.
 
-plan     DIR/<task>.yaml, one SkyPilot task per instance (a user can read and edit it), and
-         DIR/fleet.json: each task's instance, price row and the fleet's estimated cost.
+plan     DIR/<task>.yaml, one SkyPilot task per instance (a user can read and edit it),
+         DIR/fleet.json: each task's instance, price row and the fleet's estimated cost, and
+         DIR/workdir/: what the instances get (SkyPilot's workdir): the checkout's tracked source
+         files that a run needs, nothing else (no results, environments or local files).
 launch   each task as a SkyPilot managed job: a preempted spot run is restarted and `--resume`
          keeps what it had recorded; the instance goes when its job ends.
 status   the fleet's managed jobs.
@@ -15,6 +17,7 @@ SkyPilot is imported only here, and only by launch, status and prices --from-sky
 from __future__ import annotations
 
 import json
+import math
 import re
 import secrets
 import shlex
@@ -22,6 +25,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 
 from infercost.errors import InputError, RunError
+from infercost.paths import inside, safe_name, writable_folder
 
 SETUP = "bash scripts/setup.sh"  # the README's set-up command, exactly
 RESULTS = "/infercost-results"  # where the bucket is mounted on each instance
@@ -95,14 +99,43 @@ def yaml_value(value, indent: int) -> str:
     return json.dumps(value)
 
 
-def task_yaml(task: dict, root: Path, suite: str, bucket: str) -> str:
+# What an instance needs of the checkout to set up and run (scripts/setup.sh installs the project).
+WORKDIR_PARTS = ("pyproject.toml", "README.md", "infercost", "bench", "kernels", "hardware", "scripts")
+
+
+def export_workdir(root: Path, dest: Path) -> int:
+    """Copy into dest the files of WORKDIR_PARTS that git tracks in the checkout (every file under
+    them, caches left out, when it is not a git checkout); returns how many."""
+    import shutil
+    import subprocess
+    try:
+        listed = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--", *WORKDIR_PARTS],
+                                capture_output=True, timeout=30)
+        files = [f for f in listed.stdout.decode().split("\0") if f] if listed.returncode == 0 else []
+    except (OSError, subprocess.SubprocessError):
+        files = []
+    if not files:
+        files = [str(p.relative_to(root)) for part in WORKDIR_PARTS for p in sorted((root / part).rglob("*"))
+                 if p.is_file() and "__pycache__" not in p.parts and not any(x.endswith(".egg-info") for x in p.parts)]
+        files += [part for part in WORKDIR_PARTS if (root / part).is_file()]
+    if dest.exists():
+        shutil.rmtree(dest)
+    for f in files:
+        if (root / f).is_file():
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / f, dest / f)
+    return len(files)
+
+
+def task_yaml(task: dict, workdir: Path, suite: str, bucket: str, commit: str | None) -> str:
     head = [f"# infercost fleet task: {task['instance']} ({task['accelerator_count']} {task['accelerator'] or 'CPU'}), "
             f"{task['pricing']}",
             f"# price row: {task['price_label']}",
             f"# cost ESTIMATE: ${task['est_usd']:.2f} = ${task['usd_per_hour']:g}/h x ({SETUP_MIN:g} min set-up + "
             f"{task['cases']} cases x {task['case_min']:g} min)"]
-    body = {"name": task["name"], "resources": task["resources"], "workdir": str(root),
+    body = {"name": task["name"], "resources": task["resources"], "workdir": str(workdir.resolve()),
             "file_mounts": {RESULTS: {"name": bucket, "mode": "MOUNT_CACHED"}},
+            **({"envs": {"INFERCOST_GIT_COMMIT": commit}} if commit else {}),
             "setup": SETUP, "run": run_script(task["name"], suite)}
     return "\n".join(head) + yaml_value(body, 0) + "\n"
 
@@ -142,6 +175,8 @@ def plan(instances: list[str], suite: str, spot: bool, out: Path, bucket: str | 
     if bucket is not None and not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
         raise InputError(f"--bucket {bucket!r}: 3-63 lower-case letters, digits, dots and dashes")
     pricing = "spot" if spot else "on-demand"
+    out = Path(out)
+    writable_folder(out, "--out")
     try:
         rows = prices.load_all(extra_prices)
     except (OSError, prices.PriceTableError) as e:
@@ -164,10 +199,16 @@ def plan(instances: list[str], suite: str, spot: bool, out: Path, bucket: str | 
                       "est_minutes": minutes, "est_usd": row.usd_per_hour * minutes / 60})
     if len({t["name"] for t in tasks}) < len(tasks):
         raise InputError("--instances names the same instance twice")
-    out.mkdir(parents=True, exist_ok=True)
-    for t in tasks:
-        (out / f"{t['name']}.yaml").write_text(task_yaml(t, root, suite, bucket))
+    from infercost.hardware.host import git_commit
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        files = export_workdir(root, out / "workdir")
+        for t in tasks:
+            (out / f"{t['name']}.yaml").write_text(task_yaml(t, out / "workdir", suite, bucket, git_commit()))
+    except OSError as e:
+        raise InputError(f"--out {out}: cannot write the plan ({e.strerror or e})") from None
     manifest = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "suite": suite, "bucket": bucket,
+                "workdir": {"files": files, "parts": list(WORKDIR_PARTS), "git_commit": git_commit()},
                 "results_mount": RESULTS, "tasks": tasks, "est_usd": sum(t["est_usd"] for t in tasks),
                 "estimate_formula": f"price/h x ({SETUP_MIN:g} min set-up + planned cases x "
                                     f"{CASE_MIN['accelerator']:g} min on accelerators, {CASE_MIN['cpu']:g} min on CPUs)"}
@@ -191,6 +232,12 @@ def read_manifest(folder: Path) -> dict:
                    or isinstance(t.get(k), bool)]
             if bad:
                 raise ValueError(f"task {i + 1}: {', '.join(bad)} missing or of the wrong type")
+            if not (math.isfinite(t["usd_per_hour"]) and t["usd_per_hour"] > 0) or t["accelerator_count"] < 0:
+                raise ValueError(f"task {i + 1}: a price that is not a positive finite number, or a negative "
+                                 "accelerator count")
+            safe_name(t["name"], f"{path}: task {i + 1}")  # it becomes a file name: no path may hide in it
+        if len({t["name"] for t in manifest["tasks"]}) < len(manifest["tasks"]):
+            raise ValueError("two tasks share a name")
     except FileNotFoundError:
         raise InputError(f"{folder} is not a fleet plan (no fleet.json; make one with `infercost fleet plan`)") from None
     except (OSError, ValueError) as e:
@@ -226,7 +273,7 @@ def launch(folder: Path, echo) -> list[dict]:
     manifest = read_manifest(folder)
     tasks = []
     for t in manifest["tasks"]:
-        path = Path(folder) / f"{t['name']}.yaml"
+        path = inside(folder, f"{t['name']}.yaml", "fleet launch")
         try:
             tasks.append((t["name"], sky.Task.from_yaml(str(path))))
         except Exception as e:  # SkyPilot's parser and catalog say what is wrong
@@ -277,7 +324,7 @@ def collect(folder: Path, source: Path | None, warn) -> dict:
     out.mkdir(exist_ok=True)
     summary = {}
     for t in manifest["tasks"]:
-        where = source / t["name"]
+        where = inside(source, t["name"], "fleet collect")
         if not where.is_dir() or not any(where.glob("*.jsonl")):
             summary[t["name"]] = 0
             continue
@@ -288,7 +335,7 @@ def collect(folder: Path, source: Path | None, warn) -> dict:
         tag = {k: t[k] for k in ("instance", "pricing", "region", "accelerator", "accelerator_count",
                                  "usd_per_hour", "as_of", "price_label")}
         lines = [json.dumps({**rec, "fleet": {"task": t["name"], **tag}}) for rec in newest.values()]
-        (out / f"{t['name']}.jsonl").write_text("\n".join(lines) + "\n")
+        inside(out, f"{t['name']}.jsonl", "fleet collect").write_text("\n".join(lines) + "\n")
         summary[t["name"]] = len(lines)
     (out / "fleet.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return summary

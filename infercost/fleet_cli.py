@@ -56,6 +56,9 @@ def cmd_fleet(args, console, warn) -> int:
 
 def cmd_prices_from_skypilot(args, console) -> int:
     from infercost.hardware import prices
+    from infercost.paths import writable_file
+    if args.out is not None:
+        writable_file(args.out, "--out")  # before the catalogs are read and the diff printed
     try:
         new = prices.from_skypilot_cache(fleet.skypilot_catalog_dir())
     except (OSError, prices.PriceTableError) as e:
@@ -69,6 +72,9 @@ def cmd_prices_from_skypilot(args, console) -> int:
     console.print(escape(f"{len(changed)} rows differ from the current table; {len(added)} rows are new"))
     stamp = max(r["as_of"] for r in new)
     out = args.out or Path(f"prices-skypilot-{stamp}.csv")
-    prices.write(new, out)
+    try:
+        prices.write(new, out)
+    except OSError as e:
+        raise InputError(f"--out {out}: cannot write it ({e.strerror or e})") from None
     console.print(escape(f"wrote {len(new)} rows to {out} (use with --prices {out})"))
     return 0

@@ -138,6 +138,29 @@ def cost_table(rows: list[dict], title: str) -> Table:
     return table
 
 
+def prices_table(rows) -> Table:
+    table = Table(title="price rows (USD per hour of the whole instance)")
+    for col in ("instance", "accelerators", "region", "pricing", "$/h", "as of"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r.instance, f"{r.accelerator_count} {r.accelerator}".strip(), r.region, r.pricing,
+                      f"{r.usd_per_hour:g}", r.as_of)
+    return table
+
+
+def backends_table(probes: dict) -> Table:
+    table = Table(title="backends")
+    for col in ("backend", "available", "device", "notes"):
+        table.add_column(col)
+    for name, info in probes.items():
+        if info["available"]:
+            notes = "; ".join(f"no {d}: {r}" for d, r in (info.get("unsupported") or {}).items())
+            table.add_row(name, "[green]yes[/]", info["device"], notes)
+        else:
+            table.add_row(name, "[red]no[/]", "-", info["reason"])
+    return table
+
+
 def compare_table(rows: list[dict], threshold: float) -> Table:
     table = _table(f"NEW vs BASE (throughput ratio = BASE time / NEW time; threshold {threshold:.0%})",
                    ["backend", "device", "case", "dtype", "throughput", "95% CI", "p", "cost", "verdict"],

@@ -150,14 +150,18 @@ class LlamaConfig:
 
     # -- bytes: the one count of what is stored and what a step reads (records, MBU, roofline,
     # fit checks and the estimator all call these) -----------------------------------------
+    def linear_names(self) -> list[str]:
+        """The [out, in] matrices a token multiplies by: every projection and the LM head (its own
+        tensor even when tied to the embedding). kernels/quant.py quantizes exactly these."""
+        return [n for n in self.param_shapes() if n.endswith("_proj.weight")] + ["lm_head.weight"]
+
     def tensor_bytes(self, dtype: str, weights: str | None = None) -> dict[str, int]:
         """Bytes of every stored tensor: in `dtype`, or, for the tensors kernels/quant.py quantizes
         (`weights` "int8" or "fp8"), one byte a value plus a scale a row in the compute dtype.
         A tied LM head quantized is a tensor of its own (the embedding gather keeps floats)."""
-        from .quant import quantized_names
         item = STORED_ITEMSIZE[dtype]
         shapes = dict(self.param_shapes())
-        quantized = set(quantized_names(self)) if weights else set()
+        quantized = set(self.linear_names()) if weights else set()
         if weights and self.tie_embeddings:
             shapes["lm_head.weight"] = (self.vocab_size, self.hidden)
         return {n: (math.prod(s) * STORED_ITEMSIZE[weights] + s[0] * item if n in quantized else math.prod(s) * item)

@@ -284,7 +284,8 @@ def to_device(v, device, dtype: torch.dtype):
             t = torch.from_numpy(values.view(np.uint8).copy()).view(torch.float8_e4m3fn)
         scale = torch.from_numpy(np.asarray(v.scale, dtype=np.float32)).to(device, dtype)
         return QLinear(t.to(device), scale)
-    return torch.from_numpy(np.asarray(v, dtype=np.float32)).to(device, dtype)
+    # A copy: a checkpoint's float32 tensor is a read-only numpy.memmap, which torch must not alias.
+    return torch.from_numpy(np.array(v, dtype=np.float32)).to(device, dtype)
 
 
 class Runner:

@@ -57,9 +57,9 @@ def quantize_matrix(w: np.ndarray, mode: str) -> QWeight:
 
 
 def quantized_names(cfg) -> list[str]:
-    """The parameters RULE quantizes (the LM head is its own tensor even when tied)."""
-    names = [n for n in cfg.param_shapes() if n.endswith("_proj.weight")]
-    return names + ["lm_head.weight"]
+    """The parameters RULE quantizes: the model's linear layers (the LM head is its own tensor even
+    when tied)."""
+    return cfg.linear_names()
 
 
 def quantize(cfg, weights: dict, mode: str) -> dict:

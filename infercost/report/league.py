@@ -28,7 +28,7 @@ def measured(records: list[dict], min_user_tps: float, ratio: float) -> dict:
         if not tag or rec.get("status") != "ok" or rec["case"]["workload"] not in ("prefill", "decode"):
             continue
         case, m, b = rec["case"], rec["metrics"], basis(tag)
-        if not costs.same_device(b, rec):
+        if not costs.same_device(b, rec) or costs.too_many_devices(b, rec):
             continue
         rate = b.per_hour_used(case.get("devices") or 1)
         key = (case["params"]["model"], case.get("weight_dtype") or case["dtype"])
