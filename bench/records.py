@@ -272,6 +272,9 @@ def inconsistent(rec: dict) -> str:
             total = m.get(key.removesuffix("_per_chip"))
             if not isinstance(total, (int, float)) or abs(value * n - total) > 1e-9 * max(abs(total), 1e-300):
                 return f"{key} = {value!r} is not {key.removesuffix('_per_chip')} = {total!r} over {n} devices"
+    zero = [f"{k} = {m[k]!r}" for k in FIGURES.get(case["workload"], ()) if m.get(k) == 0]
+    if zero:
+        return f"{', '.join(zero)} (a measured rate or time is never zero)"
     over = [f"{k} = {m[k]!r}" for k in UTILISATIONS if isinstance(m.get(k), (int, float)) and m[k] > PEAK_MARGIN]
     if over:
         return f"{', '.join(over)} (above the ceiling it is a share of)"

@@ -361,7 +361,10 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     from infercost.redact import clip, control_escaped
     try:
-        args = build_parser().parse_args(join_negative_values(sys.argv[1:] if argv is None else argv))
+        argv = sys.argv[1:] if argv is None else argv
+        if any("\x00" in a for a in argv):  # no path or name holds one (a shell cannot pass it; the API can)
+            raise InputError("an argument holds a NUL character")
+        args = build_parser().parse_args(join_negative_values(argv))
         return COMMANDS[args.command](args)
     except InputError as e:
         sys.stderr.write(f"infercost: error: {control_escaped(e)}\n")  # one line, never wrapped

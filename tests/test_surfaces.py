@@ -272,3 +272,60 @@ def test_a_price_table_goes_into_a_folder_that_does_not_exist_yet(capsys, tmp_pa
     from infercost.hardware import prices
     prices.write([], tmp_path / "new" / "deeper" / "p.csv")
     assert (tmp_path / "new" / "deeper" / "p.csv").read_text().startswith("provider")
+
+
+# Every flag of serve, fleet, prices and ingest given junk: a one-line refusal (or a run that goes
+# on when the junk happens to be valid), never an "unexpected" error or a traceback.
+JUNK = st.one_of(st.sampled_from(["", " ", "-1", "0", "nan", "inf", "1e999", "../../x", "/dev/null", "a\nb", "\x00",
+                                  "http://", "http://[::1", "http://h:99999", "%", "x:y:z", "1-", "5-2", "ttft=",
+                                  "ttft=abc", "tpot=-1ms", "-", "--", "aws:", ":c7i"]),
+                 st.text(max_size=12))
+SERVE_FLAGS = ["url", "--model", "--concurrency", "--rate", "--input-tokens", "--output-tokens", "--prompts",
+               "--tokenizer", "--slo", "--timeout", "--api-key-env", "--min-requests", "--max-concurrency", "--seed",
+               "--device", "--kernel-model", "--warmup-requests"]
+
+
+def refused_or_ran(code, err):
+    assert "Traceback" not in err and "unexpected" not in err, err
+    lines = [l for l in err.splitlines() if l.strip() and not l.startswith("warning:")]
+    if code == 2:
+        assert len(lines) == 1 and lines[0].startswith("infercost: error:"), err
+    else:
+        assert code == 0, (code, err)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(flag=st.sampled_from(SERVE_FLAGS), value=JUNK)
+def test_serve_flags_given_junk_never_end_in_an_unexpected_error(capsys, tmp_path_factory, flag, value):
+    out = tmp_path_factory.mktemp("s") / "s.jsonl"
+    args = {"url": "http://127.0.0.1:9", "--model": "m", "--concurrency": "1", "--min-requests": "1",
+            "--min-duration": "0.01", "--max-duration": "0.5", "--timeout": "0.5", "--warmup-requests": "0"}
+    if flag == "--rate":
+        args.pop("--concurrency")
+        args["--max-duration"] = "5"
+    args[flag] = value
+    argv = ["serve", args.pop("url"), *[f"{k}={v}" for k, v in args.items()], "--out", str(out)]
+    refused_or_ran(main(argv), capsys.readouterr().err)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(which=st.sampled_from(["plan --instances", "plan --bucket", "plan --region", "plan --suite", "plan --out",
+                              "collect", "collect --from", "prices --import-skypilot", "prices --provider",
+                              "prices --as-of", "ingest", "ingest --out"]), value=JUNK)
+def test_fleet_prices_and_ingest_given_junk_never_end_in_an_unexpected_error(capsys, tmp_path_factory, which, value):
+    tmp = tmp_path_factory.mktemp("f")
+    catalog = Path(__file__).parent / "fixtures" / "skypilot_gcp_vms.csv"
+    command, _, flag = which.partition(" ")
+    if command == "plan":
+        args = {"--instances": "aws:c7i.2xlarge", "--suite": "quick", "--out": str(tmp / "plan"), flag: value}
+        argv = ["fleet", "plan", *[f"{k}={v}" for k, v in args.items()]]
+    elif command == "collect":
+        argv = ["fleet", "collect", value] if not flag else ["fleet", "collect", str(tmp), f"--from={value}"]
+    elif command == "prices":
+        args = {"--import-skypilot": str(catalog), "--provider": "gcp", "--as-of": "2026-11-01",
+                "--out": str(tmp / "p.csv"), flag: value}
+        argv = ["prices", *[f"{k}={v}" for k, v in args.items()]]
+    else:
+        argv = ["ingest", value, "--out", str(tmp / "i.jsonl")] if not flag else ["ingest", str(catalog), f"--out={value}"]
+    code = main(argv)
+    refused_or_ran(code, capsys.readouterr().err)
