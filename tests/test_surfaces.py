@@ -329,3 +329,17 @@ def test_fleet_prices_and_ingest_given_junk_never_end_in_an_unexpected_error(cap
         argv = ["ingest", value, "--out", str(tmp / "i.jsonl")] if not flag else ["ingest", str(catalog), f"--out={value}"]
     code = main(argv)
     refused_or_ran(code, capsys.readouterr().err)
+
+
+def test_a_poisson_level_never_sleeps_past_its_maximum_duration():
+    # At 0.2 requests/s the gaps average 5 s (seed 1 draws 15.6 s first): the level still ends at its
+    # 1 s limit (it once slept until the next arrival, however far away).
+    import asyncio
+    import time
+
+    from infercost.bench import serve
+    ep = serve.Endpoint("http://127.0.0.1:9", "m", timeout_s=0.5)
+    level = serve.Level("rate", 0.2, min_duration_s=0.5, min_requests=50, warmup_requests=0, max_duration_s=1.0)
+    start = time.monotonic()
+    done, first, last = asyncio.run(serve.run_level(ep, level, serve.Workload(seed=1), serve.Counter(None)))
+    assert last - first < 1.6 and time.monotonic() - start < 3.0
