@@ -65,6 +65,15 @@ class Backend:
             return f"TF32 is a mode of NVIDIA GPUs; {self.name} has none"
         return None
 
+    def emulated(self, dtype: str) -> str | None:
+        """Why the device has no native arithmetic for a dtype it still runs (a CPU without bfloat16
+        units emulates it through float32), or None. Such a dtype is left out of suites and labelled
+        emulated wherever it is measured."""
+        if self.kind == "cpu":
+            from infercost.hardware.host import dtype_emulated
+            return dtype_emulated(dtype)
+        return None
+
     def mesh_unsupported(self, mesh: dict) -> str | None:
         """Why this backend cannot split a model over the layout {"tp": n, "dp": m}, or None."""
         return f"{self.name} runs a model on one device"
@@ -189,6 +198,7 @@ def probe(name: str) -> dict:
     return {
         "backend": name, "available": True, "device": backend.device_name(), "reason": None,
         "unsupported": {d: r for d in DTYPES if (r := backend.unsupported(d))},
+        "emulated": {d: r for d in DTYPES if (r := backend.emulated(d))},
         "memory_bytes": backend.memory_bytes(),
         "devices": backend.device_count() if backend.kind != "cpu" else 1,  # accelerators a model can span
     }

@@ -67,6 +67,9 @@ def measure_case(backend, workload: Workload, case: dict, settings: Settings, se
     if reason:
         return record(case, "skipped", [reason])
     case["precision_flags"] = backend.configure(case["dtype"], tf32)
+    emulated = backend.emulated(case["dtype"])
+    if emulated:  # measured, and labelled wherever it is shown or priced
+        case["dtype_support"] = "emulated"
 
     check, check_timing = workload.check(backend, seed)  # correct before fast
     if not check["passed"]:
@@ -93,6 +96,8 @@ def measure_case(backend, workload: Workload, case: dict, settings: Settings, se
     }
     extra, ceiling_findings = workload.metrics(backend, acc, stats, m)
     metrics.update(extra)
+    if emulated:
+        findings = findings + [(gates.WARN, f"{case['dtype']} emulated: {emulated}")]
     verdict = gates.verdict(findings + ceiling_findings + gates.figures_gate(metrics))
     if not verdict["valid"]:  # an invalid measurement reports no throughput
         metrics.update({k: None for k in metrics if k.startswith(RATES)})

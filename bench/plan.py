@@ -219,10 +219,17 @@ def plan_cases(suite: str, backends: list[str], probes: dict, *, workloads=(), d
             wanted = [c for c in suite_cases(suite, backend, chips)
                       if (not dtypes or c["dtype"] in dtypes) and (not workloads or c["workload"] in workloads)]
         kind = device_kind(backend)
+        emulated = probes[backend].get("emulated", {})
         for spec in wanted:
             dtype = spec["dtype"]
             if dtype in lacks:
                 notices.append(f"{backend}: skipping {dtype} ({lacks[dtype]})")
+                continue
+            if dtype in emulated and explicit is None and dtype not in dtypes:
+                # A suite measures what the host does natively; an emulated dtype is measured (and
+                # labelled so) only when asked for by name.
+                notices.append(f"{backend}: {dtype} left out of the suite ({emulated[dtype]}); "
+                               f"--dtype {dtype} measures it anyway, labelled emulated")
                 continue
             if spec["workload"] == "collective" and mesh is not None:
                 spec = {**spec, "params": {**spec["params"], "devices": mesh["tp"] * mesh["dp"]}}

@@ -32,7 +32,8 @@ class Event:
 
 
 def worker_env(host_devices: int = 1) -> dict:
-    env = dict(os.environ)
+    from infercost.hardware.host import isa_env
+    env = isa_env(dict(os.environ))  # INFERCOST_CPU_ISA caps the frameworks too
     if host_devices > 1:  # JAX on a CPU: as many host devices as the widest layout asks for
         flag = f"--xla_force_host_platform_device_count={host_devices}"
         env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {flag}".strip()

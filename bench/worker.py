@@ -27,8 +27,11 @@ def pin_threads(threads: int | None) -> int:
 
 
 def versions(backend) -> dict:
-    from infercost.hardware.host import package_version
-    return {"numpy": package_version("numpy"), **backend.device_info()}
+    from infercost.hardware.host import isa_summary, package_version
+    out = {"numpy": package_version("numpy"), **backend.device_info()}
+    if backend.kind == "cpu":  # the flags that decided the CPU paths (int8 kernel form, native dtypes)
+        out["cpu_flags"] = isa_summary()
+    return out
 
 
 def serve(job: dict, emit) -> None:

@@ -66,11 +66,17 @@ def blend(input_cost: float | None, output_cost: float | None, ratio: float = 3.
     return (ratio * input_cost + output_cost) / (ratio + 1)
 
 
+def dtype_label(case: dict) -> str:
+    """The compute dtype, marked when the device only emulates it ("bfloat16 (emulated)"): an
+    emulated figure is never shown or priced as if it were native."""
+    return case["dtype"] + (" (emulated)" if case.get("dtype_support") == "emulated" else "")
+
+
 def config_label(case: dict) -> str:
     """The compute dtype and what else makes a transformer case a configuration of its own:
     quantized weights, an int8 KV cache, the split over devices ("float32 wint8 kv-int8 tp=4,dp=1")."""
     p = case.get("params") or {}
-    out = case["dtype"]
+    out = dtype_label(case)
     if p.get("quant"):
         out += f" w{p['quant']}"
     if p.get("kv_cache"):
@@ -95,7 +101,7 @@ def price_record(record: dict, basis: Basis) -> dict | None:
     case, m = record["case"], record["metrics"]
     rate = basis.per_hour_used(case.get("devices") or 1)
     row = {"backend": case["backend"], "device": case.get("device"), "workload": case["workload"],
-           "shape": case.get("shape"), "dtype": case["dtype"], "usd_per_hour_used": rate,
+           "shape": case.get("shape"), "dtype": dtype_label(case), "usd_per_hour_used": rate,
            "price": basis.label, "assumption": basis.assumption()}
     if case["workload"] == "matmul":
         row.update(usd_per_pflop=per_pflop(rate, m["tflops"]),

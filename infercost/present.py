@@ -6,7 +6,7 @@ from __future__ import annotations
 from rich.markup import escape
 from rich.table import Table
 
-from infercost.hardware.cost import config_label
+from infercost.hardware.cost import config_label, dtype_label
 
 
 def usd(x, missing: str = "-") -> str:
@@ -30,7 +30,7 @@ def case_name(case: dict) -> str:
     p = case["params"]
     tf32 = " tf32" if case.get("tf32") else ""
     if case["workload"] == "matmul":
-        return f"matmul {p['m']}x{p['n']}x{p['k']} {case['dtype']}{tf32}"
+        return f"matmul {p['m']}x{p['n']}x{p['k']} {dtype_label(case)}{tf32}"
     if case["workload"] == "collective":
         return f"{p['op']} {size(p['bytes'])} x{p.get('devices') or 'all'} {case['dtype']}"
     what = "prompt" if case["workload"] == "prefill" else "ctx"
@@ -77,7 +77,7 @@ def matmul_table(records: list[dict]) -> Table:
         case, m = r["case"], r.get("metrics") or {}
         ok = r["status"] == "ok"
         table.add_row(escape(case["backend"]), escape(case.get("device") or "?"), case_name(case).split()[1],
-                      case["dtype"] + (" (tf32)" if case.get("tf32") else ""),
+                      dtype_label(case) + (" (tf32)" if case.get("tf32") else ""),
                       f"{m['tflops']:.3g}" if ok else "-", pct(m.get("peak_fraction")) if ok else "-",
                       f"{m['spread']:.1%}" if ok else "-", validity(r))
     return table

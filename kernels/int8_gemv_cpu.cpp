@@ -1,12 +1,18 @@
-// One-row int8 weight-only product on x86 CPUs with AVX-512: y[o] = scale[o] * sum_k x[k] w[o, k].
+// One-row int8 weight-only product on x86 CPUs: y[o] = scale[o] * sum_k x[k] w[o, k], with an
+// AVX-512 and an AVX2+FMA form of the same loop, one chosen at run time (int8_gemv_select; the
+// Python side tries each form the CPU runs on a matrix in memory and keeps the faster).
 //
 // Why a kernel of our own: inductor's form of this product keeps one vector accumulator a row, so
-// each 16 weights wait on the previous add (a latency chain). Converting int8 to float costs more
-// than the float32 product's plain load, so the chain, not memory, set the speed: 22-26 G weights/s
-// streamed from memory on the 2-core EPYC host against ~30 GB/s a read sweep reaches. Two
-// accumulators a row break the chain; the rows are read in order, one stream a thread, which the
-// hardware prefetcher follows (four rows at once, four streams, halved the speed there).
-// Accumulation is float32 in a fixed order for a given K (results do not depend on thread count).
+// each vector of weights waits on the previous add (a latency chain), and converting int8 to float
+// costs more than the float32 product's plain load: the chain, not memory, set the speed (22-26 G
+// weights/s from memory on the 2-core EPYC host with AVX-512; on an AVX2-only host inductor's loop
+// ran at 0.27x the float32 step). Two accumulators a row break the chain; the rows are read in
+// order, one stream a thread, which the hardware prefetcher follows (four rows at once, four
+// streams, halved the speed there). Accumulation is float32 in a fixed order for a given K and
+// form (results do not depend on thread count).
+//
+// The file is built without -mavx512f or -mavx2: each form carries its own target attribute, so
+// the library loads on any x86-64 CPU and only the chosen form's instructions ever run.
 #include <ATen/core/Tensor.h>
 #include <ATen/Functions.h>
 #include <ATen/Parallel.h>
@@ -15,36 +21,98 @@
 
 namespace {
 
+// How far ahead of the row being summed the AVX2 loop requests the next weights, in bytes: on the
+// 2-core EPYC host it streamed 26-28 G weights/s from memory with it, 25 without (alternating).
+constexpr int64_t PREFETCH_AHEAD = 4096;
+
+float dot_tail(const float* x, const int8_t* w, int64_t i, int64_t k) {
+    float tail = 0.0f;
+    for (; i < k; ++i) tail += x[i] * static_cast<float>(w[i]);
+    return tail;
+}
+
+__attribute__((target("avx512f,avx512bw,fma")))
 inline __m512 load16(const int8_t* p) {
     return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
 }
 
-// How far ahead of the row being summed the next weights are requested, in bytes. The hardware
-// prefetcher alone kept too few lines in flight for this loop (it does ~5 instructions a 16
-// weights, so the out-of-order window covers under 2 KB ahead): on the 2-core EPYC host, asking
-// 4 KB ahead streamed 5-14% faster than none, 2 KB or 8 KB ahead.
-constexpr int64_t PREFETCH_AHEAD = 4096;
-
-float dot_row(const float* x, const int8_t* w, int64_t k) {
+// AVX-512: 16 weights a vector, two accumulators. No software prefetch and no 64-wide unrolled
+// body: on the 2-core EPYC host (2026-12-06) that form streamed 17-19 G weights/s from memory
+// against 25-26 for this one (the same loop, alternating, a step's 49 matrices), and the 4 KB
+// prefetch an earlier session found 5-14% faster there cost 10-15% in today's state.
+__attribute__((target("avx512f,avx512bw,fma")))
+float dot_row_avx512(const float* x, const int8_t* w, int64_t k) {
     __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
     int64_t i = 0;
-    for (; i + 64 <= k; i += 64) {  // one cache line a turn; the sums keep the order of the 32-wide loop
-        _mm_prefetch(reinterpret_cast<const char*>(w + i + PREFETCH_AHEAD), _MM_HINT_T0);
-        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), load16(w + i), a0);
-        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16), load16(w + i + 16), a1);
-        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 32), load16(w + i + 32), a0);
-        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 48), load16(w + i + 48), a1);
-    }
     for (; i + 32 <= k; i += 32) {
         a0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), load16(w + i), a0);
         a1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16), load16(w + i + 16), a1);
     }
-    float tail = 0.0f;
-    for (; i < k; ++i) tail += x[i] * static_cast<float>(w[i]);
-    return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1)) + tail;
+    return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1)) + dot_tail(x, w, i, k);
+}
+
+__attribute__((target("avx2,fma")))
+inline __m256 load8(const int8_t* p) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
+
+// AVX2: 8 weights a vector, so a 64-byte line is 8 conversions and 8 FMAs. Four accumulators:
+// with two, each add waited on the one before it (FMA latency 4 cycles, two a cycle issued).
+__attribute__((target("avx2,fma")))
+float dot_row_avx2(const float* x, const int8_t* w, int64_t k) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 64 <= k; i += 64) {
+        _mm_prefetch(reinterpret_cast<const char*>(w + i + PREFETCH_AHEAD), _MM_HINT_T0);
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), load8(w + i), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), load8(w + i + 8), a1);
+        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), load8(w + i + 16), a2);
+        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), load8(w + i + 24), a3);
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 32), load8(w + i + 32), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 40), load8(w + i + 40), a1);
+        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 48), load8(w + i + 48), a2);
+        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 56), load8(w + i + 56), a3);
+    }
+    for (; i + 32 <= k; i += 32) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), load8(w + i), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), load8(w + i + 8), a1);
+        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), load8(w + i + 16), a2);
+        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), load8(w + i + 24), a3);
+    }
+    __m256 s = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    return _mm_cvtss_f32(h) + dot_tail(x, w, i, k);
+}
+
+using RowDot = float (*)(const float*, const int8_t*, int64_t);
+
+// The forms, best first: 2 = AVX-512, 1 = AVX2 + FMA. int8_gemv_select picks one.
+RowDot chosen = nullptr;
+
+bool supported(int64_t form) {
+    __builtin_cpu_init();
+    if (form == 2) return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+    if (form == 1) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return false;
+}
+
+// Choose a form: `want` 2 or 1 takes that one if this CPU runs it; 0 takes the best it runs.
+// Returns the form chosen, or 0 when none runs here (the caller keeps inductor's loop).
+int64_t int8_gemv_select(int64_t want) {
+    for (int64_t form : {2, 1}) {
+        if ((want == 0 || want == form) && supported(form)) {
+            chosen = form == 2 ? dot_row_avx512 : dot_row_avx2;
+            return form;
+        }
+    }
+    chosen = nullptr;
+    return 0;
 }
 
 at::Tensor int8_gemv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& scale) {
+    TORCH_CHECK(chosen != nullptr, "int8_gemv: no form chosen for this CPU (int8_gemv_select first)");
     TORCH_CHECK(x.scalar_type() == at::kFloat && scale.scalar_type() == at::kFloat, "int8_gemv: x and scale must be float32");
     TORCH_CHECK(w.scalar_type() == at::kChar && w.dim() == 2 && w.is_contiguous(), "int8_gemv: w must be a contiguous int8 matrix");
     const int64_t out = w.size(0), k = w.size(1);
@@ -56,10 +124,11 @@ at::Tensor int8_gemv(const at::Tensor& x, const at::Tensor& w, const at::Tensor&
     const float *xp = xc.data_ptr<float>(), *sp = sc.data_ptr<float>();
     const int8_t* wp = w.data_ptr<int8_t>();
     float* yp = y.data_ptr<float>();
+    const RowDot dot = chosen;
     // A grain of 64 rows keeps small matrices (a few hundred KB) on one thread where splitting
     // would cost more than it saves; larger ones split evenly, one contiguous block a thread.
     at::parallel_for(0, out, 64, [&](int64_t begin, int64_t end) {
-        for (int64_t o = begin; o < end; ++o) yp[o] = sp[o] * dot_row(xp, wp + o * k, k);
+        for (int64_t o = begin; o < end; ++o) yp[o] = sp[o] * dot(xp, wp + o * k, k);
     });
     return y;
 }
@@ -68,6 +137,7 @@ at::Tensor int8_gemv(const at::Tensor& x, const at::Tensor& w, const at::Tensor&
 
 TORCH_LIBRARY(infercost, m) {
     m.def("int8_gemv(Tensor x, Tensor w, Tensor scale) -> Tensor");
+    m.def("int8_gemv_select(int want) -> int", &int8_gemv_select);  // no tensor: one kernel for all
 }
 
 TORCH_LIBRARY_IMPL(infercost, CPU, m) {

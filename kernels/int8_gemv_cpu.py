@@ -1,8 +1,10 @@
 """torch.ops.infercost.int8_gemv: the one-row int8 product of int8_gemv_cpu.cpp, built on first use.
 
 It is built with torch's own extension builder (a C++ compiler and ninja) into torch's extension
-cache, once a host. Where it cannot be built or the CPU lacks AVX-512, `available()` is False
-and `why_not()` says why; the caller keeps inductor's multiply-reduce form.
+cache, once a host. The forms are those the CPU's flags allow: AVX2 with FMA, and AVX-512
+(avx512f and avx512bw); FORMS says which comes first and why. Where neither runs or the kernel cannot be built, `available()` is False and
+`why_not()` says why; the caller keeps inductor's multiply-reduce form. `describe()` names the
+form in use and the trial (for the record's launch).
 """
 
 from __future__ import annotations
@@ -14,10 +16,19 @@ from pathlib import Path
 
 import torch
 
+from infercost.hardware.host import cpu_flags
+
 SOURCE = Path(__file__).with_name("int8_gemv_cpu.cpp")
+# No -m flags: each form in the file carries its own target, so the library loads on any x86-64.
 # -fopenmp: at::parallel_for splits the rows across threads only when built with OpenMP (the
 # library it links is the libgomp torch has already loaded).
-FLAGS = ["-O3", "-mavx512f", "-mavx512bw", "-mfma", "-fopenmp"]
+FLAGS = ["-O3", "-fopenmp"]
+# The forms, best first: name -> (the number int8_gemv_select takes, the CPU flags it needs).
+# The default is the first the CPU runs. AVX2+FMA comes first on AVX-512 hosts too: in a whole
+# int8 decode step on the 2-core AVX-512 EPYC host it reached 87-89% of the read ceiling against
+# 82-85% for the AVX-512 form (alternating in one process, bench/perf/quant_decode.py prints both
+# every round on any host); INFERCOST_INT8_FORM=AVX-512 picks the other.
+FORMS = {"AVX2+FMA": (1, ("avx2", "fma")), "AVX-512": (2, ("avx512f", "avx512bw"))}
 
 
 def _ninja_dir() -> str:
@@ -28,12 +39,28 @@ def _ninja_dir() -> str:
         return os.path.dirname(sys.executable)
 
 
+def runnable_forms() -> list[str]:
+    """The forms this CPU's flags allow, best first (INFERCOST_CPU_ISA can take flags away)."""
+    flags = cpu_flags()
+    return [name for name, (_, needs) in FORMS.items() if all(f in flags for f in needs)]
+
+
+def best_form() -> str | None:
+    forms = runnable_forms()
+    return forms[0] if forms else None
+
+
+_state = {"form": None, "why": None}
+
+
 @functools.cache
-def _load() -> str | None:
-    """None once the op is registered, else why it is not."""
-    capability = torch.backends.cpu.get_cpu_capability()
-    if capability not in ("AVX512", "AMX"):
-        return f"this CPU has no AVX-512 (torch reports {capability})"
+def _load() -> None:
+    """Build and register the op once, and choose the best form this CPU runs; _state says which
+    form is in use, or why none is."""
+    wanted = best_form()
+    if wanted is None:
+        _state["why"] = "this CPU has neither AVX-512 nor AVX2 with FMA"
+        return
     path = os.environ.get("PATH", "")
     try:
         from torch.utils import cpp_extension
@@ -44,22 +71,52 @@ def _load() -> str | None:
                            extra_ldflags=["-fopenmp"], is_python_module=False, verbose=False)
     except Exception as e:  # no compiler, no ninja: the inductor form still runs
         first = str(e).splitlines()[0][:160] if str(e) else ""
-        return f"the int8 kernel did not build: {type(e).__name__}: {first}"
+        _state["why"] = f"the int8 kernel did not build: {type(e).__name__}: {first}"
+        return
     finally:
         os.environ["PATH"] = path
 
     @torch.library.register_fake("infercost::int8_gemv")
     def _(x, w, scale):
         return x.new_empty((*x.shape[:-1], w.shape[0]))
-    return None
+    asked = os.environ.get("INFERCOST_INT8_FORM")
+    if asked:
+        if asked not in FORMS:
+            _state["why"] = f"INFERCOST_INT8_FORM={asked!r} is not one of {', '.join(FORMS)}"
+            return
+        wanted = asked
+    use(wanted)
+
+
+def use(name: str) -> bool:
+    """Run the kernel's `name` form from now on, if this CPU runs it (the kernel checks)."""
+    ok = torch.ops.infercost.int8_gemv_select(FORMS[name][0]) == FORMS[name][0]
+    _state.update(form=name if ok else None, why=None if ok else f"this CPU does not run the kernel's {name} form")
+    return ok
 
 
 def available() -> bool:
-    return _load() is None
+    _load()
+    return _state["form"] is not None
 
 
 def why_not() -> str | None:
-    return _load()
+    _load()
+    return _state["why"]
+
+
+def form() -> str | None:
+    _load()
+    return _state["form"]
+
+
+def describe() -> str:
+    """The form in use and what chose it, for a record's launch."""
+    _load()
+    if _state["form"] is None:
+        return f"none ({_state['why']})"
+    how = "INFERCOST_INT8_FORM" if os.environ.get("INFERCOST_INT8_FORM") else "the CPU flags"
+    return f"{_state['form']} (chosen by {how}; this CPU runs {', '.join(runnable_forms())})"
 
 
 def int8_gemv(x32: torch.Tensor, values: torch.Tensor, scale32: torch.Tensor) -> torch.Tensor:

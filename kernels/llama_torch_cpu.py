@@ -79,7 +79,7 @@ class FusedGEMV(Ops):
         if isinstance(w, QLinear) and w.values.dtype == torch.int8 and not self.launch_note:
             why = int8_gemv_cpu.why_not()
             self.int8_kernel = why is None
-            self.launch_note = ("; int8 rows by infercost's AVX-512 GEMV" if why is None
+            self.launch_note = (f"; int8 rows by infercost's GEMV, {int8_gemv_cpu.describe()}" if why is None
                                 else f"; int8 rows by inductor's loop ({why})")
         return w
 

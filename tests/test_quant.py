@@ -2,6 +2,7 @@
 float64 with the same dequantized weights, bytes counted as stored, quality reported."""
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import replace
@@ -71,23 +72,64 @@ def test_int8_logits_match_float64_with_the_same_dequantized_weights_in_torch_an
         if name == "torch-cpu":
             assert ("inductor" in launch) == (batch == 1)
             if batch == 1 and int8_gemv_cpu.available():
-                assert "AVX-512 GEMV" in launch  # the compiled step called our kernel
+                assert f"infercost's GEMV, {int8_gemv_cpu.form()}" in launch  # the compiled step called our kernel
     for a, b in zip(results["torch-cpu"], results["jax-cpu"]):
         assert np.abs(a - b).max() / np.abs(b).max() < 1e-5  # torch and JAX agree
 
 
+def runnable_forms() -> list[str]:
+    from infercost.hardware.host import cpu_flags
+    return [n for n, (_, needs) in int8_gemv_cpu.FORMS.items() if all(f in cpu_flags() for f in needs)]
+
+
 @pytest.mark.skipif(not int8_gemv_cpu.available(), reason=str(int8_gemv_cpu.why_not()))
-@pytest.mark.parametrize("out_features, k", [(37, 75), (5, 16), (130, 2048)])
-def test_the_cpu_int8_gemv_matches_float64_for_any_width(out_features, k):
-    # Widths off its 32-wide steps (a tail), under one step, and a row the size of a down projection.
+@pytest.mark.parametrize("form", list(int8_gemv_cpu.FORMS))
+@pytest.mark.parametrize("out_features, k", [(37, 75), (5, 16), (130, 2048), (9, 232)])
+def test_every_form_of_the_cpu_int8_gemv_matches_float64_for_any_width(form, out_features, k):
+    # Widths off its 32-wide steps (a tail), under one step, a row the size of a down projection, and
+    # one that takes the 64-wide loop, the 32-wide one and the tail. Each form this CPU runs (an
+    # AVX-512 host runs the AVX2 form too).
     import torch
+    if form not in runnable_forms():
+        pytest.skip(f"this CPU does not run the {form} form")
     rng = np.random.default_rng(k)
     q = quant.quantize_matrix(rng.standard_normal((out_features, k)).astype(np.float32), "int8")
     x = rng.standard_normal((1, 1, 2 * k)).astype(np.float32)[..., ::2]  # a strided view, as a slice gives
-    y = int8_gemv_cpu.int8_gemv(torch.from_numpy(x), torch.from_numpy(q.values), torch.from_numpy(q.scale)).numpy()
+    best = int8_gemv_cpu.form()
+    try:
+        assert int8_gemv_cpu.use(form) and int8_gemv_cpu.form() == form
+        y = int8_gemv_cpu.int8_gemv(torch.from_numpy(x), torch.from_numpy(q.values), torch.from_numpy(q.scale)).numpy()
+    finally:
+        int8_gemv_cpu.use(best)
     ref = x.astype(np.float64) @ q.dequantized().T
     assert y.shape == (1, 1, out_features)
     assert np.abs(y - ref).max() / np.abs(ref).max() < 1e-6
+
+
+def test_the_int8_form_follows_the_cpu_flags_in_the_stated_order(monkeypatch):
+    # The order: AVX2 with FMA (measured faster in a whole step, even where AVX-512 runs), then
+    # AVX-512, then none (inductor's loop), decided from the flags alone.
+    from infercost.kernels import int8_gemv_cpu as k
+    for flags, want in (({"avx2", "fma", "avx512f", "avx512bw"}, "AVX2+FMA"), ({"avx512f", "avx512bw"}, "AVX-512"),
+                        ({"avx2", "fma", "avx512f"}, "AVX2+FMA"), ({"avx2"}, None), ({"avx512f"}, None), (set(), None)):
+        monkeypatch.setattr(k, "cpu_flags", lambda flags=flags: frozenset(flags))
+        assert k.best_form() == want, flags
+
+
+@pytest.mark.skipif(not int8_gemv_cpu.available(), reason=str(int8_gemv_cpu.why_not()))
+def test_an_avx2_only_host_runs_the_avx2_form_and_records_it(tmp_path):
+    # INFERCOST_CPU_ISA=avx2 takes the AVX-512 flags away (and caps torch, oneDNN and XLA): the run
+    # is an AVX2-only host's, and its record says which form ran and which flags decided.
+    out = tmp_path / "r.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "infercost.cli", "run", "--backend", "torch-cpu", "--model", "tiny",
+                           "--workload", "decode", "--batch", "1", "--tokens", "16", "--quant", "int8", "--min-time",
+                           "0.05", "--warmup", "0.05", "--repeats", "3", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "INFERCOST_CPU_ISA": "avx2"})
+    assert proc.returncode == 0, proc.stderr
+    (rec,) = map(json.loads, out.read_text().splitlines())
+    assert rec["check"]["passed"], rec["check"]
+    assert "infercost's GEMV, AVX2+FMA (chosen by the CPU flags; this CPU runs AVX2+FMA)" in rec["case"]["launch"]
+    assert rec["provenance"]["versions"]["cpu_flags"].startswith("avx2 fma (capped")
 
 
 def test_without_the_cpu_int8_kernel_the_compiled_step_keeps_inductors_loop_and_says_why(monkeypatch):
@@ -97,7 +139,7 @@ def test_without_the_cpu_int8_kernel_the_compiled_step_keeps_inductors_loop_and_
     qw = quant.quantize_seeded(CFG, 0, "int8")
     prompt = np.random.default_rng(3).integers(0, CFG.vocab_size, (1, 5))
     tokens, logits, launch = run_quantized("torch-cpu", qw, prompt, 3)
-    assert "inductor's loop (no C++ compiler (test))" in launch and "AVX-512 GEMV" not in launch
+    assert "inductor's loop (no C++ compiler (test))" in launch and "infercost's" not in launch
     ref_tokens, ref_logits = llama_ref.greedy(CFG, quant.dequantized(qw), prompt, 3)
     np.testing.assert_array_equal(tokens, ref_tokens)
     for got, ref in zip(logits, ref_logits):

@@ -29,7 +29,9 @@ import subprocess
 import sys
 import time
 
-from targets import report  # bench/perf/targets.py, beside this script
+from targets import cap_isa, report  # bench/perf/targets.py, beside this script
+
+HOST = cap_isa()  # before torch and jax start (INFERCOST_CPU_ISA=avx2 measures an AVX2-only host's paths)
 
 
 def step_time(backend, step, steps: int, warmup: int = 10) -> float:
@@ -92,8 +94,8 @@ def child(backend_name: str, model: str, context: int, steps: int) -> None:
 
 
 def kernel_rate(rows: int = 1024, cols: int = 768, calls: int = 200) -> float | None:
-    """Weights per second that torch's int8 one-row kernel converts and sums from cache (a 0.75 MB
-    matrix, in L2), the median of `calls`; None where the kernel is not built (no AVX-512)."""
+    """Weights per second that torch's int8 one-row kernel (its default form) converts and sums from
+    cache (a 0.75 MB matrix, in L2), the median of `calls`; None where the kernel is not built."""
     import torch
 
     from infercost.kernels import int8_gemv_cpu
@@ -128,7 +130,7 @@ def main() -> int:
         return 0
 
     from infercost.bench.torch_backend import weight_read_sweep
-    from infercost.hardware.host import available_cpus, cpu_model
+    from infercost.hardware.host import available_cpus
 
     threads = available_cpus()
     runners = decode_steps("torch-cpu", ["float32", "int8"], args.model, context)
@@ -146,11 +148,21 @@ def main() -> int:
     float_buffers = runners["torch-cpu float32"][2].streamed()
     float_bytes, int8_bytes = (step_bytes(args.model, context, mode) for mode in (None, "int8"))
     sweep = lambda: weight_read_sweep(float_buffers, threads)
-    times = {name: [] for name in [*runners, "jax-cpu int8"]}
+    # Every form of the int8 kernel this CPU runs, on the same compiled step (it calls the op each
+    # time), so the default's choice can be checked on any host: "torch-cpu int8" is the default.
+    from infercost.kernels import int8_gemv_cpu
+    default = int8_gemv_cpu.form()
+    forms = [f for f in int8_gemv_cpu.runnable_forms() if default and f != default]
+    times = {name: [] for name in [*runners, *[f"  int8 {f} form" for f in forms], "jax-cpu int8"]}
     bandwidths, jax_bandwidths, rates = [sweep()], [], []
     for r in range(args.rounds):  # alternate: drift on a shared host hits every variant alike
         for name, (backend, step, _) in runners.items():
             times[name].append(step_time(backend, step, args.steps))
+        for f in forms:
+            int8_gemv_cpu.use(f)
+            backend, step, _ = runners["torch-cpu int8"]
+            times[f"  int8 {f} form"].append(step_time(backend, step, args.steps))
+            int8_gemv_cpu.use(default)
         t, jax_bw = jax_round()
         times["jax-cpu int8"].append(t)
         jax_bandwidths.append(jax_bw)
@@ -168,8 +180,9 @@ def main() -> int:
         return statistics.median(nbytes / bw / t for bw, t in zip(bws, times[name]))
     jax_ratio = statistics.median(j / t for j, t in zip(times["jax-cpu int8"], times["torch-cpu int8"]))
 
-    print(f"\n{args.model} batch 1, context {context}, {threads} threads on {cpu_model()}; medians of {args.rounds} "
-          f"alternating rounds x {args.steps} steps")
+    print(f"\n{args.model} batch 1, context {context}, {threads} threads on {HOST}; medians of {args.rounds} "
+          f"alternating rounds x {args.steps} steps; torch's int8 rows: "
+          f"{int8_gemv_cpu.describe() if default else 'inductor loop (' + str(int8_gemv_cpu.why_not()) + ')'}")
     print(f"read bandwidth (ATen sum over the float32 weights): {min(bandwidths) / 1e9:.1f} to "
           f"{max(bandwidths) / 1e9:.1f} GB/s; bytes per token (weights, KV cache, logits): float32 "
           f"{float_bytes / 1e6:.1f} MB, int8 {int8_bytes / 1e6:.1f} MB")
@@ -186,10 +199,10 @@ def main() -> int:
     if max(bandwidths) > 1.25 * min(bandwidths):
         print(f"note: the host's read bandwidth moved by {max(bandwidths) / min(bandwidths) - 1:.0%} during this run; "
               "each round is held against the sweeps on either side of it")
-    print(f"{'':<20}{'TPOT ms':>9}{'tok/s':>9}{'of ceiling':>12}{'of own':>9}")
+    print(f"{'':<22}{'TPOT ms':>9}{'tok/s':>9}{'of ceiling':>12}{'of own':>9}")
     for name, t in tpot.items():
         own = f"{share(name, jax_bandwidths):>9.1%}" if name.startswith("jax") and all(jax_bandwidths) else ""
-        print(f"{name:<20}{t * 1e3:>9.2f}{1 / t:>9.1f}{share(name, ceilings):>12.1%}{own}")
+        print(f"{name:<22}{t * 1e3:>9.2f}{1 / t:>9.1f}{share(name, ceilings):>12.1%}{own}")
     checks = [("torch-cpu int8 / float32 tokens/s", ratio, 2.5, ">="),
               ("torch-cpu int8 share of its ceiling", share("torch-cpu int8", ceilings), 0.80, ">="),
               ("jax-cpu int8 TPOT / torch-cpu int8 TPOT", jax_ratio, 1.25, "<=")]

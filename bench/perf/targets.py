@@ -5,6 +5,16 @@
 
 from __future__ import annotations
 
+import os
+
+
+def cap_isa() -> str:
+    """Apply INFERCOST_CPU_ISA to this process (call before torch or jax is imported) and say which
+    CPU flags decide the CPU paths, for the header: two hosts' results are told apart by it."""
+    from infercost.hardware.host import cpu_model, isa_env, isa_summary
+    os.environ.update(isa_env(dict(os.environ)))
+    return f"{cpu_model()}; flags: {isa_summary()}"
+
 
 def report(checks: list[tuple[str, float, float, str]]) -> bool:
     width = max(len(c[0]) for c in checks) + 1

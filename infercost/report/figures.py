@@ -7,6 +7,7 @@ import io
 import numpy as np
 
 from infercost.hardware import catalog
+from infercost.hardware.cost import dtype_label
 
 
 def _plt():
@@ -45,7 +46,7 @@ def fig_matmul_curve(records):
     for r in pts:
         p = r["case"]["params"]
         if p["m"] == p["n"] == p["k"]:
-            groups.setdefault((label(r), r["case"]["dtype"]), []).append((p["m"], r["metrics"]["tflops"]))
+            groups.setdefault((label(r), dtype_label(r["case"])), []).append((p["m"], r["metrics"]["tflops"]))
     for (name, dtype), xy in sorted(groups.items()):
         xy.sort()
         ax.plot([x for x, _ in xy], [y for _, y in xy], marker="o", label=f"{name} {dtype}")

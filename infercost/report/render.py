@@ -29,7 +29,7 @@ def util_rows(records):
         c, m = r["case"], r["metrics"]
         util = {"matmul": m.get("peak_fraction"), "prefill": m.get("mfu"), "decode": m.get("mbu")}.get(c["workload"])
         what = {"matmul": "of dense peak", "prefill": "MFU", "decode": "MBU"}.get(c["workload"], "")
-        out.append([c["backend"], c.get("device") or "?", c["workload"], c.get("shape") or "", c["dtype"],
+        out.append([c["backend"], c.get("device") or "?", c["workload"], c.get("shape") or "", costs.dtype_label(c),
                     f"{m.get('tflops'):.4g}" if m.get("tflops") else "-",
                     f"{util:.1%} {what}" if util is not None else "-"])
     return out
@@ -41,7 +41,7 @@ def peak_rows(records):
     for r in records:
         c = r["case"]
         if r["status"] == "ok" and c["workload"] == "matmul":
-            k = (c.get("device") or "?", c["dtype"] + (" tf32" if c.get("tf32") else ""))
+            k = (c.get("device") or "?", costs.dtype_label(c) + (" tf32" if c.get("tf32") else ""))
             if r["metrics"]["tflops"] > best.get(k, (0, None))[0]:
                 best[k] = (r["metrics"]["tflops"], r)
     rows = []
