@@ -86,10 +86,54 @@ float dot_row_avx2(const float* x, const int8_t* w, int64_t k) {
     return _mm_cvtss_f32(h) + dot_tail(x, w, i, k);
 }
 
-using RowDot = float (*)(const float*, const int8_t*, int64_t);
+// A few rows of x against one weight row (decode at batch 2-16): each vector of weights is converted
+// once and used by every row, so the weights are read and converted once a step, not once a row.
+// Two accumulators a row; MB <= 4 keeps them and the weights in registers (AVX2: 10 of 16).
+template <int MB>
+__attribute__((target("avx2,fma")))
+void dot_rows_avx2(const float* x, int64_t ldx, const int8_t* w, int64_t k, float* out) {
+    __m256 a[MB][2];
+    for (int m = 0; m < MB; ++m) a[m][0] = a[m][1] = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= k; i += 16) {
+        const __m256 w0 = load8(w + i), w1 = load8(w + i + 8);
+        for (int m = 0; m < MB; ++m) {
+            a[m][0] = _mm256_fmadd_ps(_mm256_loadu_ps(x + m * ldx + i), w0, a[m][0]);
+            a[m][1] = _mm256_fmadd_ps(_mm256_loadu_ps(x + m * ldx + i + 8), w1, a[m][1]);
+        }
+    }
+    for (int m = 0; m < MB; ++m) {
+        __m256 s = _mm256_add_ps(a[m][0], a[m][1]);
+        __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+        h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_add_ss(h, _mm_movehdup_ps(h));
+        out[m] = _mm_cvtss_f32(h) + dot_tail(x + m * ldx, w, i, k);
+    }
+}
 
-// The forms, best first: 2 = AVX-512, 1 = AVX2 + FMA. int8_gemv_select picks one.
+template <int MB>
+__attribute__((target("avx512f,avx512bw,fma")))
+void dot_rows_avx512(const float* x, int64_t ldx, const int8_t* w, int64_t k, float* out) {
+    __m512 a[MB][2];
+    for (int m = 0; m < MB; ++m) a[m][0] = a[m][1] = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= k; i += 32) {
+        const __m512 w0 = load16(w + i), w1 = load16(w + i + 16);
+        for (int m = 0; m < MB; ++m) {
+            a[m][0] = _mm512_fmadd_ps(_mm512_loadu_ps(x + m * ldx + i), w0, a[m][0]);
+            a[m][1] = _mm512_fmadd_ps(_mm512_loadu_ps(x + m * ldx + i + 16), w1, a[m][1]);
+        }
+    }
+    for (int m = 0; m < MB; ++m) out[m] = _mm512_reduce_add_ps(_mm512_add_ps(a[m][0], a[m][1])) + dot_tail(x + m * ldx, w, i, k);
+}
+
+using RowDot = float (*)(const float*, const int8_t*, int64_t);
+using RowsDot = void (*)(const float*, int64_t, const int8_t*, int64_t, float*);
+
+// The forms: 2 = AVX-512, 1 = AVX2 + FMA. int8_gemv_select picks one: its one-row dot and its
+// dots of 1 to 4 rows at once.
 RowDot chosen = nullptr;
+RowsDot chosen_rows[5] = {};
 
 bool supported(int64_t form) {
     __builtin_cpu_init();
@@ -104,11 +148,23 @@ int64_t int8_gemv_select(int64_t want) {
     for (int64_t form : {2, 1}) {
         if ((want == 0 || want == form) && supported(form)) {
             chosen = form == 2 ? dot_row_avx512 : dot_row_avx2;
+            if (form == 2) {
+                chosen_rows[1] = dot_rows_avx512<1>; chosen_rows[2] = dot_rows_avx512<2>;
+                chosen_rows[3] = dot_rows_avx512<3>; chosen_rows[4] = dot_rows_avx512<4>;
+            } else {
+                chosen_rows[1] = dot_rows_avx2<1>; chosen_rows[2] = dot_rows_avx2<2>;
+                chosen_rows[3] = dot_rows_avx2<3>; chosen_rows[4] = dot_rows_avx2<4>;
+            }
             return form;
         }
     }
     chosen = nullptr;
     return 0;
+}
+
+const float* sc_ptr(const at::Tensor& scale) {
+    TORCH_CHECK(scale.is_contiguous(), "int8 kernels: scale must be contiguous");
+    return scale.data_ptr<float>();
 }
 
 at::Tensor int8_gemv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& scale) {
@@ -133,13 +189,44 @@ at::Tensor int8_gemv(const at::Tensor& x, const at::Tensor& w, const at::Tensor&
     return y;
 }
 
+// x [..., K] with M rows (2 or more) @ (w * scale).T: for each weight row, the rows of x four at a
+// time, each block converting the weights once (from L1 after the first).
+at::Tensor int8_gemm(const at::Tensor& x, const at::Tensor& w, const at::Tensor& scale) {
+    TORCH_CHECK(chosen != nullptr, "int8_gemm: no form chosen for this CPU (int8_gemv_select first)");
+    TORCH_CHECK(x.scalar_type() == at::kFloat && scale.scalar_type() == at::kFloat, "int8_gemm: x and scale must be float32");
+    TORCH_CHECK(w.scalar_type() == at::kChar && w.dim() == 2 && w.is_contiguous(), "int8_gemm: w must be a contiguous int8 matrix");
+    const int64_t out = w.size(0), k = w.size(1);
+    TORCH_CHECK(x.size(-1) == k && scale.numel() == out, "int8_gemm: x of w's width, one scale a row");
+    auto xc = x.reshape({-1, k}).contiguous();
+    const int64_t rows = xc.size(0);
+    std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+    shape.back() = out;
+    auto y = at::empty({rows, out}, x.options());
+    const float *xp = xc.data_ptr<float>(), *sp = sc_ptr(scale);
+    const int8_t* wp = w.data_ptr<int8_t>();
+    float* yp = y.data_ptr<float>();
+    at::parallel_for(0, out, 16, [&](int64_t begin, int64_t end) {
+        float part[4];
+        for (int64_t o = begin; o < end; ++o) {
+            for (int64_t m = 0; m < rows; m += 4) {
+                const int64_t mb = std::min<int64_t>(4, rows - m);
+                chosen_rows[mb](xp + m * k, k, wp + o * k, k, part);
+                for (int64_t j = 0; j < mb; ++j) yp[(m + j) * out + o] = sp[o] * part[j];
+            }
+        }
+    });
+    return y.view(shape);
+}
+
 }  // namespace
 
 TORCH_LIBRARY(infercost, m) {
     m.def("int8_gemv(Tensor x, Tensor w, Tensor scale) -> Tensor");
+    m.def("int8_gemm(Tensor x, Tensor w, Tensor scale) -> Tensor");
     m.def("int8_gemv_select(int want) -> int", &int8_gemv_select);  // no tensor: one kernel for all
 }
 
 TORCH_LIBRARY_IMPL(infercost, CPU, m) {
     m.impl("int8_gemv", &int8_gemv);
+    m.impl("int8_gemm", &int8_gemm);
 }

@@ -79,6 +79,10 @@ def _load() -> None:
     @torch.library.register_fake("infercost::int8_gemv")
     def _(x, w, scale):
         return x.new_empty((*x.shape[:-1], w.shape[0]))
+
+    @torch.library.register_fake("infercost::int8_gemm")
+    def _(x, w, scale):
+        return x.new_empty((*x.shape[:-1], w.shape[0]))
     asked = os.environ.get("INFERCOST_INT8_FORM")
     if asked:
         if asked not in FORMS:
@@ -122,3 +126,8 @@ def describe() -> str:
 def int8_gemv(x32: torch.Tensor, values: torch.Tensor, scale32: torch.Tensor) -> torch.Tensor:
     """x32 [..., K] (one row, float32) @ (values [O, K] int8 * scale32 [O]).T"""
     return torch.ops.infercost.int8_gemv(x32, values, scale32)
+
+
+def int8_gemm(x32: torch.Tensor, values: torch.Tensor, scale32: torch.Tensor) -> torch.Tensor:
+    """x32 [..., K] (a few rows, float32) @ (values [O, K] int8 * scale32 [O]).T, the weights read once."""
+    return torch.ops.infercost.int8_gemm(x32, values, scale32)

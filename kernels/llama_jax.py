@@ -147,13 +147,24 @@ def decode_attention(q, k_cache, v_cache, length, multiply_reduce: bool):
     return o.reshape(b, nkv, nh // nkv, t, hd).transpose(0, 3, 1, 2, 4).reshape(b, t, nh, hd)
 
 
+INT8_ROWS_MAX = 16  # batched int8 decode rows taken one product each (linear says why)
+
+
 def linear(x, w, b=None, multiply_reduce: bool = False, written=None):
     """x @ W.T (+ b). multiply_reduce (CPUs): batch-1 rows take the one-row forms below, their
     input first passed through `written` (forward says why)."""
     one_row = multiply_reduce and x.shape[0] * x.shape[1] == 1
-    if one_row and written is not None:
+    few_rows = multiply_reduce and x.shape[1] == 1 and 1 < x.shape[0] <= INT8_ROWS_MAX and isinstance(w, dict)
+    if (one_row or few_rows) and written is not None:
         x = written(x)
-    if one_row and isinstance(w, dict):
+    if few_rows:
+        # Batched int8 decode on CPUs: one one-row product (below) a sequence. XLA:CPU's dot of
+        # float rows with a converted int8 matrix ran at 0.3-0.4 G weights/s whatever the form
+        # (einsum, matmul, a materialised convert, preferred_element_type); a pass a row reads the
+        # int8 matrix B times at 17 G weights/s each (small-125m b4 decode 27 -> ~200 tok/s, EPYC).
+        rows = [linear(x[i:i + 1], w, None, multiply_reduce) for i in range(x.shape[0])]
+        y = jnp.concatenate(rows, axis=0)
+    elif one_row and isinstance(w, dict):
         # x [1, K] @ convert(W).T. Written this way XLA:CPU reads the int8 matrix once, converting
         # as it multiplies (29-33 G weights/s for a 32000 x 768 LM head on the EPYC host);
         # contracting W's dimension 1 directly (einsum "oi") converted the whole matrix first

@@ -12,11 +12,14 @@ Two forms, both measured on 2-core EPYC and Xeon hosts:
   (the prefill beside it) it calls oneDNN on the unpacked weights, about as fast as packed.
   int8 weights are the exception: their one-row products call int8_gemv_cpu.cpp between
   inductor's kernels (inductor's own loop was latency-bound there, not memory-bound).
+int8 weights in both forms, outside compiled code: a few rows (batched decode) by the same
+kernel's batched product, many rows (prefill) by dequantized blocks through oneDNN (int8_linear).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from . import int8_gemv_cpu
 from .llama_torch import Llama, Ops, QLinear, rms_norm, strict_recompiles
@@ -30,9 +33,34 @@ def onednn_linear(x, w, b=None):
     return torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
 
 
+# Rows of x up to which infercost's int8 kernel takes a batched product; above, the weights are
+# dequantized a block at a time for oneDNN's float product. Measured on the 2-core EPYC host
+# (small-125m's 84 matrices, AVX2 form): 4 rows 6.2 ms (float32's product 34 ms), 16 rows 30 ms,
+# 64 rows 114 ms against 93 for dequantize-and-multiply. torch's own int8 weight-only CPU kernel
+# (torch._weight_int8pack_mm) took 36 ms a row, linear in the rows: never used.
+INT8_KERNEL_MAX_ROWS = 32
+DEQUANT_BLOCK_BYTES = 64 << 20  # float32 weights made at once by the dequantizing path
+
+
+def dequant_linear(x, w: QLinear):
+    """x @ (values * scale).T through oneDNN/MKL's float product, the weights dequantized a block of
+    rows at a time (an LM head of 128k rows is never made in float32 whole)."""
+    rows = max(1, DEQUANT_BLOCK_BYTES // (4 * w.values.shape[1]))
+    x32 = x.float()
+    parts = [F.linear(x32, w.values[i:i + rows].float() * w.scale[i:i + rows].float()[:, None])
+             for i in range(0, w.values.shape[0], rows)]
+    return torch.cat(parts, dim=-1).to(x.dtype)
+
+
 def int8_linear(x, w: QLinear, b=None):
-    """torch's CPU int8 weight-only kernel: y = x @ (values * scale).T without a float copy of W."""
-    y = torch._weight_int8pack_mm(x.reshape(-1, x.shape[-1]), w.values, w.scale).reshape(*x.shape[:-1], -1)
+    """y = x @ (values * scale).T without a float copy of the whole W: infercost's kernel for a
+    few rows (one row: its GEMV), dequantized blocks for many."""
+    rows = x.shape[:-1].numel()
+    if rows <= INT8_KERNEL_MAX_ROWS and int8_gemv_cpu.available():
+        x32 = x.float()
+        y = (int8_gemv_cpu.int8_gemv if rows == 1 else int8_gemv_cpu.int8_gemm)(x32, w.values, w.scale.float()).to(x.dtype)
+    else:
+        y = dequant_linear(x, w)
     return y if b is None else y + b
 
 

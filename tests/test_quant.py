@@ -57,7 +57,9 @@ def run_quantized(name, weights, prompt, steps):
     return run_greedy(backend, CFG, weights, prompt, steps, quant="int8")
 
 
-@pytest.mark.parametrize("batch", [1, 2])  # torch-cpu: the compiled fused GEMV, and torch's int8 kernel
+# torch-cpu: the compiled fused GEMV (batch 1), infercost's batched int8 product (2, 5), JAX's one
+# product a row (2, 5: batched decode steps; the prefill of 7 tokens a row takes the einsum)
+@pytest.mark.parametrize("batch", [1, 2, 5])
 def test_int8_logits_match_float64_with_the_same_dequantized_weights_in_torch_and_jax(batch):
     qw = quant.quantize_seeded(CFG, 0, "int8")
     prompt = np.random.default_rng(2).integers(0, CFG.vocab_size, (batch, 7))
@@ -104,6 +106,52 @@ def test_every_form_of_the_cpu_int8_gemv_matches_float64_for_any_width(form, out
     ref = x.astype(np.float64) @ q.dequantized().T
     assert y.shape == (1, 1, out_features)
     assert np.abs(y - ref).max() / np.abs(ref).max() < 1e-6
+
+
+@pytest.mark.skipif(not int8_gemv_cpu.available(), reason=str(int8_gemv_cpu.why_not()))
+@pytest.mark.parametrize("form", list(int8_gemv_cpu.FORMS))
+@pytest.mark.parametrize("rows, k", [(2, 75), (3, 2048), (4, 16), (5, 232), (9, 96)])
+def test_the_batched_int8_product_matches_float64_in_every_form(form, rows, k):
+    # Blocks of 4 rows and the rest (5 = 4 + 1, 9 = 4 + 4 + 1), widths with and without a tail.
+    import torch
+    if form not in runnable_forms():
+        pytest.skip(f"this CPU does not run the {form} form")
+    rng = np.random.default_rng(rows * k)
+    q = quant.quantize_matrix(rng.standard_normal((37, k)).astype(np.float32), "int8")
+    x = rng.standard_normal((rows, 1, 2 * k)).astype(np.float32)[..., ::2]  # strided, as decode's slices are
+    best = int8_gemv_cpu.form()
+    try:
+        assert int8_gemv_cpu.use(form)
+        y = int8_gemv_cpu.int8_gemm(torch.from_numpy(x), torch.from_numpy(q.values), torch.from_numpy(q.scale)).numpy()
+    finally:
+        int8_gemv_cpu.use(best)
+    ref = x.astype(np.float64) @ q.dequantized().T
+    assert y.shape == (rows, 1, 37)
+    assert np.abs(y - ref).max() / np.abs(ref).max() < 1e-6
+
+
+@pytest.mark.parametrize("rows", [1, 3, 33, 70])
+def test_int8_linear_takes_the_kernel_for_few_rows_and_dequantized_blocks_for_many(monkeypatch, rows):
+    # Blocks of 3 rows of W (a 7-row matrix: 3 + 3 + 1) through the dequantizing path, so its joins are tested.
+    import torch
+
+    from infercost.kernels import llama_torch_cpu
+    from infercost.kernels.llama_torch import QLinear
+    monkeypatch.setattr(llama_torch_cpu, "DEQUANT_BLOCK_BYTES", 3 * 4 * 40)
+    rng = np.random.default_rng(rows)
+    q = quant.quantize_matrix(rng.standard_normal((7, 40)).astype(np.float32), "int8")
+    x = rng.standard_normal((rows, 40)).astype(np.float32)
+    bias = rng.standard_normal(7).astype(np.float32)
+    used = []
+    for name in ("int8_gemv", "int8_gemm"):
+        real = getattr(int8_gemv_cpu, name)
+        monkeypatch.setattr(int8_gemv_cpu, name, lambda *a, real=real, name=name: used.append(name) or real(*a))
+    y = llama_torch_cpu.int8_linear(torch.from_numpy(x), QLinear(torch.from_numpy(q.values), torch.from_numpy(q.scale)),
+                                    torch.from_numpy(bias)).numpy()
+    ref = x.astype(np.float64) @ q.dequantized().T + bias
+    assert np.abs(y - ref).max() / np.abs(ref).max() < 1e-6
+    if int8_gemv_cpu.available():
+        assert used == ([] if rows > llama_torch_cpu.INT8_KERNEL_MAX_ROWS else ["int8_gemv" if rows == 1 else "int8_gemm"])
 
 
 def test_the_int8_form_follows_the_cpu_flags_in_the_stated_order(monkeypatch):
