@@ -35,10 +35,11 @@ def onednn_linear(x, w, b=None):
 
 # Rows of x up to which infercost's int8 kernel takes a batched product; above, the weights are
 # dequantized a block at a time for oneDNN's float product. Measured on the 2-core EPYC host
-# (small-125m's 84 matrices, AVX2 form): 4 rows 6.2 ms (float32's product 34 ms), 16 rows 30 ms,
-# 64 rows 114 ms against 93 for dequantize-and-multiply. torch's own int8 weight-only CPU kernel
-# (torch._weight_int8pack_mm) took 36 ms a row, linear in the rows: never used.
-INT8_KERNEL_MAX_ROWS = 32
+# (small-125m's 84 matrices, AVX2 form): 4 rows 6.4 ms (float32's product 34 ms), 16 rows 23 ms,
+# 64 rows 77 ms against 93-168 for dequantize-and-multiply, 128 rows 153 ms for both. torch's own
+# int8 weight-only CPU kernel (torch._weight_int8pack_mm) took 36 ms a row, linear in the rows:
+# never used.
+INT8_KERNEL_MAX_ROWS = 64
 DEQUANT_BLOCK_BYTES = 64 << 20  # float32 weights made at once by the dequantizing path
 
 
