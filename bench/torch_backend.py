@@ -144,7 +144,7 @@ class TorchCPU(TorchBackend):
         if (mesh is not None and self.mesh_unsupported(mesh)) or (quant is not None and self.quant_unsupported(quant)):
             return super().load_model(cfg, dtype, batch, max_seq, mesh=mesh, quant=quant)
         from infercost.kernels import llama_torch, llama_torch_cpu
-        options = {**llama_torch_cpu.plan(batch, compile_decode), "kv_int8": kv == "int8"}
+        options = {**llama_torch_cpu.plan(batch, compile_decode, kv == "int8"), "kv_int8": kv == "int8"}
         if mesh is not None:
             return self.sharded(cfg, dtype, batch, max_seq, mesh, options, seed=seed, weights=weights,
                                 keep_weights=keep_weights)

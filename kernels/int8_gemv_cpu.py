@@ -83,6 +83,14 @@ def _load() -> None:
     @torch.library.register_fake("infercost::int8_gemm")
     def _(x, w, scale):
         return x.new_empty((*x.shape[:-1], w.shape[0]))
+
+    @torch.library.register_fake("infercost::int8_attn_scores")
+    def _(q, k, ks):
+        return q.new_empty((*q.shape[:3], k.shape[2]))
+
+    @torch.library.register_fake("infercost::int8_attn_values")
+    def _(p, v):
+        return p.new_empty((*p.shape[:3], v.shape[3]))
     asked = os.environ.get("INFERCOST_INT8_FORM")
     if asked:
         if asked not in FORMS:
@@ -131,3 +139,13 @@ def int8_gemv(x32: torch.Tensor, values: torch.Tensor, scale32: torch.Tensor) ->
 def int8_gemm(x32: torch.Tensor, values: torch.Tensor, scale32: torch.Tensor) -> torch.Tensor:
     """x32 [..., K] (a few rows, float32) @ (values [O, K] int8 * scale32 [O]).T, the weights read once."""
     return torch.ops.infercost.int8_gemm(x32, values, scale32)
+
+
+def int8_attn_scores(q32: torch.Tensor, k: torch.Tensor, k_scale: torch.Tensor) -> torch.Tensor:
+    """q32 [B, H, G, D] against an int8 key cache k [B, H, S, D] with its scales [B, H, S]: [B, H, G, S]."""
+    return torch.ops.infercost.int8_attn_scores(q32, k, k_scale)
+
+
+def int8_attn_values(p32: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Probabilities p32 [B, H, G, S] (times the values' scales) over an int8 value cache [B, H, S, D]."""
+    return torch.ops.infercost.int8_attn_values(p32, v)

@@ -87,13 +87,16 @@ class Ops:
         """linear(rms_norm(x)): how each layer enters its attention and MLP, and the head."""
         return self.linear(rms_norm(x, norm_w, eps), w, b)
 
-    def decode_attention(self, q, k_cache, v_cache, mask):
-        """Attention of new queries [B, heads, T, hd] over the cache [B, kv_heads, S, hd].
+    def decode_attention(self, q, k_cache, v_cache, mask, k_scale=None, v_scale=None):
+        """Attention of new queries [B, heads, T, hd] over the cache [B, kv_heads, S, hd] (an int8
+        cache comes with its float32 scales [B, kv_heads, S]; this form dequantizes it whole).
 
         The query heads that share a KV head are stacked as rows of one product, so the cache is
         read once per KV head and never expanded (decode is bound by reading weights and cache).
         Scores and softmax in float32, as SDPA and JAX's dot_product_attention do.
         """
+        if k_scale is not None:
+            k_cache, v_cache = ((c.float() * s.unsqueeze(-1)).to(q.dtype) for c, s in ((k_cache, k_scale), (v_cache, v_scale)))
         b, nh, t, hd = q.shape
         qg = q.reshape(b, k_cache.shape[1], (nh // k_cache.shape[1]) * t, hd)
         scores = (qg @ k_cache.transpose(-1, -2)).float() * hd**-0.5
@@ -140,8 +143,15 @@ class KVCache:
             store.index_copy_(2, pos, q)
             scale.index_copy_(2, pos, s)
 
-    def read(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values in the compute dtype (an int8 cache dequantized as it is read)."""
+    def read(self) -> tuple:
+        """Keys and values as stored, and their scales (None, None for a float cache): the
+        attention decides where an int8 cache is dequantized."""
+        if not self.int8:
+            return self.k, self.v, None, None
+        return self.k, self.v, self.scales[0], self.scales[1]
+
+    def dequantized(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values in the compute dtype (an int8 cache dequantized)."""
         if not self.int8:
             return self.k, self.v
         return tuple((store.float() * scale.unsqueeze(-1)).to(self.dtype)
@@ -245,7 +255,8 @@ class Llama(torch.nn.Module):
             if prefill:  # the prompt attends to its own exact keys and values
                 o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
             else:
-                o = ops.decode_attention(q, *cache.read(), mask)
+                k_cache, v_cache, k_scale, v_scale = cache.read()
+                o = ops.decode_attention(q, k_cache, v_cache, mask, k_scale, v_scale)
             x = x + reduce(ops.linear(o.transpose(1, 2).reshape(b, t, nh * hd), layer["wo"]))
             gate, up = ops.norm_linear(x, layer["ln2"], cfg.norm_eps, layer["w13"]).chunk(2, dim=-1)
             x = x + reduce(ops.linear(F.silu(gate) * up, layer["w2"]))
@@ -352,7 +363,7 @@ class Runner:
 
     def kv_numpy(self) -> list:
         """Per layer, (keys, values) as the cache holds them, as float64 [batch, kv_heads, seq, hd]."""
-        return [tuple(t.to("cpu", torch.float64).numpy() for t in c.read()) for c in self.model.caches]
+        return [tuple(t.to("cpu", torch.float64).numpy() for t in c.dequantized()) for c in self.model.caches]
 
     def weights_numpy(self) -> dict:
         """float64 weights as this model computes with them (quantized ones dequantized)."""

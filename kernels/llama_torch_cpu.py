@@ -100,16 +100,25 @@ def multiply_reduce(x32: torch.Tensor, w, int8_kernel: bool = False) -> torch.Te
 class FusedGEMV(Ops):
     """Weights unpacked (inductor reads them); the fused forms apply while compiling."""
 
-    int8_kernel = False
+    int8_kernel = False  # int8 weights' rows by infercost's kernel
+    kv_kernel = False    # an int8 KV cache's attention by infercost's kernels
+
+    def __init__(self, kv_int8: bool = False):
+        self.kv_int8, self.kv_decided = kv_int8, False
 
     def weight(self, w, batch: int):
-        # Decided here, as the weights arrive: compiled code cannot ask, and a float model never
-        # builds the int8 kernel.
-        if isinstance(w, QLinear) and w.values.dtype == torch.int8 and not self.launch_note:
+        # Decided here, as the weights arrive, in every process that builds a part of the model (a
+        # rank of a split one): compiled code cannot ask, and a float model never builds the kernel.
+        if self.kv_int8 and not self.kv_decided:
+            why = int8_gemv_cpu.why_not()
+            self.kv_kernel, self.kv_decided = why is None, True
+            self.launch_note += ("; int8 KV cache attention by infercost's kernels" if why is None
+                                 else f"; int8 KV cache attention by inductor's loop ({why})")
+        if isinstance(w, QLinear) and w.values.dtype == torch.int8 and "rows by" not in self.launch_note:
             why = int8_gemv_cpu.why_not()
             self.int8_kernel = why is None
-            self.launch_note = (f"; int8 rows by infercost's GEMV, {int8_gemv_cpu.describe()}" if why is None
-                                else f"; int8 rows by inductor's loop ({why})")
+            self.launch_note += (f"; int8 rows by infercost's GEMV, {int8_gemv_cpu.describe()}" if why is None
+                                 else f"; int8 rows by inductor's loop ({why})")
         return w
 
     def linear(self, x, w, b=None):
@@ -135,16 +144,29 @@ class FusedGEMV(Ops):
             return (y if b is None else y + b.float()).to(x.dtype)
         return self.linear(rms_norm(x, norm_w, eps), w, b)
 
-    def decode_attention(self, q, k_cache, v_cache, mask):
+    def decode_attention(self, q, k_cache, v_cache, mask, k_scale=None, v_scale=None):
         if not torch.compiler.is_compiling():
-            return super().decode_attention(q, k_cache, v_cache, mask)
+            return super().decode_attention(q, k_cache, v_cache, mask, k_scale, v_scale)
         # Broadcast multiply-reduces fuse with the softmax around them; bmm would be a separate
-        # library call per layer for a few rows.
+        # library call per layer for a few rows. An int8 cache's per-position scales are applied
+        # outside the sums (to the scores, and to the probabilities before the values' sum), so its
+        # int8 values are converted inside the loops and never written back dequantized.
         b, nh, t, hd = q.shape
         qg = q.reshape(b, k_cache.shape[1], (nh // k_cache.shape[1]) * t, hd)
-        scores = (qg.unsqueeze(-2).float() * k_cache.unsqueeze(2).float()).sum(-1) * hd**-0.5
+        kernel = k_scale is not None and self.kv_kernel
+        if kernel:  # infercost's int8 kernels (int8_gemv_cpu.cpp says why)
+            scores = int8_gemv_cpu.int8_attn_scores(qg.float() * hd**-0.5, k_cache, k_scale)
+        else:
+            scores = (qg.unsqueeze(-2).float() * k_cache.unsqueeze(2).float()).sum(-1) * hd**-0.5
+            if k_scale is not None:
+                scores = scores * k_scale.unsqueeze(2)
         probs = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
-        o = (probs.unsqueeze(-1) * v_cache.unsqueeze(2).float()).sum(-2).to(q.dtype)
+        if v_scale is not None:
+            probs = probs * v_scale.unsqueeze(2)
+        if kernel:
+            o = int8_gemv_cpu.int8_attn_values(probs, v_cache).to(q.dtype)
+        else:
+            o = (probs.unsqueeze(-1) * v_cache.unsqueeze(2).float()).sum(-2).to(q.dtype)
         return o.reshape(b, nh, t, hd)
 
 
@@ -155,10 +177,10 @@ def inductor(forward, model: Llama):
     return torch.compile(forward, fullgraph=True, dynamic=False, options={"cpp_wrapper": True})
 
 
-def plan(batch: int, compile_decode: bool) -> dict:
+def plan(batch: int, compile_decode: bool, kv_int8: bool = False) -> dict:
     """The Runner options for a CPU model: ops, compile function and launch labels."""
     prefill = "eager (oneDNN)" if ONEDNN else "eager"
     if compile_decode and batch == 1:
-        return {"ops": FusedGEMV(), "compile": inductor, "launch": "torch.compile(inductor, CPU): fused GEMVs",
+        return {"ops": FusedGEMV(kv_int8), "compile": inductor, "launch": "torch.compile(inductor, CPU): fused GEMVs",
                 "prefill_launch": prefill}
     return {"ops": OneDNN(), "compile": None, "prefill_launch": prefill}

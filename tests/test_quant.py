@@ -255,8 +255,9 @@ def test_estimate_with_quant_matches_scaling_book_int8_llama3_70b():
     assert "ESTIMATE" in proc.stdout and "weights int8, KV int8" in proc.stdout
 
 
+@pytest.mark.parametrize("batch", [1, 2])  # torch-cpu batch 1: the compiled step, its attention by infercost's kernels
 @pytest.mark.parametrize("backend_name", ["torch-cpu", "jax-cpu"])
-def test_an_int8_kv_cache_holds_int8_and_matches_float64_with_its_own_rounding(backend_name):
+def test_an_int8_kv_cache_holds_int8_and_matches_float64_with_its_own_rounding(backend_name, batch):
     from infercost.bench.backend import open_backend
     from infercost.kernels import llama, llama_ref
     from infercost.kernels.llama import CONFIGS
@@ -264,8 +265,10 @@ def test_an_int8_kv_cache_holds_int8_and_matches_float64_with_its_own_rounding(b
     backend.configure("float32", False)
     cfg = CONFIGS["tiny"]
     w64 = llama.seeded_weights_numpy(cfg, 0)
-    prompt = np.random.default_rng(3).integers(0, cfg.vocab_size, (2, 6))
-    runner = backend.load_model(cfg, "float32", 2, 12, seed=0, kv="int8")
+    prompt = np.random.default_rng(3).integers(0, cfg.vocab_size, (batch, 6))
+    runner = backend.load_model(cfg, "float32", batch, 12, seed=0, kv="int8")
+    if backend_name == "torch-cpu" and batch == 1 and int8_gemv_cpu.available():
+        assert "int8 KV cache attention by infercost's kernels" in runner.launch
     # The reference rounds its own float64 keys and values (no device values given to it).
     ref_tokens, ref_logits = llama_ref.greedy(cfg, w64, prompt, 3, kv_int8=True)
     got = [backend.fetch(runner.prefill_step(prompt, last_only=False)())]
@@ -347,3 +350,22 @@ def test_bytes_are_counted_from_the_tensors_read_on_a_model_with_biases(tmp_path
     assert step_bytes({}) == 720 + 16 + 128 + 40
     assert step_bytes({"quant": "int8", "kv_cache": "int8"}) == 392 + 16 + 96 + 40
     assert step_bytes({"kv_cache": "int8"}) == 720 + 16 + 96 + 40
+
+
+@pytest.mark.skipif(not int8_gemv_cpu.available(), reason=str(int8_gemv_cpu.why_not()))
+@pytest.mark.parametrize("b, h, g, s, d", [(1, 4, 3, 37, 64), (2, 2, 5, 9, 12), (1, 1, 1, 130, 16)])
+def test_int8_kv_attention_kernels_match_float64(b, h, g, s, d):
+    # Groups of query rows off the kernels' 4-row blocks (3, 5), head sizes with and without an 8-wide
+    # tail (64, 12, 16), positions off every step.
+    import torch
+    rng = np.random.default_rng(b * 100 + s)
+    q = rng.standard_normal((b, h, g, d)).astype(np.float32)
+    k, v = (rng.integers(-127, 128, (b, h, s, d)).astype(np.int8) for _ in range(2))
+    ks = rng.random((b, h, s)).astype(np.float32)
+    p = rng.random((b, h, g, s)).astype(np.float32)
+    scores = int8_gemv_cpu.int8_attn_scores(torch.from_numpy(q), torch.from_numpy(k), torch.from_numpy(ks)).numpy()
+    ref = np.einsum("bhgd,bhsd->bhgs", q.astype(np.float64), k.astype(np.float64)) * ks[:, :, None, :]
+    assert scores.shape == (b, h, g, s) and np.abs(scores - ref).max() / np.abs(ref).max() < 1e-6
+    out = int8_gemv_cpu.int8_attn_values(torch.from_numpy(p), torch.from_numpy(v)).numpy()
+    ref = np.einsum("bhgs,bhsd->bhgd", p.astype(np.float64), v.astype(np.float64))
+    assert out.shape == (b, h, g, d) and np.abs(out - ref).max() / np.abs(ref).max() < 1e-6
