@@ -57,3 +57,27 @@ def hf_checkpoint(tmp_path, kind):
     state = {k: v.contiguous() for k, v in model.state_dict().items() if not (kind == "qwen2" and k == "lm_head.weight")}
     save_file(state, tmp_path / "model.safetensors")
     return model
+
+
+def _untracked(root: Path) -> set | None:
+    import subprocess
+    try:
+        out = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "-z", "--untracked-files=all"],
+                             capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {e for e in out.stdout.split(b"\0") if e.startswith(b"??")} if out.returncode == 0 else None
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_is_written_into_the_checkout():
+    """No test leaves a file in the checkout (results, plans, junk paths belong in tmp_path)."""
+    before = _untracked(ROOT)
+    yield
+    after = _untracked(ROOT)
+    if before is not None and after is not None and after - before:
+        new = sorted(e[3:].decode("utf-8", "replace") for e in after - before)
+        pytest.fail(f"tests wrote into the checkout: {new[:5]}", pytrace=False)

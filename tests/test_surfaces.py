@@ -312,10 +312,14 @@ def test_serve_flags_given_junk_never_end_in_an_unexpected_error(capsys, tmp_pat
 @given(which=st.sampled_from(["plan --instances", "plan --bucket", "plan --region", "plan --suite", "plan --out",
                               "collect", "collect --from", "prices --import-skypilot", "prices --provider",
                               "prices --as-of", "ingest", "ingest --out"]), value=JUNK)
-def test_fleet_prices_and_ingest_given_junk_never_end_in_an_unexpected_error(capsys, tmp_path_factory, which, value):
+def test_fleet_prices_and_ingest_given_junk_never_end_in_an_unexpected_error(capsys, monkeypatch, tmp_path_factory,
+                                                                           which, value):
     tmp = tmp_path_factory.mktemp("f")
+    monkeypatch.chdir(tmp)  # a relative junk path lands here, never in the checkout
     catalog = Path(__file__).parent / "fixtures" / "skypilot_gcp_vms.csv"
     command, _, flag = which.partition(" ")
+    if which in ("plan --out", "ingest --out"):  # a path written to: kept inside tmp whatever the junk
+        value = f"{tmp}/out/{value.replace('..', '__')}"
     if command == "plan":
         args = {"--instances": "aws:c7i.2xlarge", "--suite": "quick", "--out": str(tmp / "plan"), flag: value}
         argv = ["fleet", "plan", *[f"{k}={v}" for k, v in args.items()]]
