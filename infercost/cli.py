@@ -362,8 +362,10 @@ def _main(argv: list[str] | None) -> int:
     from infercost.redact import clip, control_escaped
     try:
         argv = sys.argv[1:] if argv is None else argv
-        if any("\x00" in a for a in argv):  # no path or name holds one (a shell cannot pass it; the API can)
-            raise InputError("an argument holds a NUL character")
+        for i, a in enumerate(argv):  # no path or name holds one (a shell cannot pass it; the API can)
+            if "\x00" in a:
+                flag = a.split("=", 1)[0] if a.startswith("--") else argv[i - 1] if i and argv[i - 1].startswith("--") else ""
+                raise InputError(f"{control_escaped(flag) + ': its value' if flag else 'an argument'} holds a NUL character")
         args = build_parser().parse_args(join_negative_values(argv))
         return COMMANDS[args.command](args)
     except InputError as e:
