@@ -58,13 +58,32 @@ def _fragment_spans(text: str) -> list[tuple[int, int]]:
     return [(a, b) for a, b in spans]
 
 
-_ANY_SECRET = re.compile("|".join(p.pattern.removeprefix("(?i)") for p in (_URL_USERINFO, _QUERY_SECRET, _FLAG_SECRET,
-                                                                          _HEADER_SECRET)), re.IGNORECASE)
+_FLAG_AT = re.compile(rf"(?i)(--{SECRET_NAME})(=|\s+)(\S+)")
+
+
+def _could_hold(text: str) -> tuple[bool, bool, bool, bool]:
+    """Which of the patterns could match, by plain substring tests (a record's long lists of
+    numbers hold none, and a regex scan of every one cost 0.4 ms a record)."""
+    return (("@" in text and "://" in text), ("=" in text and any(c in text for c in "?&;")), "--" in text,
+            any(w in text for w in ("earer", "EARER", "uthorization", "UTHORIZATION")))
+
+
+def _flag_secret(text: str) -> bool:
+    i = text.find("--")
+    while i >= 0:
+        if (i == 0 or not (text[i - 1].isalnum() or text[i - 1] in "_-")) and (m := _FLAG_AT.match(text, i)) \
+                and m.group(1).lower() not in NOT_SECRET_FLAGS:
+            return True
+        i = text.find("--", i + 2)
+    return False
 
 
 def has_secret(text: str) -> bool:
-    """Whether redact() would change the text (one search: the fast path for whole records)."""
-    return bool(_ANY_SECRET.search(text)) or any(v in text for v in _registered) or bool(_fragments and _fragment_spans(text))
+    """Whether redact() would change the text (cheap for text that holds none)."""
+    url, query, flag, header = _could_hold(text)
+    return ((url and bool(_URL_USERINFO.search(text))) or (query and bool(_QUERY_SECRET.search(text)))
+            or (flag and _flag_secret(text)) or (header and bool(_HEADER_SECRET.search(text)))
+            or any(v in text for v in _registered) or bool(_fragments and _fragment_spans(text)))
 
 
 def redact(text: str) -> str:
@@ -77,11 +96,17 @@ def redact(text: str) -> str:
     if _fragments:
         for a, b in reversed(_fragment_spans(text)):
             text = text[:a] + MASK + text[b:]
-    text = _URL_USERINFO.sub(lambda m: m.group(1) + MASK + "@", text)
-    text = _QUERY_SECRET.sub(lambda m: m.group(1) + MASK, text)
-    text = _HEADER_SECRET.sub(lambda m: m.group(1) + " " + MASK, text)
-    return _FLAG_SECRET.sub(lambda m: m.group(0) if m.group(1).lower() in NOT_SECRET_FLAGS
-                            else m.group(1) + m.group(2) + MASK, text)
+    url, query, flag, header = _could_hold(text)
+    if url:
+        text = _URL_USERINFO.sub(lambda m: m.group(1) + MASK + "@", text)
+    if query:
+        text = _QUERY_SECRET.sub(lambda m: m.group(1) + MASK, text)
+    if header:
+        text = _HEADER_SECRET.sub(lambda m: m.group(1) + " " + MASK, text)
+    if flag:
+        text = _FLAG_SECRET.sub(lambda m: m.group(0) if m.group(1).lower() in NOT_SECRET_FLAGS
+                                else m.group(1) + m.group(2) + MASK, text)
+    return text
 
 
 def clip(text: str, limit: int) -> str:
