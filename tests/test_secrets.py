@@ -11,7 +11,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import loopback_server
@@ -79,12 +79,8 @@ def everything_written(capsys, folder: Path) -> str:
     return captured.out + captured.err + files
 
 
-@PROPERTY
-@given(user=SECRET, password=SECRET, key=SECRET, flag_secret=SECRET)
-def test_no_secret_given_to_serve_appears_in_any_output_or_file(capsys, tmp_path_factory, monkeypatch, echo_server,
-                                                               user, password, key, flag_secret):
-    _, url = echo_server
-    folder = tmp_path_factory.mktemp("serve")
+def serve_and_refuse(capsys, folder, monkeypatch, url, user, password, key, flag_secret) -> str:
+    """Everything one served run and one refused command line write, given these secrets."""
     authed = url.replace("http://", f"http://{quote(user, safe='')}:{quote(password, safe='')}@")
     monkeypatch.setenv("INFERCOST_TEST_KEY", key)
     argv = ["serve", authed, "--model", "m", "--concurrency", "2", "--min-requests", "6", "--min-duration", "0.01",
@@ -95,13 +91,31 @@ def test_no_secret_given_to_serve_appears_in_any_output_or_file(capsys, tmp_path
     # and a refused command line that echoes a secret-named flag back (argparse's own message)
     monkeypatch.setattr(sys, "argv", ["infercost", "serve", authed, "--model", "m", "--token", flag_secret])
     assert main(None) == 2
-    text = everything_written(capsys, folder)
+    return everything_written(capsys, folder)
+
+
+_ordinary: list[str] = []
+
+
+@PROPERTY
+@given(user=SECRET, password=SECRET, key=SECRET, flag_secret=SECRET)
+@example(user="Zq722222", password="Zq722222", key="Zq722222", flag_secret="Zq7timeout_")  # CI found it
+def test_no_secret_given_to_serve_appears_in_any_output_or_file(capsys, tmp_path_factory, monkeypatch, echo_server,
+                                                               user, password, key, flag_secret):
+    _, url = echo_server
+    if not _ordinary:  # what the same runs write with other secrets: a piece found there is ordinary text
+        _ordinary.append(serve_and_refuse(capsys, tmp_path_factory.mktemp("serve"), monkeypatch, url,
+                                          "Zq7uuuu", "Zq7pppp", "Zq7kkkk", "Zq7ffff"))
+    folder = tmp_path_factory.mktemp("serve")
+    text = serve_and_refuse(capsys, folder, monkeypatch, url, user, password, key, flag_secret)
     basic = base64.b64encode(f"{user}:{password}".encode()).decode()
     for secret in (user, password, key, flag_secret, basic):
         for form in forms(secret):
             assert form not in text, (secret, form)
-            # nor a piece of 8 characters or more (a message or a server cut it to length)
-            assert not any(form[i:i + 8] in text for i in range(len(form) - 7)), (secret, form)
+            # nor a piece of 8 characters or more (a message or a server cut it to length) that the
+            # program does not write anyway (a secret "Zq7timeout_" holds "timeout_", a record's word)
+            pieces = {form[i:i + 8] for i in range(len(form) - 7)}
+            assert not [p for p in pieces if p in text and p not in _ordinary[0]], (secret, form)
     record = json.loads((folder / "serve.jsonl").read_text().splitlines()[0])
     assert record["case"]["params"]["endpoint"] == url.replace("http://", f"http://{MASK}@")
     assert MASK in record["provenance"]["command"] and record["failures"]  # the refusals are recorded, masked
