@@ -324,7 +324,7 @@ class Collective:
 
 # -- ranks 1..n-1 ---------------------------------------------------------------------------
 def follow(rank: int, world: int, port: int, device_type: str, threads: int) -> None:
-    from .worker import die_with_parent
+    from .orphans import die_with_parent
     die_with_parent()
     if device_type == "cuda":
         device = torch.device("cuda", rank)

@@ -14,6 +14,8 @@ import traceback
 
 from infercost.hardware.host import available_cpus
 
+from .orphans import die_with_parent
+
 
 def pin_threads(threads: int | None) -> int:
     """Restrict this process to `threads` CPUs before a framework starts its thread pools.
@@ -62,16 +64,6 @@ def serve(job: dict, emit) -> None:
             done = record(case, "error", [reason])
         done["versions"] = info
         emit({"event": "record", "index": index, "record": done})
-
-
-def die_with_parent() -> None:
-    """Ask Linux to kill this worker if the runner dies (kill -9), so no orphan keeps a core busy."""
-    try:
-        import ctypes
-        import signal
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def main() -> None:

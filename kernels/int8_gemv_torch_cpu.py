@@ -1,4 +1,4 @@
-"""torch.ops.infercost.int8_gemv: the one-row int8 product of int8_gemv_cpu.cpp, built on first use.
+"""torch.ops.infercost.int8_gemv: the one-row int8 product of int8_gemv_torch_cpu.cpp, built on first use.
 
 It is built with torch's own extension builder (a C++ compiler and ninja) into torch's extension
 cache, once a host. The forms are those the CPU's flags allow: AVX2 with FMA, and AVX-512
@@ -18,7 +18,7 @@ import torch
 
 from infercost.hardware.host import cpu_flags
 
-SOURCE = Path(__file__).with_name("int8_gemv_cpu.cpp")
+SOURCE = Path(__file__).with_name("int8_gemv_torch_cpu.cpp")
 # No -m flags: each form in the file carries its own target, so the library loads on any x86-64.
 # -fopenmp: at::parallel_for splits the rows across threads only when built with OpenMP (the
 # library it links is the libgomp torch has already loaded).
