@@ -12,13 +12,17 @@ from importlib import metadata
 from pathlib import Path
 
 
+CPUINFO = Path("/proc/cpuinfo")
+
+
 @lru_cache(maxsize=None)
-def cpu_model() -> str:
-    """The CPU's marketing name, as the kernel reports it."""
+def cpu_model(cpuinfo: Path = CPUINFO) -> str:
+    """The CPU's marketing name, as the kernel reports it (x86 "model name"; Arm kernels give none)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                return value.strip()
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown CPU"

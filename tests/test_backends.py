@@ -1,5 +1,8 @@
 """The adapters on CPU: identity, identical inputs across frameworks, timing that sees the work."""
 
+import shutil
+import subprocess
+
 import numpy as np
 import pytest
 
@@ -15,9 +18,28 @@ def backend(request):
     return open_backend(request.param, threads=1)
 
 
-def test_device_name_is_the_cpu_model(backend):
-    assert backend.device_name() == cpu_model()
-    assert backend.device_name()
+XEON = """processor\t: 0
+vendor_id\t: GenuineIntel
+cpu family\t: 6
+model\t\t: 143
+model name\t: Intel(R) Xeon(R) Platinum 8488C
+flags\t\t: fpu avx2 avx512f amx_tile
+"""
+
+
+def test_the_cpu_model_is_read_from_cpuinfo(tmp_path):
+    (tmp_path / "cpuinfo").write_text(XEON)
+    assert cpu_model(tmp_path / "cpuinfo") == "Intel(R) Xeon(R) Platinum 8488C"
+    (tmp_path / "arm").write_text("processor\t: 0\nBogoMIPS\t: 243.75\nFeatures\t: fp asimd\n")
+    assert cpu_model(tmp_path / "arm") != ""  # no "model name" line: the platform's name, never empty
+
+
+@pytest.mark.skipif(not shutil.which("lscpu"), reason="no lscpu to ask independently")
+def test_device_name_is_the_cpu_model_lscpu_reports(backend):
+    # lscpu (util-linux) reads the CPU's name by its own route
+    out = subprocess.run(["lscpu"], capture_output=True, text=True, env={"LC_ALL": "C"}).stdout
+    name = next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
+    assert backend.device_name() == name
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
