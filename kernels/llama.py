@@ -77,6 +77,12 @@ def tp_unsupported(cfg: "LlamaConfig", tp: int) -> str | None:
     return None
 
 
+# Sizes beyond any model, refused before anything is built from them (a loop over 10**30 layers
+# would never end): an axis a framework indexes with 32-bit integers, a depth 100x today's largest.
+MAX_AXIS = 2**31 - 1
+MAX_LAYERS = 10_000
+
+
 @dataclass(frozen=True)
 class LlamaConfig:
     vocab_size: int
@@ -99,8 +105,11 @@ class LlamaConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise ValueError(f"model config: {name} must be a positive whole number, not {v!r}")
+            if v > (MAX_LAYERS if name == "layers" else MAX_AXIS):
+                raise ValueError(f"model config: {name} {v} is beyond any model "
+                                 f"(at most {MAX_LAYERS if name == 'layers' else MAX_AXIS})")
         if self.head_dim is not None and (isinstance(self.head_dim, bool) or not isinstance(self.head_dim, int)
-                                          or self.head_dim <= 0 or self.head_dim % 2):
+                                          or self.head_dim <= 0 or self.head_dim % 2 or self.head_dim > MAX_AXIS):
             raise ValueError(f"model config: head_dim must be a positive even number, not {self.head_dim!r}")
         if self.head_dim is None and self.hidden % self.heads:
             raise ValueError(f"model config: hidden size {self.hidden} is not divisible by {self.heads} heads")
