@@ -263,11 +263,13 @@ def cmd_report(args) -> int:
     from infercost.paths import writable_folder
     from infercost.report import write_report
     writable_folder(args.out, "--out")
-    bases = price_bases(args, cpu=False)
+    from infercost.hardware.cost import on_cpu
+    price_bases(args, cpu=False)  # a missing or bad price is reported before any file is read
     ratio = blend_ratio(args.blend)
     records = read_results(args.results)
     if not records:
         raise InputError("no records in the given results")
+    bases = price_bases(args, cpu=all(on_cpu(r) for r in records))
     try:
         done = write_report(records, result_files(args.results), args.out, bases, ratio, args.min_user_tps)
     except OSError as e:

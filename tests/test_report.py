@@ -53,7 +53,7 @@ def figures_expected(results) -> set[str]:
 
 
 def test_report_writes_markdown_html_csv_and_parquet(results, tmp_path):
-    proc = make_report(results, tmp_path, "--price-per-hour", "0.357", "--accelerators", "0")
+    proc = make_report(results, tmp_path, "--price-per-hour", "0.357")  # CPU results: the whole machine's price
     figures = figures_listed(proc)
     assert set(figures) == figures_expected(results)
     for name in ("report.md", "report.html", "results.csv", "results.parquet", *(f"{f}.png" for f in figures)):
