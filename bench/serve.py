@@ -342,9 +342,18 @@ def summarize_level(requests: list[Request], start: float, end: float, slo: dict
     tpots = [t for r in counted if (t := r.tpot()) is not None]
     itls = [b - a for r in ok for a, b in zip(r.chunks, r.chunks[1:])]
     # Still climbing: the second half of the window delivers clearly more tokens than the first.
+    # Tokens are placed when they arrive (a request's count spread over its chunks), not when
+    # their request ends: a batching server ends requests in waves, and counted by end a steady
+    # level read +33% to +100%.
     mid = start + window / 2
-    first = sum(r.output_tokens for r in counted if r.start + r.e2e <= mid)
-    second = sum(r.output_tokens for r in counted if r.start + r.e2e > mid)
+    first = second = 0.0
+    for r in counted:
+        times = r.chunks or [r.start + r.e2e]
+        for t in times:
+            if start <= t < mid:
+                first += r.output_tokens / len(times)
+            elif mid <= t <= end:
+                second += r.output_tokens / len(times)
     if len(counted) >= 16 and first > 0:
         climb = second / first - 1
         if climb > CLIMB_INVALID:
