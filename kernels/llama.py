@@ -276,7 +276,7 @@ def from_hf_config(path: str | Path) -> LlamaConfig:
         scaling = c.get("rope_scaling") or (rope if rope.get("rope_type", "default") != "default" else None)
         return LlamaConfig(
             vocab_size=c["vocab_size"], hidden=c["hidden_size"], layers=c["num_hidden_layers"],
-            heads=heads, kv_heads=c.get("num_key_value_heads") or heads,
+            heads=heads, kv_heads=heads if c.get("num_key_value_heads") is None else c["num_key_value_heads"],
             intermediate=c["intermediate_size"], rope_theta=float(theta),
             norm_eps=float(c.get("rms_norm_eps", 1e-6)),
             tie_embeddings=bool(c.get("tie_word_embeddings", False)),

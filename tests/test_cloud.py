@@ -85,7 +85,9 @@ def test_a_run_prices_itself_from_metadata_only_when_asked(stub, tmp_path):
 
 def test_owned_hardware_price_by_hand():
     # $30,000 over 4 years is $0.856/h; 700 W at $0.10/kWh is $0.07/h.
-    assert owned_per_hour(30000, 4, 700, 0.10) == pytest.approx(30000 / (4 * 8760) + 0.07)
+    # 4 years are 35,040 hours (4 x 365 x 24), so $0.856164/h, and $0.926164/h in all.
+    assert owned_per_hour(30000, 4, 700, 0.10) == pytest.approx(0.926164, rel=1e-6)
+    assert owned_per_hour(10000, 1, 0, 0.30) == pytest.approx(1.141553, rel=1e-6)  # 10,000 / 8,760 h, no power
 
 
 def test_owned_needs_power_and_electricity_price(tmp_path):

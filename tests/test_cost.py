@@ -44,8 +44,10 @@ def decode_record(batch, tps, tpot, model="m", lo=None, hi=None):
 def test_confidence_interval_of_throughput_carries_into_cost():
     row = cost.price_record(decode_record(1, 100.0, 0.01, lo=90.0, hi=110.0), cost.Basis(3.6, 1, "x"))
     assert row["usd_per_m_output"] == pytest.approx(10.0)
-    assert row["usd_per_m_output_ci95_low"] == pytest.approx(3.6 / (110 * 3600) * 1e6)
-    assert row["usd_per_m_output_ci95_high"] == pytest.approx(3.6 / (90 * 3600) * 1e6)
+    # $3.60 an hour is $0.001 a second: at 110 tokens/s a million tokens take 9,090.9 s, $9.0909;
+    # at 90 tokens/s 11,111.1 s, $11.1111 (the fast end of throughput is the cheap end of cost)
+    assert row["usd_per_m_output_ci95_low"] == pytest.approx(9.090909, rel=1e-6)
+    assert row["usd_per_m_output_ci95_high"] == pytest.approx(11.111111, rel=1e-6)
 
 
 def test_blended_price_pairs_decode_with_the_cheapest_prefill():

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from infercost.cli import main
@@ -256,7 +256,10 @@ CONFIG = {"vocab_size": 512, "hidden_size": 64, "num_hidden_layers": 2, "num_att
 def a_model_can_have(field: str, value) -> bool:
     """Written from the model's definition, not from the code: every size a positive whole number
     of sane magnitude; 4 query heads share 2 KV heads; the 64-wide hidden splits into heads of an
-    even size (the rotary embedding turns pairs)."""
+    even size (the rotary embedding turns pairs). KV heads left null mean one a query head, as in
+    transformers."""
+    if field == "num_key_value_heads" and value is None:
+        return True
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         return False
     if value > (10_000 if field == "num_hidden_layers" else 2**31 - 1):
@@ -274,6 +277,7 @@ def a_model_can_have(field: str, value) -> bool:
 @given(field=st.sampled_from(sorted(CONFIG)), value=st.one_of(
     st.sampled_from([0, -1, -64, 3, 7, 1.5, None, "64", True, [], {}, float("nan"), 10**30, 2**31, 10_001]),
     st.integers(1, 300)))
+@example(field="num_key_value_heads", value=0)  # was read as "not given" (all heads), and estimated
 def test_a_config_json_no_model_can_have_is_refused_and_any_other_is_estimated(capsys, tmp_path, field, value):
     config = tmp_path / "config.json"
     config.write_text(json.dumps({**CONFIG, field: value}))

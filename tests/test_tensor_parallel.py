@@ -155,6 +155,18 @@ COLLECTIVE = textwrap.dedent("""
 """)
 
 
+def assert_nccl_tests_bandwidths(record: dict, bus_bytes_per_message: dict) -> None:
+    """From the record's own raw times, by hand: algorithm bandwidth = the 1 MiB message / the mean
+    time a call; bus bandwidth = what each rank moves over a link in a ring per message byte (nccl-tests'
+    PERFORMANCE.md): all-reduce 2(n-1)/n (4 devices 1.5, 2 devices 1.0), all-gather (n-1)/n (0.75, 0.5)."""
+    times = record["raw_times_s"]
+    algbw = 1_048_576 / (sum(times) / len(times)) / 1e9
+    m = record["metrics"]
+    assert m["message_bytes"] == 1_048_576
+    assert m["algbw_gbs"] == pytest.approx(algbw, rel=1e-9)
+    assert m["busbw_gbs"] == pytest.approx(algbw * bus_bytes_per_message[record["case"]["params"]["op"]], rel=1e-9)
+
+
 def test_collectives_are_checked_and_reported_as_nccl_tests_does():
     env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin"}
     proc = subprocess.run([sys.executable, "-c", COLLECTIVE], capture_output=True, text=True, timeout=600, env=env)
@@ -164,8 +176,8 @@ def test_collectives_are_checked_and_reported_as_nccl_tests_does():
         assert r["check"]["passed"] and r["case"]["devices"] == 4
         assert r["status"] == "ok" or r["reasons"][0].startswith(("too noisy", "time does not grow")), r["reasons"]
         m = r["metrics"]
-        if r["status"] == "ok":  # nccl-tests: busbw = algbw x 2(n-1)/n = 1.5 algbw (all-reduce), x (n-1)/n = 0.75 (gather)
-            assert m["busbw_gbs"] / m["algbw_gbs"] == pytest.approx(1.5 if r is reduce_rec else 0.75)
+        if r["status"] == "ok":
+            assert_nccl_tests_bandwidths(r, {"all-reduce": 1.5, "all-gather": 0.75})
     assert gather_rec["check"]["error"] == 0.0  # a gather moves values exactly
     assert tiny["status"] == "skipped" and "less than one element" in tiny["reasons"][0]
 
@@ -287,9 +299,8 @@ def test_torch_collectives_are_checked_and_timed_over_ranks():
         assert r["check"]["passed"], r
         assert r["check"]["error"] == 0.0 or r is reduce_rec
         assert r["case"]["devices"] == 2 and r["case"]["framework"] == "torch"
-        if r["status"] == "ok":  # nccl-tests' factors for n = 2: 2(n-1)/n = 1 and (n-1)/n = 0.5
-            m = r["metrics"]
-            assert m["busbw_gbs"] / m["algbw_gbs"] == pytest.approx(1.0 if r is reduce_rec else 0.5)
+        if r["status"] == "ok":
+            assert_nccl_tests_bandwidths(r, {"all-reduce": 1.0, "all-gather": 0.5})
     assert tiny["status"] == "skipped"
 
 
