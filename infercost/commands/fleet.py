@@ -1,5 +1,5 @@
-"""`infercost fleet ...` and `infercost prices --from-skypilot`: parse, call infercost/fleet.py or
-hardware/prices.py, print."""
+"""`infercost fleet plan|launch|status|collect`: the same suite on many cloud instances through
+SkyPilot (the work is in infercost/fleet.py)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,34 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
-from infercost import fleet
-from infercost.errors import InputError
+from .common import console, warn
+
+NAME = "fleet"
+HELP = "the same suite on many cloud instances through SkyPilot: plan, launch, status, collect"
 
 
-def cmd_fleet(args, console, warn) -> int:
+def arguments(p) -> None:
+    fsub = p.add_subparsers(dest="fleet_command", required=True, metavar="{plan,launch,status,collect}")
+    fp = fsub.add_parser("plan", help="write one SkyPilot task per instance and print the fleet's estimated cost")
+    fp.add_argument("--instances", required=True, help="comma-separated provider:instance_type price rows, "
+                                                       "e.g. aws:p5en.48xlarge,gcp:tpu-v6e-8 (see `infercost prices`)")
+    fp.add_argument("--suite", default="llm", help="the suite every instance runs (default llm)")
+    fp.add_argument("--spot", action="store_true", help="spot instances (default on-demand)")
+    fp.add_argument("--region", help="region of the price rows (default: each row's first)")
+    fp.add_argument("--bucket", help="bucket the results are written to (default: a new infercost-fleet-<date>-<random>)")
+    fp.add_argument("--prices", action="append", default=[], help="your own price table(s)")
+    fp.add_argument("--out", "-o", type=Path, default=Path("fleet"), help="folder for the tasks (default ./fleet)")
+    fla = fsub.add_parser("launch", help="launch every task of a plan as a SkyPilot managed job")
+    fla.add_argument("folder", type=Path, help="the plan's folder")
+    fst = fsub.add_parser("status", help="the fleet's managed jobs")
+    fst.add_argument("folder", type=Path, nargs="?", help="the plan's folder (default: every infercost job)")
+    fco = fsub.add_parser("collect", help="gather the tasks' result files into FOLDER/collected, one record per case")
+    fco.add_argument("folder", type=Path, help="the plan's folder")
+    fco.add_argument("--from", dest="source", type=Path, help="where the bucket was synced (default FOLDER/results)")
+
+
+def run(args) -> int:
+    from infercost import fleet
     if args.fleet_command == "plan":
         import warnings
         with warnings.catch_warnings(record=True) as caught:
@@ -51,30 +74,4 @@ def cmd_fleet(args, console, warn) -> int:
         console.print(escape(f"  {name}: {count} records" if count else f"  {name}: no results yet"))
     out = Path(args.folder) / "collected"
     console.print(escape(f"collected into {out}/; the league table: infercost report {out} --out REPORT_DIR"))
-    return 0
-
-
-def cmd_prices_from_skypilot(args, console) -> int:
-    from infercost.hardware import prices
-    from infercost.paths import writable_file
-    if args.out is not None:
-        writable_file(args.out, "--out")  # before the catalogs are read and the diff printed
-    try:
-        new = prices.from_skypilot_cache(fleet.skypilot_catalog_dir())
-    except (OSError, prices.PriceTableError) as e:
-        raise InputError(f"SkyPilot's catalog cache: {e}") from None
-    if not new:
-        raise InputError("SkyPilot has fetched no catalog on this machine yet (run e.g. `sky show-gpus` once)")
-    changed, added = prices.diff(new, prices.load_all(args.prices))
-    for old, row in changed:
-        console.print(escape(f"  changed  {old.instance} {old.region} {old.pricing}: ${old.usd_per_hour:g}/h (as of "
-                             f"{old.as_of}) -> ${float(row['usd_per_hour']):g}/h (as of {row['as_of']})"))
-    console.print(escape(f"{len(changed)} rows differ from the current table; {len(added)} rows are new"))
-    stamp = max(r["as_of"] for r in new)
-    out = args.out or Path(f"prices-skypilot-{stamp}.csv")
-    try:
-        prices.write(new, out)
-    except OSError as e:
-        raise InputError(f"--out {out}: cannot write it ({e.strerror or e})") from None
-    console.print(escape(f"wrote {len(new)} rows to {out} (use with --prices {out})"))
     return 0

@@ -1,0 +1,45 @@
+"""`infercost report`: Markdown and HTML with figures, CSV and Parquet, from result files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.markup import escape
+
+from infercost.errors import InputError
+from infercost.flags import positive
+
+from .common import add_price_flags, blend_ratio, console, price_bases, read_results
+
+NAME = "report"
+HELP = "Markdown and HTML report with figures, plus CSV and Parquet, from result files"
+
+
+def arguments(p) -> None:
+    p.add_argument("results", nargs="+", help="result files or folders (from one or many machines)")
+    p.add_argument("--out", "-o", type=Path, required=True, help="folder to write the report to")
+    add_price_flags(p)
+    p.add_argument("--blend", default="3:1", help="input:output token ratio of the blended price (default 3:1)")
+    p.add_argument("--min-user-tps", type=positive(float), default=20.0,
+                   help="fleet league table: the slowest per-user speed (tokens/s) a batch may give (default 20)")
+
+
+def run(args) -> int:
+    from infercost.bench.records import result_files
+    from infercost.hardware.cost import on_cpu
+    from infercost.paths import writable_folder
+    from infercost.report import write_report
+    writable_folder(args.out, "--out")
+    price_bases(args, cpu=False)  # a missing or bad price is reported before any file is read
+    ratio = blend_ratio(args.blend)
+    records = read_results(args.results)
+    if not records:
+        raise InputError("no records in the given results")
+    bases = price_bases(args, cpu=all(on_cpu(r) for r in records))
+    try:
+        done = write_report(records, result_files(args.results), args.out, bases, ratio, args.min_user_tps)
+    except OSError as e:
+        raise InputError(f"cannot write the report to {args.out}: {e.strerror or e}") from None
+    console.print(escape(f"wrote {args.out}/report.md, report.html ({len(done['figures'])} figures: "
+                         f"{', '.join(done['figures'])}), results.csv and results.parquet ({done['rows']} rows)"))
+    return 0

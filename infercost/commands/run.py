@@ -1,0 +1,155 @@
+"""`infercost run`: plan the cases, measure them backend by backend, print and price the results."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rich.markup import escape
+
+from infercost.errors import InputError
+from infercost.flags import csv_list, positive
+from infercost.numbers import flag
+from infercost.present import case_name, collective_table, llm_table, matmul_table, result_line
+from infercost.version import __version__
+
+from .common import add_price_flags, console, errors, flat, price_bases, print_costs, warn
+
+NAME = "run"
+HELP = "measure every available backend (default: the quick suite)"
+
+
+def arguments(p) -> None:
+    from infercost.bench.backend import NAMES
+    from infercost.bench.plan import SUITES, WORKLOADS
+    from infercost.kernels.dtypes import DTYPES
+    p.add_argument("--backend", "-b", action="append", type=csv_list, default=[],
+                   help=f"backends to run, repeatable or comma-separated ({', '.join(NAMES)}); default: all available")
+    p.add_argument("--workload", "-w", action="append", type=csv_list, default=[],
+                   help=f"workloads to run ({', '.join(WORKLOADS)}); default: the suite's")
+    p.add_argument("--dtype", "-d", action="append", type=csv_list, default=[],
+                   help=f"dtypes ({', '.join(DTYPES)}); default: the suite's")
+    p.add_argument("--suite", "-s", default="quick", help=f"named suite ({', '.join(SUITES)}); default quick")
+    p.add_argument("--shape", action="append", default=[],
+                   help="explicit matmul shape MxNxK (repeatable); replaces the suite's shapes")
+    p.add_argument("--model", "-m", action="append", type=csv_list, default=[],
+                   help="transformer cases for these models (a name or a config.json); replaces the suite's")
+    p.add_argument("--batch", action="append", type=csv_list, default=[], help="batch sizes for --model (default 1)")
+    p.add_argument("--tokens", action="append", type=csv_list, default=[],
+                   help="prompt length (prefill) and context length (decode) for --model (default 128)")
+    p.add_argument("--devices", type=positive(int), default=None,
+                   help="split each transformer case over N devices, tensor parallel")
+    p.add_argument("--mesh", default=None, help="a device layout, e.g. tp=4,dp=2 (tensor and data parallel)")
+    p.add_argument("--quant", choices=("int8", "fp8"), default=None,
+                   help="quantize the transformer cases' weights: int8 (per-channel, weight-only) or fp8 (e4m3, "
+                        "per-channel scales; only on devices with native fp8); matmul cases are left out")
+    p.add_argument("--kv-cache", choices=("int8",), default=None,
+                   help="hold the transformer cases' KV cache in int8 (a float32 scale per head and position)")
+    p.add_argument("--weights", default=None, help="safetensors file or folder with Hugging Face names (default: seeded random weights)")
+    p.add_argument("--tf32", action="store_true", help="allow TF32 for float32 matmuls on CUDA GPUs")
+    p.add_argument("--repeats", type=positive(int), default=None, help="minimum timed blocks per case (default 10)")
+    p.add_argument("--min-time", type=positive(float), default=None, help="minimum seconds of timing per case (default 1)")
+    p.add_argument("--warmup", type=positive(float), default=None, help="warm-up seconds per case (default 1)")
+    p.add_argument("--threads", type=positive(int), default=None, help="CPU threads for CPU backends (default: all usable CPUs)")
+    p.add_argument("--seed", type=flag(integer=True, low=0, low_open=False, high=2**32, high_open=True), default=0,
+                   help="seed of the input data (default 0)")
+    p.add_argument("--out", "-o", type=Path, default=None, help="results file (JSON Lines); default results/run-<time>-<host>.jsonl")
+    p.add_argument("--resume", action="store_true", help="skip cases already recorded in --out (default: the newest file in results/)")
+    p.add_argument("--case-timeout", type=positive(float), default=600.0, help="seconds before a case is abandoned (default 600)")
+    add_price_flags(p)
+    p.add_argument("--detect-instance", action="store_true",
+                   help="ask the cloud's instance-metadata service which instance this is, to price the run "
+                        "(off by default; also INFERCOST_DETECT_INSTANCE=1)")
+
+
+def run(args) -> int:
+    from infercost.bench import runner
+    from infercost.bench.plan import choose_backends, parse_mesh, plan_cases
+    from infercost.bench.records import Writer, case_key, done_keys, results_path, run_provenance
+    from infercost.bench.timing import Settings
+    from infercost.hardware import catalog, cloud
+    from infercost.hardware.cost import on_cpu, whole_instance_for_cpu_runs
+    from infercost.hardware.host import available_cpus
+
+    path = results_path(args.out, args.resume)
+    bases = price_bases(args, cpu=False)  # validated before any measuring
+    detection = cloud.Detection() if not bases and cloud.enabled(args.detect_instance) else None
+    threads = args.threads or available_cpus()
+    if args.threads and args.threads > available_cpus():
+        warn(f"--threads {args.threads} exceeds the {available_cpus()} usable CPUs; "
+             "CPU results will be marked invalid (oversubscription)")
+    console.print(f"infercost {__version__}: looking for backends...")
+    backends, probes = choose_backends(flat(args.backend), runner.probe)
+    cases, notices = plan_cases(args.suite, backends, probes, workloads=flat(args.workload), dtypes=flat(args.dtype),
+                                shapes=args.shape, models=flat(args.model), batches=flat(args.batch),
+                                tokens=flat(args.tokens), weights=args.weights, tf32=args.tf32, threads=threads,
+                                quant=args.quant, mesh=parse_mesh(args.devices, args.mesh), kv=args.kv_cache)
+    for notice in notices:
+        console.print(f"[yellow]note:[/] {escape(notice)}")
+    writer = Writer(path, warn)  # locked: no other run appends to it while this one does
+    try:
+        done = done_keys(path) if args.resume else set()
+    except InputError:
+        writer.close()
+        raise
+    skipped = len(cases)
+    cases = [c for c in cases if case_key(c) not in done]
+    skipped -= len(cases)
+    for name, info in probes.items():
+        state = f"[green]{info['device']}[/]" if info["available"] else f"[dim]unavailable: {info['reason']}[/]"
+        console.print(f"  {name:<11} {state}")
+    for device in sorted({probes[b]["device"] for b in backends if catalog.lookup(probes[b]["device"]) is None}):
+        console.print(f"[yellow]note:[/] {device!r} is not in the hardware catalog: results are recorded under "
+                      "that name with no spec peak (no MFU; decode MBU on CPUs uses a bandwidth measured in the run)")
+    console.print(f"{len(cases)} cases ({skipped} already recorded) -> {escape(str(path))}")
+
+    defaults = Settings()
+    settings = Settings(warmup_s=args.warmup if args.warmup is not None else defaults.warmup_s,
+                        min_time_s=args.min_time if args.min_time is not None else defaults.min_time_s,
+                        min_blocks=args.repeats or defaults.min_blocks)
+    job = {"settings": settings.as_dict(), "seed": args.seed, "threads": threads,
+           "host_devices": max((c.get("devices", 1) for c in cases), default=1)}
+    total, done_count, started = len(cases), [0], [time.monotonic()]
+
+    def on_event(event):
+        if event.kind == "start":
+            started[0] = time.monotonic()
+        elif event.kind == "record":
+            done_count[0] += 1
+            console.print(f"[{done_count[0]:>{len(str(total))}}/{total}] {event.backend:<10} "
+                          f"{escape(case_name(event.case)):<40} {result_line(event.record)} "
+                          f"[dim]({time.monotonic() - started[0]:.1f} s)[/]")
+
+    try:
+        records = runner.run(cases, job, writer, run_provenance(args.seed), args.case_timeout, on_event)
+    except KeyboardInterrupt:
+        errors.print(f"\n[yellow]interrupted[/]: {done_count[0]} finished records are kept in {escape(str(path))}; "
+                     f"continue with: infercost run <same options> --resume --out {escape(str(path))}")
+        return 130
+    finally:
+        writer.close()
+    kinds = {k: [r for r in records if r["case"]["workload"] in w]
+             for k, w in (("matmul", ("matmul",)), ("llm", ("prefill", "decode")), ("collective", ("collective",)))}
+    for kind, table in (("matmul", matmul_table), ("llm", llm_table), ("collective", collective_table)):
+        if kinds[kind]:
+            console.print(table(kinds[kind]))
+    detected = None
+    if not bases and detection is not None:
+        instance = detection.result()
+        if instance is None:
+            console.print("cost: instance metadata did not answer; this machine's price is unknown")
+        else:
+            detected = instance
+            try:
+                bases = whole_instance_for_cpu_runs(price_bases(args, cpu=False, instances=[instance]))
+            except InputError as e:
+                console.print(escape(f"cost: detected {instance}, but {e}"))
+    if bases:
+        if not (args.instance or detected) and args.accelerators is None and all(on_cpu(r) for r in records):
+            bases = price_bases(args, cpu=True)
+        print_costs(records, bases)
+    elif detection is None:
+        console.print("cost: this machine's price is unknown, so no $/M tokens are shown; give --price-per-hour USD "
+                      "or --instance provider:type (see `infercost prices`), or re-price later with `infercost cost`")
+    console.print(escape(f"results: {path}  (load with: infercost.load_results({str(path)!r}))"))
+    return 0

@@ -1,0 +1,82 @@
+"""`infercost serve`: load an OpenAI-compatible endpoint level by level, record and price each level."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.markup import escape
+
+from infercost.flags import csv_list, positive
+from infercost.numbers import flag
+from infercost.version import __version__
+
+from .common import add_price_flags, console, price_bases, print_costs, warn
+
+NAME = "serve"
+HELP = "load an OpenAI-compatible endpoint (streamed), measure it level by level, price it"
+
+
+def arguments(p) -> None:
+    p.add_argument("url", help="the endpoint's base URL, e.g. http://127.0.0.1:8000 (the only address contacted)")
+    p.add_argument("--model", "-m", required=True, help="the model name the endpoint serves")
+    p.add_argument("--api", choices=("completions", "chat"), default="completions", help="/v1/completions or /v1/chat/completions")
+    p.add_argument("--concurrency", type=csv_list, default=None, help="concurrency levels, e.g. 1,2,4 (default 1, 2, 4 ... --max-concurrency)")
+    p.add_argument("--max-concurrency", type=positive(int), default=8, help="largest default concurrency level (default 8)")
+    p.add_argument("--rate", type=csv_list, default=None, help="Poisson arrival rates (requests/s) instead of concurrency levels")
+    p.add_argument("--input-tokens", default="128", help="prompt length in words, N or MIN-MAX (default 128)")
+    p.add_argument("--output-tokens", default="128", help="max_tokens per request, N or MIN-MAX (default 128)")
+    p.add_argument("--prompts", type=Path, default=None, help='JSONL file of {"prompt": "..."} instead of synthetic prompts')
+    p.add_argument("--min-duration", type=positive(float), default=10.0, help="seconds each level runs at least (default 10)")
+    p.add_argument("--min-requests", type=positive(int), default=20, help="requests each level completes at least (default 20)")
+    p.add_argument("--max-duration", type=positive(float), default=120.0, help="seconds after which a level stops (default 120)")
+    p.add_argument("--warmup-requests", type=flag(integer=True, low=0, low_open=False), default=2,
+                   help="requests sent before each level, recorded but not measured (default 2)")
+    p.add_argument("--timeout", type=positive(float), default=60.0, help="seconds a request may take (default 60)")
+    p.add_argument("--slo", default=None, help="goodput target, e.g. ttft=500ms,tpot=50ms")
+    p.add_argument("--tokenizer", default=None, help="tokenizer.json (or its folder) to count tokens when the server sends no usage")
+    p.add_argument("--api-key-env", default=None, help="environment variable holding the API key (never written anywhere)")
+    p.add_argument("--no-ignore-eos", action="store_true", help="do not ask the server to ignore EOS")
+    p.add_argument("--kernel-model", default=None, help="infercost's name of the served model (e.g. llama-3.1-8b), to set "
+                   "the engine beside the kernels' decode of it in reports")
+    p.add_argument("--device", default="unknown", help="the accelerator behind the endpoint, e.g. 'NVIDIA H200' (for prices)")
+    p.add_argument("--device-kind", choices=("gpu", "tpu", "cpu"), default="gpu", help="what kind of device serves (default gpu)")
+    p.add_argument("--seed", type=flag(integer=True, low=0, low_open=False), default=0, help="seed of the prompts (default 0)")
+    p.add_argument("--out", "-o", type=Path, default=None, help="results file (default results/serve-<time>-<host>.jsonl)")
+    add_price_flags(p)
+
+
+def run(args) -> int:
+    from infercost.bench import serve
+    from infercost.bench.records import Writer, results_path, run_provenance
+    url = serve.check_url(args.url)
+    serve.api_key(args.api_key_env)  # a named variable that is unset is an error; its value a secret
+    if args.tokenizer:
+        serve.Counter(args.tokenizer)  # a missing or broken tokenizer is refused before any request
+    bases = price_bases(args, cpu=args.device_kind == "cpu")
+    limits = dict(min_duration_s=args.min_duration, min_requests=args.min_requests,
+                  warmup_requests=args.warmup_requests, max_duration_s=args.max_duration)
+    levels = serve.plan_levels(args.concurrency, args.rate, args.max_concurrency, **limits)
+    work = serve.Workload(serve.span(args.input_tokens, "--input-tokens"), serve.span(args.output_tokens, "--output-tokens"),
+                          serve.read_prompts(args.prompts) if args.prompts else None, args.seed)
+    ep = serve.Endpoint(url, args.model, args.api, args.api_key_env, args.timeout, not args.no_ignore_eos, args.tokenizer)
+    slo = serve.parse_slo(args.slo)
+    path = results_path(args.out, False, kind="serve")
+    writer = Writer(path, warn)
+    console.print(escape(f"infercost {__version__}: {len(levels)} levels against {ep.shown_url} ({args.model}, {work.describe()})"))
+
+    def on_level(r):
+        m, p = r["metrics"], r["case"]["params"]
+        line = (f"{m['output_tokens_per_s']:.4g} output tok/s, TTFT {m['ttft_s'] * 1e3:.3g} ms, TPOT "
+                f"{m['tpot_s'] * 1e3:.3g} ms, {m['requests_ok']} ok / {m['requests_failed']} failed"
+                if r["status"] == "ok" else f"{r['status']}: {'; '.join(r['reasons'])}")
+        console.print(escape(f"{p['mode']} {p['level']:g}: {line}"))
+
+    try:
+        records = serve.run(ep, levels, work, slo, writer, run_provenance(args.seed), args.device, args.device_kind,
+                            on_level, args.kernel_model)
+    finally:
+        writer.close()
+    if bases:
+        print_costs(records, bases)
+    console.print(escape(f"results: {path}"))
+    return 0
