@@ -24,6 +24,7 @@ def assert_one_line_error(proc, *words):
         assert word in lines[0], lines[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, words", [
     (["--backend", "torch-mps"], ["torch-mps", "torch-cpu", "jax-tpu"]),
     (["--dtype", "float64"], ["float64", "bfloat16"]),

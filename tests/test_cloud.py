@@ -72,6 +72,7 @@ def run_cli(args, env_extra):
                           capture_output=True, text=True, env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_a_run_prices_itself_from_metadata_only_when_asked(stub, tmp_path):
     Stub.answers = AWS
     off = run_cli(["--out", str(tmp_path / "a.jsonl")], {"INFERCOST_METADATA_URL": stub[1]})

@@ -148,6 +148,7 @@ def cli(*args):
     return subprocess.run([sys.executable, "-m", "infercost.cli", *args], capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_a_run_prices_itself_and_stored_results_reprice_by_hand(tmp_path):
     out = tmp_path / "run.jsonl"
     run = cli("run", "--backend", "torch-cpu", "--shape", "256x256x256", "--min-time", "0.1", "--warmup", "0.05",
@@ -169,6 +170,7 @@ def test_a_run_prices_itself_and_stored_results_reprice_by_hand(tmp_path):
     assert "$0.0965" in by_row.stdout
 
 
+@pytest.mark.slow
 def test_a_run_without_a_price_says_so_and_never_invents_one(tmp_path):
     run = cli("run", "--backend", "torch-cpu", "--shape", "64x64x64", "--min-time", "0.1", "--warmup", "0.1",
               "--out", str(tmp_path / "r.jsonl"))

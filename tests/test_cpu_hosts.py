@@ -52,6 +52,7 @@ def test_an_unknown_isa_cap_is_one_line(tmp_path):
     assert len([l for l in proc.stderr.splitlines() if l.strip()]) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.skipif("avx2" not in host.cpu_flags(), reason="not an x86 host with AVX2")
 def test_on_an_avx2_only_host_bfloat16_is_left_out_of_suites_and_labelled_when_asked_for(tmp_path):
     out = tmp_path / "r.jsonl"
@@ -77,6 +78,7 @@ def test_on_an_avx2_only_host_bfloat16_is_left_out_of_suites_and_labelled_when_a
         assert "matmul 64x64x64 bfloat16 (emulated)" in said
 
 
+@pytest.mark.slow
 def test_a_native_dtype_carries_no_label(tmp_path):
     out = tmp_path / "r.jsonl"
     proc = cli("run", "--backend", "torch-cpu", "--shape", "64x64x64", "--dtype", "float32", "--out", out, *FAST)

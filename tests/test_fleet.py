@@ -92,6 +92,7 @@ PARSE = """
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("spot", [False, True])
 def test_every_task_parses_with_skypilots_own_parser_and_runs_the_readme_setup(tmp_path, spot):
     out = tmp_path / "fleet"
@@ -161,6 +162,7 @@ def run_cases(out: Path, *extra, background: bool = False):
     return proc
 
 
+@pytest.mark.slow
 def test_collect_gathers_what_the_tasks_wrote_including_a_preempted_and_resumed_run(tmp_path):
     fleet = tmp_path / "fleet"
     assert plan(fleet, "aws:c7i.2xlarge,aws:m8i.2xlarge,aws:m8g.2xlarge,gcp:tpu-v6e-8").returncode == 0
@@ -225,6 +227,7 @@ def test_collect_gathers_what_the_tasks_wrote_including_a_preempted_and_resumed_
     assert "as of 2025-12-01" in league
 
 
+@pytest.mark.slow
 def test_prices_from_skypilots_catalog_cache_show_the_changes_then_write_a_dated_table(tmp_path):
     home = sky_home(tmp_path, bump=1.1)  # a cache 10% dearer than the current table
     out = tmp_path / "new.csv"

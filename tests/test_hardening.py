@@ -361,6 +361,7 @@ def run(out: Path, *args, **kw) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600, **kw)
 
 
+@pytest.mark.slow
 def test_a_cut_last_line_is_moved_aside_and_resume_loses_no_case(tmp_path):
     out = tmp_path / "r.jsonl"
     first = run(out, "--backend", "torch-cpu", "--shape", "16x16x16", "--shape", "24x24x24")
@@ -376,6 +377,7 @@ def test_a_cut_last_line_is_moved_aside_and_resume_loses_no_case(tmp_path):
     assert aside.read_text() == whole[1][:40]
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_the_run_in_one_line_and_leaves_no_partial_record(tmp_path):
     # /dev/full: every write fails with ENOSPC, as on a full disk.
     proc = run(Path("/dev/full"), "--backend", "torch-cpu", "--shape", "16x16x16")
@@ -394,6 +396,7 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 
 
+@pytest.mark.slow
 def test_a_disk_that_fills_mid_run_keeps_every_whole_record(small_disk):
     out = small_disk / "r.jsonl"
     shapes = [f"--shape={s}x{s}x{s}" for s in (8, 12, 16, 20, 24, 28)]  # ~3 KB a record: the 12 KB disk fills
@@ -405,6 +408,7 @@ def test_a_disk_that_fills_mid_run_keeps_every_whole_record(small_disk):
     assert 1 <= len(kept) < len(shapes) and f"the {len(kept)} records written before it are kept" in proc.stderr
 
 
+@pytest.mark.slow
 def test_two_runs_on_one_file_cannot_both_run_a_case(tmp_path):
     out = tmp_path / "r.jsonl"
     # The first run holds the file for as long as its one long case takes (a ~0.1 s product timed for 20 s).
@@ -426,6 +430,7 @@ def test_two_runs_on_one_file_cannot_both_run_a_case(tmp_path):
     assert len(keys) <= 1  # the second run wrote nothing
 
 
+@pytest.mark.slow
 def test_records_carry_the_runs_settings_as_fields(tmp_path):
     out = tmp_path / "r.jsonl"
     proc = run(out, "--backend", "torch-cpu", "--shape", "16x16x16", "--seed", "7", "--case-timeout", "90")

@@ -66,6 +66,7 @@ def run_greedy(backend, cfg, weights, prompt, steps, quant=None):
     return np.stack(tokens, axis=1), logits, runner.launch
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch", [1, 2])
 def test_prefill_and_decode_match_the_float64_reference(backend, batch):
     # Batch 1 runs torch-cpu's compiled decode (fused GEMVs), batch 2 its oneDNN path.
@@ -80,6 +81,7 @@ def test_prefill_and_decode_match_the_float64_reference(backend, batch):
         assert np.abs(got - ref).max() / np.abs(ref).max() < 1e-5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["llama3", "qwen2"])
 def test_logits_and_greedy_tokens_match_hugging_face(tmp_path, backend, kind):
     model = hf_checkpoint(tmp_path, kind)
@@ -107,6 +109,7 @@ def test_a_wrong_model_fails_its_check(monkeypatch):
     assert not bad["passed"] and bad["error"] > 1e-3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("prefill", [True, False])
 def test_analytic_flops_match_torch_flop_counter(monkeypatch, prefill):
     from torch.utils.flop_counter import FlopCounterMode
@@ -120,6 +123,7 @@ def test_analytic_flops_match_torch_flop_counter(monkeypatch, prefill):
     assert counter.get_total_flops() == pytest.approx(expected, rel=0.01)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("prefill", [True, False])
 def test_analytic_flops_and_bytes_match_xla_cost_analysis(prefill):
     cfg, batch, tokens = CONFIGS["small-125m"], 1, 64
@@ -152,6 +156,7 @@ def test_a_model_that_cannot_fit_is_skipped_with_the_reason(backend):
     assert record["status"] == "skipped" and "does not fit" in record["reasons"][0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch", [1, 3])
 def test_a_decode_case_reports_serving_metrics(backend, batch):
     case = {"backend": backend.name, "workload": "decode", "dtype": "float32", "tf32": False, "threads": 2,
@@ -225,6 +230,7 @@ def test_safetensors_reader_handles_bf16_and_rejects_bad_input(tmp_path):
         llama.check_weights(CONFIGS["tiny"], got)
 
 
+@pytest.mark.slow
 def test_run_a_hugging_face_checkpoint_end_to_end_through_the_cli(tmp_path):
     import subprocess
     import sys
@@ -300,6 +306,7 @@ def test_a_disturbed_bandwidth_sweep_withholds_mbu_instead_of_reporting_an_impos
     assert findings and findings[0][0] == "warn" and "MBU withheld" in findings[0][1]
 
 
+@pytest.mark.slow
 def test_jax_cpu_batch1_decode_takes_its_xla_options_and_says_so_or_falls_back():
     # The adapter compiles batch-1 decode with XLA options of its own (no YNN fusions); an XLA that
     # does not know an option must still run the step, with the same logits, and `launch` says which.

@@ -13,6 +13,7 @@ from infercost.bench.ingest import export, ingest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_benchmarks_run_under_pytest_benchmark_and_ingest_without_loss(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "infercost.bench.pytest_plugin",

@@ -164,6 +164,7 @@ def test_the_int8_form_follows_the_cpu_flags_in_the_stated_order(monkeypatch):
         assert k.best_form() == want, flags
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not int8_gemv_torch_cpu.available(), reason=str(int8_gemv_torch_cpu.why_not()))
 def test_an_avx2_only_host_runs_the_avx2_form_and_records_it(tmp_path):
     # INFERCOST_CPU_ISA=avx2 takes the AVX-512 flags away (and caps torch, oneDNN and XLA): the run
@@ -199,6 +200,7 @@ def decode_case(backend, q="int8", batch=1):
             "params": {"model": "tiny", "batch": batch, "tokens": 16, "quant": q}}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["torch-cpu", "jax-cpu"])
 def test_a_quantized_case_records_its_dtypes_rule_quality_and_stored_bytes(name):
     case = decode_case(name)
@@ -231,6 +233,7 @@ def test_quant_on_matmul_alone_is_a_one_line_error(tmp_path):
     assert not (tmp_path / "r.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_a_quantized_run_keeps_quantized_and_float_cases_apart(tmp_path):
     out = tmp_path / "r.jsonl"
     for extra in ([], ["--quant", "int8"]):
@@ -286,6 +289,7 @@ def test_an_int8_kv_cache_holds_int8_and_matches_float64_with_its_own_rounding(b
         assert np.allclose(steps, np.rint(steps), atol=1e-3) and np.abs(steps).max() <= 127.001
 
 
+@pytest.mark.slow
 def test_an_int8_kv_cache_is_a_run_flag_recorded_with_its_bytes(tmp_path):
     import json
     import subprocess

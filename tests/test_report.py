@@ -52,6 +52,7 @@ def figures_expected(results) -> set[str]:
         | ({"frontier"} if "decode" in kinds else set())
 
 
+@pytest.mark.slow
 def test_report_writes_markdown_html_csv_and_parquet(results, tmp_path):
     proc = make_report(results, tmp_path, "--price-per-hour", "0.357")  # CPU results: the whole machine's price
     figures = figures_listed(proc)
@@ -66,6 +67,7 @@ def test_report_writes_markdown_html_csv_and_parquet(results, tmp_path):
     assert md.count("![") == len(figures) and "| backend | device |" in md
 
 
+@pytest.mark.slow
 def test_text_from_result_files_is_escaped_in_html(results, tmp_path):
     make_report(results, tmp_path)
     page = (tmp_path / "report.html").read_text()
@@ -73,6 +75,7 @@ def test_text_from_result_files_is_escaped_in_html(results, tmp_path):
     assert "&lt;script&gt;document.title" in page
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not CHROMIUM and not os.environ.get("CI"), reason="Debian's chromium is not installed")
 def test_the_html_report_loads_in_a_real_browser_with_every_figure_shown(results, tmp_path):
     assert CHROMIUM, "CI must install chromium (.ci/run does)"
@@ -89,6 +92,7 @@ def test_the_html_report_loads_in_a_real_browser_with_every_figure_shown(results
     assert "<title>infercost report</title>" in dom  # the injected script never ran
 
 
+@pytest.mark.slow
 def test_the_python_api_prices_and_draws_from_a_notebook(results):
     import infercost
     df = infercost.price_results(results, price_per_hour=0.357, accelerators=0)

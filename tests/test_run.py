@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 import infercost
 
 FAST = ["--min-time", "0.05", "--warmup", "0.05", "--repeats", "3"]
@@ -47,6 +49,7 @@ def workers_of(pid: int) -> list[int]:
 SHAPES = [f"--shape={s}x{s}x{s}" for s in (32, 48, 64, 80, 96, 112)]
 
 
+@pytest.mark.slow
 def test_a_run_writes_one_valid_record_per_case_and_prints_a_table(tmp_path):
     out = tmp_path / "run.jsonl"
     proc = start(out, "--backend", "torch-cpu,jax-cpu", "--shape", "256x256x256", "--dtype", "float32,bfloat16",
@@ -69,6 +72,7 @@ def test_a_run_writes_one_valid_record_per_case_and_prints_a_table(tmp_path):
     assert len(record["raw_times_s"]) == record["stats"]["n"] >= 3
 
 
+@pytest.mark.slow
 def test_kill_mid_run_keeps_finished_records_and_resume_completes_the_rest(tmp_path):
     out = tmp_path / "run.jsonl"
     proc = start(out, "--backend", "torch-cpu", *SHAPES)
@@ -90,6 +94,7 @@ def test_kill_mid_run_keeps_finished_records_and_resume_completes_the_rest(tmp_p
     assert records["check_passed"].all()  # every case measured once (tiny shapes may be noisy)
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_keeps_every_finished_record(tmp_path):
     out = tmp_path / "run.jsonl"
     proc = start(out, "--backend", "torch-cpu", *SHAPES)
@@ -101,6 +106,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_every_finished_record(tmp_path):
     assert len(lines(out)) >= 1
 
 
+@pytest.mark.slow
 def test_a_hung_case_hits_its_time_limit_and_the_run_goes_on(tmp_path):
     out = tmp_path / "run.jsonl"
     # The first case needs 40 timed blocks of ~0.2 s: far past a 2 s limit.
@@ -113,6 +119,7 @@ def test_a_hung_case_hits_its_time_limit_and_the_run_goes_on(tmp_path):
     assert second["status"] == "ok" and second["case"]["params"]["m"] == 64
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_case_is_recorded_and_the_run_goes_on(tmp_path):
     out = tmp_path / "run.jsonl"
     proc = start(out, "--backend", "torch-cpu", "--threads", "1", "--min-time", "30",

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 FIXTURE = Path(__file__).parent / "fixtures" / "fixed_seed_run.json"
 RUN = ["--backend", "torch-cpu,jax-cpu", "--shape", "64x64x64", "--model", "tiny", "--batch", "1,2",
        "--tokens", "16", "--seed", "0", "--threads", "1", "--min-time", "0.05", "--warmup", "0.05",
@@ -53,6 +55,7 @@ def run(out: Path) -> list[dict]:
     return [json.loads(line) for line in out.read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_a_fixed_seed_run_gives_the_same_record_fields_and_values(tmp_path):
     now = summary(run(tmp_path / "run.jsonl"))
     before = json.loads(FIXTURE.read_text())

@@ -97,6 +97,7 @@ def serve_and_refuse(capsys, folder, monkeypatch, url, user, password, key, flag
 _ordinary: list[str] = []
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(user=SECRET, password=SECRET, key=SECRET, flag_secret=SECRET)
 @example(user="Zq722222", password="Zq722222", key="Zq722222", flag_secret="Zq7timeout_")  # CI found it

@@ -96,6 +96,7 @@ def level(mode="concurrency", value=2, duration=1.5, requests=8):
     return serve.Level(mode, value, min_duration_s=duration, min_requests=requests, warmup_requests=1, max_duration_s=30)
 
 
+@pytest.mark.slow
 def test_a_level_counts_exactly_the_tokens_the_server_returned(server, model_dir):
     url, model = server
     ep = serve.Endpoint(url, model, timeout_s=30)
@@ -119,6 +120,7 @@ def test_a_level_counts_exactly_the_tokens_the_server_returned(server, model_dir
     assert stats["ttft_s"]["p50"] <= stats["ttft_s"]["p99"] and stats["e2e_s"]["p50"] > stats["ttft_s"]["p50"]
 
 
+@pytest.mark.slow
 def test_a_concurrency_sweep_writes_priced_records(server, tmp_path):
     url, model = server
     out = tmp_path / "serve.jsonl"
@@ -168,6 +170,7 @@ def test_a_level_served_in_waves_is_steady_and_one_that_speeds_up_is_climbing():
         ("invalid", "throughput still climbing: second half +100% over the first")]
 
 
+@pytest.mark.slow
 def test_a_server_killed_mid_level_gives_failed_requests_and_an_invalid_level(model_dir):
     proc, url = start_server(model_dir)
     ep = serve.Endpoint(url, str(model_dir), timeout_s=10)
@@ -186,6 +189,7 @@ def test_a_server_killed_mid_level_gives_failed_requests_and_an_invalid_level(mo
     assert rec["metrics"]["output_tokens_per_s"] is None
 
 
+@pytest.mark.slow
 def test_a_slow_server_hits_the_request_timeout_cleanly(server):
     url, model = server
     ep = serve.Endpoint(url, model, timeout_s=0.002, ignore_eos=False)

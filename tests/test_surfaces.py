@@ -294,6 +294,7 @@ def refused_or_ran(code, err):
         assert code == 0, (code, err)
 
 
+@pytest.mark.slow
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(flag=st.sampled_from(SERVE_FLAGS), value=JUNK)
 def test_serve_flags_given_junk_never_end_in_an_unexpected_error(capsys, tmp_path_factory, flag, value):

@@ -66,6 +66,7 @@ def collectives(hlo: str, op: str) -> list[int]:
     return sizes
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tp,dp,kv_heads", [(2, 1, 2), (4, 1, 2), (8, 1, 8), (8, 1, 2), (4, 2, 2)])
 def test_sharded_logits_match_the_unsharded_model_and_float64_with_the_designed_communication(tp, dp, kv_heads):
     out = run_layout(tp, dp, kv_heads)
@@ -87,6 +88,7 @@ def test_sharded_logits_match_the_unsharded_model_and_float64_with_the_designed_
     assert "all-to-all(" not in out["hlo"] and "collective-permute(" not in out["hlo"]
 
 
+@pytest.mark.slow
 def test_a_run_splits_transformer_cases_over_devices_and_records_the_layout(tmp_path):
     out = tmp_path / "r.jsonl"
     proc = subprocess.run([sys.executable, "-m", "infercost.cli", "run", "--backend", "jax-cpu,torch-cpu", "--model", "tiny",
@@ -103,6 +105,7 @@ def test_a_run_splits_transformer_cases_over_devices_and_records_the_layout(tmp_
     assert "over 4 ranks (gloo)" in torch_rec["case"]["launch"]
 
 
+@pytest.mark.slow
 def test_a_layout_the_model_cannot_take_is_skipped_with_the_reason(tmp_path):
     out = tmp_path / "r.jsonl"
     proc = subprocess.run([sys.executable, "-m", "infercost.cli", "run", "--backend", "jax-cpu", "--model", "tiny",
@@ -223,6 +226,7 @@ TORCH_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tp,kv_heads,batch,mode", [(2, 2, 1, None), (4, 2, 2, None), (4, 8, 2, None), (2, 2, 2, "int8")])
 def test_torch_ranks_match_the_unsharded_model_and_float64_and_send_only_the_designed_collectives(tp, kv_heads, batch, mode):
     proc = subprocess.run([sys.executable, "-c", TORCH_SCRIPT, str(tp), str(kv_heads), str(batch), *([mode] if mode else [])],
@@ -278,6 +282,7 @@ TORCH_FAULTS = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_a_lost_rank_fails_the_call_not_the_process_and_leaves_no_rank_behind():
     env = {**os.environ, "INFERCOST_RANK_TIMEOUT_S": "5"}
     proc = subprocess.run([sys.executable, "-c", TORCH_FAULTS], capture_output=True, text=True, timeout=300, env=env)
@@ -289,6 +294,7 @@ def test_a_lost_rank_fails_the_call_not_the_process_and_leaves_no_rank_behind():
     assert out["after"] == [2, 1, 512]  # the last position's logits
 
 
+@pytest.mark.slow
 def test_torch_collectives_are_checked_and_timed_over_ranks():
     # Two ranks: one a core of this host (torch-cpu's device count).
     script = COLLECTIVE.replace('"jax-cpu"', '"torch-cpu"').replace('"devices": 4', '"devices": 2')
