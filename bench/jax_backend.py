@@ -11,6 +11,7 @@ import numpy as np
 from infercost.hardware.host import available_cpus, cpu_model, memory_available
 
 from .backend import Backend, Unavailable
+from .layout import Layout
 
 
 class JaxBackend(Backend):
@@ -80,9 +81,9 @@ class JaxBackend(Backend):
 
     def mesh_unsupported(self, mesh: dict) -> str | None:
         have = len(jax.devices(self.platform))
-        need = mesh.get("tp", 1) * mesh.get("dp", 1)
-        if need > have:
-            return f"the layout tp={mesh.get('tp', 1)},dp={mesh.get('dp', 1)} needs {need} devices; JAX sees {have}"
+        layout = Layout.of(mesh)
+        if layout.devices > have:
+            return f"the layout {layout} needs {layout.devices} devices; JAX sees {have}"
         return None
 
     def device_count(self) -> int:
@@ -111,8 +112,8 @@ class JaxBackend(Backend):
     def make_mesh(self, mesh: dict):
         """A ("dp", "tp") mesh over the first dp x tp devices of this platform."""
         from jax.sharding import Mesh
-        tp, dp = mesh.get("tp", 1), mesh.get("dp", 1)
-        return Mesh(np.array(jax.devices(self.platform)[:tp * dp]).reshape(dp, tp), ("dp", "tp"))
+        layout = Layout.of(mesh)
+        return Mesh(np.array(jax.devices(self.platform)[:layout.devices]).reshape(layout.dp, layout.tp), ("dp", "tp"))
 
     def load_model(self, cfg, dtype, batch, max_seq, *, seed=0, weights=None, compile_decode=True,
                    keep_weights=False, mesh=None, quant=None, kv=None):

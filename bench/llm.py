@@ -17,6 +17,7 @@ from infercost.kernels import llama, llama_ref, quant
 from infercost.kernels.dtypes import ITEMSIZE, model_tolerance
 
 from . import gates
+from .layout import Layout
 from .measure import Prepared
 
 CHECK_FULL_MAX_PARAMS = 300_000_000  # larger models are checked on 2 layers of the real widths
@@ -113,7 +114,7 @@ class TransformerWorkload:
         self.quant = p.get("quant")  # None, "int8" or "fp8"
         self.mesh = p.get("mesh")    # None, or {"tp": n, "dp": m}: split over n x m devices
         self.kv = p.get("kv_cache")  # None, or "int8": the KV cache held in int8
-        self.devices = (self.mesh or {}).get("tp", 1) * (self.mesh or {}).get("dp", 1)
+        self.devices = Layout.of(self.mesh).devices
         self.runner = self.checked = None
         self.sweep_before = None
 
@@ -135,11 +136,11 @@ class TransformerWorkload:
         if self.mesh:
             if why := backend.mesh_unsupported(self.mesh):
                 return why
-            tp, dp = self.mesh.get("tp", 1), self.mesh.get("dp", 1)
-            if why := llama.tp_unsupported(self.cfg, tp):
+            layout = Layout.of(self.mesh)
+            if why := llama.tp_unsupported(self.cfg, layout.tp):
                 return why
-            if self.batch % dp:
-                return f"dp={dp} must divide the batch {self.batch}"
+            if self.batch % layout.dp:
+                return f"dp={layout.dp} must divide the batch {self.batch}"
         free = backend.memory_bytes()  # per device; a split model needs about 1/devices of it on each
         need = memory_needed(self.cfg, self.dtype, self.batch, self.tokens, self.max_seq, self.quant, self.kv) / self.devices
         if free is not None and need > 0.9 * free:
@@ -155,7 +156,7 @@ class TransformerWorkload:
                layout, self.kv)
         if key not in _checks:
             _checks[key] = check_model(backend, self.cfg, self.dtype, self.tf32, seed, self.p.get("weights"),
-                                       check_batch if not self.mesh else max(check_batch, self.mesh.get("dp", 1)),
+                                       check_batch if not self.mesh else max(check_batch, Layout.of(self.mesh).dp),
                                        self.quant, self.mesh, max_seq=self.tokens + 1, kv=self.kv)
         self.checked = _checks[key]
         return self.checked, {}

@@ -16,6 +16,7 @@ from infercost.errors import InputError
 from infercost.kernels.dtypes import DTYPES
 
 from .backend import NAMES, device_kind
+from .layout import Layout
 
 WORKLOADS = ("matmul", "prefill", "decode", "collective")
 
@@ -200,10 +201,10 @@ def plan_cases(suite: str, backends: list[str], probes: dict, *, workloads=(), d
     if tf32 and not any(device_kind(b) == "gpu" for b in backends):
         raise InputError(f"--tf32 applies to CUDA GPUs only; none of {', '.join(backends)} is one")
 
-    if mesh is not None and mesh["tp"] * mesh["dp"] > MAX_CPU_DEVICES and any(device_kind(b) == "cpu" for b in backends):
+    if mesh is not None and Layout.of(mesh).devices > MAX_CPU_DEVICES and any(device_kind(b) == "cpu" for b in backends):
         # Checked before any worker starts: JAX would make every forced host device (~90 KB each and
         # its threads) before the case could say it does not fit.
-        raise InputError(f"--devices/--mesh asks for {mesh['tp'] * mesh['dp']} devices; a CPU stands in for at most "
+        raise InputError(f"--devices/--mesh asks for {Layout.of(mesh).devices} devices; a CPU stands in for at most "
                          f"{MAX_CPU_DEVICES} (JAX's forced host devices, torch's rank processes)")
     cases, notices = [], []
     for backend in backends:
@@ -232,7 +233,7 @@ def plan_cases(suite: str, backends: list[str], probes: dict, *, workloads=(), d
                                f"--dtype {dtype} measures it anyway, labelled emulated")
                 continue
             if spec["workload"] == "collective" and mesh is not None:
-                spec = {**spec, "params": {**spec["params"], "devices": mesh["tp"] * mesh["dp"]}}
+                spec = {**spec, "params": {**spec["params"], "devices": Layout.of(mesh).devices}}
             elif quant is not None or mesh is not None or kv is not None:
                 if spec["workload"] in ("matmul", "collective"):
                     continue
@@ -246,7 +247,7 @@ def plan_cases(suite: str, backends: list[str], probes: dict, *, workloads=(), d
                 "tf32": bool(tf32 and dtype == "float32" and kind == "gpu"),
                 "threads": threads if kind == "cpu" else None,
                 "device_kind": kind,
-                "devices": (layout["tp"] * layout["dp"]) if layout is not None else 1,
+                "devices": Layout.of(layout).devices,
             })
     if (quant is not None or mesh is not None or kv is not None) and not cases:
         flag = "--quant" if quant is not None else "--kv-cache" if kv is not None else "--devices/--mesh"

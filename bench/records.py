@@ -14,6 +14,7 @@ from infercost.errors import InputError, RunError
 from infercost.redact import has_secret, redact_argv, redact_tree
 
 from .backend import device_kind
+from .layout import Layout
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "invalid", "skipped", "error")
@@ -265,8 +266,8 @@ def inconsistent(rec: dict) -> str:
         if not isinstance(mesh, dict) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
                                                  for v in mesh.values()):
             return f"layout {mesh!r} is not positive whole numbers"
-        if mesh.get("tp", 1) * mesh.get("dp", 1) != n:
-            return f"layout {mesh!r} spans {mesh.get('tp', 1) * mesh.get('dp', 1)} devices, the record says {n}"
+        if Layout.of(mesh).devices != n:
+            return f"layout {mesh!r} spans {Layout.of(mesh).devices} devices, the record says {n}"
     for key, value in m.items():
         if key.endswith("_per_chip") and value is not None:
             total = m.get(key.removesuffix("_per_chip"))

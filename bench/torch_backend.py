@@ -10,6 +10,7 @@ import torch
 from infercost.hardware.host import available_cpus, cpu_model, memory_available
 
 from .backend import Backend, Unavailable
+from .layout import Layout
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -83,16 +84,17 @@ class TorchBackend(Backend):
         return torch.matmul  # precision is set by configure()
 
     def mesh_unsupported(self, mesh: dict) -> str | None:
-        if mesh.get("dp", 1) > 1:
+        layout = Layout.of(mesh)
+        if layout.dp > 1:
             return f"{self.name} splits a model over devices by tensor parallelism only (dp=1); the JAX backends take dp"
-        if mesh.get("tp", 1) > self.device_count():
-            return f"tp={mesh['tp']} needs {mesh['tp']} devices; {self.name} has {self.device_count()}"
+        if layout.tp > self.device_count():
+            return f"tp={layout.tp} needs {layout.tp} devices; {self.name} has {self.device_count()}"
         return None
 
     def sharded(self, cfg, dtype, batch, max_seq, mesh, options, **kw):
-        """The model split over mesh["tp"] ranks, one process each (bench/torch_dist.py)."""
+        """The model split over the layout's tp ranks, one process each (bench/torch_dist.py)."""
         from .torch_dist import ShardedRunner
-        return ShardedRunner(cfg, dtype, self.device, batch, max_seq, mesh["tp"], options=options, **kw)
+        return ShardedRunner(cfg, dtype, self.device, batch, max_seq, Layout.of(mesh).tp, options=options, **kw)
 
     def collective(self, op: str, per_device: int, dtype: str, devices: int):
         from .torch_dist import Collective
@@ -135,7 +137,8 @@ class TorchCPU(TorchBackend):
     def mesh_unsupported(self, mesh: dict) -> str | None:
         # Up to MAX_RANKS ranks even on fewer cores, so a small host can check a split model (the
         # ranks then share cores, and the launch says so).
-        if mesh.get("dp", 1) == 1 and mesh.get("tp", 1) <= max(self.MAX_RANKS, self.device_count()):
+        layout = Layout.of(mesh)
+        if layout.dp == 1 and layout.tp <= max(self.MAX_RANKS, self.device_count()):
             return None
         return super().mesh_unsupported(mesh)
 
