@@ -10,25 +10,54 @@ from __future__ import annotations
 
 import importlib
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
-# name -> (module, class, device kind). Modules are imported only when a backend is opened, so
-# a machine without JAX can still run torch, and the other way round. The kind decides which
-# suite a backend gets and which price applies to its results (a CPU instance prices CPU runs).
+@dataclass(frozen=True)
+class Capabilities:
+    """What an adapter can do, declared beside its name so that planning, pricing and fleets ask
+    the capability instead of sorting adapters into kinds by name. Facts of the device found at
+    run time (fp8 on this GPU, bfloat16 units on this CPU) stay with the adapter's methods."""
+    device_kind: str                 # "cpu", "gpu", "tpu", ...: which suite it gets, which price applies
+    vendors: tuple[str, ...] = ()    # catalog vendors whose accelerators it runs (none: the host's CPUs)
+    collective: str | None = None    # how its devices exchange data when a model is split
+    monitor: str | None = None       # the power and clock counters it reads around a case
+    quant: tuple[str, ...] = ("int8",)  # weight quantizations it can run (fp8 where the device has it)
+    tf32: bool = False               # float32 matmuls may run as TF32
+
+    def runs(self, vendor: str | None, accelerators: int) -> bool:
+        """Whether it runs on a machine with these accelerators (0: a CPU machine)."""
+        return accelerators <= 0 if self.device_kind == "cpu" else accelerators > 0 and vendor in self.vendors
+
+
+# name -> (module, class, capabilities). Modules are imported only when a backend is opened, so a
+# machine without JAX can still run torch, and the other way round. Adding an adapter is its module
+# and one line here.
 REGISTRY = {
-    "torch-cpu": ("infercost.bench.torch_backend", "TorchCPU", "cpu"),
-    "torch-cuda": ("infercost.bench.torch_backend", "TorchCUDA", "gpu"),
-    "jax-cpu": ("infercost.bench.jax_backend", "JaxCPU", "cpu"),
-    "jax-gpu": ("infercost.bench.jax_backend", "JaxGPU", "gpu"),
-    "jax-tpu": ("infercost.bench.jax_backend", "JaxTPU", "tpu"),
+    "torch-cpu": ("infercost.bench.torch_backend", "TorchCPU", Capabilities("cpu", collective="gloo")),
+    "torch-cuda": ("infercost.bench.torch_backend", "TorchCUDA",
+                   Capabilities("gpu", ("NVIDIA", "AMD"), "nccl", "nvml", ("int8", "fp8"), tf32=True)),
+    "jax-cpu": ("infercost.bench.jax_backend", "JaxCPU", Capabilities("cpu", collective="xla")),
+    "jax-gpu": ("infercost.bench.jax_backend", "JaxGPU", Capabilities("gpu", ("NVIDIA",), "xla", None, ("int8", "fp8"),
+                                                                       tf32=True)),
+    "jax-tpu": ("infercost.bench.jax_backend", "JaxTPU", Capabilities("tpu", ("Google",), "xla", None, ("int8", "fp8"))),
 }
 NAMES = tuple(REGISTRY)
 
 
+def capabilities(name: str) -> Capabilities | None:
+    return REGISTRY[name][2] if name in REGISTRY else None
+
+
 def device_kind(name: str) -> str:
     """"cpu", "gpu" or "tpu" for a backend name ("accelerator" for one this version does not know)."""
-    return REGISTRY[name][2] if name in REGISTRY else "accelerator"
+    return REGISTRY[name][2].device_kind if name in REGISTRY else "accelerator"
+
+
+def backends_for(vendor: str | None, accelerators: int) -> list[str]:
+    """The adapters that run on a machine with these accelerators (for planning a fleet)."""
+    return [name for name, (_, _, caps) in REGISTRY.items() if caps.runs(vendor, accelerators)]
 
 
 def module_of(name: str) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 from infercost.errors import InputError
 from infercost.kernels.dtypes import DTYPES
 
-from .backend import NAMES, device_kind
+from .backend import NAMES, capabilities, device_kind
 from .layout import Layout
 
 WORKLOADS = ("matmul", "prefill", "decode", "collective")
@@ -198,7 +198,7 @@ def plan_cases(suite: str, backends: list[str], probes: dict, *, workloads=(), d
             raise InputError(f"unknown dtype {d!r}; valid dtypes: {', '.join(DTYPES)}")
     explicit = explicit_cases(list(shapes), list(models), list(workloads), list(dtypes), list(batches),
                               list(tokens), weights)
-    if tf32 and not any(device_kind(b) == "gpu" for b in backends):
+    if tf32 and not any(capabilities(b) and capabilities(b).tf32 for b in backends):
         raise InputError(f"--tf32 applies to CUDA GPUs only; none of {', '.join(backends)} is one")
 
     if mesh is not None and Layout.of(mesh).devices > MAX_CPU_DEVICES and any(device_kind(b) == "cpu" for b in backends):
@@ -244,7 +244,7 @@ def plan_cases(suite: str, backends: list[str], probes: dict, *, workloads=(), d
             layout = spec["params"].get("mesh") or mesh
             cases.append({
                 "backend": backend, **spec,
-                "tf32": bool(tf32 and dtype == "float32" and kind == "gpu"),
+                "tf32": bool(tf32 and dtype == "float32" and capabilities(backend) and capabilities(backend).tf32),
                 "threads": threads if kind == "cpu" else None,
                 "device_kind": kind,
                 "devices": Layout.of(layout).devices,

@@ -82,3 +82,23 @@ def lookup(device_name: str) -> Accelerator | None:
 def find(name: str) -> Accelerator | None:
     """A catalog entry by its own name or by a device name as a backend reports it."""
     return lookup(name) or next((a for a in all_entries() if a.name.lower() == name.lower()), None)
+
+
+# Who makes an accelerator, by the names price tables give it (many rows name a chip the catalog
+# has no entry for: A10G, T4, GH200, B300). The first pattern that matches wins.
+VENDOR_PATTERNS = (
+    (r"^(Google )?TPU", "Google"),
+    (r"^(AWS )?(Trainium|Inferentia)", "AWS"),
+    (r"^(AMD )?(Instinct )?MI\d", "AMD"),
+    (r"^(Intel )?Gaudi", "Intel"),
+    (r"^(NVIDIA )?(A\d|B\d|GB\d|GH\d|H\d|L\d|T4|V100|RTX)", "NVIDIA"),
+)
+
+
+def vendor_of(accelerator: str) -> str | None:
+    """The vendor of an accelerator named as a price row names it, or None when unknown."""
+    acc = find(accelerator) if accelerator else None
+    if acc is not None:
+        return acc.vendor
+    return next((vendor for pattern, vendor in VENDOR_PATTERNS if re.match(pattern, accelerator or "", re.IGNORECASE)),
+                None)

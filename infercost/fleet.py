@@ -140,16 +140,18 @@ def task_yaml(task: dict, workdir: Path, suite: str, bucket: str, commit: str | 
     return "\n".join(head) + yaml_value(body, 0) + "\n"
 
 
-def kind_of(row) -> str:
-    if row.accelerator_count <= 0:
-        return "cpu"
-    return "tpu" if row.instance_type.startswith("tpu-") or row.accelerator.startswith("TPU") else "gpu"
+def backends_of(row) -> list[str]:
+    """The adapters that run on this instance, by what they declare they run (a CPU machine, or
+    the vendor of its accelerators); none for a chip no adapter runs yet (e.g. AWS Trainium)."""
+    from infercost.bench.backend import backends_for
+    from infercost.hardware.catalog import vendor_of
+    return backends_for(vendor_of(row.accelerator) if row.accelerator_count > 0 else None, row.accelerator_count)
 
 
 def planned_cases(row, suite: str) -> int:
     """How many cases `infercost run --suite` plans on this instance (for the cost estimate)."""
     from infercost.bench.plan import plan_cases
-    backends = {"cpu": ["torch-cpu", "jax-cpu"], "gpu": ["torch-cuda", "jax-gpu"], "tpu": ["jax-tpu"]}[kind_of(row)]
+    backends = backends_of(row)
     probes = {b: {"available": True, "devices": max(row.accelerator_count, 1), "unsupported": {}} for b in backends}
     cases, _ = plan_cases(suite, backends, probes)
     return len(cases)
@@ -189,7 +191,11 @@ def plan(instances: list[str], suite: str, spot: bool, out: Path, bucket: str | 
             row = prices.find(rows, instance, pricing, region)
         except (LookupError, ValueError) as e:
             raise InputError(str(e).strip("'\"")) from None
-        kind = "cpu" if kind_of(row) == "cpu" else "accelerator"
+        if not backends_of(row):
+            from infercost.bench.backend import NAMES
+            raise InputError(f"no infercost backend runs {row.accelerator or 'this machine'} ({row.instance}) yet; "
+                             f"the backends ({', '.join(NAMES)}) run CPUs, NVIDIA and AMD GPUs and Google TPUs")
+        kind = "cpu" if row.accelerator_count <= 0 else "accelerator"
         cases = planned_cases(row, suite)
         minutes = SETUP_MIN + cases * CASE_MIN[kind]
         tasks.append({"name": task_name(row.instance, pricing), "instance": row.instance, "pricing": pricing,

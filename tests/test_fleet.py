@@ -135,7 +135,9 @@ def test_the_plan_prints_the_fleet_estimate_before_anything_is_launched(tmp_path
 
 @pytest.mark.parametrize("instances,words", [("aws:nope.1xlarge", "no price for aws:nope.1xlarge"),
                                               ("p5en", "must be provider:instance_type"),
-                                              ("gcp:a2-ultragpu-8g", "no spot price")])
+                                              ("gcp:a2-ultragpu-8g", "no spot price"),
+                                              # no adapter runs Trainium: once it was planned as a GPU
+                                              ("aws:trn2.48xlarge", "no infercost backend runs Trainium2")])
 def test_a_plan_for_an_unknown_instance_is_one_line(tmp_path, instances, words):
     proc = plan(tmp_path / "f", instances, "--spot")
     assert proc.returncode == 2 and words in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
@@ -262,3 +264,16 @@ def test_a_broken_skypilot_catalog_cache_is_one_line(tmp_path):
                            str(tmp_path / "x.csv")], capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 2 and "not a SkyPilot catalog" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.csv").exists()
+
+
+def test_a_fleet_plans_the_backends_that_declare_they_run_the_instance():
+    from infercost.fleet import backends_of
+    from infercost.hardware import prices
+    rows = prices.load_all([])
+    row = {(r.provider + ":" + r.instance_type): r for r in rows}
+    assert backends_of(row["aws:c7i.2xlarge"]) == ["torch-cpu", "jax-cpu"]
+    assert backends_of(row["aws:p5.48xlarge"]) == ["torch-cuda", "jax-gpu"]      # NVIDIA H100
+    assert backends_of(row["oci:BM.GPU.MI300X.8"]) == ["torch-cuda"]             # AMD: torch's ROCm build
+    assert backends_of(row["gcp:tpu-v6e-1"]) == ["jax-tpu"]
+    assert backends_of(row["aws:g5.xlarge"]) == ["torch-cuda", "jax-gpu"]        # A10G: not in the catalog
+    assert backends_of(row["aws:trn2.48xlarge"]) == [] and backends_of(row["aws:inf2.24xlarge"]) == []
