@@ -19,6 +19,7 @@ from infercost.kernels.dtypes import ITEMSIZE, model_tolerance
 from . import gates
 from .layout import Layout
 from .measure import Prepared
+from .stats import rate_interval
 
 CHECK_FULL_MAX_PARAMS = 300_000_000  # larger models are checked on 2 layers of the real widths
 CHECK_LAYERS = 2
@@ -238,16 +239,14 @@ class TransformerWorkload:
             out.update({
                 "ttft_s": stats["median"],
                 "input_tokens_per_s": tokens / steady,
-                "input_tokens_per_s_ci95_low": tokens / stats["mean_ci95_high"],
-                "input_tokens_per_s_ci95_high": tokens / stats["mean_ci95_low"],
+                **dict(zip(("input_tokens_per_s_ci95_low", "input_tokens_per_s_ci95_high"), rate_interval(tokens, stats))),
                 "mfu": flops / steady / peak if peak else None,
             })
         else:
             out.update({
                 "tpot_s": stats["median"],
                 "output_tokens_per_s": tokens / steady,
-                "output_tokens_per_s_ci95_low": tokens / stats["mean_ci95_high"],
-                "output_tokens_per_s_ci95_high": tokens / stats["mean_ci95_low"],
+                **dict(zip(("output_tokens_per_s_ci95_low", "output_tokens_per_s_ci95_high"), rate_interval(tokens, stats))),
                 "per_user_tokens_per_s": float(np.median(1.0 / times)),  # 1/TPOT per step, then the median
                 "mbu": nbytes / steady / bandwidth if bandwidth else None,
             })

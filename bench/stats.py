@@ -33,3 +33,9 @@ def summarize(times: list[float], seed: int = 0) -> dict:
         "mean_ci95_low": float(min(mean_lo, t.mean())),
         "mean_ci95_high": float(max(mean_hi, t.mean())),
     }
+
+
+def rate_interval(work: float, stats: dict) -> tuple[float, float]:
+    """The 95% interval of a rate (work per second) from the interval of the mean time a call: the
+    slow end of the time is the low end of the rate."""
+    return work / stats["mean_ci95_high"], work / stats["mean_ci95_low"]

@@ -6,11 +6,12 @@ import time
 
 import numpy as np
 
-from infercost.kernels.dtypes import tolerance
+from infercost.kernels.dtypes import ITEMSIZE, tolerance
 from infercost.kernels.matmul import Matmul
 
 from . import gates
 from .measure import Prepared
+from .stats import rate_interval
 
 
 class MatmulWorkload:
@@ -66,8 +67,8 @@ class MatmulWorkload:
         power = m.get("power_w")
         out = {
             "tflops_median": flops / stats["median"] / 1e12,
-            "tflops_ci95_low": flops / stats["mean_ci95_high"] / 1e12,  # the steady-state figure's interval
-            "tflops_ci95_high": flops / stats["mean_ci95_low"] / 1e12,
+            # the steady-state figure's interval
+            **dict(zip(("tflops_ci95_low", "tflops_ci95_high"), rate_interval(flops / 1e12, stats))),
             "peak_fraction": flops / steady / peak if peak else None,
             "tflops_per_watt": flops / steady / 1e12 / power if power else None,
         }
@@ -84,7 +85,7 @@ class CollectiveWorkload:
     def __init__(self, case: dict):
         self.case, p = case, case["params"]
         self.op, self.nbytes = p["op"], p["bytes"]
-        self.item = {"float32": 4, "bfloat16": 2, "float16": 2}[case["dtype"]]
+        self.item = ITEMSIZE[case["dtype"]]
         self.requested = p.get("devices")
         self.n = None
         self.fn = self.args = None

@@ -153,3 +153,9 @@ def test_a_gpu_held_down_or_reclocked_during_a_case_is_flagged():
     assert [kind for kind, _ in found] == ["warn", "warn"]
     assert "after the case: hardware thermal slowdown" in found[0][1] and "1980 -> 1500 MHz" in found[1][1]
     assert clock_gate(None, None) == []  # no NVML: nothing to say
+
+
+def test_a_rate_interval_is_the_work_over_the_time_interval_turned_round():
+    from infercost.bench.stats import rate_interval
+    # 1,000 tokens a call, mean time between 0.8 and 1.25 s: 800 to 1,250 tokens/s
+    assert rate_interval(1000, {"mean_ci95_low": 0.8, "mean_ci95_high": 1.25}) == (800.0, 1250.0)
