@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from infercost.bench import serve
+from infercost.bench import serving as serve
 
 from conftest import loopback_server
 
@@ -102,7 +102,7 @@ def test_a_level_counts_exactly_the_tokens_the_server_returned(server, model_dir
     ep = serve.Endpoint(url, model, timeout_s=30)
     counter = serve.Counter(str(model_dir))
     asyncio.run(serve.probe(ep, counter))
-    requests, start, end = asyncio.run(serve.run_level(ep, level(value=2), serve.Workload((4, 8), (6, 10)), counter))
+    requests, start, end = asyncio.run(serve.run_level(ep, level(value=2), serve.Prompts((4, 8), (6, 10)), counter))
     measured = [r for r in requests if not r.warmup]
     assert len(measured) >= 8 and all(r.ok for r in requests)
     for r in measured:
@@ -178,13 +178,13 @@ def test_a_server_killed_mid_level_gives_failed_requests_and_an_invalid_level(mo
     killer.start()
     try:
         requests, start, end = asyncio.run(serve.run_level(ep, level(value=2, duration=3, requests=10),
-                                                           serve.Workload((4, 4), (8, 8)), serve.Counter(None)))
+                                                           serve.Prompts((4, 4), (8, 8)), serve.Counter(None)))
     finally:
         killer.join()
         stop(proc)
     failed = [r for r in requests if not r.ok]
     assert failed and all(r.e2e is None for r in failed)  # a failed request is never timed as fast
-    rec = serve.level_record(ep, level(), serve.Workload(), requests, start, end, {}, {}, "unknown", "gpu")
+    rec = serve.level_record(ep, level(), serve.Prompts(), requests, start, end, {}, {}, "unknown", "gpu")
     assert rec["status"] == "invalid" and rec["reasons"][0].startswith("errors:")
     assert rec["metrics"]["output_tokens_per_s"] is None
 
@@ -194,7 +194,7 @@ def test_a_slow_server_hits_the_request_timeout_cleanly(server):
     url, model = server
     ep = serve.Endpoint(url, model, timeout_s=0.002, ignore_eos=False)
     requests, start, end = asyncio.run(serve.run_level(ep, level(value=1, duration=0.3, requests=3),
-                                                       serve.Workload((4, 4), (64, 64)), serve.Counter(None)))
+                                                       serve.Prompts((4, 4), (64, 64)), serve.Counter(None)))
     assert requests and all(r.error and r.error.startswith("timeout") for r in requests)
     metrics, _, findings = serve.summarize_level(requests, start, end, {})
     assert metrics["timeouts"] == metrics["requests_failed"] > 0 and findings[0][0] == "invalid"
@@ -258,7 +258,7 @@ def test_faults_mid_stream_are_failed_requests(stub, prompt, error):
 
 
 async def _one(ep, req):
-    async with serve.client_for(ep, 1) as client:
+    async with serve.client.client_for(ep, 1) as client:
         return await serve.send(client, ep, req, serve.Counter(None))
 
 

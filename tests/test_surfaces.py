@@ -342,9 +342,9 @@ def test_a_poisson_level_never_sleeps_past_its_maximum_duration():
     import asyncio
     import time
 
-    from infercost.bench import serve
+    from infercost.bench import serving as serve
     ep = serve.Endpoint("http://127.0.0.1:9", "m", timeout_s=0.5)
     level = serve.Level("rate", 0.2, min_duration_s=0.5, min_requests=50, warmup_requests=0, max_duration_s=1.0)
     start = time.monotonic()
-    done, first, last = asyncio.run(serve.run_level(ep, level, serve.Workload(seed=1), serve.Counter(None)))
+    done, first, last = asyncio.run(serve.run_level(ep, level, serve.Prompts(seed=1), serve.Counter(None)))
     assert last - first < 1.6 and time.monotonic() - start < 3.0

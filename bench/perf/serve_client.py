@@ -106,11 +106,11 @@ async def plain_loop(url: str, concurrency: int, requests: int, tokens: int, mod
 
 def infercost_level(url: str, concurrency: int, requests: int, tokens: int, model: str = "stub",
                     prompt_words: int = 1) -> tuple[dict, float, int]:
-    from infercost.bench import serve
+    from infercost.bench import serving as serve
     ep = serve.Endpoint(url, model, ignore_eos=False, timeout_s=60)
     level = serve.Level("concurrency", concurrency, min_duration_s=0.0, min_requests=requests, warmup_requests=0)
     cpu0 = time.process_time()
-    work = serve.Workload((prompt_words, prompt_words), (tokens, tokens))
+    work = serve.Prompts((prompt_words, prompt_words), (tokens, tokens))
     reqs, start, end = asyncio.run(serve.run_level(ep, level, work, serve.Counter(None)))
     cpu = time.process_time() - cpu0
     metrics, _, _ = serve.summarize_level(reqs, start, end, {})

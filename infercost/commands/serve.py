@@ -46,20 +46,21 @@ def arguments(p) -> None:
 
 
 def run(args) -> int:
-    from infercost.bench import serve
+    from infercost.bench import serving
     from infercost.bench.records import Writer, results_path, run_provenance
-    url = serve.check_url(args.url)
-    serve.api_key(args.api_key_env)  # a named variable that is unset is an error; its value a secret
+    url = serving.check_url(args.url)
+    serving.api_key(args.api_key_env)  # a named variable that is unset is an error; its value a secret
     if args.tokenizer:
-        serve.Counter(args.tokenizer)  # a missing or broken tokenizer is refused before any request
+        serving.Counter(args.tokenizer)  # a missing or broken tokenizer is refused before any request
     bases = price_bases(args, cpu=args.device_kind == "cpu")
     limits = dict(min_duration_s=args.min_duration, min_requests=args.min_requests,
                   warmup_requests=args.warmup_requests, max_duration_s=args.max_duration)
-    levels = serve.plan_levels(args.concurrency, args.rate, args.max_concurrency, **limits)
-    work = serve.Workload(serve.span(args.input_tokens, "--input-tokens"), serve.span(args.output_tokens, "--output-tokens"),
-                          serve.read_prompts(args.prompts) if args.prompts else None, args.seed)
-    ep = serve.Endpoint(url, args.model, args.api, args.api_key_env, args.timeout, not args.no_ignore_eos, args.tokenizer)
-    slo = serve.parse_slo(args.slo)
+    levels = serving.plan_levels(args.concurrency, args.rate, args.max_concurrency, **limits)
+    work = serving.Prompts(serving.span(args.input_tokens, "--input-tokens"),
+                           serving.span(args.output_tokens, "--output-tokens"),
+                           serving.read_prompts(args.prompts) if args.prompts else None, args.seed)
+    ep = serving.Endpoint(url, args.model, args.api, args.api_key_env, args.timeout, not args.no_ignore_eos, args.tokenizer)
+    slo = serving.parse_slo(args.slo)
     path = results_path(args.out, False, kind="serve")
     writer = Writer(path, warn)
     console.print(escape(f"infercost {__version__}: {len(levels)} levels against {ep.shown_url} ({args.model}, {work.describe()})"))
@@ -72,7 +73,7 @@ def run(args) -> int:
         console.print(escape(f"{p['mode']} {p['level']:g}: {line}"))
 
     try:
-        records = serve.run(ep, levels, work, slo, writer, run_provenance(args.seed), args.device, args.device_kind,
+        records = serving.run(ep, levels, work, slo, writer, run_provenance(args.seed), args.device, args.device_kind,
                             on_level, args.kernel_model)
     finally:
         writer.close()

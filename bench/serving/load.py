@@ -1,0 +1,205 @@
+"""The load: what each request asks (Prompts), the levels (fixed concurrency or Poisson rates),
+running them one after another against an endpoint, and each level's record."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+
+from .client import Counter, Endpoint, Request, client_for, probe, send
+from .. import gates
+from ..records import record
+from .metrics import summarize_level
+
+MAX_CONCURRENCY = 4096  # streams one client process keeps open at most
+MAX_RATE = 10_000.0     # requests/s one client process can send on time
+
+
+@dataclass
+class Prompts:
+    """What each request asks: prompts and output lengths (fixed, a range, or from a file)."""
+    input_tokens: tuple[int, int] = (128, 128)
+    output_tokens: tuple[int, int] = (128, 128)
+    prompts: list | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        self.rng = random.Random(self.seed)
+
+    def next(self, warmup: bool = False) -> Request:
+        n = self.rng.randint(*self.output_tokens)
+        if self.prompts:
+            return Request(self.rng.choice(self.prompts), n, warmup)
+        words = self.rng.randint(*self.input_tokens)  # words of a synthetic prompt, about a token each
+        return Request(" ".join(f"w{self.rng.randint(3, 200)}" for _ in range(words)), n, warmup)
+
+    def describe(self) -> str:
+        span = lambda a: f"{a[0]}" if a[0] == a[1] else f"{a[0]}-{a[1]}"
+        source = f"{len(self.prompts)} prompts from a file" if self.prompts else f"{span(self.input_tokens)} words"
+        return f"{source}, {span(self.output_tokens)} output tokens"
+
+
+@dataclass
+class Level:
+    mode: str                 # "concurrency" or "rate"
+    value: float              # requests in flight, or requests per second
+    min_duration_s: float = 10.0
+    min_requests: int = 20
+    warmup_requests: int = 2
+    max_duration_s: float = 120.0
+
+
+async def run_level(ep: Endpoint, level: Level, work: Prompts, counter: Counter) -> tuple[list[Request], float, float]:
+    """Every request of one level (warm-up ones marked) and the measured window's start and end."""
+    done: list[Request] = []
+    cap = int(level.value) if level.mode == "concurrency" else min(MAX_CONCURRENCY, max(4, int(level.value * 8)))
+    async with client_for(ep, cap) as client:
+        for _ in range(level.warmup_requests):
+            done.append(await send(client, ep, work.next(warmup=True), counter))
+        start = time.perf_counter()
+
+        def more() -> bool:
+            elapsed = time.perf_counter() - start
+            measured = sum(1 for r in done if not r.warmup)
+            return elapsed < level.max_duration_s and (elapsed < level.min_duration_s or measured < level.min_requests)
+
+        if level.mode == "concurrency":
+            async def worker():
+                while more():
+                    done.append(await send(client, ep, work.next(), counter))
+            await asyncio.gather(*(worker() for _ in range(cap)))
+        else:
+            rng = random.Random(work.seed + 1)
+            tasks, issued = set(), 0
+            next_at = start
+            while more() or issued < level.min_requests:
+                if time.perf_counter() - start > level.max_duration_s:
+                    break
+                next_at += rng.expovariate(level.value)
+                if next_at - start > level.max_duration_s:  # the next arrival falls after the level's end
+                    await asyncio.sleep(max(0.0, start + level.max_duration_s - time.perf_counter()))
+                    break
+                await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+                task = asyncio.create_task(send(client, ep, work.next(), counter))
+                task.add_done_callback(lambda t: done.append(t.result()))
+                tasks.add(task)
+                issued += 1
+            await asyncio.gather(*tasks)
+        end = time.perf_counter()
+    return done, start, end
+
+
+def run(ep: Endpoint, levels: list[Level], work: Prompts, slo: dict, writer, provenance: dict, device: str,
+        device_kind: str, on_level, kernel_model: str | None = None) -> list[dict]:
+    """Every level in turn; each record is written as soon as its level ends."""
+    counter = Counter(ep.tokenizer)
+    engine = asyncio.run(probe(ep, counter))
+    records = []
+    for level in levels:
+        requests, start, end = asyncio.run(run_level(ep, level, work, counter))
+        rec = level_record(ep, level, work, requests, start, end, slo, engine, device, device_kind, kernel_model)
+        rec["provenance"] = provenance
+        writer.write(rec)
+        records.append(rec)
+        on_level(rec)
+    return records
+
+
+def span(text: str, flag: str) -> tuple[int, int]:
+    """"128" -> (128, 128); "64-256" -> (64, 256)."""
+    from infercost.errors import InputError
+    from infercost.numbers import number
+    lo, _, hi = str(text).partition("-")
+    a = number(lo, flag, integer=True)
+    b = number(hi, flag, integer=True) if hi else a
+    if b < a:
+        raise InputError(f"{flag} {text!r}: the range runs backwards")
+    return a, b
+
+
+def read_prompts(path) -> list[str]:
+    """Prompts from a JSONL file of {"prompt": "..."} lines (one-line errors naming file:line)."""
+    from pathlib import Path
+
+    from infercost.errors import InputError
+    try:
+        lines = Path(path).read_bytes().decode("utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"--prompts {path}: cannot read it as text ({type(e).__name__})") from None
+    prompts = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
+            raise InputError(f"{path}:{i}: not JSON") from None
+        if not isinstance(item, dict) or not isinstance(item.get("prompt"), str) or not item["prompt"]:
+            raise InputError(f"{path}:{i}: needs a non-empty \"prompt\" string")
+        prompts.append(item["prompt"])
+    if not prompts:
+        raise InputError(f"--prompts {path}: no prompts")
+    return prompts
+
+
+def plan_levels(concurrency, rates, max_concurrency: int, **limits) -> list[Level]:
+    """Concurrency levels (given, or 1, 2, 4, ... up to the maximum), or Poisson rates; each checked
+    against what one client process can do and what a level's limits allow."""
+    from infercost.errors import InputError
+    from infercost.numbers import number
+    if concurrency and rates:
+        raise InputError("give --concurrency or --rate, not both")
+    lo, hi = limits.get("min_duration_s", 10.0), limits.get("max_duration_s", 120.0)
+    if hi < lo:
+        raise InputError(f"--max-duration {hi:g} is shorter than --min-duration {lo:g}")
+    if rates:
+        levels = [Level("rate", number(r, "--rate", high=MAX_RATE), **limits) for r in rates]
+        for level in levels:
+            if level.value * level.max_duration_s < level.min_requests:
+                raise InputError(f"--rate {level.value:g}: a level sends about {level.value * level.max_duration_s:.3g} "
+                                 f"requests in --max-duration {level.max_duration_s:g} s, fewer than --min-requests "
+                                 f"{level.min_requests}")
+        return levels
+    if concurrency:
+        return [Level("concurrency", number(c, "--concurrency", integer=True, high=MAX_CONCURRENCY), **limits)
+                for c in concurrency]
+    if max_concurrency > MAX_CONCURRENCY:
+        raise InputError(f"--max-concurrency {max_concurrency}: at most {MAX_CONCURRENCY} streams")
+    levels, c = [], 1
+    while c <= max_concurrency:
+        levels.append(Level("concurrency", c, **limits))
+        c *= 2
+    return levels
+
+
+def level_record(ep: Endpoint, level: Level, work: Prompts, requests: list[Request], start: float, end: float,
+                 slo: dict, engine: dict, device: str, device_kind: str, kernel_model: str | None = None) -> dict:
+    metrics, latency, findings = summarize_level(requests, start, end, slo, work.seed)
+    verdict = gates.verdict(findings + gates.figures_gate(metrics))
+    if not verdict["valid"]:
+        for k in list(metrics):
+            if k.startswith(("output_tokens_per_s", "goodput", "per_user", "requests_per_s")):
+                metrics[k] = None
+    value = int(level.value) if level.mode == "concurrency" else level.value
+    case = {"backend": "endpoint", "workload": "serve", "dtype": "engine", "tf32": False, "threads": None,
+            "params": {"endpoint": ep.shown_url, "model": ep.model, "api": ep.api, "mode": level.mode, "level": value,
+                       "batch": max(1, int(math.ceil(level.value))) if level.mode == "concurrency" else None,
+                       "tokens": work.output_tokens[1], "input": work.describe(),
+                       **({"kernel_model": kernel_model} if kernel_model else {})},
+            "device": device, "device_kind": device_kind, "framework": "http",
+            "shape": f"{ep.model} {level.mode} {value:g}", "engine": engine,
+            "api_key_env": ep.api_key_env}
+    if case["params"]["batch"] is None:  # a rate level: the mean requests in flight stands for the batch
+        case["params"]["batch"] = max(1, round(metrics["mean_in_flight"] or 1))
+    failures = sorted({r.error for r in requests if r.error})[:5]
+    settings = {"min_duration_s": level.min_duration_s, "min_requests": level.min_requests,
+                "warmup_requests": level.warmup_requests, "timeout_s": ep.timeout_s, "slo": slo,
+                "ignore_eos": ep.ignore_eos}
+    tpots = [t for r in requests if not r.warmup and r.ok and (t := r.tpot()) is not None]
+    status = "ok" if verdict["valid"] else "invalid"
+    return record(case, status, verdict["reasons"], verdict["warnings"], metrics=metrics, stats=latency,
+                  raw_times_s=tpots or None, settings=settings, failures=failures)

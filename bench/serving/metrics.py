@@ -1,0 +1,112 @@
+"""A level's figures from its requests: throughput counted from the server's tokens, latency
+percentiles, goodput under an SLO, and the gates (errors, a level still climbing)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import gates
+from .client import Request
+
+MAX_ERROR_RATE = 0.05   # a level with more failed requests than this is invalid
+CLIMB_INVALID = 0.25    # token rate of the level's second half over its first half (with 16+ requests)
+CLIMB_WARN = 0.10
+
+
+def percentiles(values: list[float]) -> dict:
+    if not values:
+        return {"p50": None, "p90": None, "p99": None, "mean": None}
+    p50, p90, p99 = np.percentile(values, [50, 90, 99])
+    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "mean": float(np.mean(values))}
+
+
+def slo_ok(r: Request, slo: dict) -> bool:
+    if not r.ok:
+        return False
+    if "ttft" in slo and (r.ttft is None or r.ttft > slo["ttft"]):
+        return False
+    tpot = r.tpot()
+    return not ("tpot" in slo and tpot is not None and tpot > slo["tpot"])
+
+
+def summarize_level(requests: list[Request], start: float, end: float, slo: dict, seed: int = 0) -> tuple[dict, dict, list]:
+    """The level's metrics, its latency statistics, and the gates' findings."""
+    measured = [r for r in requests if not r.warmup]
+    ok = [r for r in measured if r.ok]
+    failed = [r for r in measured if not r.ok]
+    window = max(end - start, 1e-9)
+    findings = []
+    if not measured:
+        findings.append((gates.INVALID, "no request was measured"))
+    elif len(failed) / len(measured) > MAX_ERROR_RATE:
+        findings.append((gates.INVALID, f"errors: {len(failed)} of {len(measured)} requests failed "
+                                        f"(limit {MAX_ERROR_RATE:.0%}); first: {failed[0].error}"))
+    counted = [r for r in ok if r.output_tokens is not None]
+    if ok and len(counted) < len(ok):
+        findings.append((gates.INVALID, "token counts unknown: the server sent no usage; name a tokenizer with --tokenizer"))
+    tokens = sum(r.output_tokens for r in counted)
+    tpots = [t for r in counted if (t := r.tpot()) is not None]
+    itls = [b - a for r in ok for a, b in zip(r.chunks, r.chunks[1:])]
+    # Still climbing: the second half of the window delivers clearly more tokens than the first.
+    # Tokens are placed when they arrive (a request's count spread over its chunks), not when
+    # their request ends: a batching server ends requests in waves, and counted by end a steady
+    # level read +33% to +100%.
+    mid = start + window / 2
+    first = second = 0.0
+    for r in counted:
+        times = r.chunks or [r.start + r.e2e]
+        for t in times:
+            if start <= t < mid:
+                first += r.output_tokens / len(times)
+            elif mid <= t <= end:
+                second += r.output_tokens / len(times)
+    if len(counted) >= 16 and first > 0:
+        climb = second / first - 1
+        if climb > CLIMB_INVALID:
+            findings.append((gates.INVALID, f"throughput still climbing: second half {climb:+.0%} over the first"))
+        elif climb > CLIMB_WARN:
+            findings.append((gates.WARN, f"throughput climbing: second half {climb:+.0%} over the first"))
+    rng = np.random.default_rng(seed)
+    if counted:
+        per = np.array([r.output_tokens for r in counted], dtype=float)
+        boot = [per[rng.integers(0, len(per), len(per))].sum() / window for _ in range(1000)]
+        lo, hi = np.percentile(boot, [2.5, 97.5])
+    else:
+        lo = hi = None
+    good = [r for r in counted if slo_ok(r, slo)]
+    in_flight = sum(r.e2e for r in ok) / window if ok else None  # Little's law: L = throughput x latency
+    metrics = {
+        "output_tokens_per_s": tokens / window if counted else None,
+        "output_tokens_per_s_ci95_low": float(lo) if lo is not None else None,
+        "output_tokens_per_s_ci95_high": float(hi) if hi is not None else None,
+        "requests_per_s": len(ok) / window,
+        "tpot_s": float(np.median(tpots)) if tpots else None,
+        "ttft_s": float(np.median(ttfts)) if (ttfts := [r.ttft for r in ok if r.ttft is not None]) else None,
+        "per_user_tokens_per_s": float(np.median([1 / t for t in tpots])) if tpots else None,
+        "goodput_requests_per_s": len(good) / window,
+        "goodput_tokens_per_s": sum(r.output_tokens for r in good) / window,
+        "mean_in_flight": in_flight,
+        "output_tokens": tokens, "requests_ok": len(ok), "requests_failed": len(failed),
+        "timeouts": sum(1 for r in failed if (r.error or "").startswith("timeout")),
+        "warmup_requests": len(requests) - len(measured), "window_s": window,
+    }
+    stats = {"ttft_s": percentiles([r.ttft for r in ok if r.ttft is not None]), "tpot_s": percentiles(tpots),
+             "itl_s": percentiles(itls), "e2e_s": percentiles([r.e2e for r in ok])}
+    return metrics, stats, findings
+
+
+def parse_slo(text: str | None) -> dict:
+    """"ttft=500ms,tpot=50ms" -> {"ttft": 0.5, "tpot": 0.05} (s or ms units)."""
+    from infercost.errors import InputError
+    from infercost.numbers import number
+    out = {}
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        key, _, value = part.partition("=")
+        key, value = key.strip(), value.strip().lower()
+        if key not in ("ttft", "tpot"):
+            raise InputError(f"--slo {text!r}: {key!r} is not ttft or tpot")
+        scale = 1e-3 if value.endswith("ms") else 1.0
+        out[key] = number(value.removesuffix("ms").removesuffix("s"), f"--slo {key}") * scale
+    return out
