@@ -47,6 +47,18 @@ def record(case: dict, status: str, reasons=(), warnings=(), provenance: dict | 
     return out
 
 
+def finished(rec: dict, provenance: dict, settings: dict | None = None) -> dict:
+    """A measured record made ready to write: the run's provenance and, for a run of cases, the
+    run's settings as fields and the framework versions its worker reported ({} where no worker
+    answered). Every run finishes its records here."""
+    if settings is not None:
+        rec["settings"] = settings
+        rec["provenance"] = {**provenance, "versions": rec.pop("versions", {})}
+    else:
+        rec["provenance"] = provenance
+    return rec
+
+
 def run_provenance(seed: int) -> dict:
     """What is the same for every record of one run."""
     from infercost.version import __version__

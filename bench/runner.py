@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 
 from .backend import module_of
-from .records import record
+from .records import finished, record
 
 STARTUP_TIMEOUT_S = 180.0  # importing a framework and finding its device
 
@@ -128,8 +128,7 @@ def run(cases: list[dict], job: dict, writer, provenance: dict, case_timeout: fl
     settings = {**job["settings"], "seed": job["seed"], "threads": job.get("threads"), "case_timeout_s": case_timeout}
 
     def finish(case: dict, done: dict) -> None:
-        done["settings"] = settings
-        done["provenance"] = {**provenance, "versions": done.pop("versions", {})}
+        done = finished(done, provenance, settings)
         writer.write(done)
         records.append(done)
         on_event(Event("record", case["backend"], case=case, record=done))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from .client import Counter, Endpoint, Request, client_for, probe, send
 from .. import gates
-from ..records import record
+from ..records import finished, record
 from .metrics import summarize_level
 
 MAX_CONCURRENCY = 4096  # streams one client process keeps open at most
@@ -102,7 +102,7 @@ def run(ep: Endpoint, levels: list[Level], work: Prompts, slo: dict, writer, pro
     for level in levels:
         requests, start, end = asyncio.run(run_level(ep, level, work, counter))
         rec = level_record(ep, level, work, requests, start, end, slo, engine, device, device_kind, kernel_model)
-        rec["provenance"] = provenance
+        rec = finished(rec, provenance)
         writer.write(rec)
         records.append(rec)
         on_level(rec)
