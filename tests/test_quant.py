@@ -214,6 +214,11 @@ def test_a_quantized_case_records_its_dtypes_rule_quality_and_stored_bytes(name)
     # (8,704), writes one position (512) and returns 512 float32 logits (2,048): 125,440 bytes.
     assert m["bytes"] == 125_440
     assert m["weight_bytes"] == 113_920 + 512 * 64 * 4  # and the float embedding table, stored
+    from infercost.hardware import catalog
+    from infercost.hardware.estimate import estimate
+    from infercost.kernels.llama import CONFIGS
+    est = estimate(CONFIGS["tiny"], catalog.find("NVIDIA H100 SXM5 80GB"), 1, 1, 18, "float32", weight_dtype="int8")
+    assert est["decode_bytes"] == 125_440  # the estimator counts the same bytes (its context holds the written position)
 
 
 def test_fp8_is_skipped_with_the_reason_on_a_device_without_it():
@@ -312,6 +317,14 @@ def test_an_int8_kv_cache_is_a_run_flag_recorded_with_its_bytes(tmp_path):
     # 4-byte scale a head and position, 2 x 2 x 2 x 34 x 2 x (16 + 4) = 10,880 bytes: 23,936 fewer a
     # step (the written position is int8 too).
     assert f["metrics"]["bytes"] - q["metrics"]["bytes"] == 23936
+    # and `infercost estimate` counts a decode step's bytes as the measurement does (its context
+    # holds the position written: 34 here), for either cache
+    from infercost.hardware import catalog
+    from infercost.hardware.estimate import estimate
+    from infercost.kernels.llama import CONFIGS
+    h100 = catalog.find("NVIDIA H100 SXM5 80GB")
+    for rec, kv in ((f, None), (q, "int8")):
+        assert estimate(CONFIGS["tiny"], h100, 1, 2, 34, "float32", kv_dtype=kv)["decode_bytes"] == rec["metrics"]["bytes"]
 
 
 def test_the_read_sweep_reads_int8_weights_at_memory_speed():
