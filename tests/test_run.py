@@ -46,7 +46,9 @@ def workers_of(pid: int) -> list[int]:
     return found
 
 
-SHAPES = [f"--shape={s}x{s}x{s}" for s in (32, 48, 64, 80, 96, 112)]
+# Five tiny cases and a last one of several seconds (a 2048^3 matmul on one thread, timed about
+# 8 times), so that a run a busy host lets the test see late has still not ended.
+SHAPES = [f"--shape={s}x{s}x{s}" for s in (32, 48, 64, 80, 96, 2048)]
 
 
 @pytest.mark.slow
@@ -75,7 +77,7 @@ def test_a_run_writes_one_valid_record_per_case_and_prints_a_table(tmp_path):
 @pytest.mark.slow
 def test_kill_mid_run_keeps_finished_records_and_resume_completes_the_rest(tmp_path):
     out = tmp_path / "run.jsonl"
-    proc = start(out, "--backend", "torch-cpu", *SHAPES)
+    proc = start(out, "--backend", "torch-cpu", "--threads", "1", *SHAPES)
     wait_for_records(out, 2, proc)
     proc.kill()
     proc.wait()
@@ -85,7 +87,7 @@ def test_kill_mid_run_keeps_finished_records_and_resume_completes_the_rest(tmp_p
     assert not workers_of(proc.pid)
     kept = lines(out)  # every line written is a whole record
     assert 2 <= len(kept) < len(SHAPES)
-    resumed = start(out, "--backend", "torch-cpu", "--resume", *SHAPES)
+    resumed = start(out, "--backend", "torch-cpu", "--threads", "1", "--resume", *SHAPES)
     stdout, stderr = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, stderr
     assert f"({len(kept)} already recorded)" in stdout
@@ -97,11 +99,14 @@ def test_kill_mid_run_keeps_finished_records_and_resume_completes_the_rest(tmp_p
 @pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_keeps_every_finished_record(tmp_path):
     out = tmp_path / "run.jsonl"
-    proc = start(out, "--backend", "torch-cpu", *SHAPES)
+    # A quick first case, then one of ~10 s (a 4096^3 matmul, ~1 s a call, timed about 8 times):
+    # on a busy host the test may see the first record late, but never after the run has ended
+    # (with six tiny cases it once had, and the run exited 0 before the Ctrl-C came).
+    proc = start(out, "--backend", "torch-cpu", "--threads", "1", "--shape=32x32x32", "--shape=4096x4096x4096")
     wait_for_records(out, 1, proc)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    assert proc.returncode == 130, (stdout[-500:], stderr[-500:])
     assert "Traceback" not in stderr and "interrupted" in stderr and "--resume" in stderr
     assert len(lines(out)) >= 1
 
