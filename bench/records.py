@@ -278,8 +278,8 @@ def inconsistent(rec: dict) -> str:
         if not isinstance(mesh, dict) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
                                                  for v in mesh.values()):
             return f"layout {mesh!r} is not positive whole numbers"
-        if Layout.of(mesh).devices != n:
-            return f"layout {mesh!r} spans {Layout.of(mesh).devices} devices, the record says {n}"
+        if (spans := Layout.of(mesh).devices) != n:
+            return f"layout {mesh!r} spans {spans} devices, the record says {n}"
     for key, value in m.items():
         if key.endswith("_per_chip") and value is not None:
             total = m.get(key.removesuffix("_per_chip"))
