@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from infercost.kernels.dtypes import NO_QUANT, QuantSpec
+
 @dataclass(frozen=True)
 class Capabilities:
     """What an adapter can do, declared beside its name so that planning, pricing and fleets ask
@@ -107,13 +109,22 @@ class Backend:
         """Why this backend cannot split a model over the layout {"tp": n, "dp": m}, or None."""
         return f"{self.name} runs a model on one device"
 
-    def quant_unsupported(self, mode: str) -> str | None:
-        """Why this device cannot run weights quantized this way (int8, fp8), or None when it can.
-        fp8 is never upcast silently: only devices with native fp8 arithmetic run it."""
-        if mode == "fp8":
-            return (f"{self.device_name()} has no native fp8 (e4m3) arithmetic; fp8 runs on GPUs that do "
-                    "(NVIDIA compute capability 8.9+, AMD MI300)")
+    def quant_unsupported(self, quant: QuantSpec) -> str | None:
+        """Why this device cannot store a model as `quant` says, or None when it can: the one check,
+        from the adapter's declared capabilities and the device's fp8 units. fp8 is never upcast
+        silently: only devices with native fp8 arithmetic run it."""
+        if quant.weights == "fp8" and (why := self.fp8_missing()):
+            return why
+        caps = capabilities(self.name)
+        if quant.weights and caps is not None and quant.weights not in caps.quant:
+            return f"{self.name} runs no {quant.weights} weights (it runs {', '.join(caps.quant) or 'none'})"
         return None
+
+    def fp8_missing(self) -> str | None:
+        """Why this device has no native fp8 (e4m3) arithmetic, or None where it has (adapters of
+        devices that can have it ask the device)."""
+        return (f"{self.device_name()} has no native fp8 (e4m3) arithmetic; fp8 runs on GPUs that do "
+                "(NVIDIA compute capability 8.9+, AMD MI300)")
 
     # -- data -----------------------------------------------------------------------
     def configure(self, dtype: str, tf32: bool) -> dict:
@@ -164,22 +175,28 @@ class Backend:
 
     def load_model(self, cfg, dtype: str, batch: int, max_seq: int, *, seed: int = 0,
                    weights: dict | None = None, compile_decode: bool = True, keep_weights: bool = False,
-                   mesh=None, quant=None, kv=None):
-        """A Llama-family model on this device, ready to run (see ModelRunner below).
+                   mesh=None, quant: QuantSpec = NO_QUANT):
+        """A Llama-family model on this device, ready to run (see ModelRunner below), or Unavailable
+        with the reason where this adapter cannot split it over `mesh` or store it as `quant` says.
 
-        weights: host arrays by Hugging Face name, or None for the seeded weights; with quant
-        ("int8", "fp8") they hold kernels.quant.QWeight for every quantized parameter (made once on
-        the host, the same for every backend). mesh (a device layout) is reserved for sharded
-        models; an adapter that cannot honour one raises Unavailable. kv "int8": the KV cache
-        held as int8 with a scale per head and position.
+        weights: host arrays by Hugging Face name, or None for the seeded weights; with quantized
+        weights (quant.weights "int8", "fp8") they hold kernels.quant.QWeight for every quantized
+        parameter (made once on the host, the same for every backend). mesh: a device layout
+        {"tp", "dp"}. quant.kv "int8": the KV cache held as int8 with a scale per head and position.
         """
         if mesh is not None and (why := self.mesh_unsupported(mesh)):
             raise Unavailable(why)
-        if quant is not None and (why := self.quant_unsupported(quant)):
+        if why := self.quant_unsupported(quant):
             raise Unavailable(why)
+        return self.build_model(cfg, dtype, batch, max_seq, seed=seed, weights=weights, compile_decode=compile_decode,
+                                keep_weights=keep_weights, mesh=mesh, quant=quant)
+
+    def build_model(self, cfg, dtype: str, batch: int, max_seq: int, *, seed: int, weights: dict | None,
+                    compile_decode: bool, keep_weights: bool, mesh, quant: QuantSpec):
+        """load_model's work once its checks have passed; an adapter's own model builder overrides it."""
         module = importlib.import_module(f"infercost.kernels.llama_{self.framework}")
         return module.Runner(cfg, dtype, self.device, batch, max_seq, seed=seed, weights=weights,
-                             compile_decode=compile_decode, keep_weights=keep_weights, kv_int8=kv == "int8")
+                             compile_decode=compile_decode, keep_weights=keep_weights, kv_int8=quant.kv == "int8")
 
     def collective(self, op: str, per_device: int, dtype: str, devices: int):
         """A collective over `devices` devices as (fn, args, fetch): fn(*args) runs it once on

@@ -12,6 +12,7 @@ from infercost.hardware.host import available_cpus, cpu_model, memory_available
 
 from .backend import Backend, Unavailable
 from .layout import Layout
+from .sweep import host_read_bandwidth
 
 
 class JaxBackend(Backend):
@@ -115,14 +116,11 @@ class JaxBackend(Backend):
         layout = Layout.of(mesh)
         return Mesh(np.array(jax.devices(self.platform)[:layout.devices]).reshape(layout.dp, layout.tp), ("dp", "tp"))
 
-    def load_model(self, cfg, dtype, batch, max_seq, *, seed=0, weights=None, compile_decode=True,
-                   keep_weights=False, mesh=None, quant=None, kv=None):
-        if (mesh is not None and self.mesh_unsupported(mesh)) or (quant is not None and self.quant_unsupported(quant)):
-            return super().load_model(cfg, dtype, batch, max_seq, mesh=mesh, quant=quant)
+    def build_model(self, cfg, dtype, batch, max_seq, *, seed, weights, compile_decode, keep_weights, mesh, quant):
         from infercost.kernels import llama_jax
         return llama_jax.Runner(cfg, dtype, self.device, batch, max_seq, seed=seed, weights=weights,
                                 keep_weights=keep_weights, multiply_reduce_attention=self.multiply_reduce_attention,
-                                mesh=self.make_mesh(mesh) if mesh is not None else None, kv_int8=kv == "int8",
+                                mesh=self.make_mesh(mesh) if mesh is not None else None, kv_int8=quant.kv == "int8",
                                 one_row_options=self.one_row_decode_options)
 
     def compile(self, fn, args, donate: tuple[int, ...] = ()):
@@ -177,11 +175,8 @@ class JaxCPU(JaxBackend):
     def read_bandwidth(self, buffers):
         if any(len(getattr(a, "sharding", None).device_set) > 1 for a in buffers if hasattr(a, "sharding")):
             return None  # split over several (host) devices: no single buffer to sweep
-        try:  # the same ATen sweep as torch-cpu, over these arrays through DLPack (no copy)
-            from .torch_backend import host_read_bandwidth
-        except ImportError:
-            return None
-        return host_read_bandwidth(buffers, self.threads)
+        # The same sweep as torch-cpu's, over numpy views of these very arrays (no copy on CPUs).
+        return host_read_bandwidth([np.asarray(a) for a in buffers], self.threads)
 
     def device_name(self) -> str:
         return cpu_model()
@@ -212,9 +207,9 @@ class JaxGPU(JaxBackend):
         self._flush_buf = self._flush_fn(self._flush_buf)
         self._flush_buf.block_until_ready()
 
-    def quant_unsupported(self, mode: str) -> str | None:
+    def fp8_missing(self) -> str | None:
         cc = getattr(self.device, "compute_capability", None)
-        if mode == "fp8" and (cc is None or tuple(int(x) for x in str(cc).split(".")[:2]) < (8, 9)):
+        if cc is None or tuple(int(x) for x in str(cc).split(".")[:2]) < (8, 9):
             return f"{self.device_name()} has no native fp8 (needs compute capability 8.9+)"
         return None
 

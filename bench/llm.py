@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from infercost.kernels import llama, llama_ref, quant
-from infercost.kernels.dtypes import ITEMSIZE, model_tolerance
+from infercost.kernels.dtypes import ITEMSIZE, NO_QUANT, QuantSpec, model_tolerance
 
 from . import gates
 from .layout import Layout
@@ -36,29 +36,29 @@ def host_weights(path: str | None, cfg: llama.LlamaConfig) -> dict | None:
     return {name: tensors[name] for name in cfg.param_shapes()}
 
 
-def model_weights(path: str | None, cfg: llama.LlamaConfig, seed: int, mode: str | None) -> dict | None:
+def model_weights(path: str | None, cfg: llama.LlamaConfig, seed: int, q: QuantSpec = NO_QUANT) -> dict | None:
     """What load_model gets: a checkpoint's weights, or None for seeded ones built on the device;
     quantized, the host's int8/fp8 tensors and scales (made here once, the same for every backend)."""
-    if mode is None:
+    if q.weights is None:
         return host_weights(path, cfg)
     if path:
-        return quant.quantize(cfg, host_weights(path, cfg), mode)
-    return quant.quantize_seeded(cfg, seed, mode)
+        return quant.quantize(cfg, host_weights(path, cfg), q.weights)
+    return quant.quantize_seeded(cfg, seed, q.weights)
 
 
 def memory_needed(cfg: llama.LlamaConfig, dtype: str, batch: int, tokens: int, max_seq: int,
-                  mode: str | None = None, kv: str | None = None) -> int:
+                  q: QuantSpec = NO_QUANT) -> int:
     """Weights, KV cache, and the largest activations of a step (an estimate for the fit check)."""
     item = ITEMSIZE[dtype]
     acts = batch * tokens * (4 * cfg.hidden + 3 * cfg.intermediate) * item * 2
     scores = batch * cfg.heads * tokens * tokens * 4  # attention that materialises its scores
     logits = batch * cfg.vocab_size * 4 * 2
-    return cfg.stored_bytes(dtype, mode) + cfg.kv_bytes(batch, max_seq, dtype, kv) + acts + scores + logits + (256 << 20)
+    return cfg.stored_bytes(dtype, q) + cfg.kv_bytes(batch, max_seq, dtype, q) + acts + scores + logits + (256 << 20)
 
 
 def check_model(backend, cfg, dtype: str, tf32: bool, seed: int, weights_path: str | None,
-                batch: int = CHECK_BATCH, mode: str | None = None, mesh: dict | None = None,
-                max_seq: int = CHECK_PROMPT + CHECK_STEPS, kv: str | None = None) -> dict:
+                batch: int = CHECK_BATCH, q: QuantSpec = NO_QUANT, mesh: dict | None = None,
+                max_seq: int = CHECK_PROMPT + CHECK_STEPS) -> dict:
     """Prefill and teacher-forced decode steps against the float64 reference on the same weights
     (quantized ones as the model computes with them, dequantized).
 
@@ -73,15 +73,15 @@ def check_model(backend, cfg, dtype: str, tf32: bool, seed: int, weights_path: s
     # timed step's shapes, and the case reuses the compile (cold, it takes 15-35 s on a 2-core CPU).
     runner = backend.load_model(ccfg, dtype, batch, max(max_seq, CHECK_PROMPT + CHECK_STEPS) if full else
                                 CHECK_PROMPT + CHECK_STEPS, seed=seed,
-                                weights=model_weights(weights_path, ccfg, seed, mode), keep_weights=True,
-                                quant=mode, mesh=mesh, kv=kv)
+                                weights=model_weights(weights_path, ccfg, seed, q), keep_weights=True,
+                                quant=q, mesh=mesh)
     prompt = np.random.default_rng(seed).integers(0, cfg.vocab_size, (batch, CHECK_PROMPT))
     w64 = runner.weights_numpy()
-    ref_tokens, ref_logits = llama_ref.greedy(ccfg, w64, prompt, CHECK_STEPS, kv_int8=kv == "int8")
+    ref_tokens, ref_logits = llama_ref.greedy(ccfg, w64, prompt, CHECK_STEPS, kv_int8=q.kv == "int8")
     got = [backend.fetch(runner.prefill_step(prompt, last_only=False)())]
     for i in range(CHECK_STEPS):  # feed the reference's tokens, so both see the same sequence
         got.append(backend.fetch(runner.decode_step(ref_tokens[:, i:i + 1], CHECK_PROMPT + i)()))
-    if kv == "int8":  # the reference attends to the int8 cache the device wrote, as to its weights
+    if q.kv == "int8":  # the reference attends to the int8 cache the device wrote, as to its weights
         _, ref_logits = llama_ref.greedy(ccfg, w64, prompt, CHECK_STEPS, kv_int8=True, kv_given=runner.kv_numpy())
     finite = all(np.isfinite(g).all() for g in got)
     error = max(float(np.abs(g - r).max()) / float(np.abs(r).max()) for g, r in zip(got, ref_logits)) if finite else float("inf")
@@ -94,7 +94,7 @@ def check_model(backend, cfg, dtype: str, tf32: bool, seed: int, weights_path: s
         "checked": f"{ccfg.layers} of {cfg.layers} layers, batch {batch}, prefill {CHECK_PROMPT} + {CHECK_STEPS} decode steps",
         "launch": runner.launch,
     }
-    if (mode is not None or kv is not None) and finite:
+    if q and finite:
         float_weights = host_weights(weights_path, ccfg) or llama.seeded_weights_numpy(ccfg, seed)
         sequence = np.concatenate([prompt, ref_tokens], axis=1)
         out["quality"] = quant.quality(got, llama_ref.forward(ccfg, float_weights, sequence))
@@ -112,19 +112,19 @@ class TransformerWorkload:
         self.batch, self.tokens = p["batch"], p["tokens"]
         self.prefill = case["workload"] == "prefill"
         self.max_seq = self.tokens if self.prefill else self.tokens + 1  # decode writes position `tokens`
-        self.quant = p.get("quant")  # None, "int8" or "fp8"
+        self.quant = QuantSpec.of(p)  # weights and KV cache as stored
         self.mesh = p.get("mesh")    # None, or {"tp": n, "dp": m}: split over n x m devices
-        self.kv = p.get("kv_cache")  # None, or "int8": the KV cache held in int8
         self.devices = Layout.of(self.mesh).devices
         self.runner = self.checked = None
         self.sweep_before = None
 
     def describe(self) -> dict:
         what = "prompt" if self.prefill else "ctx"
-        out = {"shape": f"{self.p['model']} b{self.batch} {what}{self.tokens}" + (f" {self.quant}" if self.quant else "")
-               + (f" kv-{self.kv}" if self.kv else ""),
-               "model_config": self.cfg.as_dict(), "weight_dtype": self.quant or self.dtype, "kv_dtype": self.kv or self.dtype}
-        if self.quant:
+        q = self.quant
+        out = {"shape": f"{self.p['model']} b{self.batch} {what}{self.tokens}" + (f" {q.weights}" if q.weights else "")
+               + (f" kv-{q.kv}" if q.kv else ""),
+               "model_config": self.cfg.as_dict(), "weight_dtype": q.weight_dtype(self.dtype), "kv_dtype": q.kv_dtype(self.dtype)}
+        if q.weights:
             out["quant_rule"] = quant.RULE
         out["devices"] = self.devices
         if self.mesh:
@@ -132,7 +132,7 @@ class TransformerWorkload:
         return out
 
     def fit(self, backend) -> str | None:
-        if self.quant and (why := backend.quant_unsupported(self.quant)):
+        if why := backend.quant_unsupported(self.quant):
             return why
         if self.mesh:
             if why := backend.mesh_unsupported(self.mesh):
@@ -143,7 +143,7 @@ class TransformerWorkload:
             if self.batch % layout.dp:
                 return f"dp={layout.dp} must divide the batch {self.batch}"
         free = backend.memory_bytes()  # per device; a split model needs about 1/devices of it on each
-        need = memory_needed(self.cfg, self.dtype, self.batch, self.tokens, self.max_seq, self.quant, self.kv) / self.devices
+        need = memory_needed(self.cfg, self.dtype, self.batch, self.tokens, self.max_seq, self.quant) / self.devices
         if free is not None and need > 0.9 * free:
             return (f"does not fit: needs ~{need / 1e9:.1f} GB (weights "
                     f"{self.cfg.stored_bytes(self.dtype, self.quant) / 1e9:.1f} GB), device has {free / 1e9:.1f} GB free")
@@ -154,11 +154,11 @@ class TransformerWorkload:
         check_batch = 1 if self.batch == 1 else CHECK_BATCH
         layout = json.dumps(self.mesh, sort_keys=True)
         key = (backend.name, self.p["model"], self.dtype, self.tf32, seed, self.p.get("weights"), check_batch, self.quant,
-               layout, self.kv)
+               layout)
         if key not in _checks:
             _checks[key] = check_model(backend, self.cfg, self.dtype, self.tf32, seed, self.p.get("weights"),
                                        check_batch if not self.mesh else max(check_batch, Layout.of(self.mesh).dp),
-                                       self.quant, self.mesh, max_seq=self.tokens + 1, kv=self.kv)
+                                       self.quant, self.mesh, max_seq=self.tokens + 1)
         self.checked = _checks[key]
         return self.checked, {}
 
@@ -166,7 +166,7 @@ class TransformerWorkload:
         start = time.perf_counter()
         self.runner = backend.load_model(self.cfg, self.dtype, self.batch, self.max_seq, seed=seed,
                                          weights=model_weights(self.p.get("weights"), self.cfg, seed, self.quant),
-                                         compile_decode=not self.prefill, quant=self.quant, mesh=self.mesh, kv=self.kv)
+                                         compile_decode=not self.prefill, quant=self.quant, mesh=self.mesh)
         backend.sync(self.runner.params)
         build_s = time.perf_counter() - start
         rng = np.random.default_rng(seed + 1)
@@ -188,9 +188,9 @@ class TransformerWorkload:
         cfg, b, t = self.cfg, self.batch, self.tokens
         if self.prefill:
             return (cfg.flops(b, t, attended=t, logit_tokens=1),
-                    cfg.bytes(b, t, cache_len=0, dtype=self.dtype, logit_tokens=1, weights=self.quant, kv=self.kv))
+                    cfg.bytes(b, t, cache_len=0, dtype=self.dtype, logit_tokens=1, quant=self.quant))
         return (cfg.flops(b, 1, attended=self.max_seq),
-                cfg.bytes(b, 1, cache_len=self.max_seq, dtype=self.dtype, weights=self.quant, kv=self.kv))
+                cfg.bytes(b, 1, cache_len=self.max_seq, dtype=self.dtype, quant=self.quant))
 
     def before_timing(self, backend) -> None:
         # The weights' read speed moves with a host's load, so sweep just before and after timing.
@@ -229,7 +229,7 @@ class TransformerWorkload:
         out = {
             "weight_bytes": self.cfg.stored_bytes(self.dtype, self.quant),
             **({"quant_top1_agreement": quality.get("top1_agreement"), "quant_mean_kl": quality.get("mean_kl")}
-               if self.quant else {}),
+               if self.quant.weights else {}),
             "bandwidth_gbs": bandwidth / 1e9 if bandwidth else None, "bandwidth_basis": basis,
             "roofline_s": roofline_s,
             "roofline_fraction": roofline_s / steady if roofline_s else None,

@@ -13,9 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from infercost.errors import InputError
-from infercost.kernels.dtypes import DTYPES
+from infercost.kernels.dtypes import DTYPES, KV_MODES, NO_QUANT, QuantSpec
 
 from .backend import NAMES, capabilities, device_kind
+from .case import Case
 from .layout import Layout
 
 WORKLOADS = ("matmul", "prefill", "decode", "collective")
@@ -182,12 +183,11 @@ def explicit_cases(shapes: list[str], models: list[str], workloads: list[str], d
 
 def plan_cases(suite: str, backends: list[str], probes: dict, *, workloads=(), dtypes=(), shapes=(),
                models=(), batches=(), tokens=(), weights=None, tf32=False, threads=None,
-               quant=None, mesh=None, kv=None) -> tuple[list[dict], list[str]]:
+               quant: QuantSpec = NO_QUANT, mesh=None) -> tuple[list[Case], list[str]]:
     """Every case of the run, one per backend, and notices of what was left out and why.
-    quant ("int8", "fp8") quantizes the weights of every transformer case."""
-    from infercost.kernels.quant import MODES
-    if quant is not None and quant not in MODES:
-        raise InputError(f"unknown quantization {quant!r}; valid: {', '.join(MODES)}")
+    quant stores every transformer case's weights and/or KV cache quantized."""
+    if quant.kv is not None and quant.kv not in KV_MODES:
+        raise InputError(f"a measured KV cache can be stored as {', '.join(KV_MODES)}, not {quant.kv}")
     if suite not in SUITES:
         raise InputError(f"unknown suite {suite!r}; valid suites: {', '.join(SUITES)}")
     for w in workloads:
@@ -234,23 +234,21 @@ def plan_cases(suite: str, backends: list[str], probes: dict, *, workloads=(), d
                 continue
             if spec["workload"] == "collective" and mesh is not None:
                 spec = {**spec, "params": {**spec["params"], "devices": Layout.of(mesh).devices}}
-            elif quant is not None or mesh is not None or kv is not None:
+            elif quant or mesh is not None:
                 if spec["workload"] in ("matmul", "collective"):
                     continue
-                extra = {"quant": quant} if quant is not None else {}
-                extra.update({"mesh": mesh} if mesh is not None else {})
-                extra.update({"kv_cache": kv} if kv is not None else {})
+                extra = {**quant.params(), **({"mesh": mesh} if mesh is not None else {})}
                 spec = {**spec, "params": {**spec["params"], **extra}}
             layout = spec["params"].get("mesh") or mesh
-            cases.append({
-                "backend": backend, **spec,
-                "tf32": bool(tf32 and dtype == "float32" and capabilities(backend) and capabilities(backend).tf32),
-                "threads": threads if kind == "cpu" else None,
-                "device_kind": kind,
-                "devices": Layout.of(layout).devices,
-            })
-    if (quant is not None or mesh is not None or kv is not None) and not cases:
-        flag = "--quant" if quant is not None else "--kv-cache" if kv is not None else "--devices/--mesh"
+            cases.append(Case(
+                backend, spec["workload"], spec["params"], dtype,
+                tf32=bool(tf32 and dtype == "float32" and capabilities(backend) and capabilities(backend).tf32),
+                threads=threads if kind == "cpu" else None,
+                device_kind=kind,
+                devices=Layout.of(layout).devices,
+            ))
+    if (quant or mesh is not None) and not cases:
+        flag = "--quant" if quant.weights else "--kv-cache" if quant.kv else "--devices/--mesh"
         raise InputError(f"{flag} applies to transformer cases (prefill, decode), and none were asked for "
                          "(give --model, or a suite with transformer cases)")
     return cases, sorted(set(notices))

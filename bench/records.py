@@ -13,6 +13,8 @@ from pathlib import Path
 from infercost.errors import InputError, RunError
 from infercost.redact import has_secret, redact_argv, redact_tree
 
+from .case import case_key
+
 from .backend import device_kind
 from .layout import Layout
 
@@ -23,12 +25,6 @@ DONE = ("ok", "invalid", "skipped")  # statuses that --resume does not run again
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def case_key(case: dict) -> str:
-    """A stable identity for a requested case (what --resume matches on)."""
-    fields = ("backend", "workload", "params", "dtype", "tf32", "threads")
-    return json.dumps({f: case.get(f) for f in fields}, sort_keys=True, separators=(",", ":"))
 
 
 def record(case: dict, status: str, reasons=(), warnings=(), provenance: dict | None = None,

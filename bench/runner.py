@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 
 from .backend import module_of
+from .case import Case
 from .records import finished, record
 
 STARTUP_TIMEOUT_S = 180.0  # importing a framework and finding its device
@@ -120,7 +121,7 @@ class Worker:
         return f"worker {what}" + (f": {tail}" if tail else "")
 
 
-def run(cases: list[dict], job: dict, writer, provenance: dict, case_timeout: float, on_event) -> list[dict]:
+def run(cases: list[Case], job: dict, writer, provenance: dict, case_timeout: float, on_event) -> list[dict]:
     """Run cases grouped by backend; each record is written as soon as its case ends."""
     records = []
 
@@ -133,9 +134,9 @@ def run(cases: list[dict], job: dict, writer, provenance: dict, case_timeout: fl
         records.append(done)
         on_event(Event("record", case["backend"], case=case, record=done))
 
-    by_backend: dict[str, list[dict]] = {}
+    by_backend: dict[str, list[dict]] = {}  # each case as the worker and the record take it
     for case in cases:
-        by_backend.setdefault(case["backend"], []).append(case)
+        by_backend.setdefault(case.backend, []).append(case.as_dict())
 
     for backend, pending in by_backend.items():
         while pending:

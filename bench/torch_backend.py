@@ -11,59 +11,26 @@ from infercost.hardware.host import available_cpus, cpu_model, memory_available
 
 from .backend import Backend, Unavailable
 from .layout import Layout
+from .sweep import host_read_bandwidth
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def weight_read_sweep(tensors, threads: int | None = None, seconds: float = 0.3) -> float | None:
-    """Bytes/s of ATen's sum (max for integer buffers) over these very host buffers, or None when
-    one cannot be read by another kernel (oneDNN-packed) or is not in host memory.
-
-    Why the model's own buffers: on a shared or virtualised host, separately allocated buffers
-    of one process read at different speeds (27 to 55 GB/s seen side by side here), so a sweep
-    of some other buffer measures where that buffer landed, not the ceiling of these weights.
-    JAX's CPU arrays are swept through DLPack (no copy) with the same kernel, so torch and JAX
-    share one definition.
-    """
+def host_views(tensors) -> list[np.ndarray] | None:
+    """Zero-copy numpy views of these tensors for the read sweep (bench/sweep.py), or None when one
+    cannot be read by another kernel (oneDNN-packed) or is not in host memory. 16-bit floats and
+    fp8 are viewed as integers of their width (numpy has no such floats of its own)."""
     views = []
-    for a in tensors:
-        t = a if isinstance(a, torch.Tensor) else torch.from_dlpack(a)
+    for t in tensors:
         if t.is_mkldnn or t.device.type != "cpu":
             return None
-        views.append(t)
-    # ATen's sum over int8 (quantized weights) accumulates in int64 at ~1 GB/s, a loop rather
-    # than a read of memory; its max streams int8 at the float sum's speed (70 vs 73 GB/s here).
-    reads = [(t, torch.Tensor.sum if t.is_floating_point() else torch.Tensor.amax) for t in views]
-    previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        for _ in range(2):
-            for t, read in reads:
-                read(t)
-        times, start = [], time.perf_counter()
-        while time.perf_counter() - start < seconds or len(times) < 5:
-            t0 = time.perf_counter()
-            for t, read in reads:
-                read(t)
-            times.append(time.perf_counter() - t0)
-    finally:
-        torch.set_num_threads(previous)
-    return sum(t.numel() * t.element_size() for t in views) / float(np.median(times))
-
-
-_own_buffer_sweep: dict = {}
-
-
-def host_read_bandwidth(tensors, threads: int | None) -> tuple[float, str]:
-    """The sweep over these buffers, or where they cannot be swept (oneDNN-packed) over a 512 MiB
-    buffer of its own (measured once per process)."""
-    bw = weight_read_sweep(tensors, threads)
-    if bw is not None:
-        return bw, "measured (sum over this model's weights, before and after timing)"
-    if threads not in _own_buffer_sweep:
-        _own_buffer_sweep[threads] = weight_read_sweep([torch.ones(128 << 20)], threads, seconds=0.5)
-    return _own_buffer_sweep[threads], "measured (sum of 512 MiB)"
+        t = t.detach()
+        if t.dtype in (torch.bfloat16, torch.float16):
+            t = t.view(torch.int16)
+        elif t.element_size() == 1 and t.dtype not in (torch.int8, torch.uint8):
+            t = t.view(torch.int8)
+        views.append(t.numpy())
+    return views
 
 
 class TorchBackend(Backend):
@@ -142,12 +109,10 @@ class TorchCPU(TorchBackend):
             return None
         return super().mesh_unsupported(mesh)
 
-    def load_model(self, cfg, dtype, batch, max_seq, *, seed=0, weights=None, compile_decode=True,
-                   keep_weights=False, mesh=None, quant=None, kv=None):
-        if (mesh is not None and self.mesh_unsupported(mesh)) or (quant is not None and self.quant_unsupported(quant)):
-            return super().load_model(cfg, dtype, batch, max_seq, mesh=mesh, quant=quant)
+    def build_model(self, cfg, dtype, batch, max_seq, *, seed, weights, compile_decode, keep_weights, mesh, quant):
         from infercost.kernels import llama_torch, llama_torch_cpu
-        options = {**llama_torch_cpu.plan(batch, compile_decode, kv == "int8"), "kv_int8": kv == "int8"}
+        kv_int8 = quant.kv == "int8"
+        options = {**llama_torch_cpu.plan(batch, compile_decode, kv_int8), "kv_int8": kv_int8}
         if mesh is not None:
             return self.sharded(cfg, dtype, batch, max_seq, mesh, options, seed=seed, weights=weights,
                                 keep_weights=keep_weights)
@@ -155,7 +120,7 @@ class TorchCPU(TorchBackend):
                                   keep_weights=keep_weights, **options)
 
     def read_bandwidth(self, buffers):
-        return host_read_bandwidth(buffers, self.threads)
+        return host_read_bandwidth(host_views(buffers), self.threads)
 
 
 class TorchCUDA(TorchBackend):
@@ -209,10 +174,10 @@ class TorchCUDA(TorchBackend):
             return f"{self.device_name()} has no TF32 (needs compute capability 8.0+)"
         return None
 
-    def quant_unsupported(self, mode: str) -> str | None:
-        if mode == "fp8" and not torch.version.hip and (self.props.major, self.props.minor) < (8, 9):
+    def fp8_missing(self) -> str | None:
+        if not torch.version.hip and (self.props.major, self.props.minor) < (8, 9):
             return f"{self.device_name()} has no native fp8 (needs compute capability 8.9+)"
-        if mode == "fp8" and torch.version.hip and "gfx94" not in getattr(self.props, "gcnArchName", ""):
+        if torch.version.hip and "gfx94" not in getattr(self.props, "gcnArchName", ""):
             return f"{self.device_name()} has no native fp8 (needs an MI300-class GPU)"
         return None
 
@@ -244,13 +209,10 @@ class TorchCUDA(TorchBackend):
     def device_count(self) -> int:
         return torch.cuda.device_count()
 
-    def load_model(self, cfg, dtype, batch, max_seq, *, seed=0, weights=None, compile_decode=True,
-                   keep_weights=False, mesh=None, quant=None, kv=None):
-        if (mesh is not None and self.mesh_unsupported(mesh)) or (quant is not None and self.quant_unsupported(quant)):
-            return super().load_model(cfg, dtype, batch, max_seq, mesh=mesh, quant=quant)
+    def build_model(self, cfg, dtype, batch, max_seq, *, seed, weights, compile_decode, keep_weights, mesh, quant):
         from infercost.kernels import llama_torch
         compiled = {"compile": llama_torch.cuda_graphs, "launch": "torch.compile(reduce-overhead): CUDA graphs"}
-        options = {**(compiled if compile_decode else {}), "kv_int8": kv == "int8"}
+        options = {**(compiled if compile_decode else {}), "kv_int8": quant.kv == "int8"}
         if mesh is not None:
             return self.sharded(cfg, dtype, batch, max_seq, mesh, options, seed=seed, weights=weights,
                                 keep_weights=keep_weights)

@@ -3,7 +3,7 @@
 Decode step >= max((weight bytes + batch x KV bytes) / (chips x bandwidth), FLOPs / (chips x peak))
 Prefill     >= max(FLOPs / (chips x peak), bytes / (chips x bandwidth))
 (jax-ml/scaling-book, inference chapter). Weights and KV cache are stored in `dtype` unless
-`weight_dtype` (--quant) or `kv_dtype` (--kv-cache) say otherwise; the compute ceiling is the
+`quant` (--quant, --kv-cache) says otherwise; the compute ceiling is the
 peak of `dtype` (int8 and fp8 use the catalog's int8/fp8 peaks). Optional efficiencies
 (measured MFU/MBU from runs on hardware you did measure) scale the ceilings down.
 """
@@ -11,6 +11,7 @@ peak of `dtype` (int8 and fp8 use the catalog's int8/fp8 peaks). Optional effici
 from __future__ import annotations
 
 from infercost.hardware.catalog import Accelerator
+from infercost.kernels.dtypes import NO_QUANT, QuantSpec
 from infercost.kernels.dtypes import STORED_ITEMSIZE as ITEMSIZE
 from infercost.kernels.llama import LlamaConfig
 
@@ -38,11 +39,9 @@ def comm_seconds(cfg: LlamaConfig, acc: Accelerator, chips: int, tokens: int, lo
 
 def estimate(cfg: LlamaConfig, acc: Accelerator, chips: int, batch: int, context: int, dtype: str,
              prompt: int | None = None, mfu: float = 1.0, mbu: float = 1.0,
-             usd_per_chip_hour: float | None = None, weight_dtype: str | None = None,
-             kv_dtype: str | None = None) -> dict:
-    for d in (dtype, weight_dtype, kv_dtype):
-        if d is not None and d not in ITEMSIZE:
-            raise ValueError(f"unknown dtype {d!r}; valid: {', '.join(ITEMSIZE)}")
+             usd_per_chip_hour: float | None = None, quant: QuantSpec = NO_QUANT) -> dict:
+    if dtype not in ITEMSIZE:
+        raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(ITEMSIZE)}")
     peak = acc.peak(dtype)
     if not peak:
         raise ValueError(f"the catalog has no {dtype} peak for {acc.name}")
@@ -51,22 +50,20 @@ def estimate(cfg: LlamaConfig, acc: Accelerator, chips: int, batch: int, context
     bw = chips * acc.bandwidth * mbu
     # Bytes as the measurement counts them (kernels/llama.py): quantized weights with their scales,
     # a quantized KV cache with its scales; memory holds every weight and the whole cache.
-    weights = weight_dtype if weight_dtype != dtype else None
-    kv = kv_dtype if kv_dtype != dtype else None
-    memory = cfg.stored_bytes(dtype, weights) + cfg.kv_bytes(batch, context, dtype, kv)
-    decode_bytes = cfg.bytes(batch, 1, context - 1, dtype, weights=weights, kv=kv)
+    memory = cfg.stored_bytes(dtype, quant) + cfg.kv_bytes(batch, context, dtype, quant)
+    decode_bytes = cfg.bytes(batch, 1, context - 1, dtype, quant=quant)
     decode_flops = cfg.flops(batch, 1, context)
     act_item = ITEMSIZE[dtype] if dtype in ("float32", "bfloat16", "float16") else 2
     decode_comm = comm_seconds(cfg, acc, chips, batch, batch, act_item)
     prefill_comm = comm_seconds(cfg, acc, chips, batch * (prompt or context), batch, act_item)
     decode_s = max(decode_bytes / bw, decode_flops / flops_ceiling) + (decode_comm or 0.0)
     prefill_flops = cfg.flops(batch, prompt, prompt, logit_tokens=1)
-    prefill_bytes = cfg.bytes(batch, prompt, 0, dtype, logit_tokens=1, weights=weights, kv=kv)
+    prefill_bytes = cfg.bytes(batch, prompt, 0, dtype, logit_tokens=1, quant=quant)
     prefill_s = max(prefill_flops / flops_ceiling, prefill_bytes / bw) + (prefill_comm or 0.0)
     out = {
         "estimate": True, "formula": FORMULA, "accelerator": acc.name, "chips": chips, "batch": batch,
-        "context": context, "prompt": prompt, "dtype": dtype, "weight_dtype": weight_dtype or dtype,
-        "kv_dtype": kv_dtype or dtype, "mfu": mfu, "mbu": mbu,
+        "context": context, "prompt": prompt, "dtype": dtype, "weight_dtype": quant.weight_dtype(dtype),
+        "kv_dtype": quant.kv_dtype(dtype), "mfu": mfu, "mbu": mbu,
         "memory_needed_gb": memory / 1e9, "memory_available_gb": chips * acc.memory_gb,
         "fits": memory <= chips * acc.memory_gb * 1e9, "decode_bytes": decode_bytes,
         "decode_step_s": decode_s, "decode_bound": "memory" if decode_bytes / bw >= decode_flops / flops_ceiling else "compute",

@@ -1,4 +1,9 @@
-"""Dtype names shared by every backend, with their sizes and the check tolerance each earns."""
+"""Dtype names shared by every backend, with their sizes and the check tolerance each earns, and
+the formats a model can store in fewer bits than it computes in (QuantSpec)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -8,6 +13,50 @@ ITEMSIZE = {"float32": 4, "bfloat16": 2, "float16": 2}
 STORED_ITEMSIZE = {**ITEMSIZE, "fp8": 1, "int8": 1}
 # A quantized KV cache keeps a float32 scale for each head and position, of keys and of values.
 KV_SCALE_ITEMSIZE = 4
+QUANT_MODES = ("int8", "fp8")  # how weights (and, in byte counts and estimates, KV caches) can be stored
+KV_MODES = ("int8",)           # how a measured KV cache can be stored (int8, a scale a head and position)
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """What a model stores in fewer bits than it computes in: its weights (int8, fp8: per-output-
+    channel scales) and its KV cache (int8: a scale a head and position). One value from the flags
+    to the plan, the adapters, the byte counts and the record; the default stores nothing quantized.
+    In a case's params it is written "quant" (weights) and "kv_cache", as records always had it."""
+    weights: str | None = None
+    kv: str | None = None
+
+    def __post_init__(self):
+        if self.weights is not None and self.weights not in QUANT_MODES:
+            raise ValueError(f"unknown weight quantization {self.weights!r}; valid: {', '.join(QUANT_MODES)}")
+        if self.kv is not None and self.kv not in QUANT_MODES:
+            raise ValueError(f"unknown KV cache format {self.kv!r}; valid: {', '.join(QUANT_MODES)}")
+
+    def __bool__(self) -> bool:
+        return self.weights is not None or self.kv is not None
+
+    @classmethod
+    def of(cls, params: dict) -> "QuantSpec":
+        """The spec a case's params (or a record's) carry."""
+        return cls(params.get("quant"), params.get("kv_cache"))
+
+    def params(self) -> dict:
+        """The case params that say it (only what is quantized)."""
+        return {**({"quant": self.weights} if self.weights else {}), **({"kv_cache": self.kv} if self.kv else {})}
+
+    def weight_dtype(self, dtype: str) -> str:
+        return self.weights or dtype
+
+    def kv_dtype(self, dtype: str) -> str:
+        return self.kv or dtype
+
+    def label(self) -> str:
+        """"wint8 kv-int8", "" for none: how tables tell configurations apart."""
+        return " ".join(([f"w{self.weights}"] if self.weights else []) + ([f"kv-{self.kv}"] if self.kv else []))
+
+
+NO_QUANT = QuantSpec()
+
 
 # Largest accepted relative error against the float64 reference (see the README): about
 # 100x each format's unit roundoff accumulated over long sums, and well under the error a

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .dtypes import KV_SCALE_ITEMSIZE, STORED_ITEMSIZE
+from .dtypes import KV_SCALE_ITEMSIZE, NO_QUANT, STORED_ITEMSIZE, QuantSpec
 
 
 # -- tensor parallelism, declared once for both frameworks (as jax-llm-examples does) -------
@@ -164,11 +164,11 @@ class LlamaConfig:
         tensor even when tied to the embedding). kernels/quant.py quantizes exactly these."""
         return [n for n in self.param_shapes() if n.endswith("_proj.weight")] + ["lm_head.weight"]
 
-    def tensor_bytes(self, dtype: str, weights: str | None = None) -> dict[str, int]:
+    def tensor_bytes(self, dtype: str, quant: QuantSpec = NO_QUANT) -> dict[str, int]:
         """Bytes of every stored tensor: in `dtype`, or, for the tensors kernels/quant.py quantizes
-        (`weights` "int8" or "fp8"), one byte a value plus a scale a row in the compute dtype.
+        (`quant.weights` "int8" or "fp8"), one byte a value plus a scale a row in the compute dtype.
         A tied LM head quantized is a tensor of its own (the embedding gather keeps floats)."""
-        item = STORED_ITEMSIZE[dtype]
+        item, weights = STORED_ITEMSIZE[dtype], quant.weights
         shapes = dict(self.param_shapes())
         quantized = set(self.linear_names()) if weights else set()
         if weights and self.tie_embeddings:
@@ -176,26 +176,27 @@ class LlamaConfig:
         return {n: (math.prod(s) * STORED_ITEMSIZE[weights] + s[0] * item if n in quantized else math.prod(s) * item)
                 for n, s in shapes.items()}
 
-    def stored_bytes(self, dtype: str, weights: str | None = None) -> int:
+    def stored_bytes(self, dtype: str, quant: QuantSpec = NO_QUANT) -> int:
         """Every weight as stored, the embedding table included (what memory must hold)."""
-        return sum(self.tensor_bytes(dtype, weights).values())
+        return sum(self.tensor_bytes(dtype, quant).values())
 
-    def streamed_weight_bytes(self, dtype: str, weights: str | None = None) -> int:
+    def streamed_weight_bytes(self, dtype: str, quant: QuantSpec = NO_QUANT) -> int:
         """Weights a forward pass reads in full: every tensor but the embedding table (a gather reads
         only its rows), biases and norms included; a tied float head reads the table as the head."""
-        t = self.tensor_bytes(dtype, weights)
+        t = self.tensor_bytes(dtype, quant)
         table = t.pop("model.embed_tokens.weight")
         return sum(t.values()) + (table if "lm_head.weight" not in t else 0)
 
-    def kv_position_bytes(self, dtype: str, kv: str | None = None) -> int:
+    def kv_position_bytes(self, dtype: str, quant: QuantSpec = NO_QUANT) -> int:
         """KV cache bytes of one position of one sequence over every layer: keys and values in
-        `dtype`, or one byte each plus a float32 scale per head (kv "int8" or "fp8")."""
+        `dtype`, or one byte each plus a float32 scale per head (`quant.kv` "int8" or "fp8")."""
+        kv = quant.kv
         per_head = self.hd * STORED_ITEMSIZE[kv] + KV_SCALE_ITEMSIZE if kv else self.hd * STORED_ITEMSIZE[dtype]
         return 2 * self.layers * self.kv_heads * per_head
 
-    def kv_bytes(self, batch: int, seq: int, dtype: str, kv: str | None = None) -> int:
+    def kv_bytes(self, batch: int, seq: int, dtype: str, quant: QuantSpec = NO_QUANT) -> int:
         """Bytes of a KV cache holding `seq` positions for `batch` sequences."""
-        return batch * seq * self.kv_position_bytes(dtype, kv)
+        return batch * seq * self.kv_position_bytes(dtype, quant)
 
     # -- work -------------------------------------------------------------------------
     def matmul_params(self) -> int:
@@ -217,15 +218,15 @@ class LlamaConfig:
         return 2 * (self.matmul_params() - head) * tokens + 2 * head * batch * logit_tokens + attention
 
     def bytes(self, batch: int, new_tokens: int, cache_len: int, dtype: str,
-              logit_tokens: int | None = None, weights: str | None = None, kv: str | None = None) -> int:
+              logit_tokens: int | None = None, quant: QuantSpec = NO_QUANT) -> int:
         """Minimum bytes moved by one forward pass: every weight but the embedding read once (as
         stored: quantized ones with their scales), the embedding rows gathered, the KV cache read
         over `cache_len` positions and the new positions written (as stored), logits out (float32)."""
         tokens = batch * new_tokens
         embed_rows = tokens * self.hidden * STORED_ITEMSIZE[dtype]
-        kv_moved = self.kv_bytes(batch, cache_len + new_tokens, dtype, kv)
+        kv_moved = self.kv_bytes(batch, cache_len + new_tokens, dtype, quant)
         logits = batch * (new_tokens if logit_tokens is None else logit_tokens) * self.vocab_size * 4
-        return self.streamed_weight_bytes(dtype, weights) + embed_rows + kv_moved + logits
+        return self.streamed_weight_bytes(dtype, quant) + embed_rows + kv_moved + logits
 
 
 def _hf(name: str, **kw) -> LlamaConfig:

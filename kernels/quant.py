@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MODES = ("int8", "fp8")
+from .dtypes import QUANT_MODES as MODES
+
 RULE = ("int8/fp8 weights, per-output-channel scales: every linear layer (q, k, v, o, gate, up, down) "
         "and the LM head; the embedding table (a gather) and the norms stay in the compute dtype")
 QMAX = {"int8": 127.0, "fp8": 448.0}

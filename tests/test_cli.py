@@ -79,7 +79,7 @@ def test_a_dtype_the_device_lacks_is_refused_with_the_valid_ones():
         plan_cases(plan_args(dtypes=["bfloat16"]), ["torch-cuda"], probes)
     # From a suite, the dtype is left out with a notice instead of failing the run.
     cases, notices = plan_cases(plan_args(), ["torch-cuda"], probes)
-    assert cases and all(c["dtype"] != "bfloat16" for c in cases)
+    assert cases and all(c.dtype != "bfloat16" for c in cases)
     assert any("bfloat16" in n for n in notices)
 
 
@@ -87,10 +87,10 @@ def test_tf32_and_threads_go_only_where_they_apply():
     probes = {n: {"available": True, "unsupported": {}} for n in ("torch-cpu", "torch-cuda")}
     cases, _ = plan_cases(plan_args(shapes=["64x64x64"], dtypes=["float32", "bfloat16"], tf32=True),
                           ["torch-cpu", "torch-cuda"], probes)
-    tf32 = {(c["backend"], c["dtype"]): c["tf32"] for c in cases}
+    tf32 = {(c.backend, c.dtype): c.tf32 for c in cases}
     assert tf32 == {("torch-cpu", "float32"): False, ("torch-cpu", "bfloat16"): False,
                     ("torch-cuda", "float32"): True, ("torch-cuda", "bfloat16"): False}
-    assert {c["backend"]: c["threads"] for c in cases} == {"torch-cpu": 2, "torch-cuda": None}
+    assert {c.backend: c.threads for c in cases} == {"torch-cpu": 2, "torch-cuda": None}
 
 
 def test_backends_command_lists_every_adapter():

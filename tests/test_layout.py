@@ -137,3 +137,22 @@ def test_no_command_changes_its_parsed_arguments(tmp_path):
     assert [f for p in sorted((ROOT / "infercost" / "commands").glob("*.py")) for f in assigned_args(p)] == []
     (tmp_path / "bad.py").write_text("def run(args):\n    args.mfu, args.mbu = 1, 2\n    args.n += 1\n")
     assert assigned_args(tmp_path / "bad.py") == ["bad.py:2 args.mfu", "bad.py:2 args.mbu", "bad.py:3 args.n"]
+
+
+JAX_ONLY = """
+import sys
+from infercost.bench.backend import open_backend
+from infercost.kernels.llama import CONFIGS
+backend = open_backend("jax-cpu", threads=2)
+runner = backend.load_model(CONFIGS["tiny"], "float32", 1, 16)
+bandwidth, basis = backend.read_bandwidth(runner.streamed())
+print(bandwidth > 0, "this model's weights" in basis, sorted(m for m in sys.modules if m.split(".")[0] == "torch"))
+"""
+
+
+def test_jax_cpu_measures_its_read_ceiling_without_loading_torch():
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-c", JAX_ONLY], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split("\n")[-2] == "True True []"

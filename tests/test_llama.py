@@ -13,10 +13,12 @@ from conftest import hf_checkpoint
 from infercost.bench.backend import open_backend
 from infercost.bench.llm import TransformerWorkload, check_model, generate, host_weights
 from infercost.bench.measure import measure_case
-from infercost.bench.torch_backend import weight_read_sweep
+from infercost.bench.sweep import read_sweep
+from infercost.bench.torch_backend import host_views
 from infercost.bench.timing import Settings
 from infercost.kernels import llama, llama_jax, llama_ref, llama_torch, llama_torch_cpu
 from infercost.kernels.llama import CONFIGS, LLAMA3_SCALING
+from infercost.kernels.dtypes import NO_QUANT
 
 # GQA (4 heads on 2 KV heads), qkv bias, tied head and Llama 3 rope scaling all exercised.
 CFG = replace(CONFIGS["tiny"], qkv_bias=True, tie_embeddings=True,
@@ -56,7 +58,7 @@ def run_llm_case(backend, case, settings, seed, cpus_available):
     return measure_case(backend, TransformerWorkload(case), case, settings, seed, cpus_available)
 
 
-def run_greedy(backend, cfg, weights, prompt, steps, quant=None):
+def run_greedy(backend, cfg, weights, prompt, steps, quant=NO_QUANT):
     runner = backend.load_model(cfg, "float32", prompt.shape[0], prompt.shape[1] + steps, weights=weights, quant=quant)
     logits = [backend.fetch(runner.prefill_step(prompt, last_only=False)())]
     tokens = [logits[0][:, -1].argmax(-1)]
@@ -198,12 +200,16 @@ def test_the_cpu_ceiling_reads_the_models_own_weight_buffers(backend):
     arrays = runner.streamed()
     # Every matrix a decode step multiplies by, and every norm: no more, no less.
     assert sum(a.nbytes for a in arrays) == cfg.matmul_params() * 4 + (2 * cfg.layers + 1) * cfg.hidden * 4
-    if backend.name == "jax-cpu":  # read in place through DLPack, not copied
-        assert torch.from_dlpack(arrays[0]).data_ptr() == arrays[0].unsafe_buffer_pointer()
-    assert weight_read_sweep(arrays, 2, seconds=0.05) > 1e8
+    views = [np.asarray(a) for a in arrays] if backend.name == "jax-cpu" else host_views(arrays)
+    pointers = [a.unsafe_buffer_pointer() for a in arrays] if backend.name == "jax-cpu" else [a.data_ptr() for a in arrays]
+    assert [v.ctypes.data for v in views] == pointers  # read in place, not copied
+    assert read_sweep(views, 2, seconds=0.05) > 1e8
+    bw, basis = backend.read_bandwidth(arrays)
+    assert bw > 1e8 and "this model's weights" in basis
     if backend.name == "torch-cpu" and llama_torch_cpu.ONEDNN:  # packed weights: no other kernel can read them
         batched = backend.load_model(cfg, "float32", 2, 16)
-        assert weight_read_sweep(batched.streamed(), 2) is None
+        assert host_views(batched.streamed()) is None
+        assert "512 MiB" in backend.read_bandwidth(batched.streamed())[1]
 
 
 def test_generate_is_greedy_and_times_each_request(backend):

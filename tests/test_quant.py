@@ -16,6 +16,7 @@ from infercost.bench.measure import measure_case
 from infercost.bench.timing import Settings
 from infercost.kernels import int8_gemv_torch_cpu, llama, llama_ref, quant
 from infercost.kernels.llama import CONFIGS
+from infercost.kernels.dtypes import QuantSpec
 from test_llama import run_greedy  # the same greedy loop, quantized
 
 CFG = replace(CONFIGS["tiny"], qkv_bias=True, tie_embeddings=True)
@@ -54,7 +55,7 @@ def test_seeded_quantized_weights_are_the_quantized_seeded_weights():
 def run_quantized(name, weights, prompt, steps):
     backend = open_backend(name, threads=2)
     backend.configure("float32", False)
-    return run_greedy(backend, CFG, weights, prompt, steps, quant="int8")
+    return run_greedy(backend, CFG, weights, prompt, steps, quant=QuantSpec("int8"))
 
 
 # torch-cpu: the compiled fused GEMV (batch 1), infercost's batched int8 product (2, 5), JAX's one
@@ -217,7 +218,7 @@ def test_a_quantized_case_records_its_dtypes_rule_quality_and_stored_bytes(name)
     from infercost.hardware import catalog
     from infercost.hardware.estimate import estimate
     from infercost.kernels.llama import CONFIGS
-    est = estimate(CONFIGS["tiny"], catalog.find("NVIDIA H100 SXM5 80GB"), 1, 1, 18, "float32", weight_dtype="int8")
+    est = estimate(CONFIGS["tiny"], catalog.find("NVIDIA H100 SXM5 80GB"), 1, 1, 18, "float32", quant=QuantSpec("int8"))
     assert est["decode_bytes"] == 125_440  # the estimator counts the same bytes (its context holds the written position)
 
 
@@ -225,6 +226,38 @@ def test_fp8_is_skipped_with_the_reason_on_a_device_without_it():
     case = decode_case("torch-cpu", q="fp8")
     r = measure_case(open_backend("torch-cpu", threads=2), TransformerWorkload(case), case, FAST, 0, 2)
     assert r["status"] == "skipped" and "no native fp8" in r["reasons"][0]
+
+
+def test_a_quantization_an_adapter_does_not_declare_is_refused_by_its_capabilities(monkeypatch):
+    from infercost.bench import backend as backends
+    from infercost.bench.backend import Capabilities, Unavailable
+    cpu = open_backend("torch-cpu", threads=2)
+    assert cpu.quant_unsupported(QuantSpec("int8")) is None and cpu.quant_unsupported(QuantSpec(kv="int8")) is None
+    module, cls, _ = backends.REGISTRY["torch-cpu"]
+    monkeypatch.setitem(backends.REGISTRY, "torch-cpu", (module, cls, Capabilities("cpu", collective="gloo", quant=())))
+    with pytest.raises(Unavailable, match="torch-cpu runs no int8 weights"):
+        cpu.load_model(CFG, "float32", 1, 8, quant=QuantSpec("int8"))
+    case = decode_case("torch-cpu")  # and a case says so as its skip reason
+    r = measure_case(cpu, TransformerWorkload(case), case, FAST, 0, 2)
+    assert r["status"] == "skipped" and r["reasons"] == ["torch-cpu runs no int8 weights (it runs none)"]
+
+
+def test_a_quant_spec_refuses_formats_it_does_not_know_and_round_trips_through_case_params():
+    with pytest.raises(ValueError, match="int4"):
+        QuantSpec("int4")
+    with pytest.raises(ValueError, match="KV cache format 'float8'"):
+        QuantSpec(kv="float8")
+    q = QuantSpec("int8", "int8")
+    assert q.params() == {"quant": "int8", "kv_cache": "int8"} and QuantSpec.of(q.params()) == q
+    assert q.label() == "wint8 kv-int8" and QuantSpec().label() == "" and not QuantSpec()
+    assert (q.weight_dtype("bfloat16"), QuantSpec().kv_dtype("bfloat16")) == ("int8", "bfloat16")
+    from infercost.bench.plan import plan_cases
+    from infercost.errors import InputError
+    probes = {"torch-cpu": {"available": True, "unsupported": {}}}
+    with pytest.raises(InputError, match="KV cache can be stored as int8, not fp8"):
+        plan_cases("quick", ["torch-cpu"], probes, models=["tiny"], quant=QuantSpec(kv="fp8"))
+    cases, _ = plan_cases("quick", ["torch-cpu"], probes, models=["tiny"], workloads=["decode"], quant=q)
+    assert cases and all(c.quant == q for c in cases)
 
 
 def cli(*args):
@@ -274,7 +307,7 @@ def test_an_int8_kv_cache_holds_int8_and_matches_float64_with_its_own_rounding(b
     cfg = CONFIGS["tiny"]
     w64 = llama.seeded_weights_numpy(cfg, 0)
     prompt = np.random.default_rng(3).integers(0, cfg.vocab_size, (batch, 6))
-    runner = backend.load_model(cfg, "float32", batch, 12, seed=0, kv="int8")
+    runner = backend.load_model(cfg, "float32", batch, 12, seed=0, quant=QuantSpec(kv="int8"))
     if backend_name == "torch-cpu" and batch == 1 and int8_gemv_torch_cpu.available():
         assert "int8 KV cache attention by infercost's kernels" in runner.launch
     # The reference rounds its own float64 keys and values (no device values given to it).
@@ -324,7 +357,7 @@ def test_an_int8_kv_cache_is_a_run_flag_recorded_with_its_bytes(tmp_path):
     from infercost.kernels.llama import CONFIGS
     h100 = catalog.find("NVIDIA H100 SXM5 80GB")
     for rec, kv in ((f, None), (q, "int8")):
-        assert estimate(CONFIGS["tiny"], h100, 1, 2, 34, "float32", kv_dtype=kv)["decode_bytes"] == rec["metrics"]["bytes"]
+        assert estimate(CONFIGS["tiny"], h100, 1, 2, 34, "float32", quant=QuantSpec(kv=kv))["decode_bytes"] == rec["metrics"]["bytes"]
 
 
 def test_the_read_sweep_reads_int8_weights_at_memory_speed():
@@ -334,12 +367,16 @@ def test_the_read_sweep_reads_int8_weights_at_memory_speed():
     # the int8 sweep must stay within a generous factor of the float one (it was 60-200x slower).
     import torch
 
-    from infercost.bench.torch_backend import weight_read_sweep
+    from infercost.bench.sweep import read_sweep
+    from infercost.bench.torch_backend import host_views
 
     n = 96 << 20
     as_int8 = torch.full((n,), 3, dtype=torch.int8)
     as_float = torch.full((n // 4,), 1.0)
-    assert weight_read_sweep([as_int8], 2, seconds=0.1) > 0.25 * weight_read_sweep([as_float], 2, seconds=0.1)
+    as_bf16 = torch.full((n // 2,), 1.0, dtype=torch.bfloat16)
+    floats = read_sweep(host_views([as_float]), 2, seconds=0.1)
+    assert read_sweep(host_views([as_int8]), 2, seconds=0.1) > 0.25 * floats
+    assert read_sweep(host_views([as_bf16]), 2, seconds=0.1) > 0.25 * floats  # no float arithmetic numpy lacks
 
 
 def test_bytes_are_counted_from_the_tensors_read_on_a_model_with_biases(tmp_path):
@@ -355,7 +392,7 @@ def test_bytes_are_counted_from_the_tensors_read_on_a_model_with_biases(tmp_path
     # int8: q, k, v, o, gate, up, down and the head (its own copy) as one byte a value, 160 bytes,
     # with a float32 scale a row (4 + 2 + 2 + 4 + 6 + 6 + 4 + 10 = 38 rows, 152 bytes); the float
     # embedding (160), norms (48) and biases (32) stay: 552 stored, 392 read by a step.
-    assert cfg.stored_bytes("float32", "int8") == 552 and cfg.streamed_weight_bytes("float32", "int8") == 392
+    assert cfg.stored_bytes("float32", QuantSpec("int8")) == 552 and cfg.streamed_weight_bytes("float32", QuantSpec("int8")) == 392
 
     def step_bytes(extra):
         case = {"backend": "torch-cpu", "workload": "decode", "dtype": "float32", "tf32": False, "threads": 1,

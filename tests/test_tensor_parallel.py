@@ -349,11 +349,11 @@ def test_the_llm_suite_on_a_machine_of_several_accelerators_spans_them_all():
     from infercost.bench.plan import plan_cases
     probes = {"torch-cuda": {"available": True, "devices": 8, "unsupported": {}}}
     cases, _ = plan_cases("llm", ["torch-cuda"], probes)
-    split = [(c["workload"], c["params"]["model"], c["params"]["batch"]) for c in cases if c["devices"] == 8]
+    split = [(c.workload, c.params["model"], c.params["batch"]) for c in cases if c.devices == 8]
     assert ("decode", "llama-3.1-70b", 1) in split and ("decode", "llama-3.1-70b", 64) in split
     assert ("decode", "llama-3.1-8b", 1) in split and ("prefill", "llama-3.1-70b", 1) in split
-    assert all(c["params"]["mesh"] == {"tp": 8, "dp": 1} for c in cases if c["devices"] == 8)
-    one_chip = [(c["params"].get("model"), c["params"].get("batch")) for c in cases if c["devices"] == 1]
+    assert all(c.layout.as_dict() == {"tp": 8, "dp": 1} for c in cases if c.devices == 8)
+    one_chip = [(c.params.get("model"), c.params.get("batch")) for c in cases if c.devices == 1]
     assert ("llama-3.1-8b", 1) in one_chip  # the same model on one chip, for the scaling
     single, _ = plan_cases("llm", ["torch-cuda"], {"torch-cuda": {"available": True, "devices": 1, "unsupported": {}}})
-    assert all(c["devices"] == 1 for c in single)
+    assert all(c.devices == 1 for c in single)

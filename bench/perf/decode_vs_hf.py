@@ -10,7 +10,7 @@ INFERCOST_CPU_ISA=avx2 measures an AVX2-only host's paths on an AVX-512 one.
 On this host separately allocated buffers read at 27 to 55 GB/s depending on where they landed,
 and the neighbours' load moves that within minutes. So torch-cpu and jax-cpu run in one process
 on the very same weight buffers (torch reads JAX's through DLPack), their generations alternate,
-and the ceiling is the time ATen's sum takes to read those buffers, just before and after each
+and the ceiling is the time bench/sweep.py's read of those buffers takes, just before and after each
 pair of generations. HF runs in a process of its own, alternating with that one.
 
     python bench/perf/decode_vs_hf.py [--rounds 3]
@@ -85,7 +85,7 @@ def run_infercost(folder: Path, prompt, repeats: int) -> dict:
 
     from infercost.bench.backend import open_backend
     from infercost.bench.llm import generate, host_weights
-    from infercost.bench.torch_backend import weight_read_sweep
+    from infercost.bench.sweep import read_sweep
     from infercost.hardware.host import available_cpus
     from infercost.kernels.llama import from_hf_config
 
@@ -101,7 +101,7 @@ def run_infercost(folder: Path, prompt, repeats: int) -> dict:
         generate(backends[name], runner, np.asarray(prompt), 4)  # warm-up and compile
     streamed = runners["jax-cpu"].streamed()
     weight_bytes = sum(a.nbytes for a in streamed)  # every matrix and norm, read once a token
-    sweep = lambda: weight_read_sweep(streamed, available_cpus())
+    sweep = lambda: read_sweep([np.asarray(a) for a in streamed], available_cpus())
     runs, shares, sweeps, ratios = {n: [] for n in runners}, {n: [] for n in runners}, [sweep()], []
     for _ in range(repeats):
         for name, runner in runners.items():
@@ -166,7 +166,7 @@ def main() -> int:
     same = runs["hf"][-1]["tokens"] == both[-1]["torch-cpu"]["tokens"] == both[-1]["jax-cpu"]["tokens"]
     print(f"\n~125M Llama float32, batch 1, prompt {PROMPT}, {NEW} new tokens; medians of {args.rounds} alternating "
           f"rounds x {args.repeats} generations; torch-cpu and jax-cpu read the same weight buffers; {HOST}")
-    print(f"read bandwidth (ATen sum over those weights, around each generation): {min(sweeps) / 1e9:.1f} to "
+    print(f"read bandwidth (bench/sweep.py over those weights, around each generation): {min(sweeps) / 1e9:.1f} to "
           f"{max(sweeps) / 1e9:.1f} GB/s (process medians); weight bytes per token {both[0]['weight_bytes'] / 1e6:.0f} MB")
     print(f"greedy tokens identical across HF, torch-cpu, jax-cpu: {same}")
     print(f"{'':<22}{'tok/s (e2e)':>12}{'TPOT ms':>9}{'decode tok/s':>13}{'of ceiling':>11}  launch")

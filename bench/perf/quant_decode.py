@@ -4,7 +4,7 @@
 torch-cpu int8 (the compiled step, its int8 products by kernels/int8_gemv_torch_cpu.cpp where it
 builds) and jax-cpu int8 (dequantize-and-dot), every figure the median of alternating rounds.
 As in `infercost run` (one worker process a backend), JAX runs in a process of its own,
-answering one round at a time. The ceiling is the read bandwidth of ATen's sum over the float32
+answering one round at a time. The ceiling is the read bandwidth of bench/sweep.py's read of the float32
 model's own weight buffers, swept before the first round and after each one; each round is held
 against the mean of the sweeps on either side of it (a shared host's memory speed can move by a
 third within a run, and a run-wide median would pair one state's times with another's), and the
@@ -65,6 +65,7 @@ def decode_steps(backend_name: str, models: list[str], model: str, context: int)
     from infercost.bench.backend import open_backend
     from infercost.hardware.host import available_cpus
     from infercost.kernels import quant
+    from infercost.kernels.dtypes import QuantSpec
     from infercost.kernels.llama import CONFIGS
 
     cfg = CONFIGS[model]
@@ -73,7 +74,7 @@ def decode_steps(backend_name: str, models: list[str], model: str, context: int)
     prompt = np.random.default_rng(0).integers(0, cfg.vocab_size, (1, context))
     out = {}
     for fmt in models:
-        kw = dict(seed=0) if fmt == "float32" else dict(weights=quant.quantize_seeded(cfg, 0, fmt), quant=fmt)
+        kw = dict(seed=0) if fmt == "float32" else dict(weights=quant.quantize_seeded(cfg, 0, fmt), quant=QuantSpec(fmt))
         runner = backend.load_model(cfg, "float32", 1, context + 1, **kw)
         runner.prefill_step(prompt)()
         step = runner.decode_step([[1]], context)
@@ -129,7 +130,8 @@ def main() -> int:
         child(args.child, args.model, context, args.steps)
         return 0
 
-    from infercost.bench.torch_backend import weight_read_sweep
+    from infercost.bench.sweep import read_sweep
+    from infercost.bench.torch_backend import host_views
     from infercost.hardware.host import available_cpus
 
     threads = available_cpus()
@@ -147,7 +149,7 @@ def main() -> int:
 
     float_buffers = runners["torch-cpu float32"][2].streamed()
     float_bytes, int8_bytes = (step_bytes(args.model, context, mode) for mode in (None, "int8"))
-    sweep = lambda: weight_read_sweep(float_buffers, threads)
+    sweep = lambda: read_sweep(host_views(float_buffers), threads)
     # Every form of the int8 kernel this CPU runs, on the same compiled step (it calls the op each
     # time), so the default's choice can be checked on any host: "torch-cpu int8" is the default.
     from infercost.kernels import int8_gemv_torch_cpu
@@ -183,7 +185,7 @@ def main() -> int:
     print(f"\n{args.model} batch 1, context {context}, {threads} threads on {HOST}; medians of {args.rounds} "
           f"alternating rounds x {args.steps} steps; torch's int8 rows: "
           f"{int8_gemv_torch_cpu.describe() if default else 'inductor loop (' + str(int8_gemv_torch_cpu.why_not()) + ')'}")
-    print(f"read bandwidth (ATen sum over the float32 weights): {min(bandwidths) / 1e9:.1f} to "
+    print(f"read bandwidth (bench/sweep.py over the float32 weights): {min(bandwidths) / 1e9:.1f} to "
           f"{max(bandwidths) / 1e9:.1f} GB/s; bytes per token (weights, KV cache, logits): float32 "
           f"{float_bytes / 1e6:.1f} MB, int8 {int8_bytes / 1e6:.1f} MB")
     # Buffers of different processes can read at different speeds on a VM (where their memory

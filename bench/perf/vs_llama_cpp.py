@@ -147,6 +147,7 @@ def infercost_side(backend_name: str, threads: int, steps: int):
 
     from infercost.bench.backend import open_backend
     from infercost.kernels import quant
+    from infercost.kernels.dtypes import QuantSpec
     from infercost.kernels.llama import CONFIGS
 
     cfg = CONFIGS[MODEL]
@@ -154,7 +155,7 @@ def infercost_side(backend_name: str, threads: int, steps: int):
     backend.configure("float32", False)
     out = {}
     for fmt in ("float32", "int8"):
-        kw = dict(seed=0) if fmt == "float32" else dict(weights=quant.quantize_seeded(cfg, 0, fmt), quant=fmt)
+        kw = dict(seed=0) if fmt == "float32" else dict(weights=quant.quantize_seeded(cfg, 0, fmt), quant=QuantSpec(fmt))
         runner = backend.load_model(cfg, "float32", 1, PROMPT + steps + 1, **kw)
         prompt = prompt_tokens()
 

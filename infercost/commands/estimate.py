@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from infercost.errors import InputError
 from infercost.flags import positive
+from infercost.kernels.dtypes import QuantSpec
 from infercost.numbers import flag
 from infercost.present import estimate_lines
 
@@ -52,7 +53,7 @@ def run(args) -> int:
         basis_note = f" scaled by measured MFU {mfu:.1%} and MBU {mbu:.1%}"
     try:
         e = estimate(cfg, acc, args.chips, args.batch, args.context, args.dtype, args.prompt,
-                     mfu, mbu, args.price_per_chip_hour, weight_dtype=args.quant, kv_dtype=args.kv_cache)
+                     mfu, mbu, args.price_per_chip_hour, QuantSpec(args.quant, args.kv_cache))
     except ValueError as err:
         raise InputError(str(err)) from None
     dtypes = args.dtype + (f", weights {args.quant}" if args.quant else "") + (f", KV {args.kv_cache}" if args.kv_cache else "")

@@ -65,14 +65,15 @@ def arguments(p) -> None:
 def run(args) -> int:
     from infercost.bench import runner
     from infercost.bench.plan import choose_backends, parse_mesh, plan_cases
-    from infercost.bench.records import Writer, case_key, done_keys, results_path, run_provenance
+    from infercost.bench.records import Writer, done_keys, results_path, run_provenance
     from infercost.bench.timing import Settings
     from infercost.hardware import catalog, cloud
-    from infercost.hardware.cost import on_cpu, whole_instance_for_cpu_runs
+    from infercost.hardware.cost import whole_instance_for_cpu_runs
     from infercost.hardware.host import available_cpus
+    from infercost.kernels.dtypes import QuantSpec
 
     path = results_path(args.out, args.resume)
-    bases = price_bases(args, cpu=False)  # validated before any measuring
+    bases = price_bases(args)  # validated before any measuring
     detection = cloud.Detection() if not bases and cloud.enabled(args.detect_instance) else None
     threads = args.threads or available_cpus()
     if args.threads and args.threads > available_cpus():
@@ -83,7 +84,7 @@ def run(args) -> int:
     cases, notices = plan_cases(args.suite, backends, probes, workloads=flat(args.workload), dtypes=flat(args.dtype),
                                 shapes=args.shape, models=flat(args.model), batches=flat(args.batch),
                                 tokens=flat(args.tokens), weights=args.weights, tf32=args.tf32, threads=threads,
-                                quant=args.quant, mesh=parse_mesh(args.devices, args.mesh), kv=args.kv_cache)
+                                quant=QuantSpec(args.quant, args.kv_cache), mesh=parse_mesh(args.devices, args.mesh))
     for notice in notices:
         console.print(f"[yellow]note:[/] {escape(notice)}")
     writer = Writer(path, warn)  # locked: no other run appends to it while this one does
@@ -93,7 +94,7 @@ def run(args) -> int:
         writer.close()
         raise
     skipped = len(cases)
-    cases = [c for c in cases if case_key(c) not in done]
+    cases = [c for c in cases if c.key not in done]
     skipped -= len(cases)
     for name, info in probes.items():
         state = f"[green]{info['device']}[/]" if info["available"] else f"[dim]unavailable: {info['reason']}[/]"
@@ -108,7 +109,7 @@ def run(args) -> int:
                         min_time_s=args.min_time if args.min_time is not None else defaults.min_time_s,
                         min_blocks=args.repeats or defaults.min_blocks)
     job = {"settings": settings.as_dict(), "seed": args.seed, "threads": threads,
-           "host_devices": max((c.get("devices", 1) for c in cases), default=1)}
+           "host_devices": max((c.devices for c in cases), default=1)}
     total, done_count, started = len(cases), [0], [time.monotonic()]
 
     def on_event(event):
@@ -141,12 +142,12 @@ def run(args) -> int:
         else:
             detected = instance
             try:
-                bases = whole_instance_for_cpu_runs(price_bases(args, cpu=False, instances=[instance]))
+                bases = whole_instance_for_cpu_runs(price_bases(args, instances=[instance]))
             except InputError as e:
                 console.print(escape(f"cost: detected {instance}, but {e}"))
     if bases:
-        if not (args.instance or detected) and args.accelerators is None and all(on_cpu(r) for r in records):
-            bases = price_bases(args, cpu=True)
+        if not detected:  # the flags read for what was measured (a bare price on CPU runs: a CPU machine's)
+            bases = price_bases(args, records)
         print_costs(records, bases)
     elif detection is None:
         console.print("cost: this machine's price is unknown, so no $/M tokens are shown; give --price-per-hour USD "

@@ -8,6 +8,7 @@ from __future__ import annotations
 from infercost.hardware import catalog
 from infercost.hardware import cost as costs
 from infercost.hardware.estimate import FORMULA, estimate
+from infercost.kernels.dtypes import DTYPES, QuantSpec
 from infercost.kernels.llama import resolve_config
 
 BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -78,7 +79,7 @@ def estimated(key: tuple, tasks: list[dict], measured_tasks: set, min_user_tps: 
         for batch in BATCHES:
             try:
                 e = estimate(cfg, acc, t["accelerator_count"], batch, context, "bfloat16",
-                             weight_dtype=None if weights in ("float32", "bfloat16", "float16") else weights)
+                             QuantSpec(None if weights in DTYPES else weights))
             except ValueError:
                 break
             if not e["fits"] or 1 / e["decode_step_s"] < min_user_tps:
