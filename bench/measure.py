@@ -98,13 +98,21 @@ def measure_case(backend, workload: Workload, case: dict, settings: Settings, se
     metrics.update(extra)
     if emulated:
         findings = findings + [(gates.WARN, f"{case['dtype']} emulated: {emulated}")]
-    verdict = gates.verdict(findings + ceiling_findings + gates.figures_gate(metrics))
-    if not verdict["valid"]:  # an invalid measurement reports no throughput
-        metrics.update({k: None for k in metrics if k.startswith(RATES)})
     timing = {**check_timing, **prepared.timing,
               **{k: v for k, v in m.items() if k not in ("times", "power_w", "energy_j_per_call")}}
+    return conclude(case, findings + ceiling_findings, metrics, RATES,
+                    check=check, timing=timing, stats=stats, raw_times_s=m["times"])
+
+
+def conclude(case: dict, findings: list, metrics: dict, rates: tuple[str, ...], **sections) -> dict:
+    """The tail every measurement shares (a timed case here, a serving level in bench/serving):
+    the findings and the figures' own gate decide the verdict, an invalid measurement reports none
+    of its `rates` (the metric names starting so), and the record is built."""
+    verdict = gates.verdict(findings + gates.figures_gate(metrics))
+    if not verdict["valid"]:
+        metrics = {**metrics, **{k: None for k in metrics if k.startswith(rates)}}
     return record(case, "ok" if verdict["valid"] else "invalid", verdict["reasons"], verdict["warnings"],
-                  check=check, timing=timing, stats=stats, metrics=metrics, raw_times_s=m["times"])
+                  metrics=metrics, **sections)
 
 
 def timed(backend, fn, args, settings: Settings, seed: int, case: dict, cpus_available: int):

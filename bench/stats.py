@@ -35,6 +35,24 @@ def summarize(times: list[float], seed: int = 0) -> dict:
     }
 
 
+def percentiles(values: list[float]) -> dict:
+    """p50, p90, p99 and the mean of latencies (None each where there are none)."""
+    if not values:
+        return {"p50": None, "p90": None, "p99": None, "mean": None}
+    p50, p90, p99 = np.percentile(values, [50, 90, 99])
+    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "mean": float(np.mean(values))}
+
+
+def count_rate_interval(counts: list[float], window_s: float, seed: int = 0, resamples: int = 1000) -> tuple[float, float]:
+    """The 95% bootstrap interval of a rate made of items counted over a window (tokens of the
+    requests a serving level finished): the items are resampled, the window is fixed."""
+    per = np.asarray(counts, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    sums = per[rng.integers(0, per.size, (resamples, per.size))].sum(axis=1) / window_s
+    lo, hi = np.percentile(sums, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
 def rate_interval(work: float, stats: dict) -> tuple[float, float]:
     """The 95% interval of a rate (work per second) from the interval of the mean time a call: the
     slow end of the time is the low end of the rate."""

@@ -11,9 +11,9 @@ import time
 from dataclasses import dataclass
 
 from .client import Counter, Endpoint, Request, client_for, probe, send
-from .. import gates
-from ..records import finished, record
-from .metrics import summarize_level
+from ..measure import conclude
+from ..records import finished
+from .metrics import RATES, summarize_level
 
 MAX_CONCURRENCY = 4096  # streams one client process keeps open at most
 MAX_RATE = 10_000.0     # requests/s one client process can send on time
@@ -179,11 +179,6 @@ def plan_levels(concurrency, rates, max_concurrency: int, **limits) -> list[Leve
 def level_record(ep: Endpoint, level: Level, work: Prompts, requests: list[Request], start: float, end: float,
                  slo: dict, engine: dict, device: str, device_kind: str, kernel_model: str | None = None) -> dict:
     metrics, latency, findings = summarize_level(requests, start, end, slo, work.seed)
-    verdict = gates.verdict(findings + gates.figures_gate(metrics))
-    if not verdict["valid"]:
-        for k in list(metrics):
-            if k.startswith(("output_tokens_per_s", "goodput", "per_user", "requests_per_s")):
-                metrics[k] = None
     value = int(level.value) if level.mode == "concurrency" else level.value
     case = {"backend": "endpoint", "workload": "serve", "dtype": "engine", "tf32": False, "threads": None,
             "params": {"endpoint": ep.shown_url, "model": ep.model, "api": ep.api, "mode": level.mode, "level": value,
@@ -200,6 +195,5 @@ def level_record(ep: Endpoint, level: Level, work: Prompts, requests: list[Reque
                 "warmup_requests": level.warmup_requests, "timeout_s": ep.timeout_s, "slo": slo,
                 "ignore_eos": ep.ignore_eos}
     tpots = [t for r in requests if not r.warmup and r.ok and (t := r.tpot()) is not None]
-    status = "ok" if verdict["valid"] else "invalid"
-    return record(case, status, verdict["reasons"], verdict["warnings"], metrics=metrics, stats=latency,
-                  raw_times_s=tpots or None, settings=settings, failures=failures)
+    return conclude(case, findings, metrics, RATES, stats=latency, raw_times_s=tpots or None, settings=settings,
+                    failures=failures)

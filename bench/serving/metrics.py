@@ -6,18 +6,14 @@ from __future__ import annotations
 import numpy as np
 
 from .. import gates
+from ..stats import count_rate_interval, percentiles
 from .client import Request
 
 MAX_ERROR_RATE = 0.05   # a level with more failed requests than this is invalid
 CLIMB_INVALID = 0.25    # token rate of the level's second half over its first half (with 16+ requests)
 CLIMB_WARN = 0.10
-
-
-def percentiles(values: list[float]) -> dict:
-    if not values:
-        return {"p50": None, "p90": None, "p99": None, "mean": None}
-    p50, p90, p99 = np.percentile(values, [50, 90, 99])
-    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "mean": float(np.mean(values))}
+# A level's figures that are throughputs: an invalid level reports none of them.
+RATES = ("output_tokens_per_s", "goodput", "per_user", "requests_per_s")
 
 
 def slo_ok(r: Request, slo: dict) -> bool:
@@ -66,19 +62,13 @@ def summarize_level(requests: list[Request], start: float, end: float, slo: dict
             findings.append((gates.INVALID, f"throughput still climbing: second half {climb:+.0%} over the first"))
         elif climb > CLIMB_WARN:
             findings.append((gates.WARN, f"throughput climbing: second half {climb:+.0%} over the first"))
-    rng = np.random.default_rng(seed)
-    if counted:
-        per = np.array([r.output_tokens for r in counted], dtype=float)
-        boot = [per[rng.integers(0, len(per), len(per))].sum() / window for _ in range(1000)]
-        lo, hi = np.percentile(boot, [2.5, 97.5])
-    else:
-        lo = hi = None
+    lo, hi = count_rate_interval([r.output_tokens for r in counted], window, seed) if counted else (None, None)
     good = [r for r in counted if slo_ok(r, slo)]
     in_flight = sum(r.e2e for r in ok) / window if ok else None  # Little's law: L = throughput x latency
     metrics = {
         "output_tokens_per_s": tokens / window if counted else None,
-        "output_tokens_per_s_ci95_low": float(lo) if lo is not None else None,
-        "output_tokens_per_s_ci95_high": float(hi) if hi is not None else None,
+        "output_tokens_per_s_ci95_low": lo,
+        "output_tokens_per_s_ci95_high": hi,
         "requests_per_s": len(ok) / window,
         "tpot_s": float(np.median(tpots)) if tpots else None,
         "ttft_s": float(np.median(ttfts)) if (ttfts := [r.ttft for r in ok if r.ttft is not None]) else None,
