@@ -86,6 +86,12 @@ def config_label(case: dict) -> str:
     return out
 
 
+def cpu_only(records: list[dict]) -> bool:
+    """Whether every record is a CPU run: then a bare --price-per-hour or --owned prices a CPU
+    machine (no accelerators in the price) rather than one accelerator."""
+    return bool(records) and all(on_cpu(r) for r in records)
+
+
 def too_many_devices(basis: Basis, record: dict) -> bool:
     """A record over more accelerators than the price covers (8 GPUs priced with a 1-GPU instance):
     the price does not say what those devices cost, so it is not priced with it (never capped)."""

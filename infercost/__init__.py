@@ -28,11 +28,11 @@ def _records(paths):
 
 
 def _bases(records, instance, pricing, region, price_per_hour, accelerators, prices):
-    from infercost.hardware.cost import on_cpu, price_bases
+    from infercost.hardware.cost import cpu_only, price_bases
     instances = [instance] if isinstance(instance, str) else list(instance or [])
     return price_bases(instances=instances, pricing=pricing, region=region, prices=list(prices),
                        price_per_hour=price_per_hour, accelerators=accelerators,
-                       cpu=bool(records) and all(on_cpu(r) for r in records))
+                       cpu=cpu_only(records))
 
 
 def price_results(*paths, instance=None, pricing="on-demand", region=None, price_per_hour=None,

@@ -67,9 +67,13 @@ def add_price_flags(p) -> None:
     p.add_argument("--kwh-price", type=positive(float), default=None, help="electricity USD per kWh for --owned")
 
 
-def price_bases(args, cpu: bool, instances: list[str] | None = None) -> list:
-    """The price bases the price flags give; `instances` in place of --instance (a detected one)."""
+def price_bases(args, records: list[dict] = (), instances: list[str] | None = None, cpu: bool | None = None) -> list:
+    """The price bases the price flags give for these records (none yet: the flags are checked
+    before anything is read or measured); `instances` in place of --instance (a detected one);
+    `cpu` where the device kind is declared rather than read from records (a serving run)."""
+    from infercost.hardware.cost import cpu_only
     from infercost.hardware.cost import price_bases as build
+    cpu = cpu_only(list(records)) if cpu is None else cpu
     return build(instances=args.instance if instances is None else instances, pricing=args.pricing, region=args.region,
                  prices=args.prices, price_per_hour=args.price_per_hour, accelerators=args.accelerators,
                  owned=args.owned, years=args.years, power_w=args.power_w, kwh_price=args.kwh_price, cpu=cpu,

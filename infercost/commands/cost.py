@@ -20,11 +20,9 @@ def arguments(p) -> None:
 
 
 def run(args) -> int:
-    from infercost.hardware.cost import on_cpu
-    if not price_bases(args, cpu=False):  # a missing or bad price is reported before any file is read
+    if not price_bases(args):  # a missing or bad price is reported before any file is read
         raise InputError("give a price: --instance provider:instance_type (see `infercost prices`) or --price-per-hour USD")
     ratio = blend_ratio(args.blend)
     records = read_results(args.results)
-    cpu = all(on_cpu(r) for r in records)
-    print_costs(records, price_bases(args, cpu), ratio, args.max_tpot_ms / 1e3 if args.max_tpot_ms else None)
+    print_costs(records, price_bases(args, records), ratio, args.max_tpot_ms / 1e3 if args.max_tpot_ms else None)
     return 0

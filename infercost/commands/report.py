@@ -26,16 +26,15 @@ def arguments(p) -> None:
 
 def run(args) -> int:
     from infercost.bench.records import result_files
-    from infercost.hardware.cost import on_cpu
     from infercost.paths import writable_folder
     from infercost.report import write_report
     writable_folder(args.out, "--out")
-    price_bases(args, cpu=False)  # a missing or bad price is reported before any file is read
+    price_bases(args)  # a missing or bad price is reported before any file is read
     ratio = blend_ratio(args.blend)
     records = read_results(args.results)
     if not records:
         raise InputError("no records in the given results")
-    bases = price_bases(args, cpu=all(on_cpu(r) for r in records))
+    bases = price_bases(args, records)
     try:
         done = write_report(records, result_files(args.results), args.out, bases, ratio, args.min_user_tps)
     except OSError as e:
