@@ -27,6 +27,7 @@ class Capabilities:
     monitor: str | None = None       # the power and clock counters it reads around a case
     quant: tuple[str, ...] = ("int8",)  # weight quantizations it can run (fp8 where the device has it)
     tf32: bool = False               # float32 matmuls may run as TF32
+    families: tuple[str, ...] = ("dense",)  # model families it has kernels for (kernels/models.py)
 
     def runs(self, vendor: str | None, accelerators: int) -> bool:
         """Whether it runs on a machine with these accelerators (0: a CPU machine)."""
@@ -108,6 +109,14 @@ class Backend:
     def mesh_unsupported(self, mesh: dict) -> str | None:
         """Why this backend cannot split a model over the layout {"tp": n, "dp": m}, or None."""
         return f"{self.name} runs a model on one device"
+
+    def model_unsupported(self, cfg) -> str | None:
+        """Why this adapter cannot run a model of this family (it has no kernels for it), or None."""
+        caps = capabilities(self.name)
+        if caps is not None and cfg.family not in caps.families:
+            return (f"{self.name} has no kernels for {cfg.family} models yet "
+                    f"(it runs {', '.join(caps.families)}); `infercost estimate` gives their roofline")
+        return None
 
     def quant_unsupported(self, quant: QuantSpec) -> str | None:
         """Why this device cannot store a model as `quant` says, or None when it can: the one check,

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from infercost.kernels import llama, llama_ref, quant
+from infercost.kernels import llama, llama_ref, models, quant
 from infercost.kernels.dtypes import ITEMSIZE, NO_QUANT, QuantSpec, model_tolerance
 
 from . import gates
@@ -31,9 +31,7 @@ _checks: dict = {}  # per worker: model checks already run
 def host_weights(path: str | None, cfg: llama.LlamaConfig) -> dict | None:
     if not path:
         return None
-    tensors = llama.read_safetensors(path)
-    llama.check_weights(cfg, tensors)
-    return {name: tensors[name] for name in cfg.param_shapes()}
+    return models.read_weights(path, cfg)
 
 
 def model_weights(path: str | None, cfg: llama.LlamaConfig, seed: int, q: QuantSpec = NO_QUANT) -> dict | None:
@@ -107,7 +105,7 @@ class TransformerWorkload:
     def __init__(self, case: dict):
         p = self.p = case["params"]
         self.case = case
-        self.cfg = llama.resolve_config(p["model"])
+        self.cfg = models.resolve_config(p["model"])
         self.dtype, self.tf32 = case["dtype"], bool(case.get("tf32"))
         self.batch, self.tokens = p["batch"], p["tokens"]
         self.prefill = case["workload"] == "prefill"
@@ -132,6 +130,8 @@ class TransformerWorkload:
         return out
 
     def fit(self, backend) -> str | None:
+        if why := backend.model_unsupported(self.cfg):
+            return why
         if why := backend.quant_unsupported(self.quant):
             return why
         if self.mesh:

@@ -150,7 +150,7 @@ def positive_ints(values: list[str], flag: str, default: list[int]) -> list[int]
 def explicit_cases(shapes: list[str], models: list[str], workloads: list[str], dtypes: list[str],
                    batches: list[str], tokens: list[str], weights: str | None) -> list[dict] | None:
     """Cases from --shape and --model, or None to take the suite's."""
-    from infercost.kernels.llama import check_weights, read_safetensors, resolve_config
+    from infercost.kernels.models import read_weights, resolve_config
 
     dims = [parse_shape(s) for s in shapes]
     if not dims and not models:
@@ -168,7 +168,7 @@ def explicit_cases(shapes: list[str], models: list[str], workloads: list[str], d
             raise InputError(str(e)) from None
         if weights:
             try:
-                check_weights(cfg, read_safetensors(weights))
+                read_weights(weights, cfg)
             except ValueError as e:
                 raise InputError(f"--weights {weights}: {e}") from None
         for phase in [w for w in (workloads or ["prefill", "decode"]) if w != "matmul"]:

@@ -188,6 +188,10 @@ def estimate_lines(e: dict, model: str, acc, args_dtype: str, price_per_chip_hou
              f"{e['input_tokens_per_s']:.4g} input tok/s",
              f"  memory        {e['memory_needed_gb']:.1f} GB needed, {e['memory_available_gb']:.0f} GB on the chips"
              + ("" if e["fits"] else "  [red](does not fit)[/]")]
+    if "experts" in e:
+        lines.append(f"  experts       {e['total_params'] / 1e9:.4g}B parameters, {e['active_params'] / 1e9:.4g}B active; "
+                     f"{e['top_k']} of {e['experts']} experts a token, a decode step reads "
+                     f"{e['experts_read_per_layer']:.3g} a layer at batch {e['batch']}")
     if e["chips"] > 1:
         lines.append(f"  tensor parallel communication {e['decode_comm_s'] * 1e3:.3f} ms per decode step over "
                      f"{e['interconnect_gbs']:g} GB/s a chip (in the step above)" if e["decode_comm_s"] is not None else

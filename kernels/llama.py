@@ -12,6 +12,7 @@ import json
 import math
 import struct
 from dataclasses import asdict, dataclass, replace
+from typing import ClassVar
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +86,7 @@ MAX_LAYERS = 10_000
 
 @dataclass(frozen=True)
 class LlamaConfig:
+    family: ClassVar[str] = "dense"   # which kernels run it (an adapter's Capabilities.families)
     vocab_size: int
     hidden: int
     layers: int
@@ -264,47 +266,44 @@ CONFIGS = {
 }
 
 
-def from_hf_config(path: str | Path) -> LlamaConfig:
-    """A configuration from a Hugging Face config.json of a Llama-family model."""
+def read_config_json(path: str | Path) -> dict:
+    """A Hugging Face config.json as a dict, or a one-line ValueError."""
     path = Path(path)
     try:
         c = json.loads(path.read_text())
-        heads = c["num_attention_heads"]
-        # transformers >= 5 writes "rope_parameters" (theta and scaling together); older
-        # files have "rope_theta" and "rope_scaling".
-        rope = c.get("rope_parameters") or {}
-        theta = rope.get("rope_theta", c.get("rope_theta", 10000.0))
-        scaling = c.get("rope_scaling") or (rope if rope.get("rope_type", "default") != "default" else None)
-        return LlamaConfig(
-            vocab_size=c["vocab_size"], hidden=c["hidden_size"], layers=c["num_hidden_layers"],
-            heads=heads, kv_heads=heads if c.get("num_key_value_heads") is None else c["num_key_value_heads"],
-            intermediate=c["intermediate_size"], rope_theta=float(theta),
-            norm_eps=float(c.get("rms_norm_eps", 1e-6)),
-            tie_embeddings=bool(c.get("tie_word_embeddings", False)),
-            head_dim=c.get("head_dim"),
-            qkv_bias=c.get("model_type") == "qwen2" or bool(c.get("attention_bias", False)),
-            rope_scaling=scaling, source=str(path),
-        )
     except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise ValueError(f"cannot read model config {path}: {str(e).splitlines()[0][:200]}") from None
-    except KeyError as e:
-        raise ValueError(f"model config {path} lacks the field {e.args[0]!r}") from None
-    except (TypeError, AttributeError, ValueError) as e:
-        raise ValueError(f"model config {path}: {str(e).splitlines()[0][:200]}") from None
+    if not isinstance(c, dict):
+        raise ValueError(f"model config {path} is not a JSON object")
+    return c
 
 
-def resolve_config(name: str) -> LlamaConfig:
-    """A named configuration, or a path to a config.json."""
-    if name in CONFIGS:
-        return CONFIGS[name]
-    if name.endswith(".json") or Path(name).is_file():
-        return from_hf_config(name)
-    raise ValueError(f"unknown model {name!r}; valid: {', '.join(CONFIGS)}, or a path to a config.json")
+def llama_fields(c: dict) -> dict:
+    """The dense decoder's fields of a Hugging Face config.json (Llama, Mistral, Qwen2 and the
+    attention and norms of the mixture-of-experts families that share them)."""
+    heads = c["num_attention_heads"]
+    # transformers >= 5 writes "rope_parameters" (theta and scaling together); older
+    # files have "rope_theta" and "rope_scaling".
+    rope = c.get("rope_parameters") or {}
+    theta = rope.get("rope_theta", c.get("rope_theta", 10000.0))
+    scaling = c.get("rope_scaling") or (rope if rope.get("rope_type", "default") != "default" else None)
+    return dict(
+        vocab_size=c["vocab_size"], hidden=c["hidden_size"], layers=c["num_hidden_layers"],
+        heads=heads, kv_heads=heads if c.get("num_key_value_heads") is None else c["num_key_value_heads"],
+        intermediate=c["intermediate_size"], rope_theta=float(theta),
+        norm_eps=float(c.get("rms_norm_eps", 1e-6)),
+        tie_embeddings=bool(c.get("tie_word_embeddings", False)),
+        head_dim=c.get("head_dim"),
+        qkv_bias=c.get("model_type") in ("qwen2", "qwen2_moe") or bool(c.get("attention_bias", False)),
+        rope_scaling=scaling,
+    )
 
 
 def truncated(cfg: LlamaConfig, layers: int) -> LlamaConfig:
     """The same widths with fewer layers: checks every real matmul shape at a fraction of the cost."""
-    return replace(cfg, layers=min(cfg.layers, layers))
+    n = min(cfg.layers, layers)
+    dense = {"dense_layers": tuple(i for i in cfg.dense_layers if i < n)} if hasattr(cfg, "dense_layers") else {}
+    return replace(cfg, layers=n, **dense)
 
 
 # -- rotary embedding ---------------------------------------------------------------------

@@ -1,6 +1,13 @@
-"""A float64 numpy reference of the decoder: the same math, written plainly, no framework."""
+"""A float64 numpy reference of the decoder: the same math, written plainly, no framework.
+
+Its mixture-of-experts layers (kernels/moe.py): softmax over every expert's router logit, the k
+largest probabilities chosen (ties to the lower expert index), renormalised to sum to one where
+the model says so; the output is the chosen experts' MLPs weighted by those probabilities, plus a
+shared expert scaled by its sigmoid gate where the model has one (Qwen2-MoE)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -34,7 +41,7 @@ def int8_round_trip(x: np.ndarray) -> np.ndarray:
 
 
 def forward(cfg: LlamaConfig, w: dict, tokens: np.ndarray, kv_int8_from: int | None = None,
-            kv_given: list | None = None) -> np.ndarray:
+            kv_given: list | None = None, routes: list | None = None) -> np.ndarray:
     """Logits [B, T, V] for a whole sequence with causal attention (no cache: the reference
     recomputes everything, so the frameworks' caches are checked rather than trusted).
 
@@ -42,7 +49,8 @@ def forward(cfg: LlamaConfig, w: dict, tokens: np.ndarray, kv_int8_from: int | N
     them, as decode steps read the cache; earlier ones (the prompt's prefill) to the exact ones.
     kv_given: per layer, the (keys, values) a device's int8 cache held, dequantized, to attend to
     instead of this reference's own rounding (as quantized weights, the quantized cache is an
-    input both share: float32 and float64 keys can round to different int8 values)."""
+    input both share: float32 and float64 keys can round to different int8 values).
+    routes: a list that gets, for every mixture-of-experts layer, its Routing."""
     b, t = tokens.shape
     hd, nh, nkv = cfg.hd, cfg.heads, cfg.kv_heads
     cos, sin = rope_tables(cfg, t)
@@ -54,8 +62,11 @@ def forward(cfg: LlamaConfig, w: dict, tokens: np.ndarray, kv_int8_from: int | N
         q, k, v = (h @ w[p + f"self_attn.{n}_proj.weight"].T for n in "qkv")
         if cfg.qkv_bias:
             q, k, v = (y + w[p + f"self_attn.{n}_proj.bias"] for y, n in zip((q, k, v), "qkv"))
-        q = q.reshape(b, t, nh, hd).transpose(0, 2, 1, 3)
-        k = k.reshape(b, t, nkv, hd).transpose(0, 2, 1, 3)
+        q, k = q.reshape(b, t, nh, hd), k.reshape(b, t, nkv, hd)
+        if getattr(cfg, "qk_norm", False):  # Qwen3: each head's q and k normalised before the rotation
+            q = rms_norm(q, w[p + "self_attn.q_norm.weight"], cfg.norm_eps)
+            k = rms_norm(k, w[p + "self_attn.k_norm.weight"], cfg.norm_eps)
+        q, k = q.transpose(0, 2, 1, 3), k.transpose(0, 2, 1, 3)
         v = v.reshape(b, t, nkv, hd).transpose(0, 2, 1, 3)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
@@ -66,12 +77,22 @@ def forward(cfg: LlamaConfig, w: dict, tokens: np.ndarray, kv_int8_from: int | N
             attn = np.where((np.arange(t) >= kv_int8_from)[None, :, None], cached, attn)
         x = x + attn @ w[p + "self_attn.o_proj.weight"].T
         h = rms_norm(x, w[p + "post_attention_layernorm.weight"], cfg.norm_eps)
-        gate = h @ w[p + "mlp.gate_proj.weight"].T
-        up = h @ w[p + "mlp.up_proj.weight"].T
-        x = x + (silu(gate) * up) @ w[p + "mlp.down_proj.weight"].T
+        if getattr(cfg, "experts", None) and cfg.moe_layer(i):
+            out, routing = moe_block(cfg, w, p + "mlp.", h)
+            x = x + out
+            if routes is not None:
+                routes.append(routing)
+        else:
+            x = x + mlp(w, p + "mlp.", h)
     x = rms_norm(x, w["model.norm.weight"], cfg.norm_eps)
     head = w["lm_head.weight"] if "lm_head.weight" in w else w["model.embed_tokens.weight"]  # quantized: its own head
     return x @ head.T
+
+
+def mlp(w: dict, p: str, h: np.ndarray) -> np.ndarray:
+    """The SwiGLU MLP whose weights are named p + gate_proj/up_proj/down_proj (a dense layer's, an
+    expert's, a shared expert's)."""
+    return (silu(h @ w[p + "gate_proj.weight"].T) * (h @ w[p + "up_proj.weight"].T)) @ w[p + "down_proj.weight"].T
 
 
 def attend(q, k, v, causal, group: int) -> np.ndarray:
@@ -94,3 +115,42 @@ def greedy(cfg: LlamaConfig, w: dict, prompt: np.ndarray, steps: int,
         logits = forward(cfg, w, tokens, prompt.shape[1] if kv_int8 else None, kv_given)
         step_logits.append(logits[:, -1:])
     return np.stack(chosen, axis=1), step_logits
+
+
+# -- mixture-of-experts layers --------------------------------------------------------------
+@dataclass
+class Routing:
+    """One layer's choices: experts [tokens, k] (best first), their weights [tokens, k], and per
+    token the gap between the k-th and the (k+1)-th probability (how near a tie decided it)."""
+    experts: np.ndarray
+    weights: np.ndarray
+    margin: np.ndarray
+
+
+def route(cfg, logits: np.ndarray) -> Routing:
+    """The top-k choice for router logits [tokens, experts]."""
+    probs = softmax(logits)
+    order = np.argsort(-probs, axis=-1, kind="stable")  # ties: the lower index first
+    chosen = order[:, :cfg.top_k]
+    top = np.take_along_axis(probs, chosen, axis=-1)
+    if cfg.top_k < cfg.experts:
+        margin = top[:, -1] - np.take_along_axis(probs, order[:, cfg.top_k:cfg.top_k + 1], axis=-1)[:, 0]
+    else:
+        margin = np.full(len(probs), np.inf)
+    weights = top / top.sum(-1, keepdims=True) if cfg.norm_topk else top
+    return Routing(chosen, weights, margin)
+
+
+def moe_block(cfg, w: dict, p: str, h: np.ndarray) -> tuple[np.ndarray, Routing]:
+    """The layer's output for h [..., hidden] and its routing (tokens flattened in order)."""
+    shape = h.shape
+    x = h.reshape(-1, shape[-1])
+    routing = route(cfg, x @ w[p + "gate.weight"].T)
+    out = np.zeros_like(x)
+    for e in np.unique(routing.experts):
+        rows, slot = np.nonzero(routing.experts == e)
+        out[rows] += routing.weights[rows, slot][:, None] * mlp(w, p + f"experts.{e}.", x[rows])
+    if cfg.shared_intermediate:
+        gate = 1.0 / (1.0 + np.exp(-(x @ w[p + "shared_expert_gate.weight"].T)))
+        out += gate * mlp(w, p + "shared_expert.", x)
+    return out.reshape(shape), routing

@@ -16,7 +16,7 @@ from infercost.bench.measure import measure_case
 from infercost.bench.sweep import read_sweep
 from infercost.bench.torch_backend import host_views
 from infercost.bench.timing import Settings
-from infercost.kernels import llama, llama_jax, llama_ref, llama_torch, llama_torch_cpu
+from infercost.kernels import llama, llama_jax, llama_ref, llama_torch, llama_torch_cpu, models
 from infercost.kernels.llama import CONFIGS, LLAMA3_SCALING
 from infercost.kernels.dtypes import NO_QUANT
 
@@ -87,7 +87,7 @@ def test_prefill_and_decode_match_the_float64_reference(backend, batch):
 @pytest.mark.parametrize("kind", ["llama3", "qwen2"])
 def test_logits_and_greedy_tokens_match_hugging_face(tmp_path, backend, kind):
     model = hf_checkpoint(tmp_path, kind)
-    cfg = llama.from_hf_config(tmp_path / "config.json")
+    cfg = models.from_hf_config(tmp_path / "config.json")
     assert cfg.qkv_bias == (kind == "qwen2") and cfg.tie_embeddings == (kind == "qwen2")
     prompt = np.random.default_rng(2).integers(0, 300, (2, 12))
     with torch.no_grad():

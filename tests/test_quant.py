@@ -14,7 +14,7 @@ from infercost.bench.backend import open_backend
 from infercost.bench.llm import TransformerWorkload
 from infercost.bench.measure import measure_case
 from infercost.bench.timing import Settings
-from infercost.kernels import int8_gemv_torch_cpu, llama, llama_ref, quant
+from infercost.kernels import int8_gemv_torch_cpu, llama, llama_ref, models, quant
 from infercost.kernels.llama import CONFIGS
 from infercost.kernels.dtypes import QuantSpec
 from test_llama import run_greedy  # the same greedy loop, quantized
@@ -386,7 +386,7 @@ def test_bytes_are_counted_from_the_tensors_read_on_a_model_with_biases(tmp_path
     (tmp_path / "config.json").write_text(json.dumps({
         "model_type": "qwen2", "vocab_size": 10, "hidden_size": 4, "num_hidden_layers": 1, "num_attention_heads": 2,
         "num_key_value_heads": 1, "intermediate_size": 6, "tie_word_embeddings": True}))
-    cfg = llama.from_hf_config(tmp_path / "config.json")
+    cfg = models.from_hf_config(tmp_path / "config.json")
     # float32: 180 x 4 = 720 bytes stored; a step reads all of them (the tied table as the head).
     assert cfg.stored_bytes("float32") == 720 and cfg.streamed_weight_bytes("float32") == 720
     # int8: q, k, v, o, gate, up, down and the head (its own copy) as one byte a value, 160 bytes,

@@ -87,7 +87,7 @@ def run_infercost(folder: Path, prompt, repeats: int) -> dict:
     from infercost.bench.llm import generate, host_weights
     from infercost.bench.sweep import read_sweep
     from infercost.hardware.host import available_cpus
-    from infercost.kernels.llama import from_hf_config
+    from infercost.kernels.models import from_hf_config
 
     cfg = from_hf_config(folder / "config.json")
     weights = host_weights(str(folder / "model.safetensors"), cfg)

@@ -35,7 +35,7 @@ def arguments(p) -> None:
 def run(args) -> int:
     from infercost.hardware import catalog
     from infercost.hardware.estimate import best_efficiency, estimate
-    from infercost.kernels.llama import resolve_config
+    from infercost.kernels.models import resolve_config
     try:
         cfg = resolve_config(args.model)
     except ValueError as e:

@@ -9,7 +9,7 @@ from infercost.hardware import catalog
 from infercost.hardware import cost as costs
 from infercost.hardware.estimate import FORMULA, estimate
 from infercost.kernels.dtypes import DTYPES, QuantSpec
-from infercost.kernels.llama import resolve_config
+from infercost.kernels.models import resolve_config
 
 BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 

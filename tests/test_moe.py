@@ -1,0 +1,179 @@
+"""Mixture-of-experts models: shapes against the model cards, the float64 reference against Hugging
+Face's own implementations, the work model by hand, and bad configs refused in one line."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from infercost.kernels import llama_ref, models
+from infercost.kernels.dtypes import QuantSpec
+from infercost.kernels.moe import CONFIGS, MoEConfig, canonical_name
+
+
+@pytest.mark.parametrize("name,total,active", [
+    # the model cards: Mixtral "46.7B total parameters but only uses 12.9B parameters per token";
+    # Qwen3-30B-A3B "30.5B in total and 3.3B activated"; Qwen3-235B-A22B "235B in total and 22B activated"
+    ("mixtral-8x7b", 46.7, 12.9), ("qwen3-30b-a3b", 30.5, 3.3), ("qwen3-235b-a22b", 235, 22)])
+def test_the_built_in_shapes_have_the_published_total_and_active_parameters(name, total, active):
+    cfg = CONFIGS[name]
+    unit = 0.1 if total < 100 else 1  # the card's last digit (rounded or cut: 3.353B is "3.3B" on its card)
+    assert cfg.n_params() / 1e9 == pytest.approx(total, abs=unit) and cfg.active_params() / 1e9 == pytest.approx(active, abs=unit)
+    assert cfg.active_params() < cfg.n_params() / 3
+
+
+def test_the_work_model_counts_the_experts_a_step_touches():
+    cfg = CONFIGS["tiny-moe"]  # 8 experts, top 2, hidden 64, expert MLP 32, 2 layers, both MoE
+    assert cfg.experts_touched(1) == 2 and cfg.experts_touched(2) == pytest.approx(8 * (1 - 0.75**2))  # 3.5
+    expert = 3 * 64 * 32 * 4  # one expert's float32 bytes: 24,576
+    everything = cfg.streamed_weight_bytes("float32")
+    assert everything - cfg.streamed_weight_bytes("float32", tokens=1) == 2 * 6 * expert  # 6 experts unread a layer
+    assert everything - cfg.streamed_weight_bytes("float32", tokens=2) == round(2 * 4.5 * expert)
+    # a decode step at batch 1 moves what the dense count moves, less the unread experts
+    dense_like = super(MoEConfig, cfg).bytes(1, 1, 16, "float32")
+    assert cfg.bytes(1, 1, 16, "float32") == dense_like - 2 * 6 * expert
+    # int8 experts: one byte a weight and a float32 scale a row; the router stays in float32
+    q = QuantSpec("int8")
+    sizes = cfg.tensor_bytes("float32", q)
+    assert sizes["model.layers.0.mlp.experts.3.up_proj.weight"] == 32 * 64 + 32 * 4
+    assert sizes["model.layers.0.mlp.gate.weight"] == 8 * 64 * 4
+    # FLOPs: 2 a weight a token over the active parameters (attention, router, 2 experts, head)
+    attention = 64 * 16 * (2 * 4 + 2 * 2)
+    per_layer = attention + 8 * 64 + 2 * 3 * 64 * 32
+    assert cfg.matmul_params() == 2 * per_layer + 512 * 64
+
+
+def hf_model(kind: str, seed: int = 0):
+    """A small random model of one family, every parameter randomised (norms around one)."""
+    from transformers import (MixtralConfig, MixtralForCausalLM, Qwen2MoeConfig, Qwen2MoeForCausalLM,
+                              Qwen3MoeConfig, Qwen3MoeForCausalLM)
+    common = dict(vocab_size=96, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+                  num_experts_per_tok=2, rms_norm_eps=1e-6, tie_word_embeddings=False)
+    if kind == "mixtral":
+        model = MixtralForCausalLM(MixtralConfig(**common, num_local_experts=6, intermediate_size=24))
+    elif kind == "qwen3_moe":  # layer 1 dense (mlp_only_layers), renormalised top-k, q/k norms
+        model = Qwen3MoeForCausalLM(Qwen3MoeConfig(**common, num_experts=6, moe_intermediate_size=16,
+                                                   intermediate_size=40, norm_topk_prob=True, mlp_only_layers=[1]))
+    else:  # qwen2_moe: a shared expert with its gate, q/k/v biases, top-k not renormalised
+        model = Qwen2MoeForCausalLM(Qwen2MoeConfig(**common, num_experts=6, moe_intermediate_size=16,
+                                                   intermediate_size=40, shared_expert_intermediate_size=24,
+                                                   norm_topk_prob=False))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=gen, dtype=torch.float64)
+            p.copy_(1 + 0.1 * noise if "norm" in name else 0.25 * noise)
+    model.set_experts_implementation("eager")  # HF's plain loop over the routed experts (grouped_mm has no float64)
+    model.set_attn_implementation("eager")
+    return model.double().eval()
+
+
+@pytest.mark.parametrize("kind", ["mixtral", "qwen3_moe", "qwen2_moe"])
+def test_the_reference_matches_hugging_face_logits_routing_and_greedy_tokens(kind, tmp_path):
+    hf = hf_model(kind)
+    hf.save_pretrained(tmp_path)  # as the Hub stores it: experts one tensor each
+    cfg = models.from_hf_config(tmp_path / "config.json")
+    assert isinstance(cfg, MoEConfig) and cfg.experts == 6 and cfg.top_k == 2
+    w = {k: np.asarray(v, np.float64) for k, v in models.read_weights(tmp_path, cfg).items()}
+    prompt = np.random.default_rng(1).integers(0, 96, (2, 7))
+    with torch.no_grad():
+        out = hf(torch.as_tensor(prompt), output_router_logits=True)
+    routes = []
+    ours = llama_ref.forward(cfg, w, prompt, routes=routes)
+    theirs = out.logits.numpy()
+    # HF's float64 model still normalises and routes in float32 (its RMSNorm and router cast), so
+    # the two agree to float32's precision, not float64's (a wrong routing or weight errs by ~1e-1)
+    assert np.abs(ours - theirs).max() / np.abs(theirs).max() < 2e-6
+    # the same experts for every token of every MoE layer
+    moe_layers = [i for i in range(cfg.layers) if cfg.moe_layer(i)]
+    assert len(routes) == len(out.router_logits) == len(moe_layers) == (2 if kind == "qwen3_moe" else 3)
+    for r, logits in zip(routes, out.router_logits):
+        hf_top = torch.topk(logits, 2, dim=-1).indices.numpy()
+        assert (np.sort(r.experts, -1) == np.sort(hf_top, -1)).all()
+        assert (r.margin > 1e-6).all()  # no near-tie decided a choice here
+    # greedy decode with HF's cache against the reference recomputing the whole sequence
+    with torch.no_grad():
+        gen = hf.generate(torch.as_tensor(prompt), max_new_tokens=4, do_sample=False, min_new_tokens=4,
+                          output_logits=True, return_dict_in_generate=True, pad_token_id=0)
+    ref_tokens, ref_logits = llama_ref.greedy(cfg, w, prompt, 4)
+    assert (gen.sequences[:, 7:].numpy() == ref_tokens).all()
+    for step, logits in enumerate(gen.logits[1:], start=1):
+        assert np.abs(logits.numpy() - ref_logits[step][:, -1]).max() < 2e-6 * np.abs(ref_logits[step]).max()
+
+
+def test_mixtral_checkpoint_names_map_to_the_experts_they_are():
+    assert canonical_name("model.layers.3.block_sparse_moe.experts.7.w1.weight") == "model.layers.3.mlp.experts.7.gate_proj.weight"
+    assert canonical_name("model.layers.3.block_sparse_moe.experts.7.w2.weight") == "model.layers.3.mlp.experts.7.down_proj.weight"
+    assert canonical_name("model.layers.3.block_sparse_moe.experts.7.w3.weight") == "model.layers.3.mlp.experts.7.up_proj.weight"
+    assert canonical_name("model.layers.0.block_sparse_moe.gate.weight") == "model.layers.0.mlp.gate.weight"
+    assert canonical_name("model.layers.0.mlp.gate_proj.weight") == "model.layers.0.mlp.gate_proj.weight"
+
+
+BASE = {"model_type": "qwen3_moe", "vocab_size": 64, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "intermediate_size": 64, "moe_intermediate_size": 16, "num_experts": 4,
+        "num_experts_per_tok": 2}
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"num_experts_per_tok": 5}, "top_k 5 is more than the 4 experts"),
+    ({"num_experts": 0}, "experts must be a positive whole number"),
+    ({"decoder_sparse_step": 0}, "decoder_sparse_step must be a positive whole number"),
+    ({"mlp_only_layers": [7]}, "dense layer 7 is not a layer of the 2"),
+    ({"moe_intermediate_size": None}, "expert_intermediate must be a positive whole number"),
+    ({"num_experts": None}, "lacks the field 'num_local_experts'"),
+    ({"model_type": "deepseek_v3", "n_routed_experts": 4}, "'deepseek_v3' is a mixture of experts that infercost does not build"),
+])
+def test_an_inconsistent_moe_config_is_one_line_naming_the_field(tmp_path, change, message):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**BASE, **change}))
+    with pytest.raises(ValueError, match=message):
+        models.from_hf_config(path)
+    proc = subprocess.run([sys.executable, "-m", "infercost.cli", "estimate", "--model", str(path), "--accelerator",
+                           "NVIDIA H100 SXM5 80GB"], capture_output=True, text=True, timeout=120)
+    err = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(err) == 1 and "Traceback" not in proc.stderr
+
+
+def test_a_checkpoint_missing_one_expert_is_refused_before_anything_runs(tmp_path):
+    from safetensors.numpy import save_file
+    cfg = CONFIGS["tiny-moe"]
+    from infercost.kernels.llama import seeded_weights_numpy
+    w = {k: v.astype(np.float32) for k, v in seeded_weights_numpy(cfg, 0).items()}
+    del w["model.layers.1.mlp.experts.5.down_proj.weight"]
+    save_file(w, str(tmp_path / "model.safetensors"))
+    with pytest.raises(ValueError, match="weights lack model.layers.1.mlp.experts.5.down_proj.weight"):
+        models.read_weights(tmp_path, cfg)
+
+
+def test_estimate_prices_a_moe_by_the_experts_a_batch_reads(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "infercost.cli", "estimate", "--model", "qwen3-30b-a3b", "--accelerator",
+                           "NVIDIA H100 SXM5 80GB", "--batch", "1", "--context", "2048", "--dtype", "bfloat16"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "30.53B parameters, 3.353B active; 8 of 128 experts a token, a decode step reads 8 a layer" in proc.stdout
+    from infercost.hardware import catalog
+    from infercost.hardware.estimate import estimate
+    h100 = catalog.find("NVIDIA H100 SXM5 80GB")
+    cfg = CONFIGS["qwen3-30b-a3b"]
+    one, many = (estimate(cfg, h100, 1, b, 2048, "bfloat16") for b in (1, 64))
+    # at batch 1 the step reads the non-expert weights (less the embedding) and 8 experts a layer
+    kv = 2048 * 48 * 2 * 4 * 128 * 2  # the whole cache, read and the new position written, in bfloat16
+    head_and_rest = cfg.n_params() - 48 * 128 * cfg.expert_params() - cfg.vocab_size * cfg.hidden
+    embedding_row, logits = 2048 * 2, 151936 * 4
+    assert one["decode_bytes"] == 2 * (head_and_rest + 48 * 8 * cfg.expert_params()) + embedding_row + kv + logits
+    # at batch 64 nearly every expert (126.0 of 128 a layer) is read
+    assert many["experts_read_per_layer"] == pytest.approx(128 * (1 - (1 - 8 / 128) ** 64))
+    assert many["decode_bytes"] < 2 * cfg.n_params() + 64 * (kv + logits + embedding_row)
+
+
+def test_an_adapter_without_moe_kernels_skips_the_case_with_the_reason(tmp_path):
+    out = tmp_path / "r.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "infercost.cli", "run", "--backend", "torch-cpu", "--model", "tiny-moe",
+                           "--workload", "decode", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    (rec,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rec["status"] == "skipped" and rec["reasons"] == [
+        "torch-cpu has no kernels for moe models yet (it runs dense); `infercost estimate` gives their roofline"]
