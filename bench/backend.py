@@ -38,13 +38,13 @@ class Capabilities:
 # machine without JAX can still run torch, and the other way round. Adding an adapter is its module
 # and one line here.
 REGISTRY = {
-    "torch-cpu": ("infercost.bench.torch_backend", "TorchCPU", Capabilities("cpu", collective="gloo")),
-    "torch-cuda": ("infercost.bench.torch_backend", "TorchCUDA",
+    "torch-cpu": ("infercost.bench.adapters.torch_backend", "TorchCPU", Capabilities("cpu", collective="gloo")),
+    "torch-cuda": ("infercost.bench.adapters.torch_backend", "TorchCUDA",
                    Capabilities("gpu", ("NVIDIA", "AMD"), "nccl", "nvml", ("int8", "fp8"), tf32=True)),
-    "jax-cpu": ("infercost.bench.jax_backend", "JaxCPU", Capabilities("cpu", collective="xla")),
-    "jax-gpu": ("infercost.bench.jax_backend", "JaxGPU", Capabilities("gpu", ("NVIDIA",), "xla", None, ("int8", "fp8"),
+    "jax-cpu": ("infercost.bench.adapters.jax_backend", "JaxCPU", Capabilities("cpu", collective="xla")),
+    "jax-gpu": ("infercost.bench.adapters.jax_backend", "JaxGPU", Capabilities("gpu", ("NVIDIA",), "xla", None, ("int8", "fp8"),
                                                                        tf32=True)),
-    "jax-tpu": ("infercost.bench.jax_backend", "JaxTPU", Capabilities("tpu", ("Google",), "xla", None, ("int8", "fp8"))),
+    "jax-tpu": ("infercost.bench.adapters.jax_backend", "JaxTPU", Capabilities("tpu", ("Google",), "xla", None, ("int8", "fp8"))),
 }
 NAMES = tuple(REGISTRY)
 
@@ -164,7 +164,7 @@ class Backend:
         self.sync()
         start = time.perf_counter()
         out = None
-        if hasattr(fn, "repeat"):  # ranks driven by one command a block (bench/torch_dist.py)
+        if hasattr(fn, "repeat"):  # ranks driven by one command a block (bench/adapters/torch_dist.py)
             out = fn.repeat(number)
         else:
             for _ in range(number):

@@ -7,7 +7,7 @@ from infercost.bench import gates
 from infercost.bench.backend import open_backend
 from infercost.bench.stats import summarize
 from infercost.bench.timing import Settings
-from infercost.bench.torch_backend import TorchCPU
+from infercost.bench.adapters.torch_backend import TorchCPU
 from infercost.bench.measure import measure_case
 from infercost.bench.workloads import MatmulWorkload
 

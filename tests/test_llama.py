@@ -14,7 +14,7 @@ from infercost.bench.backend import open_backend
 from infercost.bench.llm import TransformerWorkload, check_model, generate, host_weights
 from infercost.bench.measure import measure_case
 from infercost.bench.sweep import read_sweep
-from infercost.bench.torch_backend import host_views
+from infercost.bench.adapters.torch_backend import host_views
 from infercost.bench.timing import Settings
 from infercost.kernels import llama, llama_jax, llama_ref, llama_torch, llama_torch_cpu, models
 from infercost.kernels.llama import CONFIGS, LLAMA3_SCALING

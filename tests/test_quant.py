@@ -368,7 +368,7 @@ def test_the_read_sweep_reads_int8_weights_at_memory_speed():
     import torch
 
     from infercost.bench.sweep import read_sweep
-    from infercost.bench.torch_backend import host_views
+    from infercost.bench.adapters.torch_backend import host_views
 
     n = 96 << 20
     as_int8 = torch.full((n,), 3, dtype=torch.int8)

@@ -257,7 +257,7 @@ def test_torch_ranks_match_the_unsharded_model_and_float64_and_send_only_the_des
 TORCH_FAULTS = textwrap.dedent("""
     import json, os, signal, time
     import numpy as np
-    from infercost.bench import torch_dist
+    from infercost.bench.adapters import torch_dist
     from infercost.bench.backend import open_backend
     from infercost.kernels.llama import CONFIGS
     backend = open_backend("torch-cpu")

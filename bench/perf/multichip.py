@@ -113,7 +113,7 @@ def plain_torch_rank(rank: int, n: int, port: int, nbytes: int, result) -> None:
 def plain_torch_busbw(n: int, nbytes: int) -> float:
     import torch.multiprocessing as mp
 
-    from infercost.bench.torch_dist import free_port
+    from infercost.bench.adapters.torch_dist import free_port
     ctx = mp.get_context("spawn")
     result = ctx.Queue()
     port = free_port()
@@ -147,7 +147,7 @@ def summary(label: str, rounds: int, medians: dict, one_device: str, what: str, 
 
 
 def torch_main(rounds: int) -> list[tuple[str, float]]:
-    from infercost.bench import torch_dist
+    from infercost.bench.adapters import torch_dist
     from infercost.bench.backend import open_backend
     backend = open_backend("torch-cpu", threads=2)
     ratio, medians = tp1_ratio(backend, rounds)

@@ -131,7 +131,7 @@ def main() -> int:
         return 0
 
     from infercost.bench.sweep import read_sweep
-    from infercost.bench.torch_backend import host_views
+    from infercost.bench.adapters.torch_backend import host_views
     from infercost.hardware.host import available_cpus
 
     threads = available_cpus()

@@ -10,9 +10,9 @@ import numpy as np
 
 from infercost.hardware.host import available_cpus, cpu_model, memory_available
 
-from .backend import Backend, Unavailable
-from .layout import Layout
-from .sweep import host_read_bandwidth
+from ..backend import Backend, Unavailable
+from ..layout import Layout
+from ..sweep import host_read_bandwidth
 
 
 class JaxBackend(Backend):
@@ -214,7 +214,7 @@ class JaxGPU(JaxBackend):
         return None
 
     def monitor(self):
-        from .power import nvml_monitor
+        from ..power import nvml_monitor
         return nvml_monitor(getattr(self.device, "local_hardware_id", None) or 0)
 
 

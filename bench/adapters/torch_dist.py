@@ -54,7 +54,7 @@ class Group:
         self.cores, self.threads_before = len(os.sched_getaffinity(0)), torch.get_num_threads()
         per = max(1, self.cores // world)
         port = free_port()
-        self.procs = [subprocess.Popen([sys.executable, "-m", "infercost.bench.torch_dist", str(r), str(world),
+        self.procs = [subprocess.Popen([sys.executable, "-m", "infercost.bench.adapters.torch_dist", str(r), str(world),
                                         str(port), device.type, str(per)])
                       for r in range(1, world)]
         if device.type == "cpu":
@@ -324,7 +324,7 @@ class Collective:
 
 # -- ranks 1..n-1 ---------------------------------------------------------------------------
 def follow(rank: int, world: int, port: int, device_type: str, threads: int) -> None:
-    from .orphans import die_with_parent
+    from ..orphans import die_with_parent
     die_with_parent()
     if device_type == "cuda":
         device = torch.device("cuda", rank)

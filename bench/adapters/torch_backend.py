@@ -9,9 +9,9 @@ import torch
 
 from infercost.hardware.host import available_cpus, cpu_model, memory_available
 
-from .backend import Backend, Unavailable
-from .layout import Layout
-from .sweep import host_read_bandwidth
+from ..backend import Backend, Unavailable
+from ..layout import Layout
+from ..sweep import host_read_bandwidth
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -59,7 +59,7 @@ class TorchBackend(Backend):
         return None
 
     def sharded(self, cfg, dtype, batch, max_seq, mesh, options, **kw):
-        """The model split over the layout's tp ranks, one process each (bench/torch_dist.py)."""
+        """The model split over the layout's tp ranks, one process each (bench/adapters/torch_dist.py)."""
         from .torch_dist import ShardedRunner
         return ShardedRunner(cfg, dtype, self.device, batch, max_seq, Layout.of(mesh).tp, options=options, **kw)
 
@@ -203,7 +203,7 @@ class TorchCUDA(TorchBackend):
         return start.elapsed_time(end) / 1e3
 
     def monitor(self):
-        from .power import nvml_monitor
+        from ..power import nvml_monitor
         return nvml_monitor(self.device.index or 0)
 
     def device_count(self) -> int:
