@@ -38,7 +38,8 @@ class Capabilities:
 # machine without JAX can still run torch, and the other way round. Adding an adapter is its module
 # and one line here.
 REGISTRY = {
-    "torch-cpu": ("infercost.bench.adapters.torch_backend", "TorchCPU", Capabilities("cpu", collective="gloo")),
+    "torch-cpu": ("infercost.bench.adapters.torch_backend", "TorchCPU",
+                  Capabilities("cpu", collective="gloo", families=("dense", "moe"))),
     "torch-cuda": ("infercost.bench.adapters.torch_backend", "TorchCUDA",
                    Capabilities("gpu", ("NVIDIA", "AMD"), "nccl", "nvml", ("int8", "fp8"), tf32=True)),
     "jax-cpu": ("infercost.bench.adapters.jax_backend", "JaxCPU", Capabilities("cpu", collective="xla")),

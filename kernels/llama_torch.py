@@ -103,8 +103,54 @@ class Ops:
         probs = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1).to(q.dtype)
         return (probs @ v_cache).reshape(b, nh, t, hd)
 
+    def experts(self, h: torch.Tensor, layer: dict, cfg) -> torch.Tensor:
+        """A mixture-of-experts layer's output for normed inputs h [B, T, hidden]: the tokens of
+        each routed expert go through it together, so only routed experts' weights are read (HF's
+        loop; eager only, its trip count depends on the routing)."""
+        flat = h.reshape(-1, h.shape[-1])
+        weights, chosen = route(flat, layer["router"], cfg)
+        out = torch.zeros_like(flat)
+        for e in torch.unique(chosen).tolist():
+            rows, slot = torch.nonzero(chosen == e, as_tuple=True)
+            gate, up = self.linear(flat[rows], layer["we13"][e]).chunk(2, dim=-1)
+            y = self.linear(F.silu(gate) * up, layer["we2"][e])
+            out.index_add_(0, rows, y * weights[rows, slot, None])
+        return (out + shared_expert(self, flat, layer)).view_as(h)
+
 
 PLAIN = Ops()
+
+
+def route(x: torch.Tensor, router: torch.Tensor, cfg) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k experts each row of x [N, hidden] goes to, best first, and their weights (softmax
+    over every expert in float32, renormalised over the k where the model says so), as HF does."""
+    probs = torch.softmax(x.float() @ router.float().T, dim=-1)
+    top, chosen = torch.topk(probs, cfg.top_k, dim=-1)
+    if cfg.norm_topk:
+        top = top / top.sum(-1, keepdim=True)
+    return top.to(x.dtype), chosen
+
+
+def shared_expert(ops: Ops, flat: torch.Tensor, layer: dict) -> torch.Tensor | float:
+    """Qwen2-MoE's expert every token uses, scaled by its sigmoid gate (0 where there is none)."""
+    if "ws13" not in layer:
+        return 0.0
+    gate, up = ops.linear(flat, layer["ws13"]).chunk(2, dim=-1)
+    return torch.sigmoid(ops.linear(flat, layer["wsg"])) * ops.linear(F.silu(gate) * up, layer["ws2"])
+
+
+def expert_weights(cfg, w: dict, p: str, ops: Ops, batch: int) -> dict:
+    """A mixture-of-experts layer's router and its experts stacked [experts, rows, in] (gate and up
+    as one [2 x expert width, hidden] matrix each), so a step indexes the routed ones."""
+    out = {"router": w[p + "gate.weight"],
+           "we13": torch.stack([torch.cat([w[p + f"experts.{e}.gate_proj.weight"], w[p + f"experts.{e}.up_proj.weight"]])
+                                for e in range(cfg.experts)]),
+           "we2": torch.stack([w[p + f"experts.{e}.down_proj.weight"] for e in range(cfg.experts)])}
+    if cfg.shared_intermediate:
+        out["ws13"] = ops.weight(torch.cat([w[p + "shared_expert.gate_proj.weight"], w[p + "shared_expert.up_proj.weight"]]), batch)
+        out["ws2"] = ops.weight(w[p + "shared_expert.down_proj.weight"], batch)
+        out["wsg"] = w[p + "shared_expert_gate.weight"]
+    return out
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -209,9 +255,14 @@ class Llama(torch.nn.Module):
                 "wqkv": ops.weight(cat_rows([w[p + f"self_attn.{n}_proj.weight"] for n in "qkv"]), batch),
                 "wo": ops.weight(w[p + "self_attn.o_proj.weight"], batch),
                 "ln2": w[p + "post_attention_layernorm.weight"],
-                "w13": ops.weight(cat_rows([w[p + "mlp.gate_proj.weight"], w[p + "mlp.up_proj.weight"]]), batch),
-                "w2": ops.weight(w[p + "mlp.down_proj.weight"], batch),
             }
+            if cfg.family == "moe" and cfg.moe_layer(i):
+                layer.update(expert_weights(cfg, w, p + "mlp.", ops, batch))
+            else:
+                layer["w13"] = ops.weight(cat_rows([w[p + "mlp.gate_proj.weight"], w[p + "mlp.up_proj.weight"]]), batch)
+                layer["w2"] = ops.weight(w[p + "mlp.down_proj.weight"], batch)
+            if getattr(cfg, "qk_norm", False):
+                layer["qn"], layer["kn"] = w[p + "self_attn.q_norm.weight"], w[p + "self_attn.k_norm.weight"]
             if cfg.qkv_bias:
                 layer["bqkv"] = torch.cat([w[p + f"self_attn.{n}_proj.bias"] for n in "qkv"])
             self.layers.append(layer)
@@ -246,8 +297,10 @@ class Llama(torch.nn.Module):
         for layer, cache in zip(self.layers, self.caches):
             qkv = ops.norm_linear(x, layer["ln1"], cfg.norm_eps, layer["wqkv"], layer.get("bqkv"))
             q, k, v = qkv.split([nh * hd, nkv * hd, nkv * hd], dim=-1)
-            q = q.view(b, t, nh, hd).transpose(1, 2)
-            k = k.view(b, t, nkv, hd).transpose(1, 2)
+            q, k = q.view(b, t, nh, hd), k.view(b, t, nkv, hd)
+            if "qn" in layer:  # Qwen3: each head's queries and keys normalised before the rotation
+                q, k = rms_norm(q, layer["qn"], cfg.norm_eps), rms_norm(k, layer["kn"], cfg.norm_eps)
+            q, k = q.transpose(1, 2), k.transpose(1, 2)
             v = v.view(b, t, nkv, hd).transpose(1, 2)
             q = q * cos + rotate_half(q) * sin
             k = k * cos + rotate_half(k) * sin
@@ -258,6 +311,9 @@ class Llama(torch.nn.Module):
                 k_cache, v_cache, k_scale, v_scale = cache.read()
                 o = ops.decode_attention(q, k_cache, v_cache, mask, k_scale, v_scale)
             x = x + reduce(ops.linear(o.transpose(1, 2).reshape(b, t, nh * hd), layer["wo"]))
+            if "router" in layer:
+                x = x + ops.experts(rms_norm(x, layer["ln2"], cfg.norm_eps), layer, cfg)
+                continue
             gate, up = ops.norm_linear(x, layer["ln2"], cfg.norm_eps, layer["w13"]).chunk(2, dim=-1)
             x = x + reduce(ops.linear(F.silu(gate) * up, layer["w2"]))
         if last_only:

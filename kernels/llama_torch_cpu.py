@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from . import int8_gemv_torch_cpu
-from .llama_torch import Llama, Ops, QLinear, rms_norm, strict_recompiles
+from .llama_torch import Llama, Ops, QLinear, rms_norm, route, shared_expert, strict_recompiles
 
 # oneDNN's inner product on a pre-packed weight (the kernel torch.compile's CPU path calls).
 ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
@@ -143,6 +143,19 @@ class FusedGEMV(Ops):
             y = multiply_reduce(norm_w.float() * x32, w, self.int8_kernel) * scale
             return (y if b is None else y + b.float()).to(x.dtype)
         return self.linear(rms_norm(x, norm_w, eps), w, b)
+
+    def experts(self, h, layer, cfg):
+        if not (one_row(h) and torch.compiler.is_compiling()):
+            return super().experts(h, layer, cfg)
+        # One token: its k experts' rows are loaded by index inside the multiply-reduces (inductor
+        # indexes W[chosen] in the loop; no copy of the routed experts is made first), so a step
+        # reads those k experts' weights once and no other expert's.
+        x = h.reshape(1, -1).float()
+        weights, chosen = route(x, layer["router"], cfg)
+        gate, up = (x[:, None, :] * layer["we13"][chosen[0]].float()).sum(-1).chunk(2, dim=-1)  # [k, width] each
+        y = ((F.silu(gate) * up)[:, None, :] * layer["we2"][chosen[0]].float()).sum(-1)         # [k, hidden]
+        out = (weights[0].float()[:, None] * y).sum(0, keepdim=True)
+        return (out + shared_expert(self, x, layer)).to(h.dtype).view_as(h)
 
     def decode_attention(self, q, k_cache, v_cache, mask, k_scale=None, v_scale=None):
         if not torch.compiler.is_compiling():

@@ -171,9 +171,83 @@ def test_estimate_prices_a_moe_by_the_experts_a_batch_reads(tmp_path):
 
 def test_an_adapter_without_moe_kernels_skips_the_case_with_the_reason(tmp_path):
     out = tmp_path / "r.jsonl"
-    proc = subprocess.run([sys.executable, "-m", "infercost.cli", "run", "--backend", "torch-cpu", "--model", "tiny-moe",
+    proc = subprocess.run([sys.executable, "-m", "infercost.cli", "run", "--backend", "jax-cpu", "--model", "tiny-moe",
                            "--workload", "decode", "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     (rec,) = [json.loads(line) for line in out.read_text().splitlines()]
     assert rec["status"] == "skipped" and rec["reasons"] == [
-        "torch-cpu has no kernels for moe models yet (it runs dense); `infercost estimate` gives their roofline"]
+        "jax-cpu has no kernels for moe models yet (it runs dense); `infercost estimate` gives their roofline"]
+
+
+def torch_cpu():
+    from infercost.bench.backend import open_backend
+    return open_backend("torch-cpu", threads=2)
+
+
+@pytest.mark.parametrize("batch", [1, 2])  # batch 1: the compiled one-token path; 2: the eager grouped loop
+def test_torch_cpu_runs_a_moe_as_the_float64_reference_does(batch):
+    from infercost.bench.llm import check_model
+    r = check_model(torch_cpu(), CONFIGS["tiny-moe"], "float32", False, 0, None, batch=batch)
+    assert r["passed"] and r["greedy_tokens_agree"] and r["error"] < 1e-5, r
+    assert ("torch.compile" in r["launch"]) == (batch == 1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["mixtral", "qwen3_moe", "qwen2_moe"])
+def test_torch_cpu_runs_each_family_from_its_hugging_face_checkpoint(kind, tmp_path):
+    from infercost.bench.llm import check_model
+    hf_model(kind).float().save_pretrained(tmp_path)
+    cfg = models.from_hf_config(tmp_path / "config.json")
+    for batch in (1, 2):
+        r = check_model(torch_cpu(), cfg, "float32", False, 0, str(tmp_path), batch=batch)
+        assert r["passed"] and r["greedy_tokens_agree"], r
+
+
+def test_a_step_reads_no_expert_that_no_token_routed_to(tmp_path):
+    # 64 experts, 2 a token: the check's 2 x 8 prompt tokens and 3 decode steps route to a few of
+    # them; every other expert's weights are NaN. A kernel that read (or multiplied and masked) an
+    # unrouted expert would put NaN in the logits and fail the check.
+    from safetensors.numpy import save_file
+
+    from infercost.bench.llm import CHECK_PROMPT, CHECK_STEPS, check_model
+    from infercost.kernels.llama import seeded_weights_numpy
+    cfg = MoEConfig(vocab_size=256, hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128, experts=64, top_k=2,
+                    expert_intermediate=32, source="test: many experts")
+    w = seeded_weights_numpy(cfg, 0)
+    used = [set() for _ in range(cfg.layers)]
+    for batch in (1, 2):
+        prompt = np.random.default_rng(0).integers(0, cfg.vocab_size, (batch, CHECK_PROMPT))
+        tokens, _ = llama_ref.greedy(cfg, w, prompt, CHECK_STEPS)
+        routes = []
+        llama_ref.forward(cfg, w, np.concatenate([prompt, tokens], axis=1), routes=routes)
+        for layer, r in zip(used, routes):
+            layer.update(r.experts.ravel().tolist())
+    assert all(len(u) < 40 for u in used)  # most experts stay unrouted
+    for i, u in enumerate(used):
+        for e in set(range(64)) - u:
+            for n in ("gate", "up", "down"):
+                w[f"model.layers.{i}.mlp.experts.{e}.{n}_proj.weight"] = np.full_like(
+                    w[f"model.layers.{i}.mlp.experts.{e}.{n}_proj.weight"], np.nan)
+    save_file({k: v.astype(np.float32) for k, v in w.items()}, str(tmp_path / "model.safetensors"))
+    for batch in (1, 2):
+        r = check_model(torch_cpu(), cfg, "float32", False, 0, str(tmp_path), batch=batch)
+        assert r["finite"] and r["passed"] and r["greedy_tokens_agree"], r
+
+
+def test_a_moe_decode_case_counts_the_bytes_of_its_routed_experts():
+    from infercost.bench.llm import TransformerWorkload
+    from infercost.bench.measure import measure_case
+    from infercost.bench.timing import Settings
+    case = {"backend": "torch-cpu", "workload": "decode", "dtype": "float32", "tf32": False, "threads": 2,
+            "params": {"model": "tiny-moe", "batch": 1, "tokens": 16}}
+    r = measure_case(torch_cpu(), TransformerWorkload(case), case, Settings(warmup_s=0.05, min_time_s=0.1, min_blocks=3), 0, 2)
+    assert r["status"] == "ok" and r["check"]["passed"], r["reasons"]
+    # tiny-moe by hand, float32: attention 64 x 16 x (2 x 4 + 2 x 2) x 4 = 49,152 a layer; the router
+    # 8 x 64 x 4 = 2,048; two experts of 3 x 64 x 32 x 4 = 24,576 each; norms 2 x 64 x 4 = 512 a
+    # layer; the head 512 x 64 x 4 = 131,072 and its norm 256; an embedding row 256; the cache read
+    # over 17 positions, 2 x 2 x 2 x 16 x 4 x 17 = 8,704, and one written, 512; 512 float32 logits 2,048.
+    layer = 49_152 + 2_048 + 2 * 24_576 + 512
+    assert r["metrics"]["bytes"] == 2 * layer + 131_072 + 256 + 256 + 8_704 + 512 + 2_048
+    moe = r["case"]["moe"]
+    assert (moe["experts"], moe["top_k"], moe["experts_read_per_layer"]) == (8, 2, 2)
+    assert moe["params_active"] == moe["params_total"] - 2 * 6 * 3 * 64 * 32
