@@ -116,7 +116,7 @@ class MoEConfig(LlamaConfig):
         the experts, plus the experts it touches (expected under uniform routing; every expert
         when `tokens` is None). Rounded to whole bytes."""
         everything = super().streamed_weight_bytes(dtype, quant)
-        if tokens is None:
+        if tokens is None or not self.moe_layers:
             return everything
         sizes = self.tensor_bytes(dtype, quant)
         one_expert = sum(sizes[f"model.layers.{self._first_moe()}.mlp.experts.0.{n}_proj.weight"]

@@ -104,6 +104,14 @@ def test_the_reference_matches_hugging_face_logits_routing_and_greedy_tokens(kin
         assert np.abs(logits.numpy() - ref_logits[step][:, -1]).max() < 2e-6 * np.abs(ref_logits[step]).max()
 
 
+def test_a_moe_config_whose_layers_are_all_dense_counts_as_a_dense_model(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**BASE, "decoder_sparse_step": 3}))  # no layer index i with (i + 1) % 3 == 0
+    cfg = models.from_hf_config(path)
+    assert cfg.moe_layers == 0 and cfg.active_params() == cfg.n_params()
+    assert cfg.bytes(1, 1, 8, "float32") == super(MoEConfig, cfg).bytes(1, 1, 8, "float32")
+
+
 def test_mixtral_checkpoint_names_map_to_the_experts_they_are():
     assert canonical_name("model.layers.3.block_sparse_moe.experts.7.w1.weight") == "model.layers.3.mlp.experts.7.gate_proj.weight"
     assert canonical_name("model.layers.3.block_sparse_moe.experts.7.w2.weight") == "model.layers.3.mlp.experts.7.down_proj.weight"
