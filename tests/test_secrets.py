@@ -151,7 +151,10 @@ def test_redact_masks_a_secret_wherever_it_stands(secret, before, after, carrier
 
 def test_redact_keeps_ordinary_text_and_flags_that_hold_no_secret(monkeypatch):
     import infercost.redact
-    monkeypatch.setattr(infercost.redact, "_registered", set())  # none planted by the tests before
+    # none planted by the tests before: neither whole secrets nor their pieces (a random secret of an
+    # earlier test once held "--tokens", and this line's flag was masked as a piece of it)
+    monkeypatch.setattr(infercost.redact, "_registered", set())
+    monkeypatch.setattr(infercost.redact, "_fragments", set())
     line = "infercost serve http://127.0.0.1:8000 --tokens 128 --max-tokens 4 --tokenizer t.json --api-key-env KEY"
     assert redact(line) == line
     assert redact_argv(["--password", "hunter22", "--tokens", "4"]) == ["--password", MASK, "--tokens", "4"]
