@@ -50,10 +50,6 @@ class QuantSpec:
     def kv_dtype(self, dtype: str) -> str:
         return self.kv or dtype
 
-    def label(self) -> str:
-        """"wint8 kv-int8", "" for none: how tables tell configurations apart."""
-        return " ".join(([f"w{self.weights}"] if self.weights else []) + ([f"kv-{self.kv}"] if self.kv else []))
-
 
 NO_QUANT = QuantSpec()
 

@@ -159,7 +159,10 @@ def moe_fields(c: dict, layers: int) -> dict:
     step = c.get("decoder_sparse_step", 1)
     if isinstance(step, bool) or not isinstance(step, int) or step <= 0:
         raise ValueError(f"decoder_sparse_step must be a positive whole number, not {step!r}")
-    dense = sorted(set(c.get("mlp_only_layers") or []) | {i for i in range(layers) if (i + 1) % step})
+    only = c.get("mlp_only_layers") or []
+    if not isinstance(only, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in only):
+        raise ValueError(f"mlp_only_layers must be a list of layer numbers, not {str(only)[:80]}")
+    dense = sorted(set(only) | {i for i in range(layers) if (i + 1) % step})
     out.update(expert_intermediate=c["moe_intermediate_size"], norm_topk=bool(c.get("norm_topk_prob", False)),
                dense_layers=tuple(dense), qk_norm=kind == "qwen3_moe")
     if kind == "qwen2_moe":

@@ -130,6 +130,7 @@ BASE = {"model_type": "qwen3_moe", "vocab_size": 64, "hidden_size": 32, "num_hid
     ({"num_experts": 0}, "experts must be a positive whole number"),
     ({"decoder_sparse_step": 0}, "decoder_sparse_step must be a positive whole number"),
     ({"mlp_only_layers": [7]}, "dense layer 7 is not a layer of the 2"),
+    ({"mlp_only_layers": [[1]]}, "mlp_only_layers must be a list of layer numbers"),
     ({"moe_intermediate_size": None}, "expert_intermediate must be a positive whole number"),
     ({"num_experts": None}, "lacks the field 'num_local_experts'"),
     ({"model_type": "deepseek_v3", "n_routed_experts": 4}, "'deepseek_v3' is a mixture of experts that infercost does not build"),

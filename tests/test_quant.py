@@ -249,7 +249,7 @@ def test_a_quant_spec_refuses_formats_it_does_not_know_and_round_trips_through_c
         QuantSpec(kv="float8")
     q = QuantSpec("int8", "int8")
     assert q.params() == {"quant": "int8", "kv_cache": "int8"} and QuantSpec.of(q.params()) == q
-    assert q.label() == "wint8 kv-int8" and QuantSpec().label() == "" and not QuantSpec()
+    assert q and not QuantSpec()
     assert (q.weight_dtype("bfloat16"), QuantSpec().kv_dtype("bfloat16")) == ("int8", "bfloat16")
     from infercost.bench.plan import plan_cases
     from infercost.errors import InputError
