@@ -77,7 +77,7 @@ def forward(cfg: LlamaConfig, w: dict, tokens: np.ndarray, kv_int8_from: int | N
             attn = np.where((np.arange(t) >= kv_int8_from)[None, :, None], cached, attn)
         x = x + attn @ w[p + "self_attn.o_proj.weight"].T
         h = rms_norm(x, w[p + "post_attention_layernorm.weight"], cfg.norm_eps)
-        if getattr(cfg, "experts", None) and cfg.moe_layer(i):
+        if cfg.family == "moe" and cfg.moe_layer(i):
             out, routing = moe_block(cfg, w, p + "mlp.", h)
             x = x + out
             if routes is not None:
