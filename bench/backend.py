@@ -42,7 +42,7 @@ REGISTRY = {
                   Capabilities("cpu", collective="gloo", families=("dense", "moe"))),
     "torch-cuda": ("infercost.bench.adapters.torch_backend", "TorchCUDA",
                    Capabilities("gpu", ("NVIDIA", "AMD"), "nccl", "nvml", ("int8", "fp8"), tf32=True)),
-    "jax-cpu": ("infercost.bench.adapters.jax_backend", "JaxCPU", Capabilities("cpu", collective="xla")),
+    "jax-cpu": ("infercost.bench.adapters.jax_backend", "JaxCPU", Capabilities("cpu", collective="xla", families=("dense", "moe"))),
     "jax-gpu": ("infercost.bench.adapters.jax_backend", "JaxGPU", Capabilities("gpu", ("NVIDIA",), "xla", None, ("int8", "fp8"),
                                                                        tf32=True)),
     "jax-tpu": ("infercost.bench.adapters.jax_backend", "JaxTPU", Capabilities("tpu", ("Google",), "xla", None, ("int8", "fp8"))),

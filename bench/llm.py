@@ -76,27 +76,68 @@ def check_model(backend, cfg, dtype: str, tf32: bool, seed: int, weights_path: s
     prompt = np.random.default_rng(seed).integers(0, cfg.vocab_size, (batch, CHECK_PROMPT))
     w64 = runner.weights_numpy()
     ref_tokens, ref_logits = llama_ref.greedy(ccfg, w64, prompt, CHECK_STEPS, kv_int8=q.kv == "int8")
+    moe = ccfg.family == "moe"
     got = [backend.fetch(runner.prefill_step(prompt, last_only=False)())]
+    routes = [runner.routes().reshape(-1, batch, CHECK_PROMPT, ccfg.top_k)] if moe else []
     for i in range(CHECK_STEPS):  # feed the reference's tokens, so both see the same sequence
         got.append(backend.fetch(runner.decode_step(ref_tokens[:, i:i + 1], CHECK_PROMPT + i)()))
+        routes += [runner.routes().reshape(-1, batch, 1, ccfg.top_k)] if moe else []
+    kv_given = runner.kv_numpy() if q.kv == "int8" else None
     if q.kv == "int8":  # the reference attends to the int8 cache the device wrote, as to its weights
-        _, ref_logits = llama_ref.greedy(ccfg, w64, prompt, CHECK_STEPS, kv_int8=True, kv_given=runner.kv_numpy())
+        _, ref_logits = llama_ref.greedy(ccfg, w64, prompt, CHECK_STEPS, kv_int8=True, kv_given=kv_given)
+    tolerance = model_tolerance(dtype, tf32)
+    routing = None
+    if moe:
+        sequence = np.concatenate([prompt, ref_tokens], axis=1)
+        routing, follow = compare_routes(ccfg, w64, sequence, np.concatenate(routes, axis=2), tolerance)
+        if follow is not None:  # near-ties the device decided the other way: the reference takes its side
+            logits = llama_ref.forward(ccfg, w64, sequence, CHECK_PROMPT if kv_given else None, kv_given, follow=follow)
+            ref_logits = [logits[:, :CHECK_PROMPT]] + [logits[:, CHECK_PROMPT + i:CHECK_PROMPT + i + 1]
+                                                       for i in range(CHECK_STEPS)]
     finite = all(np.isfinite(g).all() for g in got)
     error = max(float(np.abs(g - r).max()) / float(np.abs(r).max()) for g, r in zip(got, ref_logits)) if finite else float("inf")
     device_tokens = np.stack([g[:, -1].argmax(-1) for g in got[:-1]], axis=1)
-    tolerance = model_tolerance(dtype, tf32)
     out = {
         "error": error, "tolerance": tolerance, "finite": finite,
-        "passed": bool(finite and error <= tolerance),
+        "passed": bool(finite and error <= tolerance and (routing is None or routing["passed"])),
         "greedy_tokens_agree": bool(np.array_equal(device_tokens, ref_tokens)),
         "checked": f"{ccfg.layers} of {cfg.layers} layers, batch {batch}, prefill {CHECK_PROMPT} + {CHECK_STEPS} decode steps",
         "launch": runner.launch,
     }
+    if routing:
+        out["routing"] = routing
     if q and finite:
         float_weights = host_weights(weights_path, ccfg) or llama.seeded_weights_numpy(ccfg, seed)
         sequence = np.concatenate([prompt, ref_tokens], axis=1)
         out["quality"] = quant.quality(got, llama_ref.forward(ccfg, float_weights, sequence))
     return out
+
+
+def experts_touched(routes: np.ndarray) -> float:
+    """Experts a MoE layer read in a step, from its router's choices [layers, tokens, k]: the
+    distinct experts of each layer, averaged over layers."""
+    return float(np.mean([len(np.unique(layer)) for layer in routes]))
+
+
+def compare_routes(cfg, w64: dict, sequence: np.ndarray, device: np.ndarray, near_tie: float) -> tuple[dict, list | None]:
+    """The device's routing [moe layers, batch, positions, k] against the float64 reference's on
+    the same sequence. A choice the reference made by a probability gap under `near_tie` (the
+    check's own tolerance) is one the device's rounding may flip: where the device chose
+    otherwise there, the reference is rerun following the device (the list returned), and the
+    record says how many such choices there were. Any other difference fails the check."""
+    routes = []
+    llama_ref.forward(cfg, w64, sequence, routes=routes)
+    ref = np.stack([r.experts for r in routes])                       # [layers, B * T, k]
+    margin = np.stack([r.margin for r in routes])                     # [layers, B * T]
+    got = device.reshape(ref.shape)
+    same = (np.sort(got, -1) == np.sort(ref, -1)).all(-1)
+    near = margin < near_tie
+    out = {"choices": int(same.size), "agree": int(same.sum()), "near_ties_followed": int((~same & near).sum()),
+           "near_tie_gap": near_tie, "smallest_gap": float(margin.min()),
+           "passed": bool((same | near).all())}
+    if same.all():
+        return out, None
+    return out, [np.where((~same & near)[i][:, None], got[i], ref[i]) for i in range(len(ref))]
 
 
 class TransformerWorkload:
@@ -115,6 +156,7 @@ class TransformerWorkload:
         self.devices = Layout.of(self.mesh).devices
         self.runner = self.checked = None
         self.sweep_before = None
+        self.touched = None  # MoE: experts a layer the timed step's router chose (counted in prepare)
 
     def describe(self) -> dict:
         what = "prompt" if self.prefill else "ctx"
@@ -127,11 +169,11 @@ class TransformerWorkload:
         out["devices"] = self.devices
         if self.mesh:
             out["layout"] = f"tp={self.mesh.get('tp', 1)},dp={self.mesh.get('dp', 1)}"
-        if self.cfg.family == "moe":  # what MBU's bytes count: the experts a step of this batch reads
+        if self.cfg.family == "moe":  # the experts a step of this batch is expected to read (metrics: counted)
             c, routed = self.cfg, self.batch * (self.tokens if self.prefill else 1)
             out["moe"] = {"experts": c.experts, "top_k": c.top_k, "params_total": c.n_params(),
-                          "params_active": c.active_params(), "experts_read_per_layer": c.experts_touched(routed),
-                          "experts_read_basis": "expected under uniform routing: E * (1 - (1 - k/E)^tokens)"}
+                          "params_active": c.active_params(), "experts_expected_per_layer": c.experts_touched(routed),
+                          "experts_expected_basis": "uniform routing: E * (1 - (1 - k/E)^tokens)"}
         return out
 
     def fit(self, backend) -> str | None:
@@ -188,17 +230,20 @@ class TransformerWorkload:
         backend.sync(step())
         backend.sync(step())  # a second call: CUDA graphs are recorded on the call after warm-up
         compile_s = time.perf_counter() - start
+        if self.cfg.family == "moe":  # every timed call repeats this step: the same tokens route the same way
+            self.touched = experts_touched(self.runner.routes())
         launch = self.runner.prefill_launch if self.prefill else self.runner.launch
         return Prepared(step, [], {"build_s": build_s, "compile_s": compile_s}, {"launch": launch})
 
     def work(self) -> tuple[int, int]:
         """FLOPs and minimum bytes, the weights and KV cache counted as stored (kernels/llama.py)."""
         cfg, b, t = self.cfg, self.batch, self.tokens
+        moe = {"touched": self.touched} if self.touched is not None else {}  # the experts the router chose
         if self.prefill:
             return (cfg.flops(b, t, attended=t, logit_tokens=1),
-                    cfg.bytes(b, t, cache_len=0, dtype=self.dtype, logit_tokens=1, quant=self.quant))
+                    cfg.bytes(b, t, cache_len=0, dtype=self.dtype, logit_tokens=1, quant=self.quant, **moe))
         return (cfg.flops(b, 1, attended=self.max_seq),
-                cfg.bytes(b, 1, cache_len=self.max_seq, dtype=self.dtype, quant=self.quant))
+                cfg.bytes(b, 1, cache_len=self.max_seq, dtype=self.dtype, quant=self.quant, **moe))
 
     def before_timing(self, backend) -> None:
         # The weights' read speed moves with a host's load, so sweep just before and after timing.
@@ -236,6 +281,8 @@ class TransformerWorkload:
         quality = (self.checked or {}).get("quality") or {}
         out = {
             "weight_bytes": self.cfg.stored_bytes(self.dtype, self.quant),
+            **({"experts_read_per_layer": self.touched, "experts_read_basis": "counted from the timed step's router"}
+               if self.touched is not None else {}),
             **({"quant_top1_agreement": quality.get("top1_agreement"), "quant_mean_kl": quality.get("mean_kl")}
                if self.quant.weights else {}),
             "bandwidth_gbs": bandwidth / 1e9 if bandwidth else None, "bandwidth_basis": basis,

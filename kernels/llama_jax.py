@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .llama import AXES, GOLDEN, M1, M2, RULES, LlamaConfig, hf_axes, rope_tables, tensor_salt, weight_init
+from . import moe_jax
 from .quant import QWeight
 
 def sharding_rules(cfg: LlamaConfig, tp: int) -> dict:
@@ -66,16 +67,25 @@ def prepare(cfg: LlamaConfig, w: dict, fuse: bool = True) -> dict:
     layers = []
     for i in range(cfg.layers):
         p = f"model.layers.{i}."
+        moe = cfg.family == "moe" and cfg.moe_layer(i)
         layer = {"ln1": w[p + "input_layernorm.weight"], "wo": w[p + "self_attn.o_proj.weight"],
-                 "ln2": w[p + "post_attention_layernorm.weight"], "w2": w[p + "mlp.down_proj.weight"]}
+                 "ln2": w[p + "post_attention_layernorm.weight"]}
+        if moe:
+            layer.update(moe_jax.stacked(cfg, w, p + "mlp."))
+        else:
+            layer["w2"] = w[p + "mlp.down_proj.weight"]
+        if getattr(cfg, "qk_norm", False):  # Qwen3: each head's queries and keys normalised
+            layer.update(qn=w[p + "self_attn.q_norm.weight"], kn=w[p + "self_attn.k_norm.weight"])
         if fuse:
             layer["wqkv"] = cat_rows([w[p + f"self_attn.{n}_proj.weight"] for n in "qkv"])
-            layer["w13"] = cat_rows([w[p + "mlp.gate_proj.weight"], w[p + "mlp.up_proj.weight"]])
+            if not moe:
+                layer["w13"] = cat_rows([w[p + "mlp.gate_proj.weight"], w[p + "mlp.up_proj.weight"]])
             if cfg.qkv_bias:
                 layer["bqkv"] = jnp.concatenate([w[p + f"self_attn.{n}_proj.bias"] for n in "qkv"])
         else:
             layer.update({f"w{n}": w[p + f"self_attn.{n}_proj.weight"] for n in "qkv"})
-            layer.update(wg=w[p + "mlp.gate_proj.weight"], wu=w[p + "mlp.up_proj.weight"])
+            if not moe:
+                layer.update(wg=w[p + "mlp.gate_proj.weight"], wu=w[p + "mlp.up_proj.weight"])
             if cfg.qkv_bias:
                 layer.update({f"b{n}": w[p + f"self_attn.{n}_proj.bias"] for n in "qkv"})
         layers.append(layer)
@@ -182,7 +192,9 @@ def linear(x, w, b=None, multiply_reduce: bool = False, written=None):
 
 def forward(cfg: LlamaConfig, params, rope_tab, tokens, pos, cache, prefill: bool, last_only: bool = False,
             multiply_reduce_attention: bool = False, replicated=None, cache_sharding=None, scale_sharding=None):
-    """Logits (float32) [B, T, V] and the updated cache, for tokens [B, T] starting at `pos`
+    """Logits (float32) [B, T, V], the updated cache, and the experts each token chose in each
+    mixture-of-experts layer ([layers, B * T, k] int32; [0, B * T, 1] for a dense model), for
+    tokens [B, T] starting at `pos`
     (a scalar). Prefill starts at 0 and attends causally within the prompt; decode attends
     the whole static cache, masked to the positions written so far. replicated (sharded
     models): the sharding every chip's copy of the activations takes after embedding and after
@@ -209,7 +221,7 @@ def forward(cfg: LlamaConfig, params, rope_tab, tokens, pos, cache, prefill: boo
     cos = jax.lax.dynamic_slice_in_dim(cos_all, pos, t)[None, :, None, :]
     sin = jax.lax.dynamic_slice_in_dim(sin_all, pos, t)[None, :, None, :]
     x = keep(params["embed"][tokens])
-    new_cache = []
+    new_cache, routes = [], []
     for layer, entry in zip(params["layers"], cache):
         h = rms_norm(x, layer["ln1"], cfg.norm_eps)
         if "wqkv" in layer:
@@ -220,6 +232,8 @@ def forward(cfg: LlamaConfig, params, rope_tab, tokens, pos, cache, prefill: boo
         q = q.reshape(b, t, nh, hd)
         k = k.reshape(b, t, nkv, hd)
         v = v.reshape(b, t, nkv, hd)
+        if "qn" in layer:
+            q, k = rms_norm(q, layer["qn"], cfg.norm_eps), rms_norm(k, layer["kn"], cfg.norm_eps)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
         kt, vt = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
@@ -240,6 +254,11 @@ def forward(cfg: LlamaConfig, params, rope_tab, tokens, pos, cache, prefill: boo
             o = decode_attention(q, k_cache, v_cache, pos + t, multiply_reduce=multiply_reduce_attention)
         x = keep(x + lin(o.reshape(b, t, nh * hd), layer["wo"]))
         h = rms_norm(x, layer["ln2"], cfg.norm_eps)
+        if "router" in layer:
+            out, chosen = moe_jax.experts(cfg, layer, h.reshape(b * t, -1), lin)
+            routes.append(chosen)
+            x = x + out.reshape(x.shape)
+            continue
         if "w13" in layer:
             gate, up = jnp.split(lin(h, layer["w13"]), 2, axis=-1)
         else:
@@ -248,7 +267,8 @@ def forward(cfg: LlamaConfig, params, rope_tab, tokens, pos, cache, prefill: boo
     if last_only:
         x = x[:, -1:]
     x = rms_norm(x, params["norm"], cfg.norm_eps)
-    return lin(x, params["head"]).astype(jnp.float32), new_cache
+    routes = jnp.stack(routes) if routes else jnp.zeros((0, b * t, 1), jnp.int32)
+    return lin(x, params["head"]).astype(jnp.float32), new_cache, routes
 
 
 class Runner:
@@ -328,7 +348,7 @@ class Runner:
                         replicated=None if self.mesh is None else self._sharding(AXES["activation"]),
                         cache_sharding=None if self.mesh is None else self._sharding(AXES["cache"]),
                         scale_sharding=None if self.mesh is None else self._sharding(AXES["cache_scale"]))
-            out = None if self.mesh is None else (self._sharding(AXES["logits"]), self._cache_shardings())
+            out = None if self.mesh is None else (self._sharding(AXES["logits"]), self._cache_shardings(), self._sharding(()))
             lowered = jax.jit(f, donate_argnums=4, out_shardings=out).lower(self.params, self.rope, tokens, pos, self.cache)
             self._compiled[key] = self._compile(lowered, self.one_row_options if not prefill and self.batch == 1 else None)
         return self._compiled[key]
@@ -354,7 +374,7 @@ class Runner:
         fn = self._fn(key + tokens.shape, tokens, pos, prefill, last_only)
 
         def step():
-            logits, self.cache = fn(self.params, self.rope, tokens, pos, self.cache)
+            logits, self.cache, self.last_routes = fn(self.params, self.rope, tokens, pos, self.cache)
             return logits
         return step
 
@@ -363,6 +383,10 @@ class Runner:
 
     def decode_step(self, tokens, pos: int):
         return self._step(("decode",), tokens, pos, False, False)
+
+    def routes(self) -> np.ndarray:
+        """The experts each token of the last step chose, per mixture-of-experts layer [layers, B * T, k]."""
+        return np.asarray(self.last_routes)
 
     def streamed(self) -> list:
         """The weights a decode step reads in full (head, every layer's matrices and norms): the

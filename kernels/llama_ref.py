@@ -41,7 +41,7 @@ def int8_round_trip(x: np.ndarray) -> np.ndarray:
 
 
 def forward(cfg: LlamaConfig, w: dict, tokens: np.ndarray, kv_int8_from: int | None = None,
-            kv_given: list | None = None, routes: list | None = None) -> np.ndarray:
+            kv_given: list | None = None, routes: list | None = None, follow: list | None = None) -> np.ndarray:
     """Logits [B, T, V] for a whole sequence with causal attention (no cache: the reference
     recomputes everything, so the frameworks' caches are checked rather than trusted).
 
@@ -50,7 +50,9 @@ def forward(cfg: LlamaConfig, w: dict, tokens: np.ndarray, kv_int8_from: int | N
     kv_given: per layer, the (keys, values) a device's int8 cache held, dequantized, to attend to
     instead of this reference's own rounding (as quantized weights, the quantized cache is an
     input both share: float32 and float64 keys can round to different int8 values).
-    routes: a list that gets, for every mixture-of-experts layer, its Routing."""
+    routes: a list that gets, for every mixture-of-experts layer, its Routing.
+    follow: for every mixture-of-experts layer, the experts [B * T, k] to route to instead of
+    this reference's own choice (a check follows a device's choice where a near-tie decided it)."""
     b, t = tokens.shape
     hd, nh, nkv = cfg.hd, cfg.heads, cfg.kv_heads
     cos, sin = rope_tables(cfg, t)
@@ -78,7 +80,8 @@ def forward(cfg: LlamaConfig, w: dict, tokens: np.ndarray, kv_int8_from: int | N
         x = x + attn @ w[p + "self_attn.o_proj.weight"].T
         h = rms_norm(x, w[p + "post_attention_layernorm.weight"], cfg.norm_eps)
         if cfg.family == "moe" and cfg.moe_layer(i):
-            out, routing = moe_block(cfg, w, p + "mlp.", h)
+            given = follow[sum(cfg.moe_layer(j) for j in range(i))] if follow is not None else None
+            out, routing = moe_block(cfg, w, p + "mlp.", h, given)
             x = x + out
             if routes is not None:
                 routes.append(routing)
@@ -127,25 +130,27 @@ class Routing:
     margin: np.ndarray
 
 
-def route(cfg, logits: np.ndarray) -> Routing:
-    """The top-k choice for router logits [tokens, experts]."""
+def route(cfg, logits: np.ndarray, given: np.ndarray | None = None) -> Routing:
+    """The top-k choice for router logits [tokens, experts] (or the `given` experts, weighted by
+    their probabilities as the model weights its own choice)."""
     probs = softmax(logits)
     order = np.argsort(-probs, axis=-1, kind="stable")  # ties: the lower index first
-    chosen = order[:, :cfg.top_k]
+    chosen = order[:, :cfg.top_k] if given is None else np.asarray(given)
     top = np.take_along_axis(probs, chosen, axis=-1)
     if cfg.top_k < cfg.experts:
-        margin = top[:, -1] - np.take_along_axis(probs, order[:, cfg.top_k:cfg.top_k + 1], axis=-1)[:, 0]
+        kth, next_ = (np.take_along_axis(probs, order[:, i:i + 1], axis=-1)[:, 0] for i in (cfg.top_k - 1, cfg.top_k))
+        margin = kth - next_
     else:
         margin = np.full(len(probs), np.inf)
     weights = top / top.sum(-1, keepdims=True) if cfg.norm_topk else top
     return Routing(chosen, weights, margin)
 
 
-def moe_block(cfg, w: dict, p: str, h: np.ndarray) -> tuple[np.ndarray, Routing]:
+def moe_block(cfg, w: dict, p: str, h: np.ndarray, given: np.ndarray | None = None) -> tuple[np.ndarray, Routing]:
     """The layer's output for h [..., hidden] and its routing (tokens flattened in order)."""
     shape = h.shape
     x = h.reshape(-1, shape[-1])
-    routing = route(cfg, x @ w[p + "gate.weight"].T)
+    routing = route(cfg, x @ w[p + "gate.weight"].T, given)
     out = np.zeros_like(x)
     for e in np.unique(routing.experts):
         rows, slot = np.nonzero(routing.experts == e)

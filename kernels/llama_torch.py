@@ -103,8 +103,9 @@ class Ops:
         probs = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1).to(q.dtype)
         return (probs @ v_cache).reshape(b, nh, t, hd)
 
-    def experts(self, h: torch.Tensor, layer: dict, cfg) -> torch.Tensor:
-        """A mixture-of-experts layer's output for normed inputs h [B, T, hidden]: the tokens of
+    def experts(self, h: torch.Tensor, layer: dict, cfg) -> tuple[torch.Tensor, torch.Tensor]:
+        """A mixture-of-experts layer's output for normed inputs h [B, T, hidden], and the experts
+        each token chose [B * T, k]: the tokens of
         each routed expert go through it together, so only routed experts' weights are read (HF's
         loop; eager only, its trip count depends on the routing)."""
         flat = h.reshape(-1, h.shape[-1])
@@ -115,7 +116,7 @@ class Ops:
             gate, up = self.linear(flat[rows], layer["we13"][e]).chunk(2, dim=-1)
             y = self.linear(F.silu(gate) * up, layer["we2"][e])
             out.index_add_(0, rows, y * weights[rows, slot, None])
-        return (out + shared_expert(self, flat, layer)).view_as(h)
+        return (out + shared_expert(self, flat, layer)).view_as(h), chosen
 
 
 PLAIN = Ops()
@@ -294,6 +295,7 @@ class Llama(torch.nn.Module):
         cos, sin = self.cos[input_pos], self.sin[input_pos]
         mask = None if prefill else (torch.arange(self.max_seq, device=tokens.device) <= input_pos[-1]).view(1, 1, 1, -1)
         x = F.embedding(tokens, self.embed)
+        routes = []
         for layer, cache in zip(self.layers, self.caches):
             qkv = ops.norm_linear(x, layer["ln1"], cfg.norm_eps, layer["wqkv"], layer.get("bqkv"))
             q, k, v = qkv.split([nh * hd, nkv * hd, nkv * hd], dim=-1)
@@ -312,10 +314,14 @@ class Llama(torch.nn.Module):
                 o = ops.decode_attention(q, k_cache, v_cache, mask, k_scale, v_scale)
             x = x + reduce(ops.linear(o.transpose(1, 2).reshape(b, t, nh * hd), layer["wo"]))
             if "router" in layer:
-                x = x + ops.experts(rms_norm(x, layer["ln2"], cfg.norm_eps), layer, cfg)
+                out, chosen = ops.experts(rms_norm(x, layer["ln2"], cfg.norm_eps), layer, cfg)
+                x = x + out
+                routes.append(chosen)
                 continue
             gate, up = ops.norm_linear(x, layer["ln2"], cfg.norm_eps, layer["w13"]).chunk(2, dim=-1)
             x = x + reduce(ops.linear(F.silu(gate) * up, layer["w2"]))
+        if routes:  # the experts each token chose, per MoE layer [layers, B * T, k]
+            self.last_routes = torch.stack(routes)
         if last_only:
             x = x[:, -1:]
         logits = ops.norm_linear(x, self.norm, cfg.norm_eps, self.head).float()
@@ -410,6 +416,12 @@ class Runner:
         tokens = torch.empty(given.shape, dtype=torch.long, device=self.device).copy_(given)
         pos = torch.tensor([pos], dtype=torch.long, device=self.device)
         return lambda: self._run_decode(tokens, pos)
+
+    def routes(self):
+        """The experts each token of the last step chose, per mixture-of-experts layer [layers, B * T, k]."""
+        import numpy as np
+        routes = getattr(self.model, "last_routes", None)
+        return np.zeros((0, 0, 1), np.int32) if routes is None else routes.cpu().numpy().astype(np.int32)
 
     def streamed(self) -> list[torch.Tensor]:
         """The weights a decode step reads in full (head, every layer's matrices and norms), as

@@ -155,7 +155,7 @@ class FusedGEMV(Ops):
         gate, up = (x[:, None, :] * layer["we13"][chosen[0]].float()).sum(-1).chunk(2, dim=-1)  # [k, width] each
         y = ((F.silu(gate) * up)[:, None, :] * layer["we2"][chosen[0]].float()).sum(-1)         # [k, hidden]
         out = (weights[0].float()[:, None] * y).sum(0, keepdim=True)
-        return (out + shared_expert(self, x, layer)).to(h.dtype).view_as(h)
+        return (out + shared_expert(self, x, layer)).to(h.dtype).view_as(h), chosen
 
     def decode_attention(self, q, k_cache, v_cache, mask, k_scale=None, v_scale=None):
         if not torch.compiler.is_compiling():

@@ -111,28 +111,32 @@ class MoEConfig(LlamaConfig):
         E * (1 - (1 - k/E)^tokens) (the expected number; a measurement counts the router's)."""
         return self.experts * (1.0 - (1.0 - self.top_k / self.experts) ** tokens)
 
-    def streamed_weight_bytes(self, dtype: str, quant: QuantSpec = NO_QUANT, tokens: int | None = None) -> int:
+    def streamed_weight_bytes(self, dtype: str, quant: QuantSpec = NO_QUANT, tokens: int | None = None,
+                              touched: float | None = None) -> int:
         """Weights a forward pass over `tokens` tokens reads: everything the dense count reads but
-        the experts, plus the experts it touches (expected under uniform routing; every expert
-        when `tokens` is None). Rounded to whole bytes."""
+        the experts, plus the experts it touches (`touched` a layer where the router's choices were
+        counted, else the number expected under uniform routing; every expert when `tokens` is
+        None). Rounded to whole bytes."""
         everything = super().streamed_weight_bytes(dtype, quant)
         if tokens is None or not self.moe_layers:
             return everything
+        touched = self.experts_touched(tokens) if touched is None else touched
         sizes = self.tensor_bytes(dtype, quant)
         one_expert = sum(sizes[f"model.layers.{self._first_moe()}.mlp.experts.0.{n}_proj.weight"]
                          for n in ("gate", "up", "down"))
-        unread = self.moe_layers * (self.experts - self.experts_touched(tokens)) * one_expert
+        unread = self.moe_layers * (self.experts - touched) * one_expert
         return round(everything - unread)
 
     def _first_moe(self) -> int:
         return next(i for i in range(self.layers) if self.moe_layer(i))
 
     def bytes(self, batch: int, new_tokens: int, cache_len: int, dtype: str,
-              logit_tokens: int | None = None, quant: QuantSpec = NO_QUANT) -> int:
-        """As the dense decoder's, with the experts counted as touched by batch x new_tokens tokens."""
+              logit_tokens: int | None = None, quant: QuantSpec = NO_QUANT, touched: float | None = None) -> int:
+        """As the dense decoder's, with the experts counted as touched by batch x new_tokens tokens
+        (`touched` experts a layer: as the router chose them, where they were counted)."""
         dense = super().bytes(batch, new_tokens, cache_len, dtype, logit_tokens, quant)
         return dense - super().streamed_weight_bytes(dtype, quant) + \
-            self.streamed_weight_bytes(dtype, quant, batch * new_tokens)
+            self.streamed_weight_bytes(dtype, quant, batch * new_tokens, touched)
 
 
 # Mixtral's checkpoints name an expert's matrices w1 (gate), w3 (up) and w2 (down) under

@@ -178,38 +178,44 @@ def test_estimate_prices_a_moe_by_the_experts_a_batch_reads(tmp_path):
     assert many["decode_bytes"] < 2 * cfg.n_params() + 64 * (kv + logits + embedding_row)
 
 
-def test_an_adapter_without_moe_kernels_skips_the_case_with_the_reason(tmp_path):
-    out = tmp_path / "r.jsonl"
-    proc = subprocess.run([sys.executable, "-m", "infercost.cli", "run", "--backend", "jax-cpu", "--model", "tiny-moe",
-                           "--workload", "decode", "--out", str(out)], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    (rec,) = [json.loads(line) for line in out.read_text().splitlines()]
-    assert rec["status"] == "skipped" and rec["reasons"] == [
-        "jax-cpu has no kernels for moe models yet (it runs dense); `infercost estimate` gives their roofline"]
+def test_an_adapter_without_moe_kernels_refuses_the_model_with_the_reason():
+    from types import SimpleNamespace
+
+    from infercost.bench.backend import Backend
+    # jax-tpu's kernels are the dense decoder's only (MoE is measured on CPUs so far)
+    why = Backend.model_unsupported(SimpleNamespace(name="jax-tpu"), CONFIGS["tiny-moe"])
+    assert why == "jax-tpu has no kernels for moe models yet (it runs dense); `infercost estimate` gives their roofline"
+    assert Backend.model_unsupported(SimpleNamespace(name="jax-cpu"), CONFIGS["tiny-moe"]) is None
 
 
-def torch_cpu():
+def cpu_backend(name: str = "torch-cpu"):
     from infercost.bench.backend import open_backend
-    return open_backend("torch-cpu", threads=2)
+    return open_backend(name, threads=2)
 
 
-@pytest.mark.parametrize("batch", [1, 2])  # batch 1: the compiled one-token path; 2: the eager grouped loop
-def test_torch_cpu_runs_a_moe_as_the_float64_reference_does(batch):
-    from infercost.bench.llm import check_model
-    r = check_model(torch_cpu(), CONFIGS["tiny-moe"], "float32", False, 0, None, batch=batch)
+@pytest.mark.parametrize("backend", ["torch-cpu", "jax-cpu"])
+@pytest.mark.parametrize("batch", [1, 2])  # batch 1: the compiled one-token path; 2 the batched one
+def test_each_cpu_backend_runs_a_moe_as_the_float64_reference_does(backend, batch):
+    from infercost.bench.llm import CHECK_PROMPT, CHECK_STEPS, check_model
+    r = check_model(cpu_backend(backend), CONFIGS["tiny-moe"], "float32", False, 0, None, batch=batch)
     assert r["passed"] and r["greedy_tokens_agree"] and r["error"] < 1e-5, r
-    assert ("torch.compile" in r["launch"]) == (batch == 1)
+    if backend == "torch-cpu":
+        assert ("torch.compile" in r["launch"]) == (batch == 1)
+    # every token's choice in each of the 2 layers, over the prompt and the decode steps, is the reference's
+    choices = 2 * batch * (CHECK_PROMPT + CHECK_STEPS)
+    assert r["routing"] == {**r["routing"], "choices": choices, "agree": choices, "near_ties_followed": 0, "passed": True}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["mixtral", "qwen3_moe", "qwen2_moe"])
-def test_torch_cpu_runs_each_family_from_its_hugging_face_checkpoint(kind, tmp_path):
+def test_each_cpu_backend_runs_each_family_from_its_hugging_face_checkpoint(kind, tmp_path):
     from infercost.bench.llm import check_model
     hf_model(kind).float().save_pretrained(tmp_path)
     cfg = models.from_hf_config(tmp_path / "config.json")
-    for batch in (1, 2):
-        r = check_model(torch_cpu(), cfg, "float32", False, 0, str(tmp_path), batch=batch)
-        assert r["passed"] and r["greedy_tokens_agree"], r
+    for backend in ("torch-cpu", "jax-cpu"):
+        for batch in (1, 2):
+            r = check_model(cpu_backend(backend), cfg, "float32", False, 0, str(tmp_path), batch=batch)
+            assert r["passed"] and r["greedy_tokens_agree"] and r["routing"]["passed"], (backend, r)
 
 
 def test_a_step_reads_no_expert_that_no_token_routed_to(tmp_path):
@@ -238,18 +244,20 @@ def test_a_step_reads_no_expert_that_no_token_routed_to(tmp_path):
                 w[f"model.layers.{i}.mlp.experts.{e}.{n}_proj.weight"] = np.full_like(
                     w[f"model.layers.{i}.mlp.experts.{e}.{n}_proj.weight"], np.nan)
     save_file({k: v.astype(np.float32) for k, v in w.items()}, str(tmp_path / "model.safetensors"))
-    for batch in (1, 2):
-        r = check_model(torch_cpu(), cfg, "float32", False, 0, str(tmp_path), batch=batch)
-        assert r["finite"] and r["passed"] and r["greedy_tokens_agree"], r
+    for backend in ("torch-cpu", "jax-cpu"):
+        for batch in (1, 2):
+            r = check_model(cpu_backend(backend), cfg, "float32", False, 0, str(tmp_path), batch=batch)
+            assert r["finite"] and r["passed"] and r["greedy_tokens_agree"], (backend, r)
 
 
-def test_a_moe_decode_case_counts_the_bytes_of_its_routed_experts():
+@pytest.mark.parametrize("backend", ["torch-cpu", "jax-cpu"])
+def test_a_moe_decode_case_counts_the_bytes_of_its_routed_experts(backend):
     from infercost.bench.llm import TransformerWorkload
     from infercost.bench.measure import measure_case
     from infercost.bench.timing import Settings
-    case = {"backend": "torch-cpu", "workload": "decode", "dtype": "float32", "tf32": False, "threads": 2,
+    case = {"backend": backend, "workload": "decode", "dtype": "float32", "tf32": False, "threads": 2,
             "params": {"model": "tiny-moe", "batch": 1, "tokens": 16}}
-    r = measure_case(torch_cpu(), TransformerWorkload(case), case, Settings(warmup_s=0.05, min_time_s=0.1, min_blocks=3), 0, 2)
+    r = measure_case(cpu_backend(backend), TransformerWorkload(case), case, Settings(warmup_s=0.05, min_time_s=0.1, min_blocks=3), 0, 2)
     # the bytes are the work's, whatever the timing gates made of a busy host's timings
     assert r["status"] in ("ok", "invalid") and r["check"]["passed"], r["reasons"]
     # tiny-moe by hand, float32: attention 64 x 16 x (2 x 4 + 2 x 2) x 4 = 49,152 a layer; the router
@@ -259,5 +267,34 @@ def test_a_moe_decode_case_counts_the_bytes_of_its_routed_experts():
     layer = 49_152 + 2_048 + 2 * 24_576 + 512
     assert r["metrics"]["bytes"] == 2 * layer + 131_072 + 256 + 256 + 8_704 + 512 + 2_048
     moe = r["case"]["moe"]
-    assert (moe["experts"], moe["top_k"], moe["experts_read_per_layer"]) == (8, 2, 2)
+    assert (moe["experts"], moe["top_k"], moe["experts_expected_per_layer"]) == (8, 2, 2)
+    # one token, two distinct experts a layer, as its router chose them
+    assert (r["metrics"]["experts_read_per_layer"], r["metrics"]["experts_read_basis"]) == (2, "counted from the timed step's router")
     assert moe["params_active"] == moe["params_total"] - 2 * 6 * 3 * 64 * 32
+
+
+def test_a_device_choice_at_a_near_tie_is_followed_and_any_other_fails_the_check():
+    from infercost.bench.llm import compare_routes
+    from infercost.kernels.llama import seeded_weights_numpy
+    cfg = CONFIGS["tiny-moe"]
+    w = seeded_weights_numpy(cfg, 0)
+    sequence = np.random.default_rng(1).integers(0, cfg.vocab_size, (1, 12))
+    routes = []
+    logits = llama_ref.forward(cfg, w, sequence, routes=routes)
+    ref = np.stack([r.experts for r in routes])
+    margin = np.stack([r.margin for r in routes])
+    # the device picks another expert for the token of layer 1 whose choice was the closest, as a
+    # flip of rounding would; whether that is a near-tie is set by the gap the check is given
+    layer, token = 1, int(np.argmin(margin[1]))
+    flipped = ref.copy()
+    flipped[layer, token, -1] = min(set(range(cfg.experts)) - set(ref[layer, token].tolist()))
+    device = flipped.reshape(2, 1, 12, cfg.top_k)
+    gap = margin[layer, token]
+    near, follow = compare_routes(cfg, w, sequence, device, near_tie=gap * 1.01)
+    assert near == {**near, "choices": 24, "agree": 23, "near_ties_followed": 1, "passed": True}
+    assert (follow[0] == ref[0]).all() and (follow[1] == flipped[1]).all()
+    followed = llama_ref.forward(cfg, w, sequence, follow=follow)
+    assert np.abs(followed[0, :token] - logits[0, :token]).max() == 0  # earlier tokens are untouched
+    assert np.abs(followed[0, token] - logits[0, token]).max() > 0     # the followed choice changed its logits
+    clear, _ = compare_routes(cfg, w, sequence, device, near_tie=gap * 0.99)
+    assert clear["near_ties_followed"] == 0 and not clear["passed"]

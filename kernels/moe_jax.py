@@ -1,0 +1,95 @@
+"""A mixture-of-experts layer in JAX: the router, and experts that read only what the tokens routed
+to. Same math and op order as llama_torch's (softmax over every expert in float32, the top k, the
+k renormalised where the model says so; each expert's tokens go through it together, experts in
+ascending order, then Qwen2-MoE's gated shared expert).
+
+XLA needs static shapes, and which expert gets how many tokens is known only at run time. So the
+routed (token, expert) pairs are sorted by expert and cut into tiles of a fixed number of rows,
+each tile one expert's; a loop with a run-time trip count takes the tiles, and each reads its
+expert's weights by index (a slice of the stacked weights, not a copy). An expert no token chose
+has no tile and is never read; padding rows of a tile are computed and weighted 0. This is the
+tiled grouped product of MegaBlocks and JAX's megablox, written with plain lax ops so that it runs
+on every backend (XLA:CPU's `lax.ragged_dot` multiplies every expert under a mask: it would price
+a mixture of experts as a dense model).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+
+def stacked(cfg, w: dict, p: str) -> dict:
+    """A MoE layer's params: router, experts stacked [experts, rows, in] (gate and up as one
+    [2 x expert width, hidden] matrix each), and the shared expert where the model has one."""
+    out = {"router": w[p + "gate.weight"],
+           "we13": jnp.stack([jnp.concatenate([w[p + f"experts.{e}.gate_proj.weight"], w[p + f"experts.{e}.up_proj.weight"]])
+                              for e in range(cfg.experts)]),
+           "we2": jnp.stack([w[p + f"experts.{e}.down_proj.weight"] for e in range(cfg.experts)])}
+    if cfg.shared_intermediate:
+        out["ws13"] = jnp.concatenate([w[p + "shared_expert.gate_proj.weight"], w[p + "shared_expert.up_proj.weight"]])
+        out["ws2"] = w[p + "shared_expert.down_proj.weight"]
+        out["wsg"] = w[p + "shared_expert_gate.weight"]
+    return out
+
+
+def route(cfg, x, router):
+    """The k experts each row of x [N, hidden] goes to, best first (ties: the lower index, as
+    lax.top_k breaks them), and their weights in x's dtype."""
+    probs = jax.nn.softmax(x.astype(jnp.float32) @ router.astype(jnp.float32).T, axis=-1)
+    top, chosen = jax.lax.top_k(probs, cfg.top_k)
+    if cfg.norm_topk:
+        top = top / top.sum(-1, keepdims=True)
+    return top.astype(x.dtype), chosen.astype(jnp.int32)
+
+
+def tile_rows(rows: int, cfg) -> int:
+    """Rows a tile holds. Up to 32 routed rows (decode): one tile an expert holds all its tokens, so
+    each touched expert is read exactly once. More (prefill): about one expert's average share,
+    32-128 rows, so tiles are full enough to multiply well and few weights are read twice."""
+    if rows <= 32:
+        return rows
+    return min(128, max(32, 1 << math.ceil(math.log2(max(1, rows * cfg.top_k // cfg.experts)))))
+
+
+def experts(cfg, layer: dict, x, linear):
+    """The layer's output for normed inputs x [N, hidden] and the experts each row chose [N, k].
+    `linear(x, w)` is the caller's x @ w.T (its CPU one-row form where it has one)."""
+    n, k, e_count = x.shape[0], cfg.top_k, cfg.experts
+    weights, chosen = route(cfg, x, layer["router"])
+    pairs = n * k
+    tile = tile_rows(n, cfg)
+    expert_of_pair = chosen.reshape(-1)
+    order = jnp.argsort(expert_of_pair, stable=True)  # pairs grouped by expert, tokens in order
+    counts = jnp.bincount(expert_of_pair, length=e_count)
+    starts = jnp.cumsum(counts) - counts               # each expert's first pair in `order`
+    tiles = (counts + tile - 1) // tile
+    tiles_end = jnp.cumsum(tiles)
+    pair_weight = weights.reshape(-1)
+
+    def one_tile(t, out):
+        e = jnp.searchsorted(tiles_end, t, side="right")  # the expert whose tiles cover t
+        first = starts[e] + (t - (tiles_end[e] - tiles[e])) * tile
+        slot = first + jnp.arange(tile)
+        valid = slot < starts[e] + counts[e]
+        pair = order[jnp.minimum(slot, pairs - 1)]
+        rows = pair // k
+        w13 = jax.lax.dynamic_index_in_dim(layer["we13"], e, keepdims=False)
+        w2 = jax.lax.dynamic_index_in_dim(layer["we2"], e, keepdims=False)
+        gate, up = jnp.split(linear(x[rows][None], w13)[0], 2, axis=-1)
+        y = linear((jax.nn.silu(gate) * up)[None], w2)[0]
+        scale = jnp.where(valid, pair_weight[pair], jnp.zeros((), x.dtype))
+        return out.at[rows].add(y * scale[:, None])
+
+    out = jax.lax.fori_loop(0, tiles_end[-1], one_tile, jnp.zeros_like(x))
+    return out + shared_expert(layer, x, linear), chosen
+
+
+def shared_expert(layer: dict, x, linear):
+    """Qwen2-MoE's expert every token uses, scaled by its sigmoid gate (0 where there is none)."""
+    if "ws13" not in layer:
+        return jnp.zeros((), x.dtype)
+    gate, up = jnp.split(linear(x[None], layer["ws13"])[0], 2, axis=-1)
+    return jax.nn.sigmoid(linear(x[None], layer["wsg"])[0]) * linear((jax.nn.silu(gate) * up)[None], layer["ws2"])[0]
