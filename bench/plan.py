@@ -47,7 +47,8 @@ def decode(model, dtype, batches, context):
             for b in batches]
 
 
-CPU_LLM = prefill("small-125m", "float32", [(1, 128)]) + decode("small-125m", "float32", (1, 4), 128)
+CPU_LLM = (prefill("small-125m", "float32", [(1, 128)]) + decode("small-125m", "float32", (1, 4), 128)
+           + decode("small-moe", "float32", (1,), 128))  # a mixture of experts: 100M of its 364M parameters a token
 ACC_LLM = prefill("llama-3.2-1b", "bfloat16", [(1, 512)]) + decode("llama-3.2-1b", "bfloat16", (1, 16), 512)
 
 REAL_MODELS = []
@@ -57,6 +58,7 @@ LLM_SUITE_ACC = (prefill("llama-3.1-8b", "bfloat16", [(1, 2048), (8, 2048)])
                  + decode("llama-3.1-8b", "bfloat16", (1, 8, 32, 64, 128, 256), 2048) + REAL_MODELS)
 LLM_SUITE_CPU = (prefill("small-125m", "float32", [(1, 128), (4, 128)])
                  + decode("small-125m", "float32", (1, 4, 16), 128)
+                 + prefill("small-moe", "float32", [(1, 128)]) + decode("small-moe", "float32", (1, 4), 128)
                  + prefill("llama-3.2-1b", "float32", [(1, 128)]) + decode("llama-3.2-1b", "float32", (1,), 128))
 
 MATMUL_CPU = matmul((128, 256, 512, 1024, 2048, 4096), "float32") + matmul((128, 256, 512, 1024), "bfloat16") \

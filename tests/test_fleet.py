@@ -123,12 +123,13 @@ def test_the_plan_prints_the_fleet_estimate_before_anything_is_launched(tmp_path
     gpu, cpu = manifest["tasks"]
     # By hand from the quick suite: an accelerator runs 2 float32 + 4 bfloat16 + 1 float16 matmuls,
     # a prefill and 2 decodes (10 a backend, torch and JAX: 20); a CPU 4 + 2 matmuls, a prefill and
-    # 2 decodes (9, 18). At the plan's stated 10 min of set-up and 0.75 min an accelerator case,
-    # 0.15 a CPU case: 25 min at $16.5551/h spot = $6.89796; 12.7 min at $0.1737/h = $0.0367665.
-    assert (gpu["cases"], cpu["cases"]) == (20, 18)
-    assert (gpu["est_minutes"], cpu["est_minutes"]) == pytest.approx((25.0, 12.7))
-    assert (gpu["est_usd"], cpu["est_usd"]) == pytest.approx((6.89796, 0.0367665), rel=1e-5)
-    assert manifest["est_usd"] == pytest.approx(6.93473, rel=1e-5)
+    # 2 decodes of the dense model and a decode of the small MoE (10, 20). At the plan's stated 10 min
+    # of set-up and 0.75 min an accelerator case, 0.15 a CPU case: 25 min at $16.5551/h spot =
+    # $6.89796; 13 min at $0.1737/h = $0.037635.
+    assert (gpu["cases"], cpu["cases"]) == (20, 20)
+    assert (gpu["est_minutes"], cpu["est_minutes"]) == pytest.approx((25.0, 13.0))
+    assert (gpu["est_usd"], cpu["est_usd"]) == pytest.approx((6.89796, 0.037635), rel=1e-5)
+    assert manifest["est_usd"] == pytest.approx(6.935595, rel=1e-5)
     yaml_text = (tmp_path / "f" / f"{gpu['name']}.yaml").read_text()
     assert "ESTIMATE" in yaml_text and manifest["bucket"] in yaml_text
 
