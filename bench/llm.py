@@ -76,7 +76,7 @@ def check_model(backend, cfg, dtype: str, tf32: bool, seed: int, weights_path: s
     prompt = np.random.default_rng(seed).integers(0, cfg.vocab_size, (batch, CHECK_PROMPT))
     w64 = runner.weights_numpy()
     ref_tokens, ref_logits = llama_ref.greedy(ccfg, w64, prompt, CHECK_STEPS, kv_int8=q.kv == "int8")
-    moe = ccfg.family == "moe"
+    moe = ccfg.experts_model
     got = [backend.fetch(runner.prefill_step(prompt, last_only=False)())]
     routes = [runner.routes().reshape(-1, batch, CHECK_PROMPT, ccfg.top_k)] if moe else []
     for i in range(CHECK_STEPS):  # feed the reference's tokens, so both see the same sequence
@@ -169,7 +169,7 @@ class TransformerWorkload:
         out["devices"] = self.devices
         if self.mesh:
             out["layout"] = f"tp={self.mesh.get('tp', 1)},dp={self.mesh.get('dp', 1)}"
-        if self.cfg.family == "moe":  # the experts a step of this batch is expected to read (metrics: counted)
+        if self.cfg.experts_model:  # the experts a step of this batch is expected to read (metrics: counted)
             c, routed = self.cfg, self.batch * (self.tokens if self.prefill else 1)
             out["moe"] = {"experts": c.experts, "top_k": c.top_k, "params_total": c.n_params(),
                           "params_active": c.active_params(), "experts_expected_per_layer": c.experts_touched(routed),
@@ -179,7 +179,7 @@ class TransformerWorkload:
     def fit(self, backend) -> str | None:
         if why := backend.model_unsupported(self.cfg):
             return why
-        if self.cfg.family == "moe" and (self.mesh or self.quant.weights):  # kernels/moe.py: what is built so far
+        if self.cfg.experts_model and (self.mesh or self.quant.weights):  # kernels/moe.py: what is built so far
             return ("a mixture of experts runs on one device with float weights for now "
                     "(expert parallelism and quantized experts are not built yet)")
         if why := backend.quant_unsupported(self.quant):
@@ -230,7 +230,7 @@ class TransformerWorkload:
         backend.sync(step())
         backend.sync(step())  # a second call: CUDA graphs are recorded on the call after warm-up
         compile_s = time.perf_counter() - start
-        if self.cfg.family == "moe":  # every timed call repeats this step: the same tokens route the same way
+        if self.cfg.experts_model:  # every timed call repeats this step: the same tokens route the same way
             self.touched = experts_touched(self.runner.routes())
         launch = self.runner.prefill_launch if self.prefill else self.runner.launch
         return Prepared(step, [], {"build_s": build_s, "compile_s": compile_s}, {"launch": launch})

@@ -73,7 +73,7 @@ def estimate(cfg: LlamaConfig, acc: Accelerator, chips: int, batch: int, context
         "prefill_s": prefill_s, "input_tokens_per_s": batch * prompt / prefill_s,
         "catalog_source": acc.source, "catalog_as_of": acc.as_of,
     }
-    if cfg.family == "moe":  # decode reads the experts a batch touches; prefill multiplies by the active ones
+    if cfg.experts_model:  # decode reads the experts a batch touches; prefill multiplies by the active ones
         out.update(total_params=cfg.n_params(), active_params=cfg.active_params(), experts=cfg.experts,
                    top_k=cfg.top_k, experts_read_per_layer=cfg.experts_touched(batch))
         out["formula"] += ("; mixture of experts: weights read = every weight but the experts' and the embedding "

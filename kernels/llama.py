@@ -87,6 +87,7 @@ MAX_LAYERS = 10_000
 @dataclass(frozen=True)
 class LlamaConfig:
     family: ClassVar[str] = "dense"   # which kernels run it (an adapter's Capabilities.families)
+    experts_model: ClassVar[bool] = False  # a mixture of experts (kernels/moe.py)
     vocab_size: int
     hidden: int
     layers: int
@@ -123,6 +124,10 @@ class LlamaConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v <= 0:
                 raise ValueError(f"model config: {name} must be a positive finite number, not {v!r}")
+
+    def moe_layer(self, layer: int) -> bool:
+        """Whether a layer's MLP is a mixture of experts (never, in a dense model)."""
+        return False
 
     @property
     def hd(self) -> int:
@@ -204,9 +209,16 @@ class LlamaConfig:
     def matmul_params(self) -> int:
         """Parameters that take part in matmuls per token (all but the embedding gather and norms;
         the LM head counts even when tied, since the logits multiply by it)."""
-        h, hd = self.hidden, self.hd
-        per_layer = h * hd * (2 * self.heads + 2 * self.kv_heads) + 3 * h * self.intermediate
-        return self.layers * per_layer + self.vocab_size * h
+        per_layer = self.attention_params() + 3 * self.hidden * self.intermediate
+        return self.layers * per_layer + self.vocab_size * self.hidden
+
+    def attention_params(self) -> int:
+        """Weights of one layer's attention projections (q, k, v, o)."""
+        return self.hidden * self.hd * (2 * self.heads + 2 * self.kv_heads)
+
+    def attention_flops(self) -> int:
+        """FLOPs of QK^T and AV for one new token against one attended position, every layer."""
+        return 4 * self.layers * self.heads * self.hd
 
     def flops(self, batch: int, new_tokens: int, attended: int, logit_tokens: int | None = None) -> int:
         """Matmul FLOPs of one forward pass as executed: 2 per weight per token, the LM head
@@ -216,7 +228,7 @@ class LlamaConfig:
         tokens = batch * new_tokens
         logit_tokens = new_tokens if logit_tokens is None else logit_tokens
         head = self.vocab_size * self.hidden
-        attention = 4 * self.layers * self.heads * self.hd * attended * tokens
+        attention = self.attention_flops() * attended * tokens
         return 2 * (self.matmul_params() - head) * tokens + 2 * head * batch * logit_tokens + attention
 
     def bytes(self, batch: int, new_tokens: int, cache_len: int, dtype: str,
@@ -313,8 +325,10 @@ def inv_freq(cfg: LlamaConfig) -> np.ndarray:
     freq = 1.0 / cfg.rope_theta ** (np.arange(0, cfg.hd, 2, dtype=np.float64) / cfg.hd)
     scaling = cfg.rope_scaling or {}
     kind = scaling.get("rope_type", scaling.get("type", "default"))
-    if kind not in ("default", "llama3"):
-        raise ValueError(f"rope scaling {kind!r} is not supported (default and llama3 are)")
+    if kind not in ("default", "llama3", "yarn"):
+        raise ValueError(f"rope scaling {kind!r} is not supported (default, llama3 and yarn are)")
+    if kind == "yarn":
+        return yarn_freq(cfg, freq, scaling)
     if kind == "llama3":
         factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
         old = scaling["original_max_position_embeddings"]
@@ -327,11 +341,43 @@ def inv_freq(cfg: LlamaConfig) -> np.ndarray:
     return freq
 
 
+def yarn_freq(cfg: LlamaConfig, freq: np.ndarray, scaling: dict) -> np.ndarray:
+    """YaRN (arXiv:2309.00071), as HF computes it: dimensions that turn fewer than beta_slow times
+    over the original context are interpolated (frequency / factor), those that turn more than
+    beta_fast times kept, a linear ramp between."""
+    factor, old = float(scaling["factor"]), scaling["original_max_position_embeddings"]
+    fast, slow = scaling.get("beta_fast") or 32, scaling.get("beta_slow") or 1
+    dim, base = cfg.hd, cfg.rope_theta
+    at = lambda turns: dim * math.log(old / (turns * 2 * math.pi)) / (2 * math.log(base))
+    low, high = at(fast), at(slow)
+    if scaling.get("truncate", True):
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, dim - 1)
+    ramp = np.clip((np.arange(dim // 2, dtype=np.float64) - low) / ((high - low) or 0.001), 0, 1)
+    return freq / factor * ramp + freq * (1 - ramp)
+
+
+def yarn_mscale(factor: float, mscale: float = 1.0) -> float:
+    return 1.0 if factor <= 1 else 0.1 * mscale * math.log(factor) + 1.0
+
+
+def rope_magnitude(cfg: LlamaConfig) -> float:
+    """What YaRN multiplies cos and sin by (its attention factor; 1 without YaRN)."""
+    s = cfg.rope_scaling or {}
+    if s.get("rope_type", s.get("type")) != "yarn":
+        return 1.0
+    if s.get("attention_factor") is not None:
+        return float(s["attention_factor"])
+    if s.get("mscale") and s.get("mscale_all_dim"):
+        return yarn_mscale(s["factor"], s["mscale"]) / yarn_mscale(s["factor"], s["mscale_all_dim"])
+    return yarn_mscale(s["factor"])
+
+
 def rope_tables(cfg: LlamaConfig, positions: int) -> tuple[np.ndarray, np.ndarray]:
     """cos and sin, [positions, head_dim], in the split-half layout HF's Llama uses."""
     angles = np.outer(np.arange(positions, dtype=np.float64), inv_freq(cfg))
     angles = np.concatenate([angles, angles], axis=-1)
-    return np.cos(angles), np.sin(angles)
+    return np.cos(angles) * rope_magnitude(cfg), np.sin(angles) * rope_magnitude(cfg)
 
 
 # -- weights ------------------------------------------------------------------------------

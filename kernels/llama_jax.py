@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .llama import AXES, GOLDEN, M1, M2, RULES, LlamaConfig, hf_axes, rope_tables, tensor_salt, weight_init
-from . import moe_jax
+from . import mla_jax, moe_jax
 from .quant import QWeight
 
 def sharding_rules(cfg: LlamaConfig, tp: int) -> dict:
@@ -67,7 +67,7 @@ def prepare(cfg: LlamaConfig, w: dict, fuse: bool = True) -> dict:
     layers = []
     for i in range(cfg.layers):
         p = f"model.layers.{i}."
-        moe = cfg.family == "moe" and cfg.moe_layer(i)
+        moe = cfg.moe_layer(i)
         layer = {"ln1": w[p + "input_layernorm.weight"], "wo": w[p + "self_attn.o_proj.weight"],
                  "ln2": w[p + "post_attention_layernorm.weight"]}
         if moe:
@@ -76,7 +76,11 @@ def prepare(cfg: LlamaConfig, w: dict, fuse: bool = True) -> dict:
             layer["w2"] = w[p + "mlp.down_proj.weight"]
         if getattr(cfg, "qk_norm", False):  # Qwen3: each head's queries and keys normalised
             layer.update(qn=w[p + "self_attn.q_norm.weight"], kn=w[p + "self_attn.k_norm.weight"])
-        if fuse:
+        if cfg.family == "mla":
+            layer.update(mla_jax.layer_weights(cfg, w, p + "self_attn."))
+            if not moe:
+                layer["w13"] = cat_rows([w[p + "mlp.gate_proj.weight"], w[p + "mlp.up_proj.weight"]])
+        elif fuse:
             layer["wqkv"] = cat_rows([w[p + f"self_attn.{n}_proj.weight"] for n in "qkv"])
             if not moe:
                 layer["w13"] = cat_rows([w[p + "mlp.gate_proj.weight"], w[p + "mlp.up_proj.weight"]])
@@ -224,35 +228,14 @@ def forward(cfg: LlamaConfig, params, rope_tab, tokens, pos, cache, prefill: boo
     new_cache, routes = [], []
     for layer, entry in zip(params["layers"], cache):
         h = rms_norm(x, layer["ln1"], cfg.norm_eps)
-        if "wqkv" in layer:
-            qkv = lin(h, layer["wqkv"], layer.get("bqkv"))
-            q, k, v = jnp.split(qkv, [nh * hd, (nh + nkv) * hd], axis=-1)
+        if "wqa_kva" in layer:  # multi-head latent attention (kernels/mla_jax.py)
+            out, entry = mla_jax.attention(cfg, layer, entry, h, cos, sin, pos, prefill, lin, rms_norm, rotate_half)
+            new_cache.append(entry)
+            x = keep(x + out)
         else:
-            q, k, v = (lin(h, layer[f"w{n}"], layer.get(f"b{n}")) for n in "qkv")
-        q = q.reshape(b, t, nh, hd)
-        k = k.reshape(b, t, nkv, hd)
-        v = v.reshape(b, t, nkv, hd)
-        if "qn" in layer:
-            q, k = rms_norm(q, layer["qn"], cfg.norm_eps), rms_norm(k, layer["kn"], cfg.norm_eps)
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
-        kt, vt = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
-        if len(entry) == 4:  # an int8 cache: quantized as written, dequantized as read
-            (kq, ks), (vq, vs) = quantize_kv(kt), quantize_kv(vt)
-            entry = (update_keys(entry[0], kq, keep_cache), update(entry[1], vq, keep_cache),
-                     update(entry[2], ks, keep_scale), update(entry[3], vs, keep_scale))
-            k_scale = entry[2][:, :, None, :] if keys_t else entry[2][..., None]
-            k_cache = (entry[0].astype(jnp.float32) * k_scale).astype(k.dtype)
-            v_cache = (entry[1].astype(jnp.float32) * entry[3][..., None]).astype(k.dtype)
-        else:
-            entry = (update_keys(entry[0], kt, keep_cache), update(entry[1], vt, keep_cache))
-            k_cache, v_cache = entry
-        new_cache.append(entry)
-        if prefill:  # the prompt attends to its own exact keys and values
-            o = jax.nn.dot_product_attention(q, k, v, is_causal=True)
-        else:
-            o = decode_attention(q, k_cache, v_cache, pos + t, multiply_reduce=multiply_reduce_attention)
-        x = keep(x + lin(o.reshape(b, t, nh * hd), layer["wo"]))
+            x, entry = gqa_block(cfg, layer, entry, x, h, cos, sin, pos, t, prefill, lin, keep, keep_cache, keep_scale,
+                                 update, update_keys, multiply_reduce_attention)
+            new_cache.append(entry)
         h = rms_norm(x, layer["ln2"], cfg.norm_eps)
         if "router" in layer:
             out, chosen = moe_jax.experts(cfg, layer, h.reshape(b * t, -1), lin)
@@ -269,6 +252,43 @@ def forward(cfg: LlamaConfig, params, rope_tab, tokens, pos, cache, prefill: boo
     x = rms_norm(x, params["norm"], cfg.norm_eps)
     routes = jnp.stack(routes) if routes else jnp.zeros((0, b * t, 1), jnp.int32)
     return lin(x, params["head"]).astype(jnp.float32), new_cache, routes
+
+
+def gqa_block(cfg, layer, entry, x, h, cos, sin, pos, t, prefill, lin, keep, keep_cache, keep_scale, update,
+          update_keys, multiply_reduce_attention):
+    """Grouped-query attention for normed inputs h: the residual x with its output added, and the
+    layer's updated cache entry."""
+    b = x.shape[0]
+    nh, nkv, hd = cfg.heads, cfg.kv_heads, cfg.hd
+    keys_t = multiply_reduce_attention
+    if "wqkv" in layer:
+        qkv = lin(h, layer["wqkv"], layer.get("bqkv"))
+        q, k, v = jnp.split(qkv, [nh * hd, (nh + nkv) * hd], axis=-1)
+    else:
+        q, k, v = (lin(h, layer[f"w{n}"], layer.get(f"b{n}")) for n in "qkv")
+    q = q.reshape(b, t, nh, hd)
+    k = k.reshape(b, t, nkv, hd)
+    v = v.reshape(b, t, nkv, hd)
+    if "qn" in layer:
+        q, k = rms_norm(q, layer["qn"], cfg.norm_eps), rms_norm(k, layer["kn"], cfg.norm_eps)
+    q = q * cos + rotate_half(q) * sin
+    k = k * cos + rotate_half(k) * sin
+    kt, vt = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
+    if len(entry) == 4:  # an int8 cache: quantized as written, dequantized as read
+        (kq, ks), (vq, vs) = quantize_kv(kt), quantize_kv(vt)
+        entry = (update_keys(entry[0], kq, keep_cache), update(entry[1], vq, keep_cache),
+                 update(entry[2], ks, keep_scale), update(entry[3], vs, keep_scale))
+        k_scale = entry[2][:, :, None, :] if keys_t else entry[2][..., None]
+        k_cache = (entry[0].astype(jnp.float32) * k_scale).astype(k.dtype)
+        v_cache = (entry[1].astype(jnp.float32) * entry[3][..., None]).astype(k.dtype)
+    else:
+        entry = (update_keys(entry[0], kt, keep_cache), update(entry[1], vt, keep_cache))
+        k_cache, v_cache = entry
+    if prefill:  # the prompt attends to its own exact keys and values
+        o = jax.nn.dot_product_attention(q, k, v, is_causal=True)
+    else:
+        o = decode_attention(q, k_cache, v_cache, pos + t, multiply_reduce=multiply_reduce_attention)
+    return keep(x + lin(o.reshape(b, t, nh * hd), layer["wo"])), entry
 
 
 class Runner:
@@ -301,7 +321,8 @@ class Runner:
         del w
         with jax.default_device(device):
             self.rope = rope(cfg, max_seq, self.dtype)
-            self.cache = new_cache(cfg, batch, max_seq, self.dtype, kv_int8, keys_t=multiply_reduce_attention)
+            self.cache = (mla_jax.new_cache(cfg, batch, max_seq, self.dtype) if cfg.family == "mla" else
+                          new_cache(cfg, batch, max_seq, self.dtype, kv_int8, keys_t=multiply_reduce_attention))
         if mesh is not None:
             self.rope = jax.device_put(self.rope, self._sharding(()))
             self.cache = jax.device_put(self.cache, self._cache_shardings())

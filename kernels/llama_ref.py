@@ -54,32 +54,18 @@ def forward(cfg: LlamaConfig, w: dict, tokens: np.ndarray, kv_int8_from: int | N
     follow: for every mixture-of-experts layer, the experts [B * T, k] to route to instead of
     this reference's own choice (a check follows a device's choice where a near-tie decided it)."""
     b, t = tokens.shape
-    hd, nh, nkv = cfg.hd, cfg.heads, cfg.kv_heads
     cos, sin = rope_tables(cfg, t)
     causal = np.tril(np.ones((t, t), dtype=bool))
     x = w["model.embed_tokens.weight"][tokens]
     for i in range(cfg.layers):
         p = f"model.layers.{i}."
         h = rms_norm(x, w[p + "input_layernorm.weight"], cfg.norm_eps)
-        q, k, v = (h @ w[p + f"self_attn.{n}_proj.weight"].T for n in "qkv")
-        if cfg.qkv_bias:
-            q, k, v = (y + w[p + f"self_attn.{n}_proj.bias"] for y, n in zip((q, k, v), "qkv"))
-        q, k = q.reshape(b, t, nh, hd), k.reshape(b, t, nkv, hd)
-        if getattr(cfg, "qk_norm", False):  # Qwen3: each head's q and k normalised before the rotation
-            q = rms_norm(q, w[p + "self_attn.q_norm.weight"], cfg.norm_eps)
-            k = rms_norm(k, w[p + "self_attn.k_norm.weight"], cfg.norm_eps)
-        q, k = q.transpose(0, 2, 1, 3), k.transpose(0, 2, 1, 3)
-        v = v.reshape(b, t, nkv, hd).transpose(0, 2, 1, 3)
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
-        attn = attend(q, k, v, causal, nh // nkv)
-        if kv_int8_from is not None:
-            kc, vc = (kv_given[i][0][:, :, :t], kv_given[i][1][:, :, :t]) if kv_given else (int8_round_trip(k), int8_round_trip(v))
-            cached = attend(q, kc, vc, causal, nh // nkv)
-            attn = np.where((np.arange(t) >= kv_int8_from)[None, :, None], cached, attn)
-        x = x + attn @ w[p + "self_attn.o_proj.weight"].T
+        if cfg.family == "mla":
+            x = x + mla_attention(cfg, w, p + "self_attn.", h, cos, sin, causal)
+        else:
+            x = x + gqa_attention(cfg, w, p + "self_attn.", h, cos, sin, causal, i, kv_int8_from, kv_given)
         h = rms_norm(x, w[p + "post_attention_layernorm.weight"], cfg.norm_eps)
-        if cfg.family == "moe" and cfg.moe_layer(i):
+        if cfg.moe_layer(i):
             given = follow[sum(cfg.moe_layer(j) for j in range(i))] if follow is not None else None
             out, routing = moe_block(cfg, w, p + "mlp.", h, given)
             x = x + out
@@ -90,6 +76,55 @@ def forward(cfg: LlamaConfig, w: dict, tokens: np.ndarray, kv_int8_from: int | N
     x = rms_norm(x, w["model.norm.weight"], cfg.norm_eps)
     head = w["lm_head.weight"] if "lm_head.weight" in w else w["model.embed_tokens.weight"]  # quantized: its own head
     return x @ head.T
+
+
+def gqa_attention(cfg, w, p, h, cos, sin, causal, i, kv_int8_from, kv_given) -> np.ndarray:
+    """Grouped-query attention's output (after o_proj) for normed inputs h [B, T, hidden]."""
+    b, t, _ = h.shape
+    hd, nh, nkv = cfg.hd, cfg.heads, cfg.kv_heads
+    q, k, v = (h @ w[p + f"{n}_proj.weight"].T for n in "qkv")
+    if cfg.qkv_bias:
+        q, k, v = (y + w[p + f"{n}_proj.bias"] for y, n in zip((q, k, v), "qkv"))
+    q, k = q.reshape(b, t, nh, hd), k.reshape(b, t, nkv, hd)
+    if getattr(cfg, "qk_norm", False):  # Qwen3: each head's q and k normalised before the rotation
+        q = rms_norm(q, w[p + "q_norm.weight"], cfg.norm_eps)
+        k = rms_norm(k, w[p + "k_norm.weight"], cfg.norm_eps)
+    q, k = q.transpose(0, 2, 1, 3), k.transpose(0, 2, 1, 3)
+    v = v.reshape(b, t, nkv, hd).transpose(0, 2, 1, 3)
+    q = q * cos + rotate_half(q) * sin
+    k = k * cos + rotate_half(k) * sin
+    attn = attend(q, k, v, causal, nh // nkv)
+    if kv_int8_from is not None:
+        kc, vc = (kv_given[i][0][:, :, :t], kv_given[i][1][:, :, :t]) if kv_given else (int8_round_trip(k), int8_round_trip(v))
+        cached = attend(q, kc, vc, causal, nh // nkv)
+        attn = np.where((np.arange(t) >= kv_int8_from)[None, :, None], cached, attn)
+    return attn @ w[p + "o_proj.weight"].T
+
+
+def mla_attention(cfg, w, p, h, cos, sin, causal) -> np.ndarray:
+    """Multi-head latent attention's output (after o_proj) for normed inputs h [B, T, hidden], in
+    the expanded form HF computes (each head's keys and values from the normed latent)."""
+    b, t, _ = h.shape
+    nh, nope, rope, c = cfg.heads, cfg.qk_nope_head_dim, cfg.hd, cfg.kv_lora_rank
+    if cfg.q_lora_rank:
+        q = rms_norm(h @ w[p + "q_a_proj.weight"].T, w[p + "q_a_layernorm.weight"], cfg.norm_eps) @ w[p + "q_b_proj.weight"].T
+    else:
+        q = h @ w[p + "q_proj.weight"].T
+    q = q.reshape(b, t, nh, nope + rope).transpose(0, 2, 1, 3)
+    q_nope, q_rot = q[..., :nope], q[..., nope:]
+    compressed = h @ w[p + "kv_a_proj_with_mqa.weight"].T
+    latent = rms_norm(compressed[..., :c], w[p + "kv_a_layernorm.weight"], cfg.norm_eps)
+    k_rot = compressed[..., c:][:, None]  # one rotary key all heads share [B, 1, T, rope]
+    if cfg.rope_interleave:  # pairs (x0, x1), (x2, x3)...: evens then odds is the split-half layout
+        q_rot, k_rot = (np.concatenate([a[..., 0::2], a[..., 1::2]], axis=-1) for a in (q_rot, k_rot))
+    q_rot = q_rot * cos + rotate_half(q_rot) * sin
+    k_rot = k_rot * cos + rotate_half(k_rot) * sin
+    kv = (latent @ w[p + "kv_b_proj.weight"].T).reshape(b, t, nh, nope + cfg.v_head_dim).transpose(0, 2, 1, 3)
+    k = np.concatenate([kv[..., :nope], np.broadcast_to(k_rot, (b, nh, t, rope))], axis=-1)
+    scores = np.where(causal, np.concatenate([q_nope, q_rot], axis=-1) @ k.transpose(0, 1, 3, 2) * cfg.attention_scale,
+                      -np.inf)
+    o = (softmax(scores) @ kv[..., nope:]).transpose(0, 2, 1, 3).reshape(b, t, nh * cfg.v_head_dim)
+    return o @ w[p + "o_proj.weight"].T
 
 
 def mlp(w: dict, p: str, h: np.ndarray) -> np.ndarray:
@@ -130,32 +165,44 @@ class Routing:
     margin: np.ndarray
 
 
-def route(cfg, logits: np.ndarray, given: np.ndarray | None = None) -> Routing:
-    """The top-k choice for router logits [tokens, experts] (or the `given` experts, weighted by
-    their probabilities as the model weights its own choice)."""
-    probs = softmax(logits)
-    order = np.argsort(-probs, axis=-1, kind="stable")  # ties: the lower index first
+def route(cfg, logits: np.ndarray, given: np.ndarray | None = None, bias: np.ndarray | None = None) -> Routing:
+    """The top-k choice for router logits [tokens, experts] (or the `given` experts, weighted as the
+    model weights its own choice). Softmax routers choose by probability; DeepSeek's sigmoid router
+    by score + bias within its best groups, weighting by the scores alone."""
+    if cfg.scoring == "softmax":
+        probs = choice = softmax(logits)
+    else:
+        probs = 1.0 / (1.0 + np.exp(-logits))
+        choice = probs + (0.0 if bias is None else bias)
+        if cfg.groups > 1:  # a group's score: its two best experts'; all but the topk_groups best masked
+            grouped = choice.reshape(len(choice), cfg.groups, -1)
+            group_score = np.sort(grouped, axis=-1)[..., -2:].sum(-1)
+            kept = np.argsort(-group_score, axis=-1, kind="stable")[:, :cfg.topk_groups]
+            mask = np.zeros(group_score.shape, bool)
+            np.put_along_axis(mask, kept, True, axis=-1)
+            choice = np.where(np.repeat(mask, cfg.experts // cfg.groups, axis=-1), choice, -np.inf)
+    order = np.argsort(-choice, axis=-1, kind="stable")  # ties: the lower index first
     chosen = order[:, :cfg.top_k] if given is None else np.asarray(given)
     top = np.take_along_axis(probs, chosen, axis=-1)
     if cfg.top_k < cfg.experts:
-        kth, next_ = (np.take_along_axis(probs, order[:, i:i + 1], axis=-1)[:, 0] for i in (cfg.top_k - 1, cfg.top_k))
+        kth, next_ = (np.take_along_axis(choice, order[:, i:i + 1], axis=-1)[:, 0] for i in (cfg.top_k - 1, cfg.top_k))
         margin = kth - next_
     else:
         margin = np.full(len(probs), np.inf)
-    weights = top / top.sum(-1, keepdims=True) if cfg.norm_topk else top
-    return Routing(chosen, weights, margin)
+    weights = top / (top.sum(-1, keepdims=True) + (1e-20 if cfg.scoring == "sigmoid" else 0.0)) if cfg.norm_topk else top
+    return Routing(chosen, weights * cfg.routed_scale, margin)
 
 
 def moe_block(cfg, w: dict, p: str, h: np.ndarray, given: np.ndarray | None = None) -> tuple[np.ndarray, Routing]:
     """The layer's output for h [..., hidden] and its routing (tokens flattened in order)."""
     shape = h.shape
     x = h.reshape(-1, shape[-1])
-    routing = route(cfg, x @ w[p + "gate.weight"].T, given)
+    routing = route(cfg, x @ w[p + "gate.weight"].T, given, w.get(p + "gate.e_score_correction_bias"))
     out = np.zeros_like(x)
     for e in np.unique(routing.experts):
         rows, slot = np.nonzero(routing.experts == e)
         out[rows] += routing.weights[rows, slot][:, None] * mlp(w, p + f"experts.{e}.", x[rows])
     if cfg.shared_intermediate:
-        gate = 1.0 / (1.0 + np.exp(-(x @ w[p + "shared_expert_gate.weight"].T)))
+        gate = 1.0 / (1.0 + np.exp(-(x @ w[p + "shared_expert_gate.weight"].T))) if cfg.shared_gate else 1.0
         out += gate * mlp(w, p + "shared_expert.", x)
     return out.reshape(shape), routing

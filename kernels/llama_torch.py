@@ -11,6 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from . import mla_torch
 from .llama import GOLDEN, M1, M2, LlamaConfig, rope_tables, tensor_salt, weight_init
 from .quant import QWeight
 
@@ -109,7 +110,7 @@ class Ops:
         each routed expert go through it together, so only routed experts' weights are read (HF's
         loop; eager only, its trip count depends on the routing)."""
         flat = h.reshape(-1, h.shape[-1])
-        weights, chosen = route(flat, layer["router"], cfg)
+        weights, chosen = route(flat, layer, cfg)
         out = torch.zeros_like(flat)
         for e in torch.unique(chosen).tolist():
             rows, slot = torch.nonzero(chosen == e, as_tuple=True)
@@ -122,22 +123,36 @@ class Ops:
 PLAIN = Ops()
 
 
-def route(x: torch.Tensor, router: torch.Tensor, cfg) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k experts each row of x [N, hidden] goes to, best first, and their weights (softmax
-    over every expert in float32, renormalised over the k where the model says so), as HF does."""
-    probs = torch.softmax(x.float() @ router.float().T, dim=-1)
-    top, chosen = torch.topk(probs, cfg.top_k, dim=-1)
+def route(x: torch.Tensor, layer: dict, cfg) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k experts each row of x [N, hidden] goes to, best first, and their weights, in float32
+    as HF computes them: softmax over every expert (renormalised over the k where the model says
+    so), or DeepSeek's sigmoid scores chosen with their bias within the best groups."""
+    logits = x.float() @ layer["router"].float().T
+    if cfg.scoring == "softmax":
+        top, chosen = torch.topk(torch.softmax(logits, dim=-1), cfg.top_k, dim=-1)
+        if cfg.norm_topk:
+            top = top / top.sum(-1, keepdim=True)
+        return top.to(x.dtype), chosen
+    scores = torch.sigmoid(logits)
+    choice = scores + layer["router_bias"].float() if "router_bias" in layer else scores
+    if cfg.groups > 1:  # a group's score: its two best experts'; all but the topk_groups best masked
+        group_score = choice.view(len(choice), cfg.groups, -1).topk(2, dim=-1).values.sum(-1)
+        kept = torch.zeros_like(group_score).scatter_(1, group_score.topk(cfg.topk_groups, dim=-1).indices, 1.0)
+        choice = choice.masked_fill(kept.repeat_interleave(cfg.experts // cfg.groups, dim=-1) == 0, float("-inf"))
+    chosen = choice.topk(cfg.top_k, dim=-1).indices
+    top = scores.gather(1, chosen)
     if cfg.norm_topk:
-        top = top / top.sum(-1, keepdim=True)
-    return top.to(x.dtype), chosen
+        top = top / (top.sum(-1, keepdim=True) + 1e-20)
+    return (top * cfg.routed_scale).to(x.dtype), chosen
 
 
 def shared_expert(ops: Ops, flat: torch.Tensor, layer: dict) -> torch.Tensor | float:
-    """Qwen2-MoE's expert every token uses, scaled by its sigmoid gate (0 where there is none)."""
+    """The expert every token uses (Qwen2-MoE's scaled by its sigmoid gate; 0 where there is none)."""
     if "ws13" not in layer:
         return 0.0
     gate, up = ops.linear(flat, layer["ws13"]).chunk(2, dim=-1)
-    return torch.sigmoid(ops.linear(flat, layer["wsg"])) * ops.linear(F.silu(gate) * up, layer["ws2"])
+    out = ops.linear(F.silu(gate) * up, layer["ws2"])
+    return torch.sigmoid(ops.linear(flat, layer["wsg"])) * out if "wsg" in layer else out
 
 
 def expert_weights(cfg, w: dict, p: str, ops: Ops, batch: int) -> dict:
@@ -150,7 +165,10 @@ def expert_weights(cfg, w: dict, p: str, ops: Ops, batch: int) -> dict:
     if cfg.shared_intermediate:
         out["ws13"] = ops.weight(torch.cat([w[p + "shared_expert.gate_proj.weight"], w[p + "shared_expert.up_proj.weight"]]), batch)
         out["ws2"] = ops.weight(w[p + "shared_expert.down_proj.weight"], batch)
-        out["wsg"] = w[p + "shared_expert_gate.weight"]
+        if cfg.shared_gate:
+            out["wsg"] = w[p + "shared_expert_gate.weight"]
+    if cfg.score_bias:
+        out["router_bias"] = w[p + "gate.e_score_correction_bias"]
     return out
 
 
@@ -172,9 +190,9 @@ class KVCache:
     """One layer's keys and values [batch, kv_heads, max_seq, head_dim], updated in place: in the
     compute dtype, or (int8) as int8 with a float32 scale per batch row, head and position."""
 
-    def __init__(self, shape: tuple, dtype: torch.dtype, device, int8: bool = False):
+    def __init__(self, shape: tuple, dtype: torch.dtype, device, int8: bool = False, v_shape: tuple | None = None):
         self.dtype, self.int8 = dtype, int8
-        self.k, self.v = (torch.zeros(shape, dtype=torch.int8 if int8 else dtype, device=device) for _ in range(2))
+        self.k, self.v = (torch.zeros(s, dtype=torch.int8 if int8 else dtype, device=device) for s in (shape, v_shape or shape))
         self.scales = [torch.ones(shape[:3], dtype=torch.float32, device=device) for _ in range(2)] if int8 else []
 
     def tensors(self) -> list[torch.Tensor]:
@@ -239,8 +257,11 @@ class Llama(torch.nn.Module):
         super().__init__()
         self.cfg, self.ops, self.tp = cfg, ops, tp
         w = weights
-        self.heads = w["model.layers.0.self_attn.q_proj.weight"].shape[0] // cfg.hd
-        self.kv_heads = w["model.layers.0.self_attn.k_proj.weight"].shape[0] // cfg.hd
+        if cfg.family == "mla":  # a split model's heads are its weights' (MLA runs whole)
+            self.heads = self.kv_heads = cfg.heads
+        else:
+            self.heads = w["model.layers.0.self_attn.q_proj.weight"].shape[0] // cfg.hd
+            self.kv_heads = w["model.layers.0.self_attn.k_proj.weight"].shape[0] // cfg.hd
         dtype = w["model.embed_tokens.weight"].dtype
         device = w["model.embed_tokens.weight"].device
         self.embed = w["model.embed_tokens.weight"]
@@ -251,13 +272,13 @@ class Llama(torch.nn.Module):
         self.layers = []
         for i in range(cfg.layers):
             p = f"model.layers.{i}."
-            layer = {
-                "ln1": w[p + "input_layernorm.weight"],
-                "wqkv": ops.weight(cat_rows([w[p + f"self_attn.{n}_proj.weight"] for n in "qkv"]), batch),
-                "wo": ops.weight(w[p + "self_attn.o_proj.weight"], batch),
-                "ln2": w[p + "post_attention_layernorm.weight"],
-            }
-            if cfg.family == "moe" and cfg.moe_layer(i):
+            layer = {"ln1": w[p + "input_layernorm.weight"], "ln2": w[p + "post_attention_layernorm.weight"]}
+            if cfg.family == "mla":
+                layer.update(mla_torch.layer_weights(cfg, w, p + "self_attn.", ops, batch))
+            else:
+                layer.update(wqkv=ops.weight(cat_rows([w[p + f"self_attn.{n}_proj.weight"] for n in "qkv"]), batch),
+                             wo=ops.weight(w[p + "self_attn.o_proj.weight"], batch))
+            if cfg.moe_layer(i):
                 layer.update(expert_weights(cfg, w, p + "mlp.", ops, batch))
             else:
                 layer["w13"] = ops.weight(cat_rows([w[p + "mlp.gate_proj.weight"], w[p + "mlp.up_proj.weight"]]), batch)
@@ -270,8 +291,11 @@ class Llama(torch.nn.Module):
         cos, sin = rope_tables(cfg, max_seq)
         self.cos = torch.from_numpy(cos).to(device, torch.float32).to(dtype)
         self.sin = torch.from_numpy(sin).to(device, torch.float32).to(dtype)
-        shape = (batch, self.kv_heads, max_seq, cfg.hd)
-        self.caches = [KVCache(shape, dtype, device, kv_int8) for _ in range(cfg.layers)]
+        if cfg.family == "mla":  # one latent and one rotary key a position (kernels/mla_torch.py)
+            shapes = {"shape": (batch, 1, max_seq, cfg.kv_lora_rank), "v_shape": (batch, 1, max_seq, cfg.hd)}
+        else:
+            shapes = {"shape": (batch, self.kv_heads, max_seq, cfg.hd)}
+        self.caches = [KVCache(dtype=dtype, device=device, int8=kv_int8, **shapes) for _ in range(cfg.layers)]
         self.max_seq = max_seq
 
     def tensors(self) -> list[torch.Tensor]:
@@ -289,30 +313,16 @@ class Llama(torch.nn.Module):
         whole static cache, masked to the positions written so far.
         """
         cfg, ops = self.cfg, self.ops
-        b, t = tokens.shape
-        nh, nkv, hd = self.heads, self.kv_heads, cfg.hd
         reduce = (lambda y: y) if self.tp is None else self.tp.all_reduce
         cos, sin = self.cos[input_pos], self.sin[input_pos]
         mask = None if prefill else (torch.arange(self.max_seq, device=tokens.device) <= input_pos[-1]).view(1, 1, 1, -1)
         x = F.embedding(tokens, self.embed)
         routes = []
         for layer, cache in zip(self.layers, self.caches):
-            qkv = ops.norm_linear(x, layer["ln1"], cfg.norm_eps, layer["wqkv"], layer.get("bqkv"))
-            q, k, v = qkv.split([nh * hd, nkv * hd, nkv * hd], dim=-1)
-            q, k = q.view(b, t, nh, hd), k.view(b, t, nkv, hd)
-            if "qn" in layer:  # Qwen3: each head's queries and keys normalised before the rotation
-                q, k = rms_norm(q, layer["qn"], cfg.norm_eps), rms_norm(k, layer["kn"], cfg.norm_eps)
-            q, k = q.transpose(1, 2), k.transpose(1, 2)
-            v = v.view(b, t, nkv, hd).transpose(1, 2)
-            q = q * cos + rotate_half(q) * sin
-            k = k * cos + rotate_half(k) * sin
-            cache.write(input_pos, k, v)
-            if prefill:  # the prompt attends to its own exact keys and values
-                o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+            if cfg.family == "mla":
+                x = x + mla_torch.attention(cfg, ops, layer, cache, x, cos, sin, input_pos, prefill, mask)
             else:
-                k_cache, v_cache, k_scale, v_scale = cache.read()
-                o = ops.decode_attention(q, k_cache, v_cache, mask, k_scale, v_scale)
-            x = x + reduce(ops.linear(o.transpose(1, 2).reshape(b, t, nh * hd), layer["wo"]))
+                x = x + self.attention(layer, cache, x, cos, sin, input_pos, prefill, mask)
             if "router" in layer:
                 out, chosen = ops.experts(rms_norm(x, layer["ln2"], cfg.norm_eps), layer, cfg)
                 x = x + out
@@ -326,6 +336,29 @@ class Llama(torch.nn.Module):
             x = x[:, -1:]
         logits = ops.norm_linear(x, self.norm, cfg.norm_eps, self.head).float()
         return logits if self.tp is None else self.tp.gather_last(logits)
+
+    def attention(self, layer: dict, cache: KVCache, x, cos, sin, input_pos, prefill: bool, mask) -> torch.Tensor:
+        """Grouped-query attention's output (after o_proj, summed over chips) for the residual x."""
+        cfg, ops = self.cfg, self.ops
+        b, t, _ = x.shape
+        nh, nkv, hd = self.heads, self.kv_heads, cfg.hd
+        reduce = (lambda y: y) if self.tp is None else self.tp.all_reduce
+        qkv = ops.norm_linear(x, layer["ln1"], cfg.norm_eps, layer["wqkv"], layer.get("bqkv"))
+        q, k, v = qkv.split([nh * hd, nkv * hd, nkv * hd], dim=-1)
+        q, k = q.view(b, t, nh, hd), k.view(b, t, nkv, hd)
+        if "qn" in layer:  # Qwen3: each head's queries and keys normalised before the rotation
+            q, k = rms_norm(q, layer["qn"], cfg.norm_eps), rms_norm(k, layer["kn"], cfg.norm_eps)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
+        v = v.view(b, t, nkv, hd).transpose(1, 2)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        cache.write(input_pos, k, v)
+        if prefill:  # the prompt attends to its own exact keys and values
+            o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        else:
+            k_cache, v_cache, k_scale, v_scale = cache.read()
+            o = ops.decode_attention(q, k_cache, v_cache, mask, k_scale, v_scale)
+        return reduce(ops.linear(o.transpose(1, 2).reshape(b, t, nh * hd), layer["wo"]))
 
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

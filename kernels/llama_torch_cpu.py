@@ -151,7 +151,7 @@ class FusedGEMV(Ops):
         # indexes W[chosen] in the loop; no copy of the routed experts is made first), so a step
         # reads those k experts' weights once and no other expert's.
         x = h.reshape(1, -1).float()
-        weights, chosen = route(x, layer["router"], cfg)
+        weights, chosen = route(x, layer, cfg)
         gate, up = (x[:, None, :] * layer["we13"][chosen[0]].float()).sum(-1).chunk(2, dim=-1)  # [k, width] each
         y = ((F.silu(gate) * up)[:, None, :] * layer["we2"][chosen[0]].float()).sum(-1)         # [k, hidden]
         out = (weights[0].float()[:, None] * y).sum(0, keepdim=True)

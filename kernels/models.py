@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import llama, moe
+from . import llama, mla, moe
 from .llama import LlamaConfig
 
-CONFIGS = {**llama.CONFIGS, **moe.CONFIGS}
+CONFIGS = {**llama.CONFIGS, **moe.CONFIGS, **mla.CONFIGS}
+BUILT = (*moe.MOE_TYPES, "deepseek_v3")  # mixture-of-experts model_types read here
 # Keys of a config.json that make a model a mixture of experts, whichever its family.
 EXPERT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts")
 
@@ -22,9 +23,13 @@ def from_hf_config(path: str | Path) -> LlamaConfig:
         fields = llama.llama_fields(c)
         if kind in moe.MOE_TYPES:
             return moe.MoEConfig(**fields, **moe.moe_fields(c, fields["layers"]), source=str(path))
+        if kind == "deepseek_v3":  # DeepSeek-V3, Kimi-K2
+            if fields.pop("qkv_bias"):
+                raise ValueError("attention_bias is not built for MLA attention")
+            return mla.DeepseekConfig(**{**fields, **mla.deepseek_fields(c)}, source=str(path))
         if any(c.get(k) for k in EXPERT_KEYS):
             raise ValueError(f"model_type {kind!r} is a mixture of experts that infercost does not build yet "
-                             f"(it builds {', '.join(moe.MOE_TYPES)})")
+                             f"(it builds {', '.join(BUILT)})")
         return LlamaConfig(**fields, source=str(path))
     except KeyError as e:
         raise ValueError(f"model config {path} lacks the field {e.args[0]!r}") from None

@@ -23,13 +23,23 @@ MOE_TYPES = ("mixtral", "qwen2_moe", "qwen3_moe")
 @dataclass(frozen=True)
 class MoEConfig(LlamaConfig):
     family: ClassVar[str] = "moe"
+    experts_model: ClassVar[bool] = True
     experts: int = 1
     top_k: int = 1
     expert_intermediate: int = 1
     norm_topk: bool = True            # the k chosen probabilities renormalised to sum 1 (Mixtral: always)
-    shared_intermediate: int = 0      # Qwen2-MoE: an expert every token uses, scaled by a sigmoid gate
+    shared_intermediate: int = 0      # an expert every token uses (Qwen2-MoE, DeepSeek)
+    shared_gate: bool = True          # Qwen2-MoE scales the shared expert by a sigmoid gate; DeepSeek does not
     qk_norm: bool = False             # Qwen3: RMSNorm over each head's q and k before the rotation
     dense_layers: tuple[int, ...] = field(default=())  # layers with a dense MLP (`intermediate` wide)
+    # DeepSeek-V3's router: sigmoid scores; the choice made on scores + a per-expert bias, within the
+    # `topk_groups` best of `groups` groups of experts (a group scored by its two best); the weights
+    # are the chosen scores (renormalised where norm_topk), times routed_scale.
+    scoring: str = "softmax"
+    score_bias: bool = False
+    groups: int = 1
+    topk_groups: int = 1
+    routed_scale: float = 1.0
 
     def __post_init__(self):
         super().__post_init__()
@@ -42,6 +52,23 @@ class MoEConfig(LlamaConfig):
         if isinstance(self.shared_intermediate, bool) or not isinstance(self.shared_intermediate, int) \
                 or not 0 <= self.shared_intermediate <= MAX_AXIS:
             raise ValueError(f"model config: shared_intermediate must be a whole number >= 0, not {self.shared_intermediate!r}")
+        if self.scoring not in ("softmax", "sigmoid"):
+            raise ValueError(f"model config: scoring_func {self.scoring!r} is not softmax or sigmoid")
+        for name in ("groups", "topk_groups"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= self.experts:
+                raise ValueError(f"model config: {name} must be a whole number from 1 to the {self.experts} experts, not {v!r}")
+        if self.experts % self.groups:
+            raise ValueError(f"model config: n_group {self.groups} does not divide the {self.experts} experts")
+        if self.topk_groups > self.groups:
+            raise ValueError(f"model config: topk_group {self.topk_groups} is more than the {self.groups} groups")
+        if self.top_k > self.topk_groups * (self.experts // self.groups):
+            raise ValueError(f"model config: top_k {self.top_k} is more than the experts of {self.topk_groups} groups")
+        if self.groups > 1 and self.experts // self.groups < 2:
+            raise ValueError("model config: a group of experts is scored by its two best, so it needs two or more")
+        if not isinstance(self.routed_scale, (int, float)) or isinstance(self.routed_scale, bool) \
+                or not 0 < self.routed_scale < 1e6:
+            raise ValueError(f"model config: routed_scaling_factor must be a positive number, not {self.routed_scale!r}")
         for i in self.dense_layers:
             if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < self.layers:
                 raise ValueError(f"model config: dense layer {i!r} is not a layer of the {self.layers}")
@@ -74,6 +101,8 @@ class MoEConfig(LlamaConfig):
                 continue  # the dense MLP's up and down: a MoE layer has none
             p = f"model.layers.{layer}.mlp."
             out[p + "gate.weight"] = (self.experts, h)
+            if self.score_bias:
+                out[p + "gate.e_score_correction_bias"] = (self.experts,)
             for e in range(self.experts):
                 out[p + f"experts.{e}.gate_proj.weight"] = (ie, h)
                 out[p + f"experts.{e}.up_proj.weight"] = (ie, h)
@@ -82,7 +111,8 @@ class MoEConfig(LlamaConfig):
                 out[p + "shared_expert.gate_proj.weight"] = (s, h)
                 out[p + "shared_expert.up_proj.weight"] = (s, h)
                 out[p + "shared_expert.down_proj.weight"] = (h, s)
-                out[p + "shared_expert_gate.weight"] = (1, h)
+                if self.shared_gate:
+                    out[p + "shared_expert_gate.weight"] = (1, h)
         return out
 
     def expert_params(self) -> int:
@@ -98,12 +128,11 @@ class MoEConfig(LlamaConfig):
     def matmul_params(self) -> int:
         """Parameters a token multiplies by: attention, the router, its k experts and the shared
         expert in MoE layers, the dense MLP elsewhere, the LM head (the active parameters)."""
-        h, hd = self.hidden, self.hd
-        attention = h * hd * (2 * self.heads + 2 * self.kv_heads)
+        h = self.hidden
         moe = self.experts * h + self.top_k * self.expert_params() + (
-            3 * h * self.shared_intermediate + h if self.shared_intermediate else 0)
+            3 * h * self.shared_intermediate + h * self.shared_gate if self.shared_intermediate else 0)
         dense = 3 * h * self.intermediate
-        return self.layers * attention + self.moe_layers * moe + (self.layers - self.moe_layers) * dense \
+        return self.layers * self.attention_params() + self.moe_layers * moe + (self.layers - self.moe_layers) * dense \
             + self.vocab_size * h
 
     def experts_touched(self, tokens: int) -> float:
@@ -146,9 +175,10 @@ MIXTRAL_ROLE = {"1": "gate", "2": "down", "3": "up"}
 
 
 def canonical_name(name: str) -> str:
-    """A checkpoint tensor's name as this module names it (Mixtral's mapped, others unchanged)."""
+    """A checkpoint tensor's name as this module names it (Mixtral's mapped, DeepSeek's shared
+    experts named as Qwen's shared expert, others unchanged)."""
     name = MIXTRAL_EXPERT.sub(lambda m: f".mlp.experts.{m[1]}.{MIXTRAL_ROLE[m[2]]}_proj.weight", name)
-    return name.replace(".block_sparse_moe.gate.weight", ".mlp.gate.weight")
+    return name.replace(".block_sparse_moe.gate.weight", ".mlp.gate.weight").replace(".mlp.shared_experts.", ".mlp.shared_expert.")
 
 
 def moe_fields(c: dict, layers: int) -> dict:

@@ -31,18 +31,35 @@ def stacked(cfg, w: dict, p: str) -> dict:
     if cfg.shared_intermediate:
         out["ws13"] = jnp.concatenate([w[p + "shared_expert.gate_proj.weight"], w[p + "shared_expert.up_proj.weight"]])
         out["ws2"] = w[p + "shared_expert.down_proj.weight"]
-        out["wsg"] = w[p + "shared_expert_gate.weight"]
+        if cfg.shared_gate:
+            out["wsg"] = w[p + "shared_expert_gate.weight"]
+    if cfg.score_bias:
+        out["router_bias"] = w[p + "gate.e_score_correction_bias"]
     return out
 
 
-def route(cfg, x, router):
+def route(cfg, x, layer: dict):
     """The k experts each row of x [N, hidden] goes to, best first (ties: the lower index, as
-    lax.top_k breaks them), and their weights in x's dtype."""
-    probs = jax.nn.softmax(x.astype(jnp.float32) @ router.astype(jnp.float32).T, axis=-1)
-    top, chosen = jax.lax.top_k(probs, cfg.top_k)
+    lax.top_k breaks them), and their weights in x's dtype: softmax over every expert, or
+    DeepSeek's sigmoid scores chosen with their bias within the best groups (llama_torch.route)."""
+    logits = x.astype(jnp.float32) @ layer["router"].astype(jnp.float32).T
+    if cfg.scoring == "softmax":
+        top, chosen = jax.lax.top_k(jax.nn.softmax(logits, axis=-1), cfg.top_k)
+        if cfg.norm_topk:
+            top = top / top.sum(-1, keepdims=True)
+        return top.astype(x.dtype), chosen.astype(jnp.int32)
+    scores = jax.nn.sigmoid(logits)
+    choice = scores + layer["router_bias"].astype(jnp.float32) if "router_bias" in layer else scores
+    if cfg.groups > 1:
+        group_score = jax.lax.top_k(choice.reshape(len(choice), cfg.groups, -1), 2)[0].sum(-1)
+        kept = jax.lax.top_k(group_score, cfg.topk_groups)[1]
+        mask = jnp.zeros(group_score.shape, bool).at[jnp.arange(len(choice))[:, None], kept].set(True)
+        choice = jnp.where(jnp.repeat(mask, cfg.experts // cfg.groups, axis=-1), choice, -jnp.inf)
+    chosen = jax.lax.top_k(choice, cfg.top_k)[1]
+    top = jnp.take_along_axis(scores, chosen, axis=-1)
     if cfg.norm_topk:
-        top = top / top.sum(-1, keepdims=True)
-    return top.astype(x.dtype), chosen.astype(jnp.int32)
+        top = top / (top.sum(-1, keepdims=True) + 1e-20)
+    return (top * cfg.routed_scale).astype(x.dtype), chosen.astype(jnp.int32)
 
 
 def tile_rows(rows: int, cfg) -> int:
@@ -58,7 +75,7 @@ def experts(cfg, layer: dict, x, linear):
     """The layer's output for normed inputs x [N, hidden] and the experts each row chose [N, k].
     `linear(x, w)` is the caller's x @ w.T (its CPU one-row form where it has one)."""
     n, k, e_count = x.shape[0], cfg.top_k, cfg.experts
-    weights, chosen = route(cfg, x, layer["router"])
+    weights, chosen = route(cfg, x, layer)
     pairs = n * k
     tile = tile_rows(n, cfg)
     expert_of_pair = chosen.reshape(-1)
@@ -88,8 +105,9 @@ def experts(cfg, layer: dict, x, linear):
 
 
 def shared_expert(layer: dict, x, linear):
-    """Qwen2-MoE's expert every token uses, scaled by its sigmoid gate (0 where there is none)."""
+    """The expert every token uses (Qwen2-MoE's scaled by its sigmoid gate; 0 where there is none)."""
     if "ws13" not in layer:
         return jnp.zeros((), x.dtype)
     gate, up = jnp.split(linear(x[None], layer["ws13"])[0], 2, axis=-1)
-    return jax.nn.sigmoid(linear(x[None], layer["wsg"])[0]) * linear((jax.nn.silu(gate) * up)[None], layer["ws2"])[0]
+    out = linear((jax.nn.silu(gate) * up)[None], layer["ws2"])[0]
+    return jax.nn.sigmoid(linear(x[None], layer["wsg"])[0]) * out if "wsg" in layer else out

@@ -17,9 +17,10 @@ from infercost.kernels.moe import CONFIGS, MoEConfig, canonical_name
 @pytest.mark.parametrize("name,total,active", [
     # the model cards: Mixtral "46.7B total parameters but only uses 12.9B parameters per token";
     # Qwen3-30B-A3B "30.5B in total and 3.3B activated"; Qwen3-235B-A22B "235B in total and 22B activated"
-    ("mixtral-8x7b", 46.7, 12.9), ("qwen3-30b-a3b", 30.5, 3.3), ("qwen3-235b-a22b", 235, 22)])
+    # DeepSeek-V3 "671B total parameters with 37B activated for each token"
+    ("mixtral-8x7b", 46.7, 12.9), ("qwen3-30b-a3b", 30.5, 3.3), ("qwen3-235b-a22b", 235, 22), ("deepseek-v3", 671, 37)])
 def test_the_built_in_shapes_have_the_published_total_and_active_parameters(name, total, active):
-    cfg = CONFIGS[name]
+    cfg = models.CONFIGS[name]
     unit = 0.1 if total < 100 else 1  # the card's last digit (rounded or cut: 3.353B is "3.3B" on its card)
     assert cfg.n_params() / 1e9 == pytest.approx(total, abs=unit) and cfg.active_params() / 1e9 == pytest.approx(active, abs=unit)
     assert cfg.active_params() < cfg.n_params() / 3
@@ -48,11 +49,19 @@ def test_the_work_model_counts_the_experts_a_step_touches():
 
 def hf_model(kind: str, seed: int = 0):
     """A small random model of one family, every parameter randomised (norms around one)."""
-    from transformers import (MixtralConfig, MixtralForCausalLM, Qwen2MoeConfig, Qwen2MoeForCausalLM,
-                              Qwen3MoeConfig, Qwen3MoeForCausalLM)
+    from transformers import (DeepseekV3Config, DeepseekV3ForCausalLM, MixtralConfig, MixtralForCausalLM,
+                              Qwen2MoeConfig, Qwen2MoeForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM)
     common = dict(vocab_size=96, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
                   num_experts_per_tok=2, rms_norm_eps=1e-6, tie_word_embeddings=False)
-    if kind == "mixtral":
+    if kind == "deepseek_v3":  # MLA with a low-rank query, YaRN, sigmoid routing in groups, a shared expert, layer 0 dense
+        yarn = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 16,
+                "beta_fast": 32, "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 1.0}
+        model = DeepseekV3ForCausalLM(DeepseekV3Config(
+            **{**common, "num_key_value_heads": 4}, n_routed_experts=8, n_group=4, topk_group=2, moe_intermediate_size=16,
+            intermediate_size=40, n_shared_experts=1, first_k_dense_replace=1, q_lora_rank=16, kv_lora_rank=12,
+            qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=6, routed_scaling_factor=2.5, rope_parameters=yarn,
+            max_position_embeddings=64))
+    elif kind == "mixtral":
         model = MixtralForCausalLM(MixtralConfig(**common, num_local_experts=6, intermediate_size=24))
     elif kind == "qwen3_moe":  # layer 1 dense (mlp_only_layers), renormalised top-k, q/k norms
         model = Qwen3MoeForCausalLM(Qwen3MoeConfig(**common, num_experts=6, moe_intermediate_size=16,
@@ -62,8 +71,8 @@ def hf_model(kind: str, seed: int = 0):
                                                    intermediate_size=40, shared_expert_intermediate_size=24,
                                                    norm_topk_prob=False))
     gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
+    with torch.no_grad():  # DeepSeek's router bias is a buffer, randomised too
+        for name, p in [*model.named_parameters(), *((n, b) for n, b in model.named_buffers() if "correction" in n)]:
             noise = torch.randn(p.shape, generator=gen, dtype=torch.float64)
             p.copy_(1 + 0.1 * noise if "norm" in name else 0.25 * noise)
     model.set_experts_implementation("eager")  # HF's plain loop over the routed experts (grouped_mm has no float64)
@@ -71,16 +80,23 @@ def hf_model(kind: str, seed: int = 0):
     return model.double().eval()
 
 
-@pytest.mark.parametrize("kind", ["mixtral", "qwen3_moe", "qwen2_moe"])
+FAMILIES = ["mixtral", "qwen3_moe", "qwen2_moe", "deepseek_v3"]
+
+
+@pytest.mark.parametrize("kind", FAMILIES)
 def test_the_reference_matches_hugging_face_logits_routing_and_greedy_tokens(kind, tmp_path):
     hf = hf_model(kind)
     hf.save_pretrained(tmp_path)  # as the Hub stores it: experts one tensor each
     cfg = models.from_hf_config(tmp_path / "config.json")
-    assert isinstance(cfg, MoEConfig) and cfg.experts == 6 and cfg.top_k == 2
+    assert isinstance(cfg, MoEConfig) and cfg.experts == (8 if kind == "deepseek_v3" else 6) and cfg.top_k == 2
     w = {k: np.asarray(v, np.float64) for k, v in models.read_weights(tmp_path, cfg).items()}
     prompt = np.random.default_rng(1).integers(0, 96, (2, 7))
+    chosen = []  # DeepSeek's router returns no logits: its choice is taken from the gate's output
+    if kind == "deepseek_v3":
+        for layer in hf.model.layers[1:]:
+            layer.mlp.gate.register_forward_hook(lambda m, i, o: chosen.append(o[2].numpy()))
     with torch.no_grad():
-        out = hf(torch.as_tensor(prompt), output_router_logits=True)
+        out = hf(torch.as_tensor(prompt), output_router_logits=kind != "deepseek_v3")
     routes = []
     ours = llama_ref.forward(cfg, w, prompt, routes=routes)
     theirs = out.logits.numpy()
@@ -89,9 +105,10 @@ def test_the_reference_matches_hugging_face_logits_routing_and_greedy_tokens(kin
     assert np.abs(ours - theirs).max() / np.abs(theirs).max() < 2e-6
     # the same experts for every token of every MoE layer
     moe_layers = [i for i in range(cfg.layers) if cfg.moe_layer(i)]
-    assert len(routes) == len(out.router_logits) == len(moe_layers) == (2 if kind == "qwen3_moe" else 3)
-    for r, logits in zip(routes, out.router_logits):
-        hf_top = torch.topk(logits, 2, dim=-1).indices.numpy()
+    if kind != "deepseek_v3":
+        chosen = [torch.topk(logits, 2, dim=-1).indices.numpy() for logits in out.router_logits]
+    assert len(routes) == len(chosen) == len(moe_layers) == (2 if kind in ("qwen3_moe", "deepseek_v3") else 3)
+    for r, hf_top in zip(routes, chosen):
         assert (np.sort(r.experts, -1) == np.sort(hf_top, -1)).all()
         assert (r.margin > 1e-6).all()  # no near-tie decided a choice here
     # greedy decode with HF's cache against the reference recomputing the whole sequence
@@ -133,7 +150,7 @@ BASE = {"model_type": "qwen3_moe", "vocab_size": 64, "hidden_size": 32, "num_hid
     ({"mlp_only_layers": [[1]]}, "mlp_only_layers must be a list of layer numbers"),
     ({"moe_intermediate_size": None}, "expert_intermediate must be a positive whole number"),
     ({"num_experts": None}, "lacks the field 'num_local_experts'"),
-    ({"model_type": "deepseek_v3", "n_routed_experts": 4}, "'deepseek_v3' is a mixture of experts that infercost does not build"),
+    ({"model_type": "gpt_oss", "num_local_experts": 4}, "'gpt_oss' is a mixture of experts that infercost does not build"),
 ])
 def test_an_inconsistent_moe_config_is_one_line_naming_the_field(tmp_path, change, message):
     path = tmp_path / "config.json"
@@ -193,21 +210,22 @@ def cpu_backend(name: str = "torch-cpu"):
     return open_backend(name, threads=2)
 
 
+@pytest.mark.parametrize("model", ["tiny-moe", "tiny-mla"])
 @pytest.mark.parametrize("backend", ["torch-cpu", "jax-cpu"])
 @pytest.mark.parametrize("batch", [1, 2])  # batch 1: the compiled one-token path; 2 the batched one
-def test_each_cpu_backend_runs_a_moe_as_the_float64_reference_does(backend, batch):
+def test_each_cpu_backend_runs_a_moe_as_the_float64_reference_does(model, backend, batch):
     from infercost.bench.llm import CHECK_PROMPT, CHECK_STEPS, check_model
-    r = check_model(cpu_backend(backend), CONFIGS["tiny-moe"], "float32", False, 0, None, batch=batch)
+    r = check_model(cpu_backend(backend), models.CONFIGS[model], "float32", False, 0, None, batch=batch)
     assert r["passed"] and r["greedy_tokens_agree"] and r["error"] < 1e-5, r
     if backend == "torch-cpu":
         assert ("torch.compile" in r["launch"]) == (batch == 1)
-    # every token's choice in each of the 2 layers, over the prompt and the decode steps, is the reference's
+    # every token's choice in each of the 2 MoE layers, over the prompt and the decode steps, is the reference's
     choices = 2 * batch * (CHECK_PROMPT + CHECK_STEPS)
     assert r["routing"] == {**r["routing"], "choices": choices, "agree": choices, "near_ties_followed": 0, "passed": True}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["mixtral", "qwen3_moe", "qwen2_moe"])
+@pytest.mark.parametrize("kind", FAMILIES)
 def test_each_cpu_backend_runs_each_family_from_its_hugging_face_checkpoint(kind, tmp_path):
     from infercost.bench.llm import check_model
     hf_model(kind).float().save_pretrained(tmp_path)
@@ -298,3 +316,37 @@ def test_a_device_choice_at_a_near_tie_is_followed_and_any_other_fails_the_check
     assert np.abs(followed[0, token] - logits[0, token]).max() > 0     # the followed choice changed its logits
     clear, _ = compare_routes(cfg, w, sequence, device, near_tie=gap * 0.99)
     assert clear["near_ties_followed"] == 0 and not clear["passed"]
+
+
+def test_mla_caches_one_latent_and_one_rotary_key_a_position_and_counts_its_weights_by_hand():
+    cfg = models.CONFIGS["tiny-mla"]  # hidden 64, 4 heads, q rank 32, latent 32, nope 16, rope 8, v 16, 3 layers
+    assert cfg.kv_position_bytes("float32") == 3 * (32 + 8) * 4  # against 2 x 4 heads x 24 wide in plain attention
+    q = 32 * 64 + 4 * (16 + 8) * 32          # q_a_proj, q_b_proj
+    latent = (32 + 8) * 64 + 4 * (16 + 16) * 32  # kv_a_proj_with_mqa, kv_b_proj
+    assert cfg.attention_params() == q + latent + 64 * 4 * 16
+    # absorbed decode, per token and attended position: each head's scores over latent + rotary key, its latent sum
+    assert cfg.attention_flops() == 3 * 4 * 2 * (32 + 8 + 32)
+    # DeepSeek-V3 in bfloat16: 61 layers x (512 + 64) x 2 bytes = 70,272 a position
+    assert models.CONFIGS["deepseek-v3"].kv_position_bytes("bfloat16") == 70_272
+
+
+DEEPSEEK = {"model_type": "deepseek_v3", "vocab_size": 64, "hidden_size": 32, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 4, "intermediate_size": 64, "moe_intermediate_size": 16,
+            "n_routed_experts": 8, "num_experts_per_tok": 2, "n_group": 4, "topk_group": 2, "q_lora_rank": 16,
+            "kv_lora_rank": 12, "qk_nope_head_dim": 8, "qk_rope_head_dim": 4, "v_head_dim": 6}
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"n_group": 3}, "n_group 3 does not divide the 8 experts"),
+    ({"topk_group": 5}, "topk_group 5 is more than the 4 groups"),
+    ({"num_experts_per_tok": 5}, "top_k 5 is more than the experts of 2 groups"),
+    ({"kv_lora_rank": None}, "kv_lora_rank must be a positive whole number"),
+    ({"kv_lora_rank": 64}, "compresses nothing"),
+    ({"topk_method": "greedy"}, "topk_method 'greedy' is not built"),
+    ({"qk_rope_head_dim": 3}, "head_dim must be a positive even number"),
+])
+def test_an_inconsistent_deepseek_config_is_one_line_naming_the_field(tmp_path, change, message):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**DEEPSEEK, **change}))
+    with pytest.raises(ValueError, match=message):
+        models.from_hf_config(path)
