@@ -78,7 +78,12 @@ def estimate(cfg: LlamaConfig, acc: Accelerator, chips: int, batch: int, context
                    top_k=cfg.top_k, experts_read_per_layer=cfg.experts_touched(batch))
         out["formula"] += ("; mixture of experts: weights read = every weight but the experts' and the embedding "
                            "+ moe_layers x E*(1-(1-k/E)^batch) experts (expected under uniform routing), "
-                           "flops from the active parameters (k experts a token)")
+                           "flops from the active parameters (k experts a token); the experts are split over the "
+                           "chips under tensor-parallel attention, so the MLP's all-reduce combines them (no all-to-all)")
+    if cfg.family == "mla":
+        out["kv_bytes_per_position"] = cfg.kv_position_bytes(dtype, quant)
+        out["formula"] += ("; multi-head latent attention: kv_per_position = layers x (kv_lora_rank + qk_rope_head_dim) "
+                           "values (one latent and one rotary key, read once for every head in the absorbed decode)")
     if usd_per_chip_hour is not None:
         hourly = usd_per_chip_hour * chips
         out["usd_per_m_output_floor"] = hourly / (out["output_tokens_per_s"] * 3600) * 1e6

@@ -192,6 +192,10 @@ def estimate_lines(e: dict, model: str, acc, args_dtype: str, price_per_chip_hou
         lines.append(f"  experts       {e['total_params'] / 1e9:.4g}B parameters, {e['active_params'] / 1e9:.4g}B active; "
                      f"{e['top_k']} of {e['experts']} experts a token, a decode step reads "
                      f"{e['experts_read_per_layer']:.3g} a layer at batch {e['batch']}")
+    if "kv_bytes_per_position" in e:
+        lines.append(f"  attention     multi-head latent: {e['kv_bytes_per_position'] / 1e3:.4g} kB of KV cache a position "
+                     f"(all layers), {e['batch'] * e['context'] * e['kv_bytes_per_position'] / 1e9:.3g} GB at batch "
+                     f"{e['batch']} x {e['context']}")
     if e["chips"] > 1:
         lines.append(f"  tensor parallel communication {e['decode_comm_s'] * 1e3:.3f} ms per decode step over "
                      f"{e['interconnect_gbs']:g} GB/s a chip (in the step above)" if e["decode_comm_s"] is not None else

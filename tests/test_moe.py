@@ -195,6 +195,31 @@ def test_estimate_prices_a_moe_by_the_experts_a_batch_reads(tmp_path):
     assert many["decode_bytes"] < 2 * cfg.n_params() + 64 * (kv + logits + embedding_row)
 
 
+def test_estimate_of_deepseek_v3_on_eight_h200_in_fp8_states_memory_bytes_and_price(tmp_path):
+    args = [sys.executable, "-m", "infercost.cli", "estimate", "--model", "deepseek-v3", "--accelerator", "NVIDIA H200",
+            "--chips", "8", "--quant", "fp8", "--context", "2048", "--price-per-chip-hour", "3.5"]
+    out = {b: subprocess.run([*args, "--batch", str(b)], capture_output=True, text=True, timeout=120) for b in (1, 64)}
+    assert all(p.returncode == 0 for p in out.values()), out[1].stderr
+    said = out[64].stdout
+    assert "671B parameters, 37.55B active; 8 of 256 experts a token" in said and "multi-head latent: 70.27 kB" in said
+    assert "memory" in said and "floor cost" in said and "kv_per_position = layers x (kv_lora_rank" in " ".join(said.split())
+    from infercost.hardware import catalog
+    from infercost.hardware.estimate import estimate
+    h200, cfg = catalog.find("NVIDIA H200"), models.CONFIGS["deepseek-v3"]
+    one, many = (estimate(cfg, h200, 8, b, 2048, "bfloat16", quant=QuantSpec("fp8"), usd_per_chip_hour=3.5) for b in (1, 64))
+    # an fp8 expert by hand: gate and up 2048 x 7168, down 7168 x 2048, a byte a weight, a bfloat16 scale a row
+    expert = 3 * 2048 * 7168 + (2048 + 2048 + 7168) * 2
+    touched = 256 * (1 - (1 - 8 / 256) ** 64)  # experts 64 tokens read a layer, expected (~222)
+    position = 61 * (512 + 64) * 2             # the latent cache of a position in bfloat16
+    per_sequence = 2048 * position + 7168 * 2 + 129280 * 4  # its cache (read and written), embedding row, logits
+    # from batch 1 to 64: 58 MoE layers read ~214 more experts each, and 63 more sequences
+    assert many["decode_bytes"] - one["decode_bytes"] == pytest.approx(58 * (touched - 8) * expert + 63 * per_sequence, abs=1)
+    # every expert resident on the 8 chips: 671B weights in fp8 need more than 671 GB
+    assert 671 < one["memory_needed_gb"] < 700 and one["fits"]
+    # batching 64 sequences reads ~28x the experts but makes 64x the tokens: each costs less
+    assert many["usd_per_m_output_floor"] < one["usd_per_m_output_floor"] / 3
+
+
 def test_an_adapter_without_moe_kernels_refuses_the_model_with_the_reason():
     from types import SimpleNamespace
 
