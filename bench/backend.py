@@ -39,10 +39,10 @@ class Capabilities:
 # and one line here.
 REGISTRY = {
     "torch-cpu": ("infercost.bench.adapters.torch_backend", "TorchCPU",
-                  Capabilities("cpu", collective="gloo", families=("dense", "moe", "mla"))),
+                  Capabilities("cpu", collective="gloo", families=("dense", "moe", "mla", "gptoss"))),
     "torch-cuda": ("infercost.bench.adapters.torch_backend", "TorchCUDA",
                    Capabilities("gpu", ("NVIDIA", "AMD"), "nccl", "nvml", ("int8", "fp8"), tf32=True)),
-    "jax-cpu": ("infercost.bench.adapters.jax_backend", "JaxCPU", Capabilities("cpu", collective="xla", families=("dense", "moe", "mla"))),
+    "jax-cpu": ("infercost.bench.adapters.jax_backend", "JaxCPU", Capabilities("cpu", collective="xla", families=("dense", "moe", "mla", "gptoss"))),
     "jax-gpu": ("infercost.bench.adapters.jax_backend", "JaxGPU", Capabilities("gpu", ("NVIDIA",), "xla", None, ("int8", "fp8"),
                                                                        tf32=True)),
     "jax-tpu": ("infercost.bench.adapters.jax_backend", "JaxTPU", Capabilities("tpu", ("Google",), "xla", None, ("int8", "fp8"))),

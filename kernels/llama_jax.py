@@ -76,6 +76,8 @@ def prepare(cfg: LlamaConfig, w: dict, fuse: bool = True) -> dict:
             layer["w2"] = w[p + "mlp.down_proj.weight"]
         if getattr(cfg, "qk_norm", False):  # Qwen3: each head's queries and keys normalised
             layer.update(qn=w[p + "self_attn.q_norm.weight"], kn=w[p + "self_attn.k_norm.weight"])
+        if cfg.family == "gptoss":  # an output bias, a sink a head
+            layer.update(bo=w[p + "self_attn.o_proj.bias"], sinks=w[p + "self_attn.sinks"])
         if cfg.family == "mla":
             layer.update(mla_jax.layer_weights(cfg, w, p + "self_attn."))
             if not moe:
@@ -135,7 +137,31 @@ def rotate_half(x):
     return jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
 
 
-def decode_attention(q, k_cache, v_cache, length, multiply_reduce: bool):
+def sink_softmax(scores, sinks, t: int):
+    """Softmax over the last axis of scores [B, kv_heads, group x T, S] (float32); with sinks
+    [heads] (gpt-oss), each head's sink logit joins its rows' softmax and its weight is dropped."""
+    if sinks is None:
+        return jax.nn.softmax(scores, axis=-1)
+    b, nkv, rows, _ = scores.shape
+    sink = jnp.broadcast_to(sinks.astype(jnp.float32).reshape(1, nkv, -1, 1, 1), (b, nkv, rows // t, t, 1))
+    return jax.nn.softmax(jnp.concatenate([scores, sink.reshape(b, nkv, rows, 1)], axis=-1), axis=-1)[..., :-1]
+
+
+def prompt_attention(q, k, v, sinks, window: int | None):
+    """Causal attention of a prompt [B, T, heads, hd] over itself with gpt-oss's sinks and, on a
+    sliding layer, its window (llama_torch.prompt_attention)."""
+    b, t, nh, hd = q.shape
+    nkv = k.shape[2]
+    qg = q.reshape(b, t, nkv, nh // nkv, hd).transpose(0, 2, 3, 1, 4).reshape(b, nkv, -1, hd)
+    scores = jnp.einsum("bkqd,bskd->bkqs", qg, k).astype(jnp.float32) * hd**-0.5
+    i, j = jnp.arange(t)[:, None], jnp.arange(t)[None, :]
+    allowed = (j <= i) & (j > i - window) if window else j <= i
+    probs = sink_softmax(jnp.where(jnp.tile(allowed, (nh // nkv, 1)), scores, -jnp.inf), sinks, t)
+    o = jnp.einsum("bkqs,bskd->bkqd", probs.astype(q.dtype), v)
+    return o.reshape(b, nkv, nh // nkv, t, hd).transpose(0, 3, 1, 2, 4).reshape(b, t, nh, hd)
+
+
+def decode_attention(q, k_cache, v_cache, length, multiply_reduce: bool, sinks=None, window: int | None = None):
     """Attention of new queries [B, T, heads, hd] over the cache [B, kv_heads, S, hd], masked
     to the first `length` positions.
 
@@ -149,11 +175,13 @@ def decode_attention(q, k_cache, v_cache, length, multiply_reduce: bool):
     nkv, max_seq = k_cache.shape[1], v_cache.shape[2]
     qg = q.reshape(b, t, nkv, nh // nkv, hd).transpose(0, 2, 3, 1, 4).reshape(b, nkv, -1, hd)
     valid = jnp.arange(max_seq) < length
+    if window:  # a sliding layer: the last `window` positions written
+        valid = valid & (jnp.arange(max_seq) >= length - window)
     if multiply_reduce:
         scores = (qg[..., None].astype(jnp.float32) * k_cache[:, :, None].astype(jnp.float32)).sum(-2)
     else:
         scores = jnp.einsum("bkqd,bksd->bkqs", qg, k_cache).astype(jnp.float32)
-    probs = jax.nn.softmax(jnp.where(valid, scores * hd**-0.5, -jnp.inf), axis=-1)
+    probs = sink_softmax(jnp.where(valid, scores * hd**-0.5, -jnp.inf), sinks, t)
     if multiply_reduce:
         o = (probs[..., None] * v_cache[:, :, None].astype(jnp.float32)).sum(-2).astype(q.dtype)
     else:
@@ -226,15 +254,16 @@ def forward(cfg: LlamaConfig, params, rope_tab, tokens, pos, cache, prefill: boo
     sin = jax.lax.dynamic_slice_in_dim(sin_all, pos, t)[None, :, None, :]
     x = keep(params["embed"][tokens])
     new_cache, routes = [], []
-    for layer, entry in zip(params["layers"], cache):
+    for i, (layer, entry) in enumerate(zip(params["layers"], cache)):
         h = rms_norm(x, layer["ln1"], cfg.norm_eps)
         if "wqa_kva" in layer:  # multi-head latent attention (kernels/mla_jax.py)
             out, entry = mla_jax.attention(cfg, layer, entry, h, cos, sin, pos, prefill, lin, rms_norm, rotate_half)
             new_cache.append(entry)
             x = keep(x + out)
         else:
+            window = cfg.window(i) if cfg.family == "gptoss" else None
             x, entry = gqa_block(cfg, layer, entry, x, h, cos, sin, pos, t, prefill, lin, keep, keep_cache, keep_scale,
-                                 update, update_keys, multiply_reduce_attention)
+                                 update, update_keys, multiply_reduce_attention, window)
             new_cache.append(entry)
         h = rms_norm(x, layer["ln2"], cfg.norm_eps)
         if "router" in layer:
@@ -255,7 +284,7 @@ def forward(cfg: LlamaConfig, params, rope_tab, tokens, pos, cache, prefill: boo
 
 
 def gqa_block(cfg, layer, entry, x, h, cos, sin, pos, t, prefill, lin, keep, keep_cache, keep_scale, update,
-          update_keys, multiply_reduce_attention):
+              update_keys, multiply_reduce_attention, window=None):
     """Grouped-query attention for normed inputs h: the residual x with its output added, and the
     layer's updated cache entry."""
     b = x.shape[0]
@@ -284,11 +313,14 @@ def gqa_block(cfg, layer, entry, x, h, cos, sin, pos, t, prefill, lin, keep, kee
     else:
         entry = (update_keys(entry[0], kt, keep_cache), update(entry[1], vt, keep_cache))
         k_cache, v_cache = entry
-    if prefill:  # the prompt attends to its own exact keys and values
+    if prefill and "sinks" in layer:  # gpt-oss: dot_product_attention has no sinks
+        o = prompt_attention(q, k, v, layer["sinks"], window)
+    elif prefill:  # the prompt attends to its own exact keys and values
         o = jax.nn.dot_product_attention(q, k, v, is_causal=True)
     else:
-        o = decode_attention(q, k_cache, v_cache, pos + t, multiply_reduce=multiply_reduce_attention)
-    return keep(x + lin(o.reshape(b, t, nh * hd), layer["wo"])), entry
+        o = decode_attention(q, k_cache, v_cache, pos + t, multiply_reduce=multiply_reduce_attention,
+                             sinks=layer.get("sinks"), window=window)
+    return keep(x + lin(o.reshape(b, t, nh * hd), layer["wo"], layer.get("bo"))), entry
 
 
 class Runner:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from functools import partial
+
 import numpy as np
 
 from .llama import LlamaConfig, rope_tables
@@ -93,12 +95,15 @@ def gqa_attention(cfg, w, p, h, cos, sin, causal, i, kv_int8_from, kv_given) -> 
     v = v.reshape(b, t, nkv, hd).transpose(0, 2, 1, 3)
     q = q * cos + rotate_half(q) * sin
     k = k * cos + rotate_half(k) * sin
-    attn = attend(q, k, v, causal, nh // nkv)
+    window = cfg.window(i) if cfg.family == "gptoss" else None
+    if window:  # a sliding layer: a query sees its own and the window - 1 keys before it
+        causal = causal & (np.arange(t)[None, :] > np.arange(t)[:, None] - window)
+    attn = attend(q, k, v, causal, nh // nkv, w.get(p + "sinks"))
     if kv_int8_from is not None:
         kc, vc = (kv_given[i][0][:, :, :t], kv_given[i][1][:, :, :t]) if kv_given else (int8_round_trip(k), int8_round_trip(v))
         cached = attend(q, kc, vc, causal, nh // nkv)
         attn = np.where((np.arange(t) >= kv_int8_from)[None, :, None], cached, attn)
-    return attn @ w[p + "o_proj.weight"].T
+    return attn @ w[p + "o_proj.weight"].T + w.get(p + "o_proj.bias", 0.0)
 
 
 def mla_attention(cfg, w, p, h, cos, sin, causal) -> np.ndarray:
@@ -133,11 +138,17 @@ def mlp(w: dict, p: str, h: np.ndarray) -> np.ndarray:
     return (silu(h @ w[p + "gate_proj.weight"].T) * (h @ w[p + "up_proj.weight"].T)) @ w[p + "down_proj.weight"].T
 
 
-def attend(q, k, v, causal, group: int) -> np.ndarray:
+def attend(q, k, v, causal, group: int, sinks: np.ndarray | None = None) -> np.ndarray:
+    """Softmax attention; with `sinks` (gpt-oss), each head's sink logit joins every row's softmax
+    and takes its share of the weight without adding a value."""
     b, nh, t, hd = q.shape
     k, v = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)
     scores = np.where(causal, q @ k.transpose(0, 1, 3, 2) / np.sqrt(hd), -np.inf)
-    return (softmax(scores) @ v).transpose(0, 2, 1, 3).reshape(b, t, nh * hd)
+    if sinks is None:
+        probs = softmax(scores)
+    else:
+        probs = softmax(np.concatenate([scores, np.broadcast_to(sinks[None, :, None, None], (b, nh, t, 1))], -1))[..., :-1]
+    return (probs @ v).transpose(0, 2, 1, 3).reshape(b, t, nh * hd)
 
 
 def greedy(cfg: LlamaConfig, w: dict, prompt: np.ndarray, steps: int,
@@ -171,6 +182,8 @@ def route(cfg, logits: np.ndarray, given: np.ndarray | None = None, bias: np.nda
     by score + bias within its best groups, weighting by the scores alone."""
     if cfg.scoring == "softmax":
         probs = choice = softmax(logits)
+    elif cfg.scoring == "topk_softmax":  # gpt-oss: the k best logits, then a softmax over those k
+        probs = choice = logits
     else:
         probs = 1.0 / (1.0 + np.exp(-logits))
         choice = probs + (0.0 if bias is None else bias)
@@ -189,19 +202,36 @@ def route(cfg, logits: np.ndarray, given: np.ndarray | None = None, bias: np.nda
         margin = kth - next_
     else:
         margin = np.full(len(probs), np.inf)
-    weights = top / (top.sum(-1, keepdims=True) + (1e-20 if cfg.scoring == "sigmoid" else 0.0)) if cfg.norm_topk else top
+    if cfg.scoring == "topk_softmax":
+        weights = softmax(top)
+    else:
+        weights = top / (top.sum(-1, keepdims=True) + (1e-20 if cfg.scoring == "sigmoid" else 0.0)) if cfg.norm_topk else top
     return Routing(chosen, weights * cfg.routed_scale, margin)
+
+
+def gptoss_expert(cfg, w: dict, p: str, e: int, x: np.ndarray) -> np.ndarray:
+    """One of gpt-oss's experts (fused tensors, gate and up interleaved by column; clamped SwiGLU)."""
+    gate_up = x @ w[p + "gate_up_proj"][e] + w[p + "gate_up_proj_bias"][e]
+    gate = np.minimum(gate_up[..., 0::2], cfg.swiglu_limit)
+    up = np.clip(gate_up[..., 1::2], -cfg.swiglu_limit, cfg.swiglu_limit)
+    act = (up + 1.0) * gate / (1.0 + np.exp(-cfg.swiglu_alpha * gate))
+    return act @ w[p + "down_proj"][e] + w[p + "down_proj_bias"][e]
 
 
 def moe_block(cfg, w: dict, p: str, h: np.ndarray, given: np.ndarray | None = None) -> tuple[np.ndarray, Routing]:
     """The layer's output for h [..., hidden] and its routing (tokens flattened in order)."""
     shape = h.shape
     x = h.reshape(-1, shape[-1])
-    routing = route(cfg, x @ w[p + "gate.weight"].T, given, w.get(p + "gate.e_score_correction_bias"))
+    if cfg.family == "gptoss":
+        routing = route(cfg, x @ w[p + "router.weight"].T + w[p + "router.bias"], given)
+        expert = partial(gptoss_expert, cfg, w, p + "experts.")
+    else:
+        routing = route(cfg, x @ w[p + "gate.weight"].T, given, w.get(p + "gate.e_score_correction_bias"))
+        expert = lambda e, rows: mlp(w, p + f"experts.{e}.", rows)
     out = np.zeros_like(x)
     for e in np.unique(routing.experts):
         rows, slot = np.nonzero(routing.experts == e)
-        out[rows] += routing.weights[rows, slot][:, None] * mlp(w, p + f"experts.{e}.", x[rows])
+        out[rows] += routing.weights[rows, slot][:, None] * expert(e, x[rows])
     if cfg.shared_intermediate:
         gate = 1.0 / (1.0 + np.exp(-(x @ w[p + "shared_expert_gate.weight"].T))) if cfg.shared_gate else 1.0
         out += gate * mlp(w, p + "shared_expert.", x)

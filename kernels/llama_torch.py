@@ -88,9 +88,10 @@ class Ops:
         """linear(rms_norm(x)): how each layer enters its attention and MLP, and the head."""
         return self.linear(rms_norm(x, norm_w, eps), w, b)
 
-    def decode_attention(self, q, k_cache, v_cache, mask, k_scale=None, v_scale=None):
+    def decode_attention(self, q, k_cache, v_cache, mask, k_scale=None, v_scale=None, sinks=None):
         """Attention of new queries [B, heads, T, hd] over the cache [B, kv_heads, S, hd] (an int8
         cache comes with its float32 scales [B, kv_heads, S]; this form dequantizes it whole).
+        sinks (gpt-oss): a logit a head that joins each softmax (sink_softmax).
 
         The query heads that share a KV head are stacked as rows of one product, so the cache is
         read once per KV head and never expanded (decode is bound by reading weights and cache).
@@ -101,7 +102,7 @@ class Ops:
         b, nh, t, hd = q.shape
         qg = q.reshape(b, k_cache.shape[1], (nh // k_cache.shape[1]) * t, hd)
         scores = (qg @ k_cache.transpose(-1, -2)).float() * hd**-0.5
-        probs = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1).to(q.dtype)
+        probs = sink_softmax(scores.masked_fill(~mask, float("-inf")), sinks, t).to(q.dtype)
         return (probs @ v_cache).reshape(b, nh, t, hd)
 
     def experts(self, h: torch.Tensor, layer: dict, cfg) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,8 +115,8 @@ class Ops:
         out = torch.zeros_like(flat)
         for e in torch.unique(chosen).tolist():
             rows, slot = torch.nonzero(chosen == e, as_tuple=True)
-            gate, up = self.linear(flat[rows], layer["we13"][e]).chunk(2, dim=-1)
-            y = self.linear(F.silu(gate) * up, layer["we2"][e])
+            gate, up = self.linear(flat[rows], layer["we13"][e], layer["be13"][e] if "be13" in layer else None).chunk(2, dim=-1)
+            y = self.linear(expert_act(cfg, gate, up), layer["we2"][e], layer["be2"][e] if "be2" in layer else None)
             out.index_add_(0, rows, y * weights[rows, slot, None])
         return (out + shared_expert(self, flat, layer)).view_as(h), chosen
 
@@ -123,11 +124,33 @@ class Ops:
 PLAIN = Ops()
 
 
+def sink_softmax(scores: torch.Tensor, sinks: torch.Tensor | None, t: int) -> torch.Tensor:
+    """Softmax over the last axis of scores [B, kv_heads, group x T, S] in float32; with sinks
+    [heads] (gpt-oss), each head's sink logit joins its rows' softmax and its weight is dropped."""
+    if sinks is None:
+        return torch.softmax(scores, dim=-1)
+    b, nkv, rows, _ = scores.shape
+    sink = sinks.float().view(nkv, -1, 1).expand(nkv, rows // t, t).reshape(1, nkv, rows, 1).expand(b, -1, -1, -1)
+    return torch.softmax(torch.cat([scores, sink], dim=-1), dim=-1)[..., :-1]
+
+
+def expert_act(cfg, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """An expert's gated activation: SwiGLU, or gpt-oss's clamped form."""
+    if cfg.family != "gptoss":
+        return F.silu(gate) * up
+    gate = gate.clamp(max=cfg.swiglu_limit)
+    up = up.clamp(-cfg.swiglu_limit, cfg.swiglu_limit)
+    return (up + 1) * gate * torch.sigmoid(gate * cfg.swiglu_alpha)
+
+
 def route(x: torch.Tensor, layer: dict, cfg) -> tuple[torch.Tensor, torch.Tensor]:
     """The k experts each row of x [N, hidden] goes to, best first, and their weights, in float32
     as HF computes them: softmax over every expert (renormalised over the k where the model says
     so), or DeepSeek's sigmoid scores chosen with their bias within the best groups."""
     logits = x.float() @ layer["router"].float().T
+    if cfg.scoring == "topk_softmax":  # gpt-oss: the k best logits (with the router's bias), softmaxed
+        top, chosen = torch.topk(logits + layer["router_b"].float(), cfg.top_k, dim=-1)
+        return torch.softmax(top, dim=-1).to(x.dtype), chosen
     if cfg.scoring == "softmax":
         top, chosen = torch.topk(torch.softmax(logits, dim=-1), cfg.top_k, dim=-1)
         if cfg.norm_topk:
@@ -158,6 +181,12 @@ def shared_expert(ops: Ops, flat: torch.Tensor, layer: dict) -> torch.Tensor | f
 def expert_weights(cfg, w: dict, p: str, ops: Ops, batch: int) -> dict:
     """A mixture-of-experts layer's router and its experts stacked [experts, rows, in] (gate and up
     as one [2 x expert width, hidden] matrix each), so a step indexes the routed ones."""
+    if cfg.family == "gptoss":  # fused as the Hub stores them: [E, hidden, 2 x width], gate and up interleaved
+        gu, gub = w[p + "experts.gate_up_proj"], w[p + "experts.gate_up_proj_bias"]
+        return {"router": w[p + "router.weight"], "router_b": w[p + "router.bias"],
+                "we13": torch.cat([gu[..., 0::2], gu[..., 1::2]], dim=-1).transpose(1, 2).contiguous(),
+                "be13": torch.cat([gub[..., 0::2], gub[..., 1::2]], dim=-1),
+                "we2": w[p + "experts.down_proj"].transpose(1, 2).contiguous(), "be2": w[p + "experts.down_proj_bias"]}
     out = {"router": w[p + "gate.weight"],
            "we13": torch.stack([torch.cat([w[p + f"experts.{e}.gate_proj.weight"], w[p + f"experts.{e}.up_proj.weight"]])
                                 for e in range(cfg.experts)]),
@@ -278,6 +307,8 @@ class Llama(torch.nn.Module):
             else:
                 layer.update(wqkv=ops.weight(cat_rows([w[p + f"self_attn.{n}_proj.weight"] for n in "qkv"]), batch),
                              wo=ops.weight(w[p + "self_attn.o_proj.weight"], batch))
+                if cfg.family == "gptoss":  # an output bias, a sink a head, and maybe a sliding window
+                    layer.update(bo=w[p + "self_attn.o_proj.bias"], sinks=w[p + "self_attn.sinks"])
             if cfg.moe_layer(i):
                 layer.update(expert_weights(cfg, w, p + "mlp.", ops, batch))
             else:
@@ -315,14 +346,17 @@ class Llama(torch.nn.Module):
         cfg, ops = self.cfg, self.ops
         reduce = (lambda y: y) if self.tp is None else self.tp.all_reduce
         cos, sin = self.cos[input_pos], self.sin[input_pos]
-        mask = None if prefill else (torch.arange(self.max_seq, device=tokens.device) <= input_pos[-1]).view(1, 1, 1, -1)
+        positions = torch.arange(self.max_seq, device=tokens.device)
+        mask = None if prefill else (positions <= input_pos[-1]).view(1, 1, 1, -1)
         x = F.embedding(tokens, self.embed)
         routes = []
-        for layer, cache in zip(self.layers, self.caches):
+        for i, (layer, cache) in enumerate(zip(self.layers, self.caches)):
             if cfg.family == "mla":
                 x = x + mla_torch.attention(cfg, ops, layer, cache, x, cos, sin, input_pos, prefill, mask)
             else:
-                x = x + self.attention(layer, cache, x, cos, sin, input_pos, prefill, mask)
+                window = cfg.window(i) if cfg.family == "gptoss" else None
+                layer_mask = mask if mask is None or not window else mask & (positions > input_pos[-1] - window).view(1, 1, 1, -1)
+                x = x + self.attention(layer, cache, x, cos, sin, input_pos, prefill, layer_mask, window)
             if "router" in layer:
                 out, chosen = ops.experts(rms_norm(x, layer["ln2"], cfg.norm_eps), layer, cfg)
                 x = x + out
@@ -337,7 +371,8 @@ class Llama(torch.nn.Module):
         logits = ops.norm_linear(x, self.norm, cfg.norm_eps, self.head).float()
         return logits if self.tp is None else self.tp.gather_last(logits)
 
-    def attention(self, layer: dict, cache: KVCache, x, cos, sin, input_pos, prefill: bool, mask) -> torch.Tensor:
+    def attention(self, layer: dict, cache: KVCache, x, cos, sin, input_pos, prefill: bool, mask,
+                  window: int | None = None) -> torch.Tensor:
         """Grouped-query attention's output (after o_proj, summed over chips) for the residual x."""
         cfg, ops = self.cfg, self.ops
         b, t, _ = x.shape
@@ -353,12 +388,26 @@ class Llama(torch.nn.Module):
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
         cache.write(input_pos, k, v)
-        if prefill:  # the prompt attends to its own exact keys and values
+        if prefill and "sinks" in layer:  # gpt-oss: SDPA has no sinks
+            o = prompt_attention(q, k, v, layer["sinks"], window)
+        elif prefill:  # the prompt attends to its own exact keys and values
             o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
         else:
             k_cache, v_cache, k_scale, v_scale = cache.read()
-            o = ops.decode_attention(q, k_cache, v_cache, mask, k_scale, v_scale)
-        return reduce(ops.linear(o.transpose(1, 2).reshape(b, t, nh * hd), layer["wo"]))
+            o = ops.decode_attention(q, k_cache, v_cache, mask, k_scale, v_scale, **({"sinks": layer["sinks"]} if "sinks" in layer else {}))
+        return reduce(ops.linear(o.transpose(1, 2).reshape(b, t, nh * hd), layer["wo"], layer.get("bo")))
+
+
+def prompt_attention(q, k, v, sinks: torch.Tensor, window: int | None) -> torch.Tensor:
+    """Causal attention of a prompt over itself with gpt-oss's sinks and, on a sliding layer, its
+    window (a query sees its own and the window - 1 keys before it)."""
+    b, nh, t, hd = q.shape
+    group = nh // k.shape[1]
+    scores = (q.reshape(b, k.shape[1], group * t, hd) @ k.transpose(-1, -2)).float() * hd**-0.5
+    i, j = torch.arange(t, device=q.device).view(-1, 1), torch.arange(t, device=q.device).view(1, -1)
+    allowed = (j <= i) & (j > i - window) if window else j <= i
+    probs = sink_softmax(scores.masked_fill(~allowed.repeat(group, 1), float("-inf")), sinks, t).to(q.dtype)
+    return (probs @ v).reshape(b, nh, t, hd)
 
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

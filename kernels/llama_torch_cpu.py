@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from . import int8_gemv_torch_cpu
-from .llama_torch import Llama, Ops, QLinear, rms_norm, route, shared_expert, strict_recompiles
+from .llama_torch import Llama, Ops, QLinear, expert_act, rms_norm, route, shared_expert, sink_softmax, strict_recompiles
 
 # oneDNN's inner product on a pre-packed weight (the kernel torch.compile's CPU path calls).
 ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
@@ -152,14 +152,20 @@ class FusedGEMV(Ops):
         # reads those k experts' weights once and no other expert's.
         x = h.reshape(1, -1).float()
         weights, chosen = route(x, layer, cfg)
-        gate, up = (x[:, None, :] * layer["we13"][chosen[0]].float()).sum(-1).chunk(2, dim=-1)  # [k, width] each
-        y = ((F.silu(gate) * up)[:, None, :] * layer["we2"][chosen[0]].float()).sum(-1)         # [k, hidden]
+        e = chosen[0]
+        gate_up = (x[:, None, :] * layer["we13"][e].float()).sum(-1)                            # [k, 2 x width]
+        if "be13" in layer:
+            gate_up = gate_up + layer["be13"][e].float()
+        gate, up = gate_up.chunk(2, dim=-1)
+        y = (expert_act(cfg, gate, up)[:, None, :] * layer["we2"][e].float()).sum(-1)           # [k, hidden]
+        if "be2" in layer:
+            y = y + layer["be2"][e].float()
         out = (weights[0].float()[:, None] * y).sum(0, keepdim=True)
         return (out + shared_expert(self, x, layer)).to(h.dtype).view_as(h), chosen
 
-    def decode_attention(self, q, k_cache, v_cache, mask, k_scale=None, v_scale=None):
+    def decode_attention(self, q, k_cache, v_cache, mask, k_scale=None, v_scale=None, sinks=None):
         if not torch.compiler.is_compiling():
-            return super().decode_attention(q, k_cache, v_cache, mask, k_scale, v_scale)
+            return super().decode_attention(q, k_cache, v_cache, mask, k_scale, v_scale, sinks)
         # Broadcast multiply-reduces fuse with the softmax around them; bmm would be a separate
         # library call per layer for a few rows. An int8 cache's per-position scales are applied
         # outside the sums (to the scores, and to the probabilities before the values' sum), so its
@@ -173,7 +179,7 @@ class FusedGEMV(Ops):
             scores = (qg.unsqueeze(-2).float() * k_cache.unsqueeze(2).float()).sum(-1) * hd**-0.5
             if k_scale is not None:
                 scores = scores * k_scale.unsqueeze(2)
-        probs = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
+        probs = sink_softmax(scores.masked_fill(~mask, float("-inf")), sinks, t)
         if v_scale is not None:
             probs = probs * v_scale.unsqueeze(2)
         if kernel:

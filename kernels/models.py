@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import llama, mla, moe
+from . import gptoss, llama, mla, moe
 from .llama import LlamaConfig
 
-CONFIGS = {**llama.CONFIGS, **moe.CONFIGS, **mla.CONFIGS}
-BUILT = (*moe.MOE_TYPES, "deepseek_v3")  # mixture-of-experts model_types read here
+CONFIGS = {**llama.CONFIGS, **moe.CONFIGS, **mla.CONFIGS, **gptoss.CONFIGS}
+BUILT = (*moe.MOE_TYPES, "deepseek_v3", "gpt_oss")  # mixture-of-experts model_types read here
 # Keys of a config.json that make a model a mixture of experts, whichever its family.
 EXPERT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts")
 
@@ -27,6 +27,8 @@ def from_hf_config(path: str | Path) -> LlamaConfig:
             if fields.pop("qkv_bias"):
                 raise ValueError("attention_bias is not built for MLA attention")
             return mla.DeepseekConfig(**{**fields, **mla.deepseek_fields(c)}, source=str(path))
+        if kind == "gpt_oss":
+            return gptoss.GptOssConfig(**fields, **gptoss.gptoss_fields(c), source=str(path))
         if any(c.get(k) for k in EXPERT_KEYS):
             raise ValueError(f"model_type {kind!r} is a mixture of experts that infercost does not build yet "
                              f"(it builds {', '.join(BUILT)})")

@@ -52,7 +52,7 @@ class MoEConfig(LlamaConfig):
         if isinstance(self.shared_intermediate, bool) or not isinstance(self.shared_intermediate, int) \
                 or not 0 <= self.shared_intermediate <= MAX_AXIS:
             raise ValueError(f"model config: shared_intermediate must be a whole number >= 0, not {self.shared_intermediate!r}")
-        if self.scoring not in ("softmax", "sigmoid"):
+        if self.scoring not in ("softmax", "sigmoid", "topk_softmax"):  # topk_softmax: gpt-oss's
             raise ValueError(f"model config: scoring_func {self.scoring!r} is not softmax or sigmoid")
         for name in ("groups", "topk_groups"):
             v = getattr(self, name)
@@ -151,13 +151,13 @@ class MoEConfig(LlamaConfig):
             return everything
         touched = self.experts_touched(tokens) if touched is None else touched
         sizes = self.tensor_bytes(dtype, quant)
-        one_expert = sum(sizes[f"model.layers.{self._first_moe()}.mlp.experts.0.{n}_proj.weight"]
-                         for n in ("gate", "up", "down"))
-        unread = self.moe_layers * (self.experts - touched) * one_expert
+        unread = self.moe_layers * (self.experts - touched) * self.expert_bytes(sizes)
         return round(everything - unread)
 
-    def _first_moe(self) -> int:
-        return next(i for i in range(self.layers) if self.moe_layer(i))
+    def expert_bytes(self, sizes: dict[str, int]) -> float:
+        """Bytes of one expert as stored, from tensor_bytes' sizes."""
+        first = next(i for i in range(self.layers) if self.moe_layer(i))
+        return sum(sizes[f"model.layers.{first}.mlp.experts.0.{n}_proj.weight"] for n in ("gate", "up", "down"))
 
     def bytes(self, batch: int, new_tokens: int, cache_len: int, dtype: str,
               logit_tokens: int | None = None, quant: QuantSpec = NO_QUANT, touched: float | None = None) -> int:

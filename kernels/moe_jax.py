@@ -24,6 +24,12 @@ import jax.numpy as jnp
 def stacked(cfg, w: dict, p: str) -> dict:
     """A MoE layer's params: router, experts stacked [experts, rows, in] (gate and up as one
     [2 x expert width, hidden] matrix each), and the shared expert where the model has one."""
+    if cfg.family == "gptoss":  # fused as the Hub stores them: [E, hidden, 2 x width], gate and up interleaved
+        gu, gub = w[p + "experts.gate_up_proj"], w[p + "experts.gate_up_proj_bias"]
+        return {"router": w[p + "router.weight"], "router_b": w[p + "router.bias"],
+                "we13": jnp.concatenate([gu[..., 0::2], gu[..., 1::2]], axis=-1).transpose(0, 2, 1),
+                "be13": jnp.concatenate([gub[..., 0::2], gub[..., 1::2]], axis=-1),
+                "we2": w[p + "experts.down_proj"].transpose(0, 2, 1), "be2": w[p + "experts.down_proj_bias"]}
     out = {"router": w[p + "gate.weight"],
            "we13": jnp.stack([jnp.concatenate([w[p + f"experts.{e}.gate_proj.weight"], w[p + f"experts.{e}.up_proj.weight"]])
                               for e in range(cfg.experts)]),
@@ -43,6 +49,9 @@ def route(cfg, x, layer: dict):
     lax.top_k breaks them), and their weights in x's dtype: softmax over every expert, or
     DeepSeek's sigmoid scores chosen with their bias within the best groups (llama_torch.route)."""
     logits = x.astype(jnp.float32) @ layer["router"].astype(jnp.float32).T
+    if cfg.scoring == "topk_softmax":  # gpt-oss: the k best logits (with the router's bias), softmaxed
+        top, chosen = jax.lax.top_k(logits + layer["router_b"].astype(jnp.float32), cfg.top_k)
+        return jax.nn.softmax(top, axis=-1).astype(x.dtype), chosen.astype(jnp.int32)
     if cfg.scoring == "softmax":
         top, chosen = jax.lax.top_k(jax.nn.softmax(logits, axis=-1), cfg.top_k)
         if cfg.norm_topk:
@@ -95,13 +104,27 @@ def experts(cfg, layer: dict, x, linear):
         rows = pair // k
         w13 = jax.lax.dynamic_index_in_dim(layer["we13"], e, keepdims=False)
         w2 = jax.lax.dynamic_index_in_dim(layer["we2"], e, keepdims=False)
-        gate, up = jnp.split(linear(x[rows][None], w13)[0], 2, axis=-1)
-        y = linear((jax.nn.silu(gate) * up)[None], w2)[0]
+        gate_up = linear(x[rows][None], w13)[0]
+        if "be13" in layer:
+            gate_up = gate_up + layer["be13"][e]
+        gate, up = jnp.split(gate_up, 2, axis=-1)
+        y = linear(activation(cfg, gate, up)[None], w2)[0]
+        if "be2" in layer:
+            y = y + layer["be2"][e]
         scale = jnp.where(valid, pair_weight[pair], jnp.zeros((), x.dtype))
         return out.at[rows].add(y * scale[:, None])
 
     out = jax.lax.fori_loop(0, tiles_end[-1], one_tile, jnp.zeros_like(x))
     return out + shared_expert(layer, x, linear), chosen
+
+
+def activation(cfg, gate, up):
+    """An expert's gated activation: SwiGLU, or gpt-oss's clamped form."""
+    if cfg.family != "gptoss":
+        return jax.nn.silu(gate) * up
+    gate = jnp.minimum(gate, cfg.swiglu_limit)
+    up = jnp.clip(up, -cfg.swiglu_limit, cfg.swiglu_limit)
+    return (up + 1) * gate * jax.nn.sigmoid(gate * cfg.swiglu_alpha)
 
 
 def shared_expert(layer: dict, x, linear):

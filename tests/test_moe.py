@@ -18,9 +18,13 @@ from infercost.kernels.moe import CONFIGS, MoEConfig, canonical_name
     # the model cards: Mixtral "46.7B total parameters but only uses 12.9B parameters per token";
     # Qwen3-30B-A3B "30.5B in total and 3.3B activated"; Qwen3-235B-A22B "235B in total and 22B activated"
     # DeepSeek-V3 "671B total parameters with 37B activated for each token"
-    ("mixtral-8x7b", 46.7, 12.9), ("qwen3-30b-a3b", 30.5, 3.3), ("qwen3-235b-a22b", 235, 22), ("deepseek-v3", 671, 37)])
+    # gpt-oss-120b "117B parameters with 5.1B active parameters per token" (its card counts no embedding table)
+    ("mixtral-8x7b", 46.7, 12.9), ("qwen3-30b-a3b", 30.5, 3.3), ("qwen3-235b-a22b", 235, 22), ("deepseek-v3", 671, 37),
+    ("gpt-oss-120b", 117, 5.1)])
 def test_the_built_in_shapes_have_the_published_total_and_active_parameters(name, total, active):
     cfg = models.CONFIGS[name]
+    if name == "gpt-oss-120b":  # ours counts the table whole, as the other cards do
+        active += cfg.vocab_size * cfg.hidden / 1e9
     unit = 0.1 if total < 100 else 1  # the card's last digit (rounded or cut: 3.353B is "3.3B" on its card)
     assert cfg.n_params() / 1e9 == pytest.approx(total, abs=unit) and cfg.active_params() / 1e9 == pytest.approx(active, abs=unit)
     assert cfg.active_params() < cfg.n_params() / 3
@@ -49,8 +53,8 @@ def test_the_work_model_counts_the_experts_a_step_touches():
 
 def hf_model(kind: str, seed: int = 0):
     """A small random model of one family, every parameter randomised (norms around one)."""
-    from transformers import (DeepseekV3Config, DeepseekV3ForCausalLM, MixtralConfig, MixtralForCausalLM,
-                              Qwen2MoeConfig, Qwen2MoeForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM)
+    from transformers import (DeepseekV3Config, DeepseekV3ForCausalLM, GptOssConfig, GptOssForCausalLM, MixtralConfig,
+                              MixtralForCausalLM, Qwen2MoeConfig, Qwen2MoeForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM)
     common = dict(vocab_size=96, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
                   num_experts_per_tok=2, rms_norm_eps=1e-6, tie_word_embeddings=False)
     if kind == "deepseek_v3":  # MLA with a low-rank query, YaRN, sigmoid routing in groups, a shared expert, layer 0 dense
@@ -61,6 +65,10 @@ def hf_model(kind: str, seed: int = 0):
             intermediate_size=40, n_shared_experts=1, first_k_dense_replace=1, q_lora_rank=16, kv_lora_rank=12,
             qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=6, routed_scaling_factor=2.5, rope_parameters=yarn,
             max_position_embeddings=64))
+    elif kind == "gpt_oss":  # sinks, a 4-position window on layers 0 and 2, biases, clamped SwiGLU, fused experts
+        model = GptOssForCausalLM(GptOssConfig(
+            **common, head_dim=8, num_local_experts=6, intermediate_size=16, sliding_window=4, swiglu_limit=0.5,
+            layer_types=["sliding_attention", "full_attention", "sliding_attention"]))
     elif kind == "mixtral":
         model = MixtralForCausalLM(MixtralConfig(**common, num_local_experts=6, intermediate_size=24))
     elif kind == "qwen3_moe":  # layer 1 dense (mlp_only_layers), renormalised top-k, q/k norms
@@ -80,7 +88,7 @@ def hf_model(kind: str, seed: int = 0):
     return model.double().eval()
 
 
-FAMILIES = ["mixtral", "qwen3_moe", "qwen2_moe", "deepseek_v3"]
+FAMILIES = ["mixtral", "qwen3_moe", "qwen2_moe", "deepseek_v3", "gpt_oss"]
 
 
 @pytest.mark.parametrize("kind", FAMILIES)
@@ -150,7 +158,7 @@ BASE = {"model_type": "qwen3_moe", "vocab_size": 64, "hidden_size": 32, "num_hid
     ({"mlp_only_layers": [[1]]}, "mlp_only_layers must be a list of layer numbers"),
     ({"moe_intermediate_size": None}, "expert_intermediate must be a positive whole number"),
     ({"num_experts": None}, "lacks the field 'num_local_experts'"),
-    ({"model_type": "gpt_oss", "num_local_experts": 4}, "'gpt_oss' is a mixture of experts that infercost does not build"),
+    ({"model_type": "llama4_text", "num_local_experts": 4}, "'llama4_text' is a mixture of experts that infercost does not build"),
 ])
 def test_an_inconsistent_moe_config_is_one_line_naming_the_field(tmp_path, change, message):
     path = tmp_path / "config.json"
@@ -235,7 +243,7 @@ def cpu_backend(name: str = "torch-cpu"):
     return open_backend(name, threads=2)
 
 
-@pytest.mark.parametrize("model", ["tiny-moe", "tiny-mla"])
+@pytest.mark.parametrize("model", ["tiny-moe", "tiny-mla", "tiny-gptoss"])
 @pytest.mark.parametrize("backend", ["torch-cpu", "jax-cpu"])
 @pytest.mark.parametrize("batch", [1, 2])  # batch 1: the compiled one-token path; 2 the batched one
 def test_each_cpu_backend_runs_a_moe_as_the_float64_reference_does(model, backend, batch):
@@ -375,3 +383,25 @@ def test_an_inconsistent_deepseek_config_is_one_line_naming_the_field(tmp_path, 
     path.write_text(json.dumps({**DEEPSEEK, **change}))
     with pytest.raises(ValueError, match=message):
         models.from_hf_config(path)
+
+
+def test_a_gpt_oss_sliding_layer_holds_only_its_window_in_the_work_model():
+    cfg = models.CONFIGS["tiny-gptoss"]  # 2 layers, layer 0 slides over 4 positions; 2 KV heads of 16
+    position = 2 * 2 * 16 * 4             # keys and values of one position in one layer, float32
+    assert cfg.kv_bytes(1, 3, "float32") == 2 * 3 * position           # shorter than the window: all of it
+    assert cfg.kv_bytes(2, 100, "float32") == 2 * (4 + 100) * position  # the sliding layer its last 4 only
+    # an expert: gate/up 32 x 64 x 2 and down 64 x 32 weights, biases 64 + 64
+    assert cfg.expert_params() == 3 * 64 * 32 + 64 + 64
+
+
+def test_a_gpt_oss_checkpoint_in_mxfp4_is_refused_before_anything_runs(tmp_path):
+    from safetensors.numpy import save_file
+
+    from infercost.kernels.llama import seeded_weights_numpy
+    cfg = models.CONFIGS["tiny-gptoss"]
+    w = {k: v.astype(np.float32) for k, v in seeded_weights_numpy(cfg, 0).items()}
+    fused = w.pop("model.layers.1.mlp.experts.gate_up_proj")  # as the Hub's MXFP4 file holds it: blocks and scales
+    w["model.layers.1.mlp.experts.gate_up_proj_blocks"] = np.zeros(fused.shape[:2] + (2, 16), np.uint8)
+    save_file(w, str(tmp_path / "model.safetensors"))
+    with pytest.raises(ValueError, match="gate_up_proj"):
+        models.read_weights(tmp_path, cfg)
