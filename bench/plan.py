@@ -27,9 +27,9 @@ def matmul(sizes, dtype):
 
 
 def collectives(sizes, dtype="float32"):
-    """All-reduce and all-gather over every device, message sizes from 4 KiB up."""
+    """All-reduce, all-gather and all-to-all over every device, message sizes from 4 KiB up."""
     return [{"workload": "collective", "params": {"op": op, "bytes": size}, "dtype": dtype}
-            for op in ("all-reduce", "all-gather") for size in sizes]
+            for op in ("all-reduce", "all-gather", "all-to-all") for size in sizes]
 
 
 def llm_gemms(batches, dtype):

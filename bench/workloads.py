@@ -78,9 +78,11 @@ class MatmulWorkload:
 
 
 class CollectiveWorkload:
-    """An all-reduce or all-gather over N devices, reported as nccl-tests does: algorithm bandwidth
-    = message bytes / time, bus bandwidth = algbw x 2(n-1)/n (all-reduce) or x (n-1)/n (all-gather),
-    where the message is each device's buffer (all-reduce) or the gathered result (all-gather)."""
+    """An all-reduce, all-gather or all-to-all over N devices, reported as nccl-tests does: algorithm
+    bandwidth = message bytes / time, bus bandwidth = algbw x 2(n-1)/n (all-reduce) or x (n-1)/n
+    (all-gather, all-to-all), where the message is each device's buffer (all-reduce, all-to-all:
+    its whole send buffer, n chunks of which it keeps one) or the gathered result (all-gather).
+    An all-to-all is what a mixture of experts' dispatch and combine are under expert parallelism."""
 
     def __init__(self, case: dict):
         self.case, p = case, case["params"]
@@ -102,6 +104,8 @@ class CollectiveWorkload:
         per = self.nbytes // self.item // (self.n if self.op == "all-gather" else 1)
         if per < 1:
             return f"{self.nbytes} bytes is less than one element a device"
+        if self.op == "all-to-all" and per % self.n:
+            return f"an all-to-all of {per} elements a device does not split into {self.n} equal chunks"
         free = backend.memory_bytes()
         if free is not None and 3 * self.nbytes * (self.n if backend.kind == "cpu" else 1) > 0.9 * free:
             return f"needs {3 * self.nbytes / 1e9:.1f} GB a device, {free / 1e9:.1f} GB free"
@@ -116,11 +120,13 @@ class CollectiveWorkload:
         host = backend.fetch(self.args[0]).reshape(self.n, per)  # the inputs as the devices hold them
         if self.op == "all-reduce":
             want = np.repeat(host.sum(axis=0, keepdims=True), self.n, axis=0)
+        elif self.op == "all-to-all":  # device j: chunk j of every device, in device order
+            want = host.reshape(self.n, self.n, -1).transpose(1, 0, 2).reshape(self.n, -1)
         else:
             want = np.repeat(host.reshape(1, -1), self.n, axis=0)
         finite = bool(np.isfinite(got).all())
         error = float(np.abs(got - want).max() / np.abs(want).max()) if finite and got.shape == want.shape else float("inf")
-        tol = tolerance(self.case["dtype"]) if self.op == "all-reduce" else 0.0
+        tol = tolerance(self.case["dtype"]) if self.op == "all-reduce" else 0.0  # a move is exact
         check = {"error": error, "tolerance": tol, "finite": finite, "passed": bool(finite and error <= tol),
                  "checked": f"every element on all {self.n} devices against float64"}
         return check, {"compile_and_first_call_s": first_s}

@@ -106,7 +106,7 @@ def llm_table(records: list[dict]) -> Table:
 
 def collective_table(records: list[dict]) -> Table:
     table = _table("collectives (nccl-tests' bandwidths: algorithm = bytes / time; bus = algorithm x 2(n-1)/n "
-                   "for all-reduce, x (n-1)/n for all-gather)",
+                   "for all-reduce, x (n-1)/n for all-gather and all-to-all)",
                    ["backend", "device", "op", "bytes", "devices", "algbw GB/s", "busbw GB/s", "of link", "valid"],
                    {"bytes", "devices", "algbw GB/s", "busbw GB/s", "of link"})
     for r in records:

@@ -150,7 +150,7 @@ COLLECTIVE = textwrap.dedent("""
     from infercost.bench.workloads import CollectiveWorkload
     backend = open_backend("jax-cpu", threads=2)
     out = []
-    for op, nbytes in (("all-reduce", 1 << 20), ("all-gather", 1 << 20), ("all-reduce", 2)):
+    for op, nbytes in (("all-reduce", 1 << 20), ("all-gather", 1 << 20), ("all-to-all", 1 << 20), ("all-reduce", 2)):
         case = {"backend": "jax-cpu", "workload": "collective", "params": {"op": op, "bytes": nbytes, "devices": 4},
                 "dtype": "float32", "tf32": False, "threads": 2}
         out.append(measure_case(backend, CollectiveWorkload(case), case, Settings(0.05, 0.1, 5), 0, 2))
@@ -161,7 +161,8 @@ COLLECTIVE = textwrap.dedent("""
 def assert_nccl_tests_bandwidths(record: dict, bus_bytes_per_message: dict) -> None:
     """From the record's own raw times, by hand: algorithm bandwidth = the 1 MiB message / the mean
     time a call; bus bandwidth = what each rank moves over a link in a ring per message byte (nccl-tests'
-    PERFORMANCE.md): all-reduce 2(n-1)/n (4 devices 1.5, 2 devices 1.0), all-gather (n-1)/n (0.75, 0.5)."""
+    PERFORMANCE.md): all-reduce 2(n-1)/n (4 devices 1.5, 2 devices 1.0), all-gather and all-to-all (n-1)/n
+    (0.75, 0.5): an all-to-all rank keeps 1 of its n chunks and sends the others."""
     times = record["raw_times_s"]
     algbw = 1_048_576 / (sum(times) / len(times)) / 1e9
     m = record["metrics"]
@@ -174,14 +175,14 @@ def test_collectives_are_checked_and_reported_as_nccl_tests_does():
     env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin"}
     proc = subprocess.run([sys.executable, "-c", COLLECTIVE], capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    reduce_rec, gather_rec, tiny = json.loads(proc.stdout.strip().splitlines()[-1])
-    for r in (reduce_rec, gather_rec):
+    reduce_rec, gather_rec, a2a_rec, tiny = json.loads(proc.stdout.strip().splitlines()[-1])
+    for r in (reduce_rec, gather_rec, a2a_rec):
         assert r["check"]["passed"] and r["case"]["devices"] == 4
         assert r["status"] == "ok" or r["reasons"][0].startswith(("too noisy", "time does not grow")), r["reasons"]
         m = r["metrics"]
         if r["status"] == "ok":
-            assert_nccl_tests_bandwidths(r, {"all-reduce": 1.5, "all-gather": 0.75})
-    assert gather_rec["check"]["error"] == 0.0  # a gather moves values exactly
+            assert_nccl_tests_bandwidths(r, {"all-reduce": 1.5, "all-gather": 0.75, "all-to-all": 0.75})
+    assert gather_rec["check"]["error"] == a2a_rec["check"]["error"] == 0.0  # a gather and an all-to-all move values exactly
     assert tiny["status"] == "skipped" and "less than one element" in tiny["reasons"][0]
 
 
@@ -300,13 +301,13 @@ def test_torch_collectives_are_checked_and_timed_over_ranks():
     script = COLLECTIVE.replace('"jax-cpu"', '"torch-cpu"').replace('"devices": 4', '"devices": 2')
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    reduce_rec, gather_rec, tiny = json.loads(proc.stdout.strip().splitlines()[-1])
-    for r in (reduce_rec, gather_rec):
+    reduce_rec, gather_rec, a2a_rec, tiny = json.loads(proc.stdout.strip().splitlines()[-1])
+    for r in (reduce_rec, gather_rec, a2a_rec):
         assert r["check"]["passed"], r
         assert r["check"]["error"] == 0.0 or r is reduce_rec
         assert r["case"]["devices"] == 2 and r["case"]["framework"] == "torch"
         if r["status"] == "ok":
-            assert_nccl_tests_bandwidths(r, {"all-reduce": 1.0, "all-gather": 0.5})
+            assert_nccl_tests_bandwidths(r, {"all-reduce": 1.0, "all-gather": 0.5, "all-to-all": 0.5})
     assert tiny["status"] == "skipped"
 
 

@@ -104,6 +104,9 @@ class JaxBackend(Backend):
         elif op == "all-gather":
             body = lambda a: jax.lax.all_gather(a, "d", tiled=True)
             out_spec = P("d", None)
+        elif op == "all-to-all":  # device i's j-th chunk goes to device j, which stacks them by source
+            body = lambda a: jax.lax.all_to_all(a, "d", 1, 1, tiled=True)
+            out_spec = P("d", None)
         else:
             raise Unavailable(f"unknown collective {op!r}")
         fn = jax.jit(jax.shard_map(body, mesh=mesh, in_specs=P("d", None), out_specs=out_spec))

@@ -65,7 +65,7 @@ class TorchBackend(Backend):
 
     def collective(self, op: str, per_device: int, dtype: str, devices: int):
         from .torch_dist import Collective
-        if op not in ("all-reduce", "all-gather"):
+        if op not in ("all-reduce", "all-gather", "all-to-all"):
             raise Unavailable(f"unknown collective {op!r}")
         if devices > self.device_count():
             raise Unavailable(f"{devices} devices asked for; {self.name} has {self.device_count()}")

@@ -266,18 +266,22 @@ class ShardedRunner:
 
 # -- collectives ----------------------------------------------------------------------------
 class CollectiveState:
-    """One rank's buffers for an all-reduce or all-gather: rank i holds i + 1 + j / n at element j."""
+    """One rank's buffers for an all-reduce, all-gather or all-to-all: rank i holds i + 1 + j / n at
+    element j."""
 
     def __init__(self, spec: dict, rank: int, world: int, device):
         self.op, per = spec["op"], spec["per"]
         dtype = TORCH_DTYPES[spec["dtype"]]
         self.input = (rank + 1 + torch.arange(per, dtype=torch.float64, device=device) / per).to(dtype)
-        self.output = self.input if self.op == "all-reduce" else torch.empty(world * per, dtype=dtype, device=device)
+        self.output = (self.input if self.op == "all-reduce" else
+                       torch.empty(per if self.op == "all-to-all" else world * per, dtype=dtype, device=device))
         self.world = world
 
     def run(self) -> None:
         if self.op == "all-reduce":
             dist.all_reduce(self.input)  # in place, as NCCL's benchmarks may run it
+        elif self.op == "all-to-all":  # rank i's j-th chunk goes to rank j, which stacks them by source
+            dist.all_to_all_single(self.output, self.input)
         else:
             dist.all_gather_into_tensor(self.output, self.input)
 
