@@ -1,4 +1,5 @@
-"""How a case's model is split over devices: tensor parallel (tp) x data parallel (dp).
+"""How a case's model is split over devices: tensor parallel (tp) x data parallel (dp), or
+expert parallel (ep: a mixture of experts' experts split over the devices, its batch too).
 
 Cases and records carry it as the plain dict {"tp": n, "dp": m} (it crosses process boundaries as
 JSON); code reads it through Layout.of, so the dict's defaults live in one place."""
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 class Layout:
     tp: int = 1
     dp: int = 1
+    ep: int = 1
 
     @classmethod
     def of(cls, mesh: "dict | Layout | None") -> "Layout":
@@ -20,14 +22,15 @@ class Layout:
             return cls()
         if isinstance(mesh, Layout):
             return mesh
-        return cls(mesh.get("tp", 1), mesh.get("dp", 1))
+        return cls(mesh.get("tp", 1), mesh.get("dp", 1), mesh.get("ep", 1))
 
     @property
     def devices(self) -> int:
-        return self.tp * self.dp
+        return self.tp * self.dp * self.ep
 
     def as_dict(self) -> dict:
-        return {"tp": self.tp, "dp": self.dp}
+        """The case's dict (ep only where experts are split: a dense layout's dict is unchanged)."""
+        return {"tp": self.tp, "dp": self.dp, **({"ep": self.ep} if self.ep > 1 else {})}
 
     def __str__(self) -> str:
-        return f"tp={self.tp},dp={self.dp}"
+        return f"tp={self.tp},dp={self.dp}" + (f",ep={self.ep}" if self.ep > 1 else "")

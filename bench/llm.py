@@ -168,7 +168,7 @@ class TransformerWorkload:
             out["quant_rule"] = quant.RULE
         out["devices"] = self.devices
         if self.mesh:
-            out["layout"] = f"tp={self.mesh.get('tp', 1)},dp={self.mesh.get('dp', 1)}"
+            out["layout"] = str(Layout.of(self.mesh))
         if self.cfg.experts_model:  # the experts a step of this batch is expected to read (metrics: counted)
             c, routed = self.cfg, self.batch * (self.tokens if self.prefill else 1)
             out["moe"] = {"experts": c.experts, "top_k": c.top_k, "params_total": c.n_params(),
@@ -179,9 +179,17 @@ class TransformerWorkload:
     def fit(self, backend) -> str | None:
         if why := backend.model_unsupported(self.cfg):
             return why
-        if self.cfg.experts_model and (self.mesh or self.quant.weights):  # kernels/moe.py: what is built so far
-            return ("a mixture of experts runs on one device with float weights for now "
-                    "(expert parallelism and quantized experts are not built yet)")
+        layout = Layout.of(self.mesh)
+        if self.cfg.experts_model and (layout.tp > 1 or layout.dp > 1 or self.quant.weights):  # what is built so far
+            return ("a mixture of experts runs on one device or split by experts (--mesh ep=N), with float weights "
+                    "(tensor parallelism and quantized experts are not built for it yet)")
+        if layout.ep > 1:
+            if not self.cfg.experts_model:
+                return f"ep={layout.ep} splits a mixture of experts' experts; {self.p['model']} is a dense model"
+            if self.cfg.experts % layout.ep:
+                return f"ep={layout.ep} does not divide the {self.cfg.experts} experts"
+            if self.batch % layout.ep:
+                return f"ep={layout.ep} must divide the batch {self.batch} (each device takes its share of the sequences)"
         if why := backend.quant_unsupported(self.quant):
             return why
         if self.mesh:
@@ -207,7 +215,7 @@ class TransformerWorkload:
                layout)
         if key not in _checks:
             _checks[key] = check_model(backend, self.cfg, self.dtype, self.tf32, seed, self.p.get("weights"),
-                                       check_batch if not self.mesh else max(check_batch, Layout.of(self.mesh).dp),
+                                       check_batch if not self.mesh else max(check_batch, Layout.of(self.mesh).dp, Layout.of(self.mesh).ep),
                                        self.quant, self.mesh, max_seq=self.tokens + 1)
         self.checked = _checks[key]
         return self.checked, {}

@@ -257,7 +257,8 @@ def plan_cases(suite: str, backends: list[str], probes: dict, *, workloads=(), d
 
 
 def parse_mesh(devices: int | None, mesh: str | None) -> dict | None:
-    """--devices N (tensor parallel over N) or --mesh tp=4,dp=2 -> {"tp": 4, "dp": 2}."""
+    """--devices N (tensor parallel over N) or --mesh tp=4,dp=2 -> {"tp": 4, "dp": 2} (ep=N: a
+    mixture of experts' experts and batch split over N devices -> {"tp": 1, "dp": 1, "ep": N})."""
     from infercost.numbers import number
     if devices is not None and mesh is not None:
         raise InputError("give --devices or --mesh, not both")
@@ -265,10 +266,12 @@ def parse_mesh(devices: int | None, mesh: str | None) -> dict | None:
         return None if devices == 1 else {"tp": devices, "dp": 1}
     if mesh is None:
         return None
-    out = {"tp": 1, "dp": 1}
+    out = {"tp": 1, "dp": 1, "ep": 1}
     for part in mesh.split(","):
         key, _, value = part.partition("=")
         if key.strip() not in out:
-            raise InputError(f"--mesh {mesh!r}: {key.strip()!r} is not tp or dp (e.g. tp=4,dp=2)")
+            raise InputError(f"--mesh {mesh!r}: {key.strip()!r} is not tp, dp or ep (e.g. tp=4,dp=2 or ep=4)")
         out[key.strip()] = number(value, f"--mesh {key.strip()}", integer=True)
-    return out
+    if out["ep"] > 1 and out["tp"] * out["dp"] > 1:
+        raise InputError(f"--mesh {mesh!r}: ep with tp or dp is not built yet (ep=N splits experts and batch alone)")
+    return Layout.of(out).as_dict()

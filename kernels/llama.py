@@ -48,7 +48,9 @@ HF_NAMES = {"embed_tokens.weight": "embed", "lm_head.weight": "head", "model.nor
 
 
 def hf_axes(name: str) -> tuple:
-    return AXES[next(v for k, v in HF_NAMES.items() if name.endswith(k))]
+    """The logical axes of a tensor by its HF name; () (replicated) for one no rule names (a
+    router, a sink, an MLA projection)."""
+    return next((AXES[v] for k, v in HF_NAMES.items() if name.endswith(k)), ())
 
 
 def tp_slices(cfg: "LlamaConfig", name: str, shape: tuple, rank: int, tp: int) -> tuple[slice, ...]:

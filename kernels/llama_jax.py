@@ -16,11 +16,12 @@ from .llama import AXES, GOLDEN, M1, M2, RULES, LlamaConfig, hf_axes, rope_table
 from . import mla_jax, moe_jax
 from .quant import QWeight
 
-def sharding_rules(cfg: LlamaConfig, tp: int) -> dict:
-    """RULES for this model on `tp` chips (fewer KV heads than chips: the KV heads are replicated)."""
+def sharding_rules(cfg: LlamaConfig, tp: int, ep: int = 1) -> dict:
+    """RULES for this model on `tp` chips (fewer KV heads than chips: the KV heads are replicated);
+    with experts split over `ep` chips, the batch is split over them too."""
     if cfg.heads % tp:
         raise ValueError(f"{tp} chips do not divide {cfg.heads} attention heads")
-    return {**RULES, "kv_heads": "tp" if cfg.kv_heads % tp == 0 else None}
+    return {**RULES, "kv_heads": "tp" if cfg.kv_heads % tp == 0 else None, **({"batch": "ep"} if ep > 1 else {})}
 
 
 def partition(mesh, rules: dict, axes: tuple):
@@ -223,7 +224,8 @@ def linear(x, w, b=None, multiply_reduce: bool = False, written=None):
 
 
 def forward(cfg: LlamaConfig, params, rope_tab, tokens, pos, cache, prefill: bool, last_only: bool = False,
-            multiply_reduce_attention: bool = False, replicated=None, cache_sharding=None, scale_sharding=None):
+            multiply_reduce_attention: bool = False, replicated=None, cache_sharding=None, scale_sharding=None,
+            ep_mesh=None):
     """Logits (float32) [B, T, V], the updated cache, and the experts each token chose in each
     mixture-of-experts layer ([layers, B * T, k] int32; [0, B * T, 1] for a dense model), for
     tokens [B, T] starting at `pos`
@@ -266,6 +268,11 @@ def forward(cfg: LlamaConfig, params, rope_tab, tokens, pos, cache, prefill: boo
                                  update, update_keys, multiply_reduce_attention, window)
             new_cache.append(entry)
         h = rms_norm(x, layer["ln2"], cfg.norm_eps)
+        if "router" in layer and ep_mesh is not None:  # experts split over devices (moe_jax.experts_ep)
+            out, chosen = moe_jax.experts_ep(cfg, layer, h.reshape(b * t, -1), ep_mesh)
+            routes.append(chosen)
+            x = keep(x + out.reshape(x.shape))
+            continue
         if "router" in layer:
             out, chosen = moe_jax.experts(cfg, layer, h.reshape(b * t, -1), lin)
             routes.append(chosen)
@@ -338,9 +345,15 @@ class Runner:
         self.one_row_options = one_row_options  # XLA options for a batch-1 decode step (the adapter's)
         self.dtype = jnp.dtype(dtype)
         self.mesh = mesh
+        self.ep = mesh.shape.get("ep", 1) if mesh is not None else 1
         if mesh is not None:
-            self.rules = sharding_rules(cfg, mesh.shape["tp"])
+            self.rules = sharding_rules(cfg, mesh.shape["tp"], self.ep)
             self.launch = self.prefill_launch = f"jit over {mesh.size} devices (dp={mesh.shape['dp']}, tp={mesh.shape['tp']})"
+            if self.ep > 1:
+                self.launch = self.prefill_launch = (f"jit over {mesh.size} devices (ep={self.ep}: experts and batch split, "
+                                                     "dispatch and combine by all-to-all)")
+                if batch % self.ep:
+                    raise ValueError(f"batch {batch} is not divisible by ep={self.ep}")
             if batch % mesh.shape["dp"]:
                 raise ValueError(f"batch {batch} is not divisible by dp={mesh.shape['dp']}")
         if weights is None:
@@ -349,6 +362,12 @@ class Runner:
             w = {k: self._put(v, device if mesh is None else self._sharding(hf_axes(k))) for k, v in weights.items()}
         with jax.default_device(device):  # fused weights split badly over tp > 1 chips; on one they are faster
             self.params = prepare(cfg, w, fuse=mesh is None or mesh.shape["tp"] == 1)
+        if self.ep > 1:  # each device keeps its share of every MoE layer's experts
+            from jax.sharding import NamedSharding, PartitionSpec
+            for layer in self.params["layers"]:
+                for key in moe_jax.EXPERT_KEYS:
+                    if key in layer:
+                        layer[key] = jax.device_put(layer[key], NamedSharding(mesh, PartitionSpec("ep")))
         self.weights = w if keep_weights else None  # the params hold fused copies
         del w
         with jax.default_device(device):
@@ -400,8 +419,11 @@ class Runner:
                         multiply_reduce_attention=self.multiply_reduce_attention,
                         replicated=None if self.mesh is None else self._sharding(AXES["activation"]),
                         cache_sharding=None if self.mesh is None else self._sharding(AXES["cache"]),
-                        scale_sharding=None if self.mesh is None else self._sharding(AXES["cache_scale"]))
-            out = None if self.mesh is None else (self._sharding(AXES["logits"]), self._cache_shardings(), self._sharding(()))
+                        scale_sharding=None if self.mesh is None else self._sharding(AXES["cache_scale"]),
+                        ep_mesh=self.mesh if self.ep > 1 else None)
+            # routes [layers, B x T, k] stay where their tokens are (rows are batch-major)
+            out = None if self.mesh is None else (self._sharding(AXES["logits"]), self._cache_shardings(),
+                                                  self._sharding((None, "batch", None)))
             lowered = jax.jit(f, donate_argnums=4, out_shardings=out).lower(self.params, self.rope, tokens, pos, self.cache)
             self._compiled[key] = self._compile(lowered, self.one_row_options if not prefill and self.batch == 1 else None)
         return self._compiled[key]

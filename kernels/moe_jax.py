@@ -83,17 +83,24 @@ def tile_rows(rows: int, cfg) -> int:
 def experts(cfg, layer: dict, x, linear):
     """The layer's output for normed inputs x [N, hidden] and the experts each row chose [N, k].
     `linear(x, w)` is the caller's x @ w.T (its CPU one-row form where it has one)."""
-    n, k, e_count = x.shape[0], cfg.top_k, cfg.experts
+    n, k = x.shape[0], cfg.top_k
     weights, chosen = route(cfg, x, layer)
-    pairs = n * k
-    tile = tile_rows(n, cfg)
-    expert_of_pair = chosen.reshape(-1)
+    out = grouped(cfg, layer, x, chosen.reshape(-1), jnp.arange(n * k) // k, weights.reshape(-1), cfg.experts,
+                  tile_rows(n, cfg), linear)
+    return out + shared_expert(layer, x, linear), chosen
+
+
+def grouped(cfg, layer: dict, x, expert_of_pair, row_of_pair, weight_of_pair, experts: int, tile: int, linear):
+    """sum over pairs p of weight_of_pair[p] * expert_p(x[row_of_pair[p]]), added into row
+    row_of_pair[p] of the output [N, hidden]: each expert's pairs in tiles of `tile` rows, one
+    loop iteration a tile, the expert's weights read by index. A pair whose expert is `experts`
+    (one past the last) is no pair: it has no tile and reads nothing."""
+    pairs = expert_of_pair.shape[0]
     order = jnp.argsort(expert_of_pair, stable=True)  # pairs grouped by expert, tokens in order
-    counts = jnp.bincount(expert_of_pair, length=e_count)
+    counts = jnp.bincount(expert_of_pair, length=experts + 1)[:experts]
     starts = jnp.cumsum(counts) - counts               # each expert's first pair in `order`
     tiles = (counts + tile - 1) // tile
     tiles_end = jnp.cumsum(tiles)
-    pair_weight = weights.reshape(-1)
 
     def one_tile(t, out):
         e = jnp.searchsorted(tiles_end, t, side="right")  # the expert whose tiles cover t
@@ -101,7 +108,7 @@ def experts(cfg, layer: dict, x, linear):
         slot = first + jnp.arange(tile)
         valid = slot < starts[e] + counts[e]
         pair = order[jnp.minimum(slot, pairs - 1)]
-        rows = pair // k
+        rows = row_of_pair[pair]
         w13 = jax.lax.dynamic_index_in_dim(layer["we13"], e, keepdims=False)
         w2 = jax.lax.dynamic_index_in_dim(layer["we2"], e, keepdims=False)
         gate_up = linear(x[rows][None], w13)[0]
@@ -111,11 +118,49 @@ def experts(cfg, layer: dict, x, linear):
         y = linear(activation(cfg, gate, up)[None], w2)[0]
         if "be2" in layer:
             y = y + layer["be2"][e]
-        scale = jnp.where(valid, pair_weight[pair], jnp.zeros((), x.dtype))
+        scale = jnp.where(valid, weight_of_pair[pair], jnp.zeros((), x.dtype))
         return out.at[rows].add(y * scale[:, None])
 
-    out = jax.lax.fori_loop(0, tiles_end[-1], one_tile, jnp.zeros_like(x))
-    return out + shared_expert(layer, x, linear), chosen
+    return jax.lax.fori_loop(0, tiles_end[-1], one_tile, jnp.zeros_like(x))
+
+
+EXPERT_KEYS = ("we13", "we2", "be13", "be2")  # a MoE layer's params split over "ep" (the rest replicated)
+
+
+def experts_ep(cfg, layer: dict, x, mesh):
+    """experts() with the experts split over the mesh's "ep" axis and the rows of x [N, hidden]
+    too (each device routes its own tokens). Dispatch: each device sends every (token, expert)
+    pair to the device holding the expert, in one all-to-all of fixed-size buffers (a slot for
+    each of its pairs on every device, since all could go to one); the devices run their experts
+    on what arrived (tiles as above, empty slots read nothing); combine: a second all-to-all
+    returns the results, which the sender weights and adds. The buffers are padded to that worst
+    case: the all-to-all moves devices x pairs x hidden values each way, whatever the routing."""
+    from jax.sharding import PartitionSpec as P
+    n = mesh.shape["ep"]
+    local = cfg.experts // n
+    split = {key: P("ep") for key in EXPERT_KEYS if key in layer}
+    specs = {key: split.get(key, P()) for key in layer}
+
+    def body(layer, x):
+        rows, k = x.shape[0], cfg.top_k
+        weights, chosen = route(cfg, x, layer)
+        pairs = rows * k
+        dest, expert = chosen.reshape(-1) // local, chosen.reshape(-1) % local
+        slot = jnp.cumsum(dest[:, None] == jnp.arange(n)[None, :], axis=0)[jnp.arange(pairs), dest] - 1
+        send = jnp.zeros((n, pairs, x.shape[1]), x.dtype).at[dest, slot].set(x[jnp.arange(pairs) // k])
+        send_expert = jnp.full((n, pairs), local, jnp.int32).at[dest, slot].set(expert)
+        got = jax.lax.all_to_all(send, "ep", 0, 0)          # got[i]: what device i sent here
+        got_expert = jax.lax.all_to_all(send_expert, "ep", 0, 0)
+        flat = got.reshape(n * pairs, -1)
+        done = grouped(cfg, layer, flat, got_expert.reshape(-1), jnp.arange(n * pairs),
+                       (got_expert.reshape(-1) < local).astype(x.dtype), local, tile_rows(n * pairs, cfg),
+                       lambda a, w: a @ w.T)
+        back = jax.lax.all_to_all(done.reshape(n, pairs, -1), "ep", 0, 0)  # back[d]: results of what went to d
+        out = jnp.zeros_like(x).at[jnp.arange(pairs) // k].add(back[dest, slot] * weights.reshape(-1)[:, None])
+        return out + shared_expert(layer, x, lambda a, w: a @ w.T), chosen
+
+    return jax.shard_map(body, mesh=mesh, in_specs=(specs, P("ep")), out_specs=(P("ep"), P("ep")),
+                         check_vma=False)(layer, x)
 
 
 def activation(cfg, gate, up):

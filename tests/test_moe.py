@@ -2,6 +2,7 @@
 Face's own implementations, the work model by hand, and bad configs refused in one line."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -405,3 +406,84 @@ def test_a_gpt_oss_checkpoint_in_mxfp4_is_refused_before_anything_runs(tmp_path)
     save_file(w, str(tmp_path / "model.safetensors"))
     with pytest.raises(ValueError, match="gate_up_proj"):
         models.read_weights(tmp_path, cfg)
+
+
+EP_SCRIPT = """
+import json, sys
+import jax, numpy as np
+from jax.sharding import Mesh
+from infercost.kernels import llama, llama_jax, llama_ref, models
+jax.config.update("jax_default_matmul_precision", "highest")
+cfg = models.CONFIGS["tiny-moe"]
+ep = int(sys.argv[1])
+w64 = llama.seeded_weights_numpy(cfg, 0)
+prompt = np.random.default_rng(1).integers(0, cfg.vocab_size, (4, 7))
+ref_tokens, ref_logits = llama_ref.greedy(cfg, w64, prompt, 3)
+devices = jax.devices()
+out = {"devices": len(devices)}
+for name, mesh in (("sharded", Mesh(np.array(devices[:ep]).reshape(1, 1, ep), ("dp", "tp", "ep"))), ("unsharded", None)):
+    r = llama_jax.Runner(cfg, "float32", devices[0], 4, 10, seed=0, mesh=mesh, multiply_reduce_attention=True)
+    logits = [np.asarray(r.prefill_step(prompt, last_only=False)())]
+    for i in range(3):
+        logits.append(np.asarray(r.decode_step(ref_tokens[:, i:i + 1], 7 + i)()))
+    out[name] = {"error": max(float(np.abs(g - x).max() / np.abs(x).max()) for g, x in zip(logits, ref_logits)),
+                 "logits": [l.tolist() for l in logits], "routes": r.routes().tolist()}
+    if mesh is not None:
+        out["hlo"] = r._compiled[("decode", 4, 1)].as_text()
+        out["expert_rows"] = r.params["layers"][0]["we13"].addressable_shards[0].data.shape[0]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ep", [2, 4])
+def test_experts_split_over_devices_give_the_unsharded_logits_with_three_all_to_alls_a_layer(ep):
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([sys.executable, "-c", EP_SCRIPT, str(ep)], capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    sharded, unsharded = out["sharded"], out["unsharded"]
+    assert sharded["error"] < 1e-5 and unsharded["error"] < 1e-5  # both against float64
+    for a, b in zip(sharded["logits"], unsharded["logits"]):
+        assert np.abs(np.asarray(a) - np.asarray(b)).max() / np.abs(np.asarray(b)).max() < 1e-5
+    assert sharded["routes"] == unsharded["routes"]  # the same experts for every token
+    assert out["expert_rows"] == 8 // ep             # each device holds its share of the 8 experts
+    # Decode at batch 4: each device routes its 4 / ep tokens, 2 experts each, so it sends an
+    # [ep, 2 x 4 / ep] block of expert numbers and an [ep, 2 x 4 / ep, 64] block of float32 rows,
+    # and gets the results back in one more: three all-to-alls a MoE layer (2 layers), nothing else.
+    collectives = re.findall(r"= \((.*?)\) (all-to-all|all-reduce|all-gather|collective-permute|reduce-scatter)\(",
+                             out["hlo"])
+    pairs = 2 * 4 // ep
+    pieces = lambda kind, dims: ", ".join([f"{kind}[1,{dims}]" + ("{2,1,0}" if kind == "f32" else "{1,0}")] * ep)
+    assert [(p, op) for p, op in collectives] == 2 * [(pieces("s32", pairs), "all-to-all"),
+                                                     (pieces("f32", f"{pairs},64"), "all-to-all"),
+                                                     (pieces("f32", f"{pairs},64"), "all-to-all")]
+    assert not re.search(r" (all-reduce|all-gather|collective-permute|reduce-scatter)\(", out["hlo"])
+
+
+@pytest.mark.slow
+def test_a_run_splits_a_moe_by_experts_and_refuses_layouts_it_cannot_split(tmp_path):
+    out = tmp_path / "r.jsonl"
+    args = [sys.executable, "-m", "infercost.cli", "run", "--workload", "decode", "--tokens", "16",
+            "--min-time", "0.05", "--warmup", "0.05", "--repeats", "3"]
+    proc = subprocess.run([*args, "--batch", "2", "--backend", "jax-cpu,torch-cpu", "--model", "tiny-moe", "--mesh", "ep=2",
+                           "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    by_backend = {r["case"]["backend"]: r for r in map(json.loads, out.read_text().splitlines())}
+    jax_rec, torch_rec = by_backend["jax-cpu"], by_backend["torch-cpu"]
+    assert jax_rec["status"] in ("ok", "invalid") and jax_rec["check"]["passed"], jax_rec.get("reasons")
+    assert jax_rec["case"]["layout"] == "tp=1,dp=1,ep=2" and jax_rec["case"]["devices"] == 2
+    assert "all-to-all" in jax_rec["case"]["launch"]
+    assert torch_rec["status"] == "skipped" and "does not split experts yet" in torch_rec["reasons"][0]
+    for model, mesh, reason in (("tiny-moe", "ep=3", "ep=3 does not divide the 8 experts"),
+                                ("tiny", "ep=2", "ep=2 splits a mixture of experts' experts; tiny is a dense model")):
+        out.unlink()
+        proc = subprocess.run([*args, "--batch", "6", "--backend", "jax-cpu", "--model", model, "--mesh", mesh,
+                               "--out", str(out)], capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        (rec,) = map(json.loads, out.read_text().splitlines())
+        assert rec["status"] == "skipped" and rec["reasons"] == [reason]
+    proc = subprocess.run([*args, "--model", "tiny-moe", "--mesh", "ep=2,tp=2", "--out", str(out)],
+                          capture_output=True, text=True, timeout=60)
+    err = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(err) == 1 and "ep with tp or dp is not built yet" in err[0]

@@ -114,10 +114,14 @@ class JaxBackend(Backend):
         return fn, [x], fetch
 
     def make_mesh(self, mesh: dict):
-        """A ("dp", "tp") mesh over the first dp x tp devices of this platform."""
+        """A ("dp", "tp") mesh over the first dp x tp devices of this platform, or for expert
+        parallelism a ("dp", "tp", "ep") one (dp = tp = 1)."""
         from jax.sharding import Mesh
         layout = Layout.of(mesh)
-        return Mesh(np.array(jax.devices(self.platform)[:layout.devices]).reshape(layout.dp, layout.tp), ("dp", "tp"))
+        devices = np.array(jax.devices(self.platform)[:layout.devices])
+        if layout.ep > 1:
+            return Mesh(devices.reshape(1, 1, layout.ep), ("dp", "tp", "ep"))
+        return Mesh(devices.reshape(layout.dp, layout.tp), ("dp", "tp"))
 
     def build_model(self, cfg, dtype, batch, max_seq, *, seed, weights, compile_decode, keep_weights, mesh, quant):
         from infercost.kernels import llama_jax

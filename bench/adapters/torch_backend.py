@@ -52,6 +52,8 @@ class TorchBackend(Backend):
 
     def mesh_unsupported(self, mesh: dict) -> str | None:
         layout = Layout.of(mesh)
+        if layout.ep > 1:
+            return f"{self.name} does not split experts yet (ep); jax-cpu does"
         if layout.dp > 1:
             return f"{self.name} splits a model over devices by tensor parallelism only (dp=1); the JAX backends take dp"
         if layout.tp > self.device_count():
@@ -105,7 +107,7 @@ class TorchCPU(TorchBackend):
         # Up to MAX_RANKS ranks even on fewer cores, so a small host can check a split model (the
         # ranks then share cores, and the launch says so).
         layout = Layout.of(mesh)
-        if layout.dp == 1 and layout.tp <= max(self.MAX_RANKS, self.device_count()):
+        if layout.dp == layout.ep == 1 and layout.tp <= max(self.MAX_RANKS, self.device_count()):
             return None
         return super().mesh_unsupported(mesh)
 

@@ -39,7 +39,8 @@ def arguments(p) -> None:
                    help="prompt length (prefill) and context length (decode) for --model (default 128)")
     p.add_argument("--devices", type=positive(int), default=None,
                    help="split each transformer case over N devices, tensor parallel")
-    p.add_argument("--mesh", default=None, help="a device layout, e.g. tp=4,dp=2 (tensor and data parallel)")
+    p.add_argument("--mesh", default=None, help="a device layout, e.g. tp=4,dp=2 (tensor and data parallel) or ep=4 "
+                   "(a mixture of experts' experts and batch split over 4 devices)")
     p.add_argument("--quant", choices=("int8", "fp8"), default=None,
                    help="quantize the transformer cases' weights: int8 (per-channel, weight-only) or fp8 (e4m3, "
                         "per-channel scales; only on devices with native fp8); matmul cases are left out")
