@@ -82,8 +82,20 @@ def config_label(case: dict) -> str:
     if p.get("kv_cache"):
         out += f" kv-{p['kv_cache']}"
     if isinstance(p.get("mesh"), dict):
-        out += f" tp={p['mesh'].get('tp', 1)},dp={p['mesh'].get('dp', 1)}"
+        mesh = p["mesh"]
+        out += f" tp={mesh.get('tp', 1)},dp={mesh.get('dp', 1)}" + (f",ep={mesh['ep']}" if mesh.get("ep", 1) > 1 else "")
     return out
+
+
+def model_label(case: dict) -> str:
+    """A transformer case's model as a reader compares it: a mixture of experts with its total and
+    active parameters ("small-moe (MoE 364M, 100M active)"), so a dense and a sparse model of
+    similar quality can be told apart, and priced side by side, in any table."""
+    name, moe = str((case.get("params") or {}).get("model")), case.get("moe")
+    if not isinstance(moe, dict) or not moe.get("params_total"):
+        return name
+    size = lambda n: f"{n / 1e9:.3g}B" if n >= 1e9 else f"{n / 1e6:.3g}M"
+    return f"{name} (MoE {size(moe['params_total'])}, {size(moe['params_active'])} active)"
 
 
 def cpu_only(records: list[dict]) -> bool:
@@ -115,7 +127,8 @@ def price_record(record: dict, basis: Basis) -> dict | None:
                    usd_per_pflop_ci95_high=per_pflop(rate, m.get("tflops_ci95_low")))
     else:
         p = case["params"]
-        row.update(model=p["model"], batch=p["batch"], tokens=p["tokens"], config=config_label(case))
+        row.update(model=p["model"], model_label=model_label(case), batch=p["batch"], tokens=p["tokens"],
+                   config=config_label(case))
         key = "input" if case["workload"] == "prefill" else "output"
         tps = m[f"{key}_tokens_per_s"]
         row.update({f"usd_per_m_{key}": per_million(rate, tps),

@@ -6,7 +6,7 @@ from __future__ import annotations
 from rich.markup import escape
 from rich.table import Table
 
-from infercost.hardware.cost import config_label, dtype_label
+from infercost.hardware.cost import config_label, dtype_label, model_label
 
 
 def usd(x, missing: str = "-") -> str:
@@ -95,7 +95,7 @@ def llm_table(records: list[dict]) -> Table:
         rate = m.get("input_tokens_per_s" if prefill else "output_tokens_per_s")
         latency = m.get("ttft_s" if prefill else "tpot_s")
         util = m.get("mfu" if prefill else "mbu")
-        table.add_row(escape(case["backend"]), escape(case.get("device") or "?"), escape(str(p["model"])),
+        table.add_row(escape(case["backend"]), escape(case.get("device") or "?"), escape(model_label(case)),
                       case["workload"], str(p["batch"]),
                       str(p["tokens"]), config_label(case),
                       f"{rate:.4g}" if ok and rate else "-",
@@ -132,7 +132,7 @@ def cost_table(rows: list[dict], title: str) -> Table:
             key = "input" if r["workload"] == "prefill" else "output"
             ci = (r[f"usd_per_m_{key}_ci95_low"], r[f"usd_per_m_{key}_ci95_high"])
             table.add_row(escape(r["backend"]), escape(r["device"] or "?"),
-                          escape(f"{r['workload']} {r['model']} b{r['batch']} t{r['tokens']} {r['config']}"),
+                          escape(f"{r['workload']} {r.get('model_label') or r['model']} b{r['batch']} t{r['tokens']} {r['config']}"),
                           usd(r.get("usd_per_m_input")), usd(r.get("usd_per_m_output")),
                           usd(r.get("usd_per_m_blended")), "", f"{usd(ci[0])}–{usd(ci[1])}")
     return table

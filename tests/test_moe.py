@@ -323,6 +323,9 @@ def test_a_moe_decode_case_counts_the_bytes_of_its_routed_experts(backend):
     # one token, two distinct experts a layer, as its router chose them
     assert (r["metrics"]["experts_read_per_layer"], r["metrics"]["experts_read_basis"]) == (2, "counted from the timed step's router")
     assert moe["params_active"] == moe["params_total"] - 2 * 6 * 3 * 64 * 32
+    # tables and reports name it with both counts: 189,760 parameters, 116,032 of them a token's
+    from infercost.hardware.cost import model_label
+    assert model_label(r["case"]) == "tiny-moe (MoE 0.19M, 0.116M active)"
 
 
 def test_a_device_choice_at_a_near_tie_is_followed_and_any_other_fails_the_check():
