@@ -180,9 +180,12 @@ class TransformerWorkload:
         if why := backend.model_unsupported(self.cfg):
             return why
         layout = Layout.of(self.mesh)
-        if self.cfg.experts_model and (layout.tp > 1 or layout.dp > 1 or self.quant.weights):  # what is built so far
-            return ("a mixture of experts runs on one device or split by experts (--mesh ep=N), with float weights "
-                    "(tensor parallelism and quantized experts are not built for it yet)")
+        if self.cfg.experts_model and (layout.tp > 1 or layout.dp > 1):  # what is built so far
+            return ("a mixture of experts runs on one device or split by experts (--mesh ep=N); "
+                    "tensor and data parallelism are not built for it yet")
+        if self.cfg.experts_model and self.quant.weights and self.cfg.family != "moe":
+            return (f"quantized weights are built for the Mixtral and Qwen families; {self.cfg.family} models "
+                    "(MLA's latent projections, gpt-oss's fused experts) run with float weights for now")
         if layout.ep > 1:
             if not self.cfg.experts_model:
                 return f"ep={layout.ep} splits a mixture of experts' experts; {self.p['model']} is a dense model"

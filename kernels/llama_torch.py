@@ -62,9 +62,22 @@ class QLinear:
         """Fused rows (QKV, gate/up): per-output-channel scales concatenate with their rows."""
         return QLinear(torch.cat([p.values for p in parts]), torch.cat([p.scale for p in parts]))
 
+    @staticmethod
+    def stack(parts: list) -> "QLinear":
+        """A layer's experts [experts, out, in], each with its rows' scales [experts, out]."""
+        return QLinear(torch.stack([p.values for p in parts]), torch.stack([p.scale for p in parts]))
+
+    def __getitem__(self, index) -> "QLinear":
+        """Expert(s) `index` of stacked experts, values and scales alike."""
+        return QLinear(self.values[index], self.scale[index])
+
 
 def cat_rows(parts: list):
     return QLinear.cat(parts) if isinstance(parts[0], QLinear) else torch.cat(parts)
+
+
+def stack(parts: list):
+    return QLinear.stack(parts) if isinstance(parts[0], QLinear) else torch.stack(parts)
 
 
 class Ops:
@@ -188,11 +201,11 @@ def expert_weights(cfg, w: dict, p: str, ops: Ops, batch: int) -> dict:
                 "be13": torch.cat([gub[..., 0::2], gub[..., 1::2]], dim=-1),
                 "we2": w[p + "experts.down_proj"].transpose(1, 2).contiguous(), "be2": w[p + "experts.down_proj_bias"]}
     out = {"router": w[p + "gate.weight"],
-           "we13": torch.stack([torch.cat([w[p + f"experts.{e}.gate_proj.weight"], w[p + f"experts.{e}.up_proj.weight"]])
-                                for e in range(cfg.experts)]),
-           "we2": torch.stack([w[p + f"experts.{e}.down_proj.weight"] for e in range(cfg.experts)])}
+           "we13": stack([cat_rows([w[p + f"experts.{e}.gate_proj.weight"], w[p + f"experts.{e}.up_proj.weight"]])
+                          for e in range(cfg.experts)]),
+           "we2": stack([w[p + f"experts.{e}.down_proj.weight"] for e in range(cfg.experts)])}
     if cfg.shared_intermediate:
-        out["ws13"] = ops.weight(torch.cat([w[p + "shared_expert.gate_proj.weight"], w[p + "shared_expert.up_proj.weight"]]), batch)
+        out["ws13"] = ops.weight(cat_rows([w[p + "shared_expert.gate_proj.weight"], w[p + "shared_expert.up_proj.weight"]]), batch)
         out["ws2"] = ops.weight(w[p + "shared_expert.down_proj.weight"], batch)
         if cfg.shared_gate:
             out["wsg"] = w[p + "shared_expert_gate.weight"]

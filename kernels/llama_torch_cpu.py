@@ -153,11 +153,11 @@ class FusedGEMV(Ops):
         x = h.reshape(1, -1).float()
         weights, chosen = route(x, layer, cfg)
         e = chosen[0]
-        gate_up = (x[:, None, :] * layer["we13"][e].float()).sum(-1)                            # [k, 2 x width]
+        gate_up = routed_product(x, layer["we13"], e)                                          # [k, 2 x width]
         if "be13" in layer:
             gate_up = gate_up + layer["be13"][e].float()
         gate, up = gate_up.chunk(2, dim=-1)
-        y = (expert_act(cfg, gate, up)[:, None, :] * layer["we2"][e].float()).sum(-1)           # [k, hidden]
+        y = routed_product(expert_act(cfg, gate, up), layer["we2"], e)                         # [k, hidden]
         if "be2" in layer:
             y = y + layer["be2"][e].float()
         out = (weights[0].float()[:, None] * y).sum(0, keepdim=True)
@@ -187,6 +187,15 @@ class FusedGEMV(Ops):
         else:
             o = (probs.unsqueeze(-1) * v_cache.unsqueeze(2).float()).sum(-2).to(q.dtype)
         return o.reshape(b, nh, t, hd)
+
+
+def routed_product(x: torch.Tensor, stacked, experts: torch.Tensor) -> torch.Tensor:
+    """x [1 or k, in] times each routed expert's [out, in] matrix as a multiply-reduce, the experts'
+    rows read by index inside the loop: [k, out]. Quantized experts are converted inside the loop
+    and their rows' scales applied after the sum."""
+    if isinstance(stacked, QLinear):
+        return (x.unsqueeze(-2) * stacked.values[experts].float()).sum(-1) * stacked.scale[experts].float()
+    return (x.unsqueeze(-2) * stacked[experts].float()).sum(-1)
 
 
 def inductor(forward, model: Llama):

@@ -30,18 +30,33 @@ def stacked(cfg, w: dict, p: str) -> dict:
                 "we13": jnp.concatenate([gu[..., 0::2], gu[..., 1::2]], axis=-1).transpose(0, 2, 1),
                 "be13": jnp.concatenate([gub[..., 0::2], gub[..., 1::2]], axis=-1),
                 "we2": w[p + "experts.down_proj"].transpose(0, 2, 1), "be2": w[p + "experts.down_proj_bias"]}
+    from .llama_jax import cat_rows
     out = {"router": w[p + "gate.weight"],
-           "we13": jnp.stack([jnp.concatenate([w[p + f"experts.{e}.gate_proj.weight"], w[p + f"experts.{e}.up_proj.weight"]])
-                              for e in range(cfg.experts)]),
-           "we2": jnp.stack([w[p + f"experts.{e}.down_proj.weight"] for e in range(cfg.experts)])}
+           "we13": stack([cat_rows([w[p + f"experts.{e}.gate_proj.weight"], w[p + f"experts.{e}.up_proj.weight"]])
+                          for e in range(cfg.experts)]),
+           "we2": stack([w[p + f"experts.{e}.down_proj.weight"] for e in range(cfg.experts)])}
     if cfg.shared_intermediate:
-        out["ws13"] = jnp.concatenate([w[p + "shared_expert.gate_proj.weight"], w[p + "shared_expert.up_proj.weight"]])
+        out["ws13"] = cat_rows([w[p + "shared_expert.gate_proj.weight"], w[p + "shared_expert.up_proj.weight"]])
         out["ws2"] = w[p + "shared_expert.down_proj.weight"]
         if cfg.shared_gate:
             out["wsg"] = w[p + "shared_expert_gate.weight"]
     if cfg.score_bias:
         out["router_bias"] = w[p + "gate.e_score_correction_bias"]
     return out
+
+
+def stack(parts: list):
+    """A layer's experts [experts, out, in]; quantized ones ({"q", "s"}) with their rows' scales."""
+    if isinstance(parts[0], dict):
+        return {"q": jnp.stack([p["q"] for p in parts]), "s": jnp.stack([p["s"] for p in parts])}
+    return jnp.stack(parts)
+
+
+def expert(stacked, e):
+    """Expert e's [out, in] matrix of stacked experts (a slice by index, not a copy)."""
+    if isinstance(stacked, dict):
+        return {key: jax.lax.dynamic_index_in_dim(v, e, keepdims=False) for key, v in stacked.items()}
+    return jax.lax.dynamic_index_in_dim(stacked, e, keepdims=False)
 
 
 def route(cfg, x, layer: dict):
@@ -109,8 +124,7 @@ def grouped(cfg, layer: dict, x, expert_of_pair, row_of_pair, weight_of_pair, ex
         valid = slot < starts[e] + counts[e]
         pair = order[jnp.minimum(slot, pairs - 1)]
         rows = row_of_pair[pair]
-        w13 = jax.lax.dynamic_index_in_dim(layer["we13"], e, keepdims=False)
-        w2 = jax.lax.dynamic_index_in_dim(layer["we2"], e, keepdims=False)
+        w13, w2 = expert(layer["we13"], e), expert(layer["we2"], e)
         gate_up = linear(x[rows][None], w13)[0]
         if "be13" in layer:
             gate_up = gate_up + layer["be13"][e]
@@ -136,6 +150,8 @@ def experts_ep(cfg, layer: dict, x, mesh):
     returns the results, which the sender weights and adds. The buffers are padded to that worst
     case: the all-to-all moves devices x pairs x hidden values each way, whatever the routing."""
     from jax.sharding import PartitionSpec as P
+
+    from .llama_jax import linear  # the plain x @ W.T (quantized W dequantized); llama_jax imports this module
     n = mesh.shape["ep"]
     local = cfg.experts // n
     split = {key: P("ep") for key in EXPERT_KEYS if key in layer}
@@ -153,11 +169,10 @@ def experts_ep(cfg, layer: dict, x, mesh):
         got_expert = jax.lax.all_to_all(send_expert, "ep", 0, 0)
         flat = got.reshape(n * pairs, -1)
         done = grouped(cfg, layer, flat, got_expert.reshape(-1), jnp.arange(n * pairs),
-                       (got_expert.reshape(-1) < local).astype(x.dtype), local, tile_rows(n * pairs, cfg),
-                       lambda a, w: a @ w.T)
+                       (got_expert.reshape(-1) < local).astype(x.dtype), local, tile_rows(n * pairs, cfg), linear)
         back = jax.lax.all_to_all(done.reshape(n, pairs, -1), "ep", 0, 0)  # back[d]: results of what went to d
         out = jnp.zeros_like(x).at[jnp.arange(pairs) // k].add(back[dest, slot] * weights.reshape(-1)[:, None])
-        return out + shared_expert(layer, x, lambda a, w: a @ w.T), chosen
+        return out + shared_expert(layer, x, linear), chosen
 
     return jax.shard_map(body, mesh=mesh, in_specs=(specs, P("ep")), out_specs=(P("ep"), P("ep")),
                          check_vma=False)(layer, x)

@@ -490,3 +490,41 @@ def test_a_run_splits_a_moe_by_experts_and_refuses_layouts_it_cannot_split(tmp_p
                           capture_output=True, text=True, timeout=60)
     err = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and len(err) == 1 and "ep with tp or dp is not built yet" in err[0]
+
+
+@pytest.mark.parametrize("backend", ["torch-cpu", "jax-cpu"])
+def test_int8_experts_are_checked_and_counted_as_stored(backend):
+    from infercost.bench.llm import TransformerWorkload
+    from infercost.bench.measure import measure_case
+    from infercost.bench.timing import Settings
+    case = {"backend": backend, "workload": "decode", "dtype": "float32", "tf32": False, "threads": 2,
+            "params": {"model": "tiny-moe", "batch": 1, "tokens": 16, "quant": "int8"}}
+    r = measure_case(cpu_backend(backend), TransformerWorkload(case), case, Settings(warmup_s=0.05, min_time_s=0.1, min_blocks=3), 0, 2)
+    assert r["status"] in ("ok", "invalid") and r["check"]["passed"], r["reasons"]
+    assert r["check"]["quality"]["top1_agreement"] == 1.0
+    # tiny-moe with int8 matrices, by hand: a byte a weight and a float32 scale a row. Attention
+    # q 64 x 64 (4,096 + 256), k and v 32 x 64 (2,048 + 128 each), o 64 x 64 (4,096 + 256): 13,056;
+    # the router stays float32, 8 x 64 x 4 = 2,048; two experts, gate and up 32 x 64 (2,048 + 128
+    # each) and down 64 x 32 (2,048 + 256): 6,656 each; norms 512. The head 512 x 64 (32,768 +
+    # 2,048), its norm 256, an embedding row 256, the cache 8,704 read and 512 written, logits 2,048.
+    layer = 13_056 + 2_048 + 2 * 6_656 + 512
+    assert r["metrics"]["bytes"] == 2 * layer + 34_816 + 256 + 256 + 8_704 + 512 + 2_048
+
+
+@pytest.mark.slow
+def test_int8_weights_on_a_checkpoint_with_a_shared_expert_in_both_frameworks(tmp_path):
+    from infercost.bench.llm import check_model
+    hf_model("qwen2_moe").float().save_pretrained(tmp_path)
+    cfg = models.from_hf_config(tmp_path / "config.json")
+    for backend in ("torch-cpu", "jax-cpu"):
+        for batch in (1, 2):
+            r = check_model(cpu_backend(backend), cfg, "float32", False, 0, str(tmp_path), batch=batch, q=QuantSpec("int8"))
+            assert r["passed"] and r["routing"]["passed"] and r["quality"]["top1_agreement"] >= 0.9, (backend, r)
+
+
+def test_quantized_weights_of_the_families_not_built_for_them_are_refused_with_the_reason():
+    from infercost.bench.llm import TransformerWorkload
+    case = {"backend": "torch-cpu", "workload": "decode", "dtype": "float32",
+            "params": {"model": "tiny-mla", "batch": 1, "tokens": 16, "quant": "int8"}}
+    why = TransformerWorkload(case).fit(cpu_backend())
+    assert why.startswith("quantized weights are built for the Mixtral and Qwen families; mla models")
