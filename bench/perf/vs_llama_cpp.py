@@ -1,6 +1,7 @@
 """Batch-1 CPU decode against llama.cpp on the same weights, measured side by side in one run.
 
-infercost's seeded small-125m weights are written to GGUF (F32, and llama.cpp's Q8_0 beside
+infercost's seeded small-125m weights (or small-moe's, with --model: a mixture of experts that
+llama.cpp runs as Mixtral, its "llama" architecture with experts) are written to GGUF (F32, and llama.cpp's Q8_0 beside
 infercost's int8) with gguf-py, in llama.cpp's layout (q and k rows permuted for its rotary
 form, as its own converter does), and decoded by llama.cpp through llama-cpp-python; torch-cpu
 and jax-cpu decode the same weights. Each runs in a process of its own (as `infercost run` runs
@@ -13,7 +14,7 @@ and jax-cpu alike.
 llama.cpp and gguf-py are not infercost dependencies: give an interpreter that has them.
 
     python -m venv /tmp/lcpp && /tmp/lcpp/bin/pip install llama-cpp-python gguf
-    python bench/perf/vs_llama_cpp.py --llama-python /tmp/lcpp/bin/python [--rounds 5] [--steps 32]
+    python bench/perf/vs_llama_cpp.py --llama-python /tmp/lcpp/bin/python [--rounds 5] [--steps 32] [--model small-moe]
 
 llama-cpp-python builds llama.cpp for the CPU it is installed on (GGML_NATIVE); under
 INFERCOST_CPU_ISA=avx2 infercost takes an AVX2-only host's paths but that build keeps its own, so
@@ -33,14 +34,16 @@ from pathlib import Path
 
 from targets import cap_isa, report  # bench/perf/targets.py, beside this script
 
-MODEL, PROMPT = "small-125m", 128
+MODELS = ("small-125m", "small-moe")
+MODEL, PROMPT = "small-125m", 128  # MODEL: --model's, set in main() and in each child
 
 
 # -- the weights, shared through .npy files (the llama.cpp side needs only numpy and gguf) ----
 def write_weights(folder: Path) -> None:
     import numpy as np
 
-    from infercost.kernels.llama import CONFIGS, seeded_weights_numpy
+    from infercost.kernels.llama import seeded_weights_numpy
+    from infercost.kernels.models import CONFIGS
     cfg = CONFIGS[MODEL]
     for name, w in seeded_weights_numpy(cfg, 0).items():
         np.save(folder / f"{name}.npy", w.astype(np.float32))
@@ -64,7 +67,12 @@ def write_gguf(folder: Path, path: Path, q8: bool) -> None:
     w.add_context_length(4096)
     w.add_embedding_length(c["hidden"])
     w.add_block_count(c["layers"])
-    w.add_feed_forward_length(c["intermediate"])
+    moe = "experts" in c  # Mixtral's form: softmax over the experts, the top k renormalised
+    w.add_feed_forward_length(c["expert_intermediate"] if moe else c["intermediate"])
+    if moe:
+        assert c["norm_topk"] and not c["shared_intermediate"] and not c["dense_layers"], "not Mixtral's form"
+        w.add_expert_count(c["experts"])
+        w.add_expert_used_count(c["top_k"])
     w.add_head_count(c["heads"])
     w.add_head_count_kv(c["kv_heads"])
     w.add_rope_dimension_count(c["hidden"] // c["heads"])
@@ -96,6 +104,12 @@ def write_gguf(folder: Path, path: Path, q8: bool) -> None:
         add(f"blk.{i}.attn_v.weight", load(p + "self_attn.v_proj.weight"), True)
         add(f"blk.{i}.attn_output.weight", load(p + "self_attn.o_proj.weight"), True)
         add(f"blk.{i}.ffn_norm.weight", load(p + "post_attention_layernorm.weight"), False)
+        if moe:  # the router, and each matrix of every expert stacked [experts, out, in]
+            add(f"blk.{i}.ffn_gate_inp.weight", load(p + "mlp.gate.weight"), False)
+            for ours, theirs in (("gate", "gate"), ("up", "up"), ("down", "down")):
+                add(f"blk.{i}.ffn_{theirs}_exps.weight",
+                    np.stack([load(p + f"mlp.experts.{e}.{ours}_proj.weight") for e in range(c["experts"])]), True)
+            continue
         add(f"blk.{i}.ffn_gate.weight", load(p + "mlp.gate_proj.weight"), True)
         add(f"blk.{i}.ffn_up.weight", load(p + "mlp.up_proj.weight"), True)
         add(f"blk.{i}.ffn_down.weight", load(p + "mlp.down_proj.weight"), True)
@@ -148,7 +162,7 @@ def infercost_side(backend_name: str, threads: int, steps: int):
     from infercost.bench.backend import open_backend
     from infercost.kernels import quant
     from infercost.kernels.dtypes import QuantSpec
-    from infercost.kernels.llama import CONFIGS
+    from infercost.kernels.models import CONFIGS
 
     cfg = CONFIGS[MODEL]
     backend = open_backend(backend_name, threads=threads)
@@ -187,9 +201,12 @@ def main() -> int:
     parser.add_argument("--llama-python", help="an interpreter with llama-cpp-python and gguf installed")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=32)
+    parser.add_argument("--model", default="small-125m", choices=MODELS)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global MODEL
+    MODEL = args.model
     import os
     threads = len(os.sched_getaffinity(0))  # the llama.cpp process has no infercost to ask
     if args.rounds < 1 or args.steps < 1:
@@ -205,7 +222,8 @@ def main() -> int:
         write_weights(folder)
         sides = {}
         for side, python in (("torch-cpu", sys.executable), ("jax-cpu", sys.executable), ("llama", args.llama_python)):
-            proc = subprocess.Popen([python, __file__, "--child", side, "--folder", str(folder), "--steps", str(args.steps)],
+            proc = subprocess.Popen([python, __file__, "--child", side, "--folder", str(folder), "--steps", str(args.steps),
+                                     "--model", MODEL],
                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             if proc.stdout.readline().strip() != "ready":
                 sys.exit(f"the {side} process did not start")
