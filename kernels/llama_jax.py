@@ -72,7 +72,7 @@ def prepare(cfg: LlamaConfig, w: dict, fuse: bool = True) -> dict:
         layer = {"ln1": w[p + "input_layernorm.weight"], "wo": w[p + "self_attn.o_proj.weight"],
                  "ln2": w[p + "post_attention_layernorm.weight"]}
         if moe:
-            layer.update(moe_jax.stacked(cfg, w, p + "mlp."))
+            layer.update(moe_jax.stacked(cfg, w, p + "mlp.", cat_rows))
         else:
             layer["w2"] = w[p + "mlp.down_proj.weight"]
         if getattr(cfg, "qk_norm", False):  # Qwen3: each head's queries and keys normalised
@@ -269,7 +269,7 @@ def forward(cfg: LlamaConfig, params, rope_tab, tokens, pos, cache, prefill: boo
             new_cache.append(entry)
         h = rms_norm(x, layer["ln2"], cfg.norm_eps)
         if "router" in layer and ep_mesh is not None:  # experts split over devices (moe_jax.experts_ep)
-            out, chosen = moe_jax.experts_ep(cfg, layer, h.reshape(b * t, -1), ep_mesh)
+            out, chosen = moe_jax.experts_ep(cfg, layer, h.reshape(b * t, -1), ep_mesh, linear)  # the plain product
             routes.append(chosen)
             x = keep(x + out.reshape(x.shape))
             continue

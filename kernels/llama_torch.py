@@ -365,7 +365,8 @@ class Llama(torch.nn.Module):
         routes = []
         for i, (layer, cache) in enumerate(zip(self.layers, self.caches)):
             if cfg.family == "mla":
-                x = x + mla_torch.attention(cfg, ops, layer, cache, x, cos, sin, input_pos, prefill, mask)
+                x = x + mla_torch.attention(cfg, ops, layer, cache, x, cos, sin, input_pos, prefill, mask,
+                                            rms_norm, rotate_half)
             else:
                 window = cfg.window(i) if cfg.family == "gptoss" else None
                 layer_mask = mask if mask is None or not window else mask & (positions > input_pos[-1] - window).view(1, 1, 1, -1)

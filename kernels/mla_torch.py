@@ -11,7 +11,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import llama_torch  # attributes read at call time: llama_torch imports this module
 
 
 def layer_weights(cfg, w: dict, p: str, ops, batch: int) -> dict:
@@ -33,22 +32,24 @@ def deinterleave(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([x[..., 0::2], x[..., 1::2]], dim=-1)
 
 
-def attention(cfg, ops, layer: dict, cache, x: torch.Tensor, cos, sin, input_pos, prefill: bool, mask) -> torch.Tensor:
-    """The attention's output (after o_proj) for the residual stream x [B, T, hidden]."""
+def attention(cfg, ops, layer: dict, cache, x: torch.Tensor, cos, sin, input_pos, prefill: bool, mask,
+              rms_norm, rotate_half) -> torch.Tensor:
+    """The attention's output (after o_proj) for the residual stream x [B, T, hidden]; rms_norm and
+    rotate_half are the decoder's (llama_torch.py)."""
     b, t, _ = x.shape
     nh, nope, rope, c, vd = cfg.heads, cfg.qk_nope_head_dim, cfg.hd, cfg.kv_lora_rank, cfg.v_head_dim
     first = ops.norm_linear(x, layer["ln1"], cfg.norm_eps, layer["wqa_kva"])
     q, latent, k_rot = first.split([first.shape[-1] - c - rope, c, rope], dim=-1)
     if "wqb" in layer:
-        q = ops.linear(llama_torch.rms_norm(q, layer["qan"], cfg.norm_eps), layer["wqb"])
+        q = ops.linear(rms_norm(q, layer["qan"], cfg.norm_eps), layer["wqb"])
     q = q.view(b, t, nh, nope + rope).transpose(1, 2)
     q_nope, q_rot = q.split([nope, rope], dim=-1)
-    latent = llama_torch.rms_norm(latent, layer["kvan"], cfg.norm_eps).view(b, 1, t, c)
+    latent = rms_norm(latent, layer["kvan"], cfg.norm_eps).view(b, 1, t, c)
     k_rot = k_rot.view(b, 1, t, rope)
     if cfg.rope_interleave:
         q_rot, k_rot = deinterleave(q_rot), deinterleave(k_rot)
-    q_rot = q_rot * cos + llama_torch.rotate_half(q_rot) * sin
-    k_rot = k_rot * cos + llama_torch.rotate_half(k_rot) * sin
+    q_rot = q_rot * cos + rotate_half(q_rot) * sin
+    k_rot = k_rot * cos + rotate_half(k_rot) * sin
     cache.write(input_pos, latent, k_rot)
     w_uk, w_uv = layer["wkvb"].split([nope, vd], dim=1)  # [heads, nope, latent], [heads, v, latent]
     if prefill:  # every head's keys and values expanded from the prompt's latents

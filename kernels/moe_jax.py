@@ -21,16 +21,16 @@ import jax
 import jax.numpy as jnp
 
 
-def stacked(cfg, w: dict, p: str) -> dict:
+def stacked(cfg, w: dict, p: str, cat_rows) -> dict:
     """A MoE layer's params: router, experts stacked [experts, rows, in] (gate and up as one
-    [2 x expert width, hidden] matrix each), and the shared expert where the model has one."""
+    [2 x expert width, hidden] matrix each), and the shared expert where the model has one.
+    cat_rows: the decoder's row concatenation (llama_jax.py; quantized weights too)."""
     if cfg.family == "gptoss":  # fused as the Hub stores them: [E, hidden, 2 x width], gate and up interleaved
         gu, gub = w[p + "experts.gate_up_proj"], w[p + "experts.gate_up_proj_bias"]
         return {"router": w[p + "router.weight"], "router_b": w[p + "router.bias"],
                 "we13": jnp.concatenate([gu[..., 0::2], gu[..., 1::2]], axis=-1).transpose(0, 2, 1),
                 "be13": jnp.concatenate([gub[..., 0::2], gub[..., 1::2]], axis=-1),
                 "we2": w[p + "experts.down_proj"].transpose(0, 2, 1), "be2": w[p + "experts.down_proj_bias"]}
-    from .llama_jax import cat_rows
     out = {"router": w[p + "gate.weight"],
            "we13": stack([cat_rows([w[p + f"experts.{e}.gate_proj.weight"], w[p + f"experts.{e}.up_proj.weight"]])
                           for e in range(cfg.experts)]),
@@ -141,7 +141,7 @@ def grouped(cfg, layer: dict, x, expert_of_pair, row_of_pair, weight_of_pair, ex
 EXPERT_KEYS = ("we13", "we2", "be13", "be2")  # a MoE layer's params split over "ep" (the rest replicated)
 
 
-def experts_ep(cfg, layer: dict, x, mesh):
+def experts_ep(cfg, layer: dict, x, mesh, linear):
     """experts() with the experts split over the mesh's "ep" axis and the rows of x [N, hidden]
     too (each device routes its own tokens). Dispatch: each device sends every (token, expert)
     pair to the device holding the expert, in one all-to-all of fixed-size buffers (a slot for
@@ -150,8 +150,6 @@ def experts_ep(cfg, layer: dict, x, mesh):
     returns the results, which the sender weights and adds. The buffers are padded to that worst
     case: the all-to-all moves devices x pairs x hidden values each way, whatever the routing."""
     from jax.sharding import PartitionSpec as P
-
-    from .llama_jax import linear  # the plain x @ W.T (quantized W dequantized); llama_jax imports this module
     n = mesh.shape["ep"]
     local = cfg.experts // n
     split = {key: P("ep") for key in EXPERT_KEYS if key in layer}

@@ -4,12 +4,13 @@ On this CPU, for JAX (forced host devices) and PyTorch (gloo ranks, one process 
 1. the sharded decoder on one device (a 1-device mesh; torch: a group of one rank) against the
    unsharded one: ~125M Llama, batch 1, context 128, time per decode step, alternating rounds
    (target: within 3%);
-2. an all-reduce of 16 MiB (JAX: over 4 host devices; torch: over 2 ranks): infercost's bus
-   bandwidth (its timing loop and statistics) against the same call timed by hand in a plain loop
-   (JAX: the jitted call; torch: dist.all_reduce on every rank, with no infercost code) (target:
-   within 3%).
+2. an all-reduce of 16 MiB (JAX: over 4 host devices; torch: over 2 ranks), or with --op the
+   all-to-all of a mixture of experts' dispatch and combine: infercost's bus bandwidth (its timing
+   loop and statistics) against the same call timed by hand in a plain loop (JAX: the jitted call;
+   torch: dist.all_reduce or dist.all_to_all_single on every rank, with no infercost code)
+   (target: within 3%).
 
-    python bench/perf/multichip.py [--rounds 5] [--framework jax|torch|both]
+    python bench/perf/multichip.py [--rounds 5] [--framework jax|torch|both] [--op all-to-all]
 """
 
 from __future__ import annotations
@@ -69,20 +70,28 @@ def tp1_ratio(backend, rounds: int) -> tuple[float, dict]:
     return math.sqrt(ratios[0] * ratios[1]), {k: statistics.median(v) for k, v in times.items()}
 
 
+OP = "all-reduce"  # --op's
+
+
+def bus_factor(n: int) -> float:
+    """nccl-tests' bus bandwidth over algorithm bandwidth: 2(n-1)/n for all-reduce, (n-1)/n for all-to-all."""
+    return 2 * (n - 1) / n if OP == "all-reduce" else (n - 1) / n
+
+
 def infercost_busbw(backend, n: int, nbytes: int) -> tuple[float, str]:
     from infercost.bench.measure import measure_case
     from infercost.bench.timing import Settings
     from infercost.bench.workloads import CollectiveWorkload
-    case = {"backend": backend.name, "workload": "collective", "params": {"op": "all-reduce", "bytes": nbytes, "devices": n},
+    case = {"backend": backend.name, "workload": "collective", "params": {"op": OP, "bytes": nbytes, "devices": n},
             "dtype": "float32", "tf32": False, "threads": 2}
     rec = measure_case(backend, CollectiveWorkload(case), case, Settings(warmup_s=0.3, min_time_s=1.0), 0, 2)
     # From the record's own median time, valid or not (a shared 2-core host is noisy); its
     # verdict is printed.
-    busbw = nbytes / rec["stats"]["median"] * 2 * (n - 1) / n / 1e9
+    busbw = nbytes / rec["stats"]["median"] * bus_factor(n) / 1e9
     return busbw, rec["status"] + (f" ({rec['reasons'][0]})" if rec["reasons"] else "")
 
 
-def plain_torch_rank(rank: int, n: int, port: int, nbytes: int, result) -> None:
+def plain_torch_rank(rank: int, n: int, port: int, nbytes: int, result, op: str = "all-reduce") -> None:
     """One rank of a hand-written all-reduce loop, timed as nccl-tests times: after a barrier,
     a block of back-to-back calls, its time over the calls; the median over blocks. No infercost
     code. Rank 0 decides when to stop (after 1 s of blocks and at least 10); the others follow."""
@@ -91,8 +100,10 @@ def plain_torch_rank(rank: int, n: int, port: int, nbytes: int, result) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=n)
     x = torch.ones(nbytes // 4)
+    out = torch.empty_like(x)
+    call = (lambda: dist.all_reduce(x)) if op == "all-reduce" else (lambda: dist.all_to_all_single(out, x))
     for _ in range(3):
-        dist.all_reduce(x)
+        call()
     go = torch.zeros(1, dtype=torch.long)
     per_call, calls = [], 4
     while True:
@@ -103,7 +114,7 @@ def plain_torch_rank(rank: int, n: int, port: int, nbytes: int, result) -> None:
             break
         t0 = time.perf_counter()
         for _ in range(calls):
-            dist.all_reduce(x)
+            call()
         per_call.append((time.perf_counter() - t0) / calls)
     if rank == 0:
         result.put(statistics.median(per_call))
@@ -117,13 +128,13 @@ def plain_torch_busbw(n: int, nbytes: int) -> float:
     ctx = mp.get_context("spawn")
     result = ctx.Queue()
     port = free_port()
-    procs = [ctx.Process(target=plain_torch_rank, args=(r, n, port, nbytes, result)) for r in range(n)]
+    procs = [ctx.Process(target=plain_torch_rank, args=(r, n, port, nbytes, result, OP)) for r in range(n)]
     for p in procs:
         p.start()
     median = result.get(timeout=300)
     for p in procs:
         p.join()
-    return nbytes / median * 2 * (n - 1) / n / 1e9
+    return nbytes / median * bus_factor(n) / 1e9
 
 
 def busbw_rounds(backend, n: int, nbytes: int, rounds: int, plain) -> tuple[list, list, list]:
@@ -142,7 +153,7 @@ def summary(label: str, rounds: int, medians: dict, one_device: str, what: str, 
     print(f"\n{label} on {cpu_model()}; medians of {rounds} alternating rounds")
     print(f"decode TPOT, small-125m b1 ctx128: unsharded {medians['unsharded'] * 1e3:.2f} ms, "
           f"{one_device} {medians['sharded tp=1'] * 1e3:.2f} ms")
-    print(f"all-reduce 16 MiB over {what}, bus bandwidth: infercost {statistics.median(ours):.3g} GB/s, "
+    print(f"{OP} 16 MiB over {what}, bus bandwidth: infercost {statistics.median(ours):.3g} GB/s, "
           f"plain loop {statistics.median(plain):.3g} GB/s; infercost's verdicts: {', '.join(verdicts)}")
 
 
@@ -160,14 +171,17 @@ def torch_main(rounds: int) -> list[tuple[str, float]]:
     ours, plain_bw, verdicts = busbw_rounds(backend, n, nbytes, rounds, plain)
     summary("torch-cpu", rounds, medians, "sharded over a group of one rank", f"{n} gloo ranks", ours, plain_bw, verdicts)
     bus_ratio = statistics.median(o / p for o, p in zip(ours, plain_bw))
-    return [("torch: sharded tp=1 / unsharded TPOT", ratio), ("torch: infercost / plain loop bus bandwidth", bus_ratio)]
+    return [("torch: sharded tp=1 / unsharded TPOT", ratio), (f"torch: infercost / plain loop {OP} bus bandwidth", bus_ratio)]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--framework", choices=("jax", "torch", "both"), default="both")
+    parser.add_argument("--op", choices=("all-reduce", "all-to-all"), default="all-reduce")
     args = parser.parse_args()
+    global OP
+    OP = args.op
     results = []
     if args.framework in ("jax", "both"):
         results += jax_main(args.rounds)
@@ -185,19 +199,19 @@ def jax_main(rounds: int) -> list[tuple[str, float]]:
     n, nbytes = 4, 16 << 20
 
     def plain():  # the same jitted call, timed by hand
-        fn, fargs, _ = backend.collective("all-reduce", nbytes // 4, "float32", n)
+        fn, fargs, _ = backend.collective(OP, nbytes // 4, "float32", n)
         jax.block_until_ready(fn(*fargs))
         t = []
         while sum(t) < 1.0 or len(t) < 10:
             t0 = time.perf_counter()
             jax.block_until_ready(fn(*fargs))
             t.append(time.perf_counter() - t0)
-        return nbytes / statistics.median(t) * 2 * (n - 1) / n / 1e9
+        return nbytes / statistics.median(t) * bus_factor(n) / 1e9
     ours, plain_bw, verdicts = busbw_rounds(backend, n, nbytes, rounds, plain)
     summary(f"jax-cpu ({len(jax.devices())} host devices)", rounds, medians, "sharded on a 1-device mesh",
             f"{n} host devices", ours, plain_bw, verdicts)
     bus_ratio = statistics.median(o / p for o, p in zip(ours, plain_bw))
-    return [("jax: sharded tp=1 / unsharded TPOT", ratio), ("jax: infercost / plain loop bus bandwidth", bus_ratio)]
+    return [("jax: sharded tp=1 / unsharded TPOT", ratio), (f"jax: infercost / plain loop {OP} bus bandwidth", bus_ratio)]
 
 
 if __name__ == "__main__":
