@@ -7,6 +7,7 @@ rotary tables cast to the model dtype, attention softmax in float32 (SDPA), logi
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -118,6 +119,11 @@ class Ops:
         probs = sink_softmax(scores.masked_fill(~mask, float("-inf")), sinks, t).to(q.dtype)
         return (probs @ v_cache).reshape(b, nh, t, hd)
 
+    def expert(self, x: torch.Tensor, layer: dict, e: int, cfg) -> torch.Tensor:
+        """Expert e of the layer's stacked experts on rows x [N, hidden]."""
+        gate, up = self.linear(x, layer["we13"][e], layer["be13"][e] if "be13" in layer else None).chunk(2, dim=-1)
+        return self.linear(expert_act(cfg, gate, up), layer["we2"][e], layer["be2"][e] if "be2" in layer else None)
+
     def experts(self, h: torch.Tensor, layer: dict, cfg) -> tuple[torch.Tensor, torch.Tensor]:
         """A mixture-of-experts layer's output for normed inputs h [B, T, hidden], and the experts
         each token chose [B * T, k]: the tokens of
@@ -128,9 +134,7 @@ class Ops:
         out = torch.zeros_like(flat)
         for e in torch.unique(chosen).tolist():
             rows, slot = torch.nonzero(chosen == e, as_tuple=True)
-            gate, up = self.linear(flat[rows], layer["we13"][e], layer["be13"][e] if "be13" in layer else None).chunk(2, dim=-1)
-            y = self.linear(expert_act(cfg, gate, up), layer["we2"][e], layer["be2"][e] if "be2" in layer else None)
-            out.index_add_(0, rows, y * weights[rows, slot, None])
+            out.index_add_(0, rows, self.expert(flat[rows], layer, e, cfg) * weights[rows, slot, None])
         return (out + shared_expert(self, flat, layer)).view_as(h), chosen
 
 
@@ -191,19 +195,21 @@ def shared_expert(ops: Ops, flat: torch.Tensor, layer: dict) -> torch.Tensor | f
     return torch.sigmoid(ops.linear(flat, layer["wsg"])) * out if "wsg" in layer else out
 
 
-def expert_weights(cfg, w: dict, p: str, ops: Ops, batch: int) -> dict:
+def expert_weights(cfg, w: dict, p: str, ops: Ops, batch: int, experts: range | None = None) -> dict:
     """A mixture-of-experts layer's router and its experts stacked [experts, rows, in] (gate and up
     as one [2 x expert width, hidden] matrix each), so a step indexes the routed ones."""
     if cfg.family == "gptoss":  # fused as the Hub stores them: [E, hidden, 2 x width], gate and up interleaved
-        gu, gub = w[p + "experts.gate_up_proj"], w[p + "experts.gate_up_proj_bias"]
+        mine = slice(experts.start, experts.stop) if experts else slice(None)
+        gu, gub = w[p + "experts.gate_up_proj"][mine], w[p + "experts.gate_up_proj_bias"][mine]
         return {"router": w[p + "router.weight"], "router_b": w[p + "router.bias"],
                 "we13": torch.cat([gu[..., 0::2], gu[..., 1::2]], dim=-1).transpose(1, 2).contiguous(),
                 "be13": torch.cat([gub[..., 0::2], gub[..., 1::2]], dim=-1),
-                "we2": w[p + "experts.down_proj"].transpose(1, 2).contiguous(), "be2": w[p + "experts.down_proj_bias"]}
+                "we2": w[p + "experts.down_proj"][mine].transpose(1, 2).contiguous(),
+                "be2": w[p + "experts.down_proj_bias"][mine]}
     out = {"router": w[p + "gate.weight"],
            "we13": stack([cat_rows([w[p + f"experts.{e}.gate_proj.weight"], w[p + f"experts.{e}.up_proj.weight"]])
-                          for e in range(cfg.experts)]),
-           "we2": stack([w[p + f"experts.{e}.down_proj.weight"] for e in range(cfg.experts)])}
+                          for e in experts or range(cfg.experts)]),
+           "we2": stack([w[p + f"experts.{e}.down_proj.weight"] for e in experts or range(cfg.experts)])}
     if cfg.shared_intermediate:
         out["ws13"] = ops.weight(cat_rows([w[p + "shared_expert.gate_proj.weight"], w[p + "shared_expert.up_proj.weight"]]), batch)
         out["ws2"] = ops.weight(w[p + "shared_expert.down_proj.weight"], batch)
@@ -265,6 +271,50 @@ class KVCache:
                      for store, scale in ((self.k, self.scales[0]), (self.v, self.scales[1])))
 
 
+class ExpertParallel:
+    """A mixture of experts split over `size` ranks: each holds experts [rank x E/size, (rank + 1) x
+    E/size) and its share of the batch's sequences. A MoE layer sends every (token, expert) pair to
+    the rank holding the expert and gets the result back: two ragged all-to-alls of rows (sized by
+    a third of counts), over gloo on CPUs (eager: the sizes are known only at run time)."""
+
+    def __init__(self, group, size: int, rank: int, experts: int):
+        self.group, self.size, self.rank = group, size, rank
+        self.local = experts // size
+        self.mine = range(rank * self.local, (rank + 1) * self.local)
+
+    def experts(self, ops: Ops, h: torch.Tensor, layer: dict, cfg) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch.distributed as dist
+        flat = h.reshape(-1, h.shape[-1])
+        weights, chosen = route(flat, layer, cfg)
+        k = chosen.shape[1]
+        dest = chosen.reshape(-1) // self.local
+        order = torch.argsort(dest, stable=True)          # pairs grouped by the rank they go to
+        rows = order // k
+        send_counts = torch.bincount(dest, minlength=self.size)
+        recv_counts = torch.empty_like(send_counts)
+        dist.all_to_all_single(recv_counts, send_counts, group=self.group)
+        sent, got = send_counts.tolist(), recv_counts.tolist()
+        arrived = flat.new_empty((sum(got), flat.shape[1]))
+        dist.all_to_all_single(arrived, flat[rows].contiguous(), got, sent, group=self.group)
+        expert_of = torch.empty(sum(got), dtype=torch.long, device=flat.device)
+        dist.all_to_all_single(expert_of, (chosen.reshape(-1)[order] % self.local).contiguous(), got, sent, group=self.group)
+        done = torch.zeros_like(arrived)
+        for e in torch.unique(expert_of).tolist():
+            here = torch.nonzero(expert_of == e, as_tuple=True)[0]
+            done[here] = ops.expert(arrived[here], layer, e, cfg)
+        back = flat.new_empty((len(order), flat.shape[1]))
+        dist.all_to_all_single(back, done, sent, got, group=self.group)
+        out = torch.zeros_like(flat).index_add_(0, rows, back * weights.reshape(-1)[order, None])
+        return (out + shared_expert(ops, flat, layer)).view_as(h), chosen
+
+    def gather_batch(self, x: torch.Tensor) -> torch.Tensor:
+        """Every rank's rows of x (its sequences), in rank order along dimension 0."""
+        import torch.distributed as dist
+        parts = [torch.empty_like(x) for _ in range(self.size)]
+        dist.all_gather(parts, x.contiguous(), group=self.group)
+        return torch.cat(parts)
+
+
 class TensorParallel:
     """The two collectives of a tensor-parallel decoder (Megatron's layout): the sum of the
     row-parallel products' partial outputs, and the vocabulary-split logits put back together.
@@ -295,9 +345,9 @@ class Llama(torch.nn.Module):
     """
 
     def __init__(self, cfg: LlamaConfig, weights: dict, batch: int, max_seq: int, ops: Ops = PLAIN,
-                 tp: TensorParallel | None = None, kv_int8: bool = False):
+                 tp: TensorParallel | None = None, kv_int8: bool = False, ep: ExpertParallel | None = None):
         super().__init__()
-        self.cfg, self.ops, self.tp = cfg, ops, tp
+        self.cfg, self.ops, self.tp, self.ep = cfg, ops, tp, ep
         w = weights
         if cfg.family == "mla":  # a split model's heads are its weights' (MLA runs whole)
             self.heads = self.kv_heads = cfg.heads
@@ -323,7 +373,7 @@ class Llama(torch.nn.Module):
                 if cfg.family == "gptoss":  # an output bias, a sink a head, and maybe a sliding window
                     layer.update(bo=w[p + "self_attn.o_proj.bias"], sinks=w[p + "self_attn.sinks"])
             if cfg.moe_layer(i):
-                layer.update(expert_weights(cfg, w, p + "mlp.", ops, batch))
+                layer.update(expert_weights(cfg, w, p + "mlp.", ops, batch, ep.mine if ep else None))
             else:
                 layer["w13"] = ops.weight(cat_rows([w[p + "mlp.gate_proj.weight"], w[p + "mlp.up_proj.weight"]]), batch)
                 layer["w2"] = ops.weight(w[p + "mlp.down_proj.weight"], batch)
@@ -372,7 +422,8 @@ class Llama(torch.nn.Module):
                 layer_mask = mask if mask is None or not window else mask & (positions > input_pos[-1] - window).view(1, 1, 1, -1)
                 x = x + self.attention(layer, cache, x, cos, sin, input_pos, prefill, layer_mask, window)
             if "router" in layer:
-                out, chosen = ops.experts(rms_norm(x, layer["ln2"], cfg.norm_eps), layer, cfg)
+                moe = ops.experts if self.ep is None else partial(self.ep.experts, ops)
+                out, chosen = moe(rms_norm(x, layer["ln2"], cfg.norm_eps), layer, cfg)
                 x = x + out
                 routes.append(chosen)
                 continue
@@ -380,9 +431,13 @@ class Llama(torch.nn.Module):
             x = x + reduce(ops.linear(F.silu(gate) * up, layer["w2"]))
         if routes:  # the experts each token chose, per MoE layer [layers, B * T, k]
             self.last_routes = torch.stack(routes)
+            if self.ep is not None:  # every rank's tokens, batch-major as the whole batch's
+                self.last_routes = self.ep.gather_batch(self.last_routes.transpose(0, 1)).transpose(0, 1)
         if last_only:
             x = x[:, -1:]
         logits = ops.norm_linear(x, self.norm, cfg.norm_eps, self.head).float()
+        if self.ep is not None:  # each rank decoded its own sequences
+            return self.ep.gather_batch(logits)
         return logits if self.tp is None else self.tp.gather_last(logits)
 
     def attention(self, layer: dict, cache: KVCache, x, cos, sin, input_pos, prefill: bool, mask,
@@ -469,14 +524,17 @@ class Runner:
     def __init__(self, cfg: LlamaConfig, dtype: str, device, batch: int, max_seq: int,
                  seed: int = 0, weights: dict | None = None, keep_weights: bool = False,
                  ops: Ops = PLAIN, compile=None, launch: str = "eager", prefill_launch: str = "eager",
-                 tp: TensorParallel | None = None, kv_int8: bool = False):
+                 tp: TensorParallel | None = None, kv_int8: bool = False, ep: ExpertParallel | None = None):
         tdtype = TORCH_DTYPES[dtype]
+        # Split by experts, this rank decodes its share of the sequences (rows `self.rows` of a step's tokens).
+        self.rows = slice(None) if ep is None else slice(ep.rank * batch // ep.size, (ep.rank + 1) * batch // ep.size)
+        batch = batch if ep is None else batch // ep.size
         if weights is None:
             w = seeded_weights(cfg, seed, tdtype, device)
         else:  # numpy (bfloat16 via ml_dtypes) -> float32 -> dtype: exact for every source dtype
             w = {k: to_device(v, device, tdtype) for k, v in weights.items()}
         self.device = torch.device(device)
-        self.model = Llama(cfg, w, batch, max_seq, ops, tp, kv_int8)
+        self.model = Llama(cfg, w, batch, max_seq, ops, tp, kv_int8, ep)
         self.weights = w if keep_weights else None  # the model holds fused copies
         self.params = self.model.tensors()
         del w
@@ -497,7 +555,7 @@ class Runner:
             return self._decode(tokens, pos)
 
     def prefill_step(self, tokens, last_only: bool = True):
-        tokens = torch.as_tensor(tokens, dtype=torch.long, device=self.device)
+        tokens = torch.as_tensor(tokens[self.rows], dtype=torch.long, device=self.device)
         pos = torch.arange(tokens.shape[1], device=self.device)
 
         @torch.inference_mode()
@@ -508,7 +566,7 @@ class Runner:
     def decode_step(self, tokens, pos: int):
         # A fresh tensor, whatever the caller's view: a compiled step is guarded on strides, and a
         # column sliced out of a token array would recompile it.
-        given = torch.as_tensor(tokens, dtype=torch.long)
+        given = torch.as_tensor(tokens[self.rows], dtype=torch.long)
         tokens = torch.empty(given.shape, dtype=torch.long, device=self.device).copy_(given)
         pos = torch.tensor([pos], dtype=torch.long, device=self.device)
         return lambda: self._run_decode(tokens, pos)

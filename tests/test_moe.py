@@ -473,11 +473,10 @@ def test_a_run_splits_a_moe_by_experts_and_refuses_layouts_it_cannot_split(tmp_p
                            "--out", str(out)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     by_backend = {r["case"]["backend"]: r for r in map(json.loads, out.read_text().splitlines())}
-    jax_rec, torch_rec = by_backend["jax-cpu"], by_backend["torch-cpu"]
-    assert jax_rec["status"] in ("ok", "invalid") and jax_rec["check"]["passed"], jax_rec.get("reasons")
-    assert jax_rec["case"]["layout"] == "tp=1,dp=1,ep=2" and jax_rec["case"]["devices"] == 2
-    assert "all-to-all" in jax_rec["case"]["launch"]
-    assert torch_rec["status"] == "skipped" and "does not split experts yet" in torch_rec["reasons"][0]
+    for rec in by_backend.values():  # jax-cpu over 2 forced devices, torch-cpu over 2 gloo ranks
+        assert rec["status"] in ("ok", "invalid") and rec["check"]["passed"], rec.get("reasons")
+        assert rec["case"]["layout"] == "tp=1,dp=1,ep=2" and rec["case"]["devices"] == 2
+        assert "all-to-all" in rec["case"]["launch"] and rec["check"]["routing"]["passed"]
     for model, mesh, reason in (("tiny-moe", "ep=3", "ep=3 does not divide the 8 experts"),
                                 ("tiny", "ep=2", "ep=2 splits a mixture of experts' experts; tiny is a dense model")):
         out.unlink()
@@ -528,3 +527,15 @@ def test_quantized_weights_of_the_families_not_built_for_them_are_refused_with_t
             "params": {"model": "tiny-mla", "batch": 1, "tokens": 16, "quant": "int8"}}
     why = TransformerWorkload(case).fit(cpu_backend())
     assert why.startswith("quantized weights are built for the Mixtral and Qwen families; mla models")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model,quant", [("tiny-moe", None), ("tiny-moe", "int8"), ("tiny-mla", None), ("tiny-gptoss", None)])
+def test_torch_ranks_split_by_experts_decode_as_the_float64_reference(model, quant):
+    # 2 gloo ranks, each with half of every layer's experts and one of the 2 sequences; the check
+    # compares the gathered logits and every token's experts with float64's
+    from infercost.bench.llm import check_model
+    r = check_model(cpu_backend(), models.CONFIGS[model], "float32", False, 0, None, batch=2,
+                    q=QuantSpec(quant), mesh={"tp": 1, "dp": 1, "ep": 2})
+    assert r["passed"] and r["greedy_tokens_agree"] and r["routing"]["agree"] == r["routing"]["choices"], r
+    assert "experts and sequences split over 2 ranks" in r["launch"]

@@ -53,7 +53,7 @@ class TorchBackend(Backend):
     def mesh_unsupported(self, mesh: dict) -> str | None:
         layout = Layout.of(mesh)
         if layout.ep > 1:
-            return f"{self.name} does not split experts yet (ep); jax-cpu does"
+            return f"{self.name} does not split experts yet (ep); torch-cpu and jax-cpu do"
         if layout.dp > 1:
             return f"{self.name} splits a model over devices by tensor parallelism only (dp=1); the JAX backends take dp"
         if layout.tp > self.device_count():
@@ -63,7 +63,9 @@ class TorchBackend(Backend):
     def sharded(self, cfg, dtype, batch, max_seq, mesh, options, **kw):
         """The model split over the layout's tp ranks, one process each (bench/adapters/torch_dist.py)."""
         from .torch_dist import ShardedRunner
-        return ShardedRunner(cfg, dtype, self.device, batch, max_seq, Layout.of(mesh).tp, options=options, **kw)
+        layout = Layout.of(mesh)
+        return ShardedRunner(cfg, dtype, self.device, batch, max_seq, layout.ep if layout.ep > 1 else layout.tp,
+                             options=options, expert_parallel=layout.ep > 1, **kw)
 
     def collective(self, op: str, per_device: int, dtype: str, devices: int):
         from .torch_dist import Collective
@@ -107,14 +109,18 @@ class TorchCPU(TorchBackend):
         # Up to MAX_RANKS ranks even on fewer cores, so a small host can check a split model (the
         # ranks then share cores, and the launch says so).
         layout = Layout.of(mesh)
-        if layout.dp == layout.ep == 1 and layout.tp <= max(self.MAX_RANKS, self.device_count()):
+        ranks = max(self.MAX_RANKS, self.device_count())
+        if layout.dp == 1 and (layout.ep == 1 and layout.tp <= ranks or layout.tp == 1 and layout.ep <= ranks):
             return None
         return super().mesh_unsupported(mesh)
 
     def build_model(self, cfg, dtype, batch, max_seq, *, seed, weights, compile_decode, keep_weights, mesh, quant):
         from infercost.kernels import llama_torch, llama_torch_cpu
         kv_int8 = quant.kv == "int8"
-        options = {**llama_torch_cpu.plan(batch, compile_decode, kv_int8), "kv_int8": kv_int8}
+        ep = Layout.of(mesh).ep
+        # Split by experts, each rank runs its share of the batch, eagerly (the all-to-alls' sizes
+        # are known only at run time).
+        options = {**llama_torch_cpu.plan(batch // ep, compile_decode and ep == 1, kv_int8), "kv_int8": kv_int8}
         if mesh is not None:
             return self.sharded(cfg, dtype, batch, max_seq, mesh, options, seed=seed, weights=weights,
                                 keep_weights=keep_weights)

@@ -26,7 +26,7 @@ import torch.distributed as dist
 
 from infercost.kernels import llama, llama_torch
 from infercost.kernels.quant import QWeight
-from infercost.kernels.llama_torch import TORCH_DTYPES, QLinear, TensorParallel
+from infercost.kernels.llama_torch import TORCH_DTYPES, ExpertParallel, QLinear, TensorParallel
 
 # A collective that waits longer than this has lost a rank.
 TIMEOUT_S = float(os.environ.get("INFERCOST_RANK_TIMEOUT_S", 120))
@@ -149,7 +149,10 @@ def shard(full, spec: dict, name: str, kind: str, shape: tuple, rank: int, world
     """This rank's part of one weight: rank 0 passes the whole tensor (or QLinear) and scatters
     the parts; the others pass None and receive theirs."""
     cfg, dtype = spec["cfg"], TORCH_DTYPES[spec["dtype"]]
-    slices = [llama.tp_slices(cfg, name, shape, r, world) for r in range(world)]
+    if spec.get("ep"):  # split by experts: every rank gets every tensor whole and keeps its experts
+        slices = [tuple(slice(None) for _ in shape)] * world
+    else:
+        slices = [llama.tp_slices(cfg, name, shape, r, world) for r in range(world)]
 
     def scatter(whole, cut, like_shape, like_dtype):
         out = torch.empty(like_shape, dtype=like_dtype, device=device)
@@ -176,8 +179,12 @@ def build(spec: dict, source, rank: int, world: int, device, keep: dict | None =
             keep[name] = full
         shards[name] = shard(full, spec, name, kind, shape, rank, world, device)
         del full
+    if spec.get("ep"):
+        split = {"ep": ExpertParallel(dist.group.WORLD, world, rank, spec["cfg"].experts)}
+    else:
+        split = {"tp": TensorParallel(dist.group.WORLD, world)}
     return llama_torch.Runner(spec["cfg"], spec["dtype"], device, spec["batch"], spec["max_seq"], weights=shards,
-                              tp=TensorParallel(dist.group.WORLD, world), **spec["options"])
+                              **split, **spec["options"])
 
 
 def tensors(cfg, weights: dict | None) -> list[tuple[str, tuple, str]]:
@@ -200,7 +207,8 @@ class ShardedRunner:
     """Rank 0's side of a model split over `world` ranks; called like llama_torch.Runner."""
 
     def __init__(self, cfg, dtype: str, device, batch: int, max_seq: int, world: int, *, seed: int = 0,
-                 weights: dict | None = None, keep_weights: bool = False, options: dict | None = None):
+                 weights: dict | None = None, keep_weights: bool = False, options: dict | None = None,
+                 expert_parallel: bool = False):
         self.group = group(world, device)
         tdtype = TORCH_DTYPES[dtype]
         index = {name: i for i, name in enumerate(cfg.param_shapes())}
@@ -212,13 +220,15 @@ class ShardedRunner:
             return llama_torch.seeded_tensor(cfg, seed, index[seeded], seeded, tdtype, device)
 
         spec = {"cfg": cfg, "dtype": dtype, "batch": batch, "max_seq": max_seq, "tensors": tensors(cfg, weights),
-                "options": options or {}}
+                "options": options or {}, "ep": expert_parallel}
+        self.expert_parallel = expert_parallel
         self.full = {} if keep_weights else None
         load = guarded(lambda: (self.group.command(LOAD), self.group.send(spec),
                                 build(spec, source, 0, world, device, self.full))[-1])
         self.local = load()
         self.params = self.local.params
-        how = f"tensor parallel over {world} ranks ({transport(device)})"
+        how = (f"experts and sequences split over {world} ranks, dispatch and combine by all-to-all ({transport(device)})"
+               if expert_parallel else f"tensor parallel over {world} ranks ({transport(device)})")
         if device.type == "cpu" and world > self.group.cores:
             how += f", sharing {self.group.cores} cores"
         self.launch, self.prefill_launch = f"{self.local.launch}; {how}", f"{self.local.prefill_launch}; {how}"
@@ -240,6 +250,9 @@ class ShardedRunner:
     def streamed(self) -> list:
         return self.local.streamed()
 
+    def routes(self):
+        return self.local.routes()
+
     def kv_numpy(self) -> list:
         """Per layer, (keys, values) of the whole model as float64 [batch, kv_heads, seq, hd]: every
         rank's heads gathered here, in the order the sharding table (llama.tp_slices) gives them;
@@ -251,6 +264,9 @@ class ShardedRunner:
         self.group.command(KV_READ)
         parts = [None] * world
         guarded(lambda: dist.gather_object(mine, parts, dst=0))()
+        if self.expert_parallel:  # each rank holds its sequences' whole cache
+            return [tuple(np.concatenate([parts[r][layer][i] for r in range(world)]) for i in (0, 1))
+                    for layer in range(len(mine))]
         cfg, name = self.local.model.cfg, "model.layers.0.self_attn.k_proj.weight"
         first = {}  # first row of a rank's keys -> the first rank holding them
         for r in range(world):
