@@ -145,22 +145,25 @@ class FusedGEMV(Ops):
         return self.linear(rms_norm(x, norm_w, eps), w, b)
 
     def experts(self, h, layer, cfg):
-        if not (one_row(h) and torch.compiler.is_compiling()):
+        if not torch.compiler.is_compiling():
             return super().experts(h, layer, cfg)
-        # One token: its k experts' rows are loaded by index inside the multiply-reduces (inductor
-        # indexes W[chosen] in the loop; no copy of the routed experts is made first), so a step
-        # reads those k experts' weights once and no other expert's.
-        x = h.reshape(1, -1).float()
+        # Each (token, expert) pair's rows are loaded by index inside the multiply-reduces (inductor
+        # indexes W[chosen] in the loop; no copy of the routed experts is made first). One token
+        # reads its k experts once and no other expert; a few tokens (plan: batches up to
+        # COMPILED_MOE_BATCH) read an expert two of them chose twice, which the record's bytes,
+        # counting distinct experts, do not credit.
+        x = h.reshape(-1, h.shape[-1]).float()
         weights, chosen = route(x, layer, cfg)
-        e = chosen[0]
-        gate_up = routed_product(x, layer["we13"], e)                                          # [k, 2 x width]
+        e = chosen.reshape(-1)                                                                 # [pairs]
+        rows = x if len(x) == 1 else x.repeat_interleave(chosen.shape[1], dim=0)               # a pair's token
+        gate_up = routed_product(rows, layer["we13"], e)                                       # [pairs, 2 x width]
         if "be13" in layer:
             gate_up = gate_up + layer["be13"][e].float()
         gate, up = gate_up.chunk(2, dim=-1)
-        y = routed_product(expert_act(cfg, gate, up), layer["we2"], e)                         # [k, hidden]
+        y = routed_product(expert_act(cfg, gate, up), layer["we2"], e)                         # [pairs, hidden]
         if "be2" in layer:
             y = y + layer["be2"][e].float()
-        out = (weights[0].float()[:, None] * y).sum(0, keepdim=True)
+        out = (weights.float().reshape(-1, 1) * y).view(len(x), -1, y.shape[-1]).sum(1)
         return (out + shared_expert(self, x, layer)).to(h.dtype).view_as(h), chosen
 
     def decode_attention(self, q, k_cache, v_cache, mask, k_scale=None, v_scale=None, sinks=None):
@@ -205,10 +208,18 @@ def inductor(forward, model: Llama):
     return torch.compile(forward, fullgraph=True, dynamic=False, options={"cpp_wrapper": True})
 
 
-def plan(batch: int, compile_decode: bool, kv_int8: bool = False) -> dict:
-    """The Runner options for a CPU model: ops, compile function and launch labels."""
+COMPILED_MOE_BATCH = 8  # a mixture of experts' decode is compiled up to this batch (FusedGEMV.experts)
+
+
+def plan(batch: int, compile_decode: bool, kv_int8: bool = False, moe: bool = False) -> dict:
+    """The Runner options for a CPU model: ops, compile function and launch labels. Batch-1
+    decode is compiled; so is a mixture of experts' at small batches, where the eager grouped loop
+    (an expert at a time) spends more than its experts' reads."""
     prefill = "eager (oneDNN)" if ONEDNN else "eager"
     if compile_decode and batch == 1:
         return {"ops": FusedGEMV(kv_int8), "compile": inductor, "launch": "torch.compile(inductor, CPU): fused GEMVs",
                 "prefill_launch": prefill}
+    if compile_decode and moe and batch <= COMPILED_MOE_BATCH:
+        return {"ops": FusedGEMV(kv_int8), "compile": inductor,
+                "launch": "torch.compile(inductor, CPU): experts by index for each token", "prefill_launch": prefill}
     return {"ops": OneDNN(), "compile": None, "prefill_launch": prefill}

@@ -251,8 +251,8 @@ def test_each_cpu_backend_runs_a_moe_as_the_float64_reference_does(model, backen
     from infercost.bench.llm import CHECK_PROMPT, CHECK_STEPS, check_model
     r = check_model(cpu_backend(backend), models.CONFIGS[model], "float32", False, 0, None, batch=batch)
     assert r["passed"] and r["greedy_tokens_agree"] and r["error"] < 1e-5, r
-    if backend == "torch-cpu":
-        assert ("torch.compile" in r["launch"]) == (batch == 1)
+    if backend == "torch-cpu":  # a mixture of experts' decode is compiled at small batches too
+        assert "torch.compile" in r["launch"] and ("by index for each token" in r["launch"]) == (batch > 1)
     # every token's choice in each of the 2 MoE layers, over the prompt and the decode steps, is the reference's
     choices = 2 * batch * (CHECK_PROMPT + CHECK_STEPS)
     assert r["routing"] == {**r["routing"], "choices": choices, "agree": choices, "near_ties_followed": 0, "passed": True}

@@ -120,7 +120,8 @@ class TorchCPU(TorchBackend):
         ep = Layout.of(mesh).ep
         # Split by experts, each rank runs its share of the batch, eagerly (the all-to-alls' sizes
         # are known only at run time).
-        options = {**llama_torch_cpu.plan(batch // ep, compile_decode and ep == 1, kv_int8), "kv_int8": kv_int8}
+        options = {**llama_torch_cpu.plan(batch // ep, compile_decode and ep == 1, kv_int8, cfg.experts_model),
+                   "kv_int8": kv_int8}
         if mesh is not None:
             return self.sharded(cfg, dtype, batch, max_seq, mesh, options, seed=seed, weights=weights,
                                 keep_weights=keep_weights)
