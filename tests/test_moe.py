@@ -477,14 +477,13 @@ def test_a_run_splits_a_moe_by_experts_and_refuses_layouts_it_cannot_split(tmp_p
         assert rec["status"] in ("ok", "invalid") and rec["check"]["passed"], rec.get("reasons")
         assert rec["case"]["layout"] == "tp=1,dp=1,ep=2" and rec["case"]["devices"] == 2
         assert "all-to-all" in rec["case"]["launch"] and rec["check"]["routing"]["passed"]
-    for model, mesh, reason in (("tiny-moe", "ep=3", "ep=3 does not divide the 8 experts"),
-                                ("tiny", "ep=2", "ep=2 splits a mixture of experts' experts; tiny is a dense model")):
-        out.unlink()
-        proc = subprocess.run([*args, "--batch", "6", "--backend", "jax-cpu", "--model", model, "--mesh", mesh,
-                               "--out", str(out)], capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, proc.stderr
-        (rec,) = map(json.loads, out.read_text().splitlines())
-        assert rec["status"] == "skipped" and rec["reasons"] == [reason]
+    from infercost.bench.llm import TransformerWorkload
+    for model, ep, batch, reason in (("tiny-moe", 3, 6, "ep=3 does not divide the 8 experts"),
+                                     ("tiny-moe", 2, 3, "ep=2 must divide the batch 3 (each device takes its share of the sequences)"),
+                                     ("tiny", 2, 2, "ep=2 splits a mixture of experts' experts; tiny is a dense model")):
+        case = {"backend": "jax-cpu", "workload": "decode", "dtype": "float32",
+                "params": {"model": model, "batch": batch, "tokens": 16, "mesh": {"tp": 1, "dp": 1, "ep": ep}}}
+        assert TransformerWorkload(case).fit(cpu_backend()) == reason
     proc = subprocess.run([*args, "--model", "tiny-moe", "--mesh", "ep=2,tp=2", "--out", str(out)],
                           capture_output=True, text=True, timeout=60)
     err = [line for line in proc.stderr.splitlines() if line.strip()]
