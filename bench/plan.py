@@ -266,11 +266,14 @@ def parse_mesh(devices: int | None, mesh: str | None) -> dict | None:
         return None if devices == 1 else {"tp": devices, "dp": 1}
     if mesh is None:
         return None
-    out = {"tp": 1, "dp": 1, "ep": 1}
+    out, seen = {"tp": 1, "dp": 1, "ep": 1}, set()
     for part in mesh.split(","):
         key, _, value = part.partition("=")
         if key.strip() not in out:
             raise InputError(f"--mesh {mesh!r}: {key.strip()!r} is not tp, dp or ep (e.g. tp=4,dp=2 or ep=4)")
+        if key.strip() in seen:
+            raise InputError(f"--mesh {mesh!r}: {key.strip()} is given twice")
+        seen.add(key.strip())
         out[key.strip()] = number(value, f"--mesh {key.strip()}", integer=True)
     if out["ep"] > 1 and out["tp"] * out["dp"] > 1:
         raise InputError(f"--mesh {mesh!r}: ep with tp or dp is not built yet (ep=N splits experts and batch alone)")

@@ -106,7 +106,7 @@ def gptoss_fields(c: dict) -> dict:
     return dict(experts=c["num_local_experts"], top_k=c["num_experts_per_tok"], expert_intermediate=c["intermediate_size"],
                 scoring="topk_softmax", sliding_window=c["sliding_window"],
                 sliding_layers=tuple(i for i, k in enumerate(kinds) if k == "sliding_attention"),
-                swiglu_alpha=float(c.get("swiglu_alpha", 1.702)), swiglu_limit=float(c.get("swiglu_limit", 7.0)))
+                swiglu_alpha=c.get("swiglu_alpha", 1.702), swiglu_limit=c.get("swiglu_limit", 7.0))
 
 
 CONFIGS = {

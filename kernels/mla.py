@@ -113,7 +113,7 @@ def deepseek_fields(c: dict) -> dict:
                 shared_intermediate=shared * c["moe_intermediate_size"], shared_gate=False,
                 dense_layers=tuple(range(min(c.get("first_k_dense_replace", 0), layers))),
                 scoring=c.get("scoring_func", "sigmoid"), score_bias=True, groups=c.get("n_group") or 1,
-                topk_groups=c.get("topk_group") or 1, routed_scale=float(c.get("routed_scaling_factor", 1.0)),
+                topk_groups=c.get("topk_group") or 1, routed_scale=c.get("routed_scaling_factor", 1.0),
                 q_lora_rank=c.get("q_lora_rank") or 0, kv_lora_rank=c["kv_lora_rank"],
                 qk_nope_head_dim=c["qk_nope_head_dim"], v_head_dim=c["v_head_dim"],
                 head_dim=c["qk_rope_head_dim"], rope_interleave=bool(c.get("rope_interleave", True)))

@@ -380,6 +380,7 @@ DEEPSEEK = {"model_type": "deepseek_v3", "vocab_size": 64, "hidden_size": 32, "n
     ({"kv_lora_rank": None}, "kv_lora_rank must be a positive whole number"),
     ({"kv_lora_rank": 64}, "compresses nothing"),
     ({"topk_method": "greedy"}, "topk_method 'greedy' is not built"),
+    ({"routed_scaling_factor": "x"}, "routed_scaling_factor must be a positive number, not 'x'"),
     ({"qk_rope_head_dim": 3}, "head_dim must be a positive even number"),
 ])
 def test_an_inconsistent_deepseek_config_is_one_line_naming_the_field(tmp_path, change, message):
@@ -469,10 +470,14 @@ def test_a_run_splits_a_moe_by_experts_and_refuses_layouts_it_cannot_split(tmp_p
     out = tmp_path / "r.jsonl"
     args = [sys.executable, "-m", "infercost.cli", "run", "--workload", "decode", "--tokens", "16",
             "--min-time", "0.05", "--warmup", "0.05", "--repeats", "3"]
-    proc = subprocess.run([*args, "--batch", "2", "--backend", "jax-cpu,torch-cpu", "--model", "tiny-moe", "--mesh", "ep=2",
-                           "--out", str(out)], capture_output=True, text=True, timeout=600)
+    # a checkpoint file as the Hub stores it: Qwen2-MoE's 6 experts (3 a device) with their shared expert
+    hf_model("qwen2_moe").float().save_pretrained(tmp_path / "ck")
+    proc = subprocess.run([*args, "--batch", "2", "--backend", "jax-cpu,torch-cpu", "--model", str(tmp_path / "ck" / "config.json"),
+                           "--weights", str(tmp_path / "ck"), "--mesh", "ep=2", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     by_backend = {r["case"]["backend"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert set(by_backend) == {"jax-cpu", "torch-cpu"}
     for rec in by_backend.values():  # jax-cpu over 2 forced devices, torch-cpu over 2 gloo ranks
         assert rec["status"] in ("ok", "invalid") and rec["check"]["passed"], rec.get("reasons")
         assert rec["case"]["layout"] == "tp=1,dp=1,ep=2" and rec["case"]["devices"] == 2
@@ -488,6 +493,10 @@ def test_a_run_splits_a_moe_by_experts_and_refuses_layouts_it_cannot_split(tmp_p
                           capture_output=True, text=True, timeout=60)
     err = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and len(err) == 1 and "ep with tp or dp is not built yet" in err[0]
+    proc = subprocess.run([*args, "--model", "tiny-moe", "--mesh", "ep=2,ep=4", "--out", str(out)],
+                          capture_output=True, text=True, timeout=60)
+    err = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(err) == 1 and "ep is given twice" in err[0]
 
 
 @pytest.mark.parametrize("backend", ["torch-cpu", "jax-cpu"])
