@@ -228,13 +228,11 @@ def forward(cfg: LlamaConfig, params, rope_tab, tokens, pos, cache, prefill: boo
             ep_mesh=None):
     """Logits (float32) [B, T, V], the updated cache, and the experts each token chose in each
     mixture-of-experts layer ([layers, B * T, k] int32; [0, B * T, 1] for a dense model), for
-    tokens [B, T] starting at `pos`
-    (a scalar). Prefill starts at 0 and attends causally within the prompt; decode attends
+    tokens [B, T] starting at `pos` (a scalar). Prefill starts at 0 and attends causally within the prompt; decode attends
     the whole static cache, masked to the positions written so far. replicated (sharded
     models): the sharding every chip's copy of the activations takes after embedding and after
     each row-parallel product, which is where the all-reduces fall."""
     b, t = tokens.shape
-    nh, nkv, hd = cfg.heads, cfg.kv_heads, cfg.hd
     keep = (lambda a: a) if replicated is None else (lambda a: jax.lax.with_sharding_constraint(a, replicated))
     # The cache keeps its layout through the update (else XLA may split a replicated cache
     # by query-head groups and gather it back: two extra collectives a layer).
@@ -260,23 +258,19 @@ def forward(cfg: LlamaConfig, params, rope_tab, tokens, pos, cache, prefill: boo
         h = rms_norm(x, layer["ln1"], cfg.norm_eps)
         if "wqa_kva" in layer:  # multi-head latent attention (kernels/mla_jax.py)
             out, entry = mla_jax.attention(cfg, layer, entry, h, cos, sin, pos, prefill, lin, rms_norm, rotate_half)
-            new_cache.append(entry)
             x = keep(x + out)
         else:
             window = cfg.window(i) if cfg.family == "gptoss" else None
             x, entry = gqa_block(cfg, layer, entry, x, h, cos, sin, pos, t, prefill, lin, keep, keep_cache, keep_scale,
                                  update, update_keys, multiply_reduce_attention, window)
-            new_cache.append(entry)
+        new_cache.append(entry)
         h = rms_norm(x, layer["ln2"], cfg.norm_eps)
-        if "router" in layer and ep_mesh is not None:  # experts split over devices (moe_jax.experts_ep)
-            out, chosen = moe_jax.experts_ep(cfg, layer, h.reshape(b * t, -1), ep_mesh, linear)  # the plain product
+        if "router" in layer:  # the experts here, or split over devices (moe_jax.experts_ep: plain products)
+            flat = h.reshape(b * t, -1)
+            out, chosen = (moe_jax.experts(cfg, layer, flat, lin) if ep_mesh is None
+                           else moe_jax.experts_ep(cfg, layer, flat, ep_mesh, linear))
             routes.append(chosen)
             x = keep(x + out.reshape(x.shape))
-            continue
-        if "router" in layer:
-            out, chosen = moe_jax.experts(cfg, layer, h.reshape(b * t, -1), lin)
-            routes.append(chosen)
-            x = x + out.reshape(x.shape)
             continue
         if "w13" in layer:
             gate, up = jnp.split(lin(h, layer["w13"]), 2, axis=-1)
