@@ -127,7 +127,8 @@ def test_a_hung_case_hits_its_time_limit_and_the_run_goes_on(tmp_path):
     assert proc.returncode == 0, stderr
     first, second = lines(out)
     assert first["status"] == "error" and "timed out" in first["reasons"][0]
-    assert second["status"] == "ok" and second["case"]["params"]["m"] == 64
+    # the run went on and measured the next case (a busy host's timings may mark it invalid)
+    assert second["status"] in ("ok", "invalid") and second["check"]["passed"] and second["case"]["params"]["m"] == 64
 
 
 @pytest.mark.slow
