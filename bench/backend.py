@@ -27,7 +27,6 @@ class Capabilities:
     monitor: str | None = None       # the power and clock counters it reads around a case
     quant: tuple[str, ...] = ("int8",)  # weight quantizations it can run (fp8 where the device has it)
     tf32: bool = False               # float32 matmuls may run as TF32
-    families: tuple[str, ...] = ("dense",)  # model families it has kernels for (kernels/models.py)
 
     def runs(self, vendor: str | None, accelerators: int) -> bool:
         """Whether it runs on a machine with these accelerators (0: a CPU machine)."""
@@ -39,10 +38,10 @@ class Capabilities:
 # and one line here.
 REGISTRY = {
     "torch-cpu": ("infercost.bench.adapters.torch_backend", "TorchCPU",
-                  Capabilities("cpu", collective="gloo", families=("dense", "moe", "mla", "gptoss"))),
+                  Capabilities("cpu", collective="gloo")),
     "torch-cuda": ("infercost.bench.adapters.torch_backend", "TorchCUDA",
                    Capabilities("gpu", ("NVIDIA", "AMD"), "nccl", "nvml", ("int8", "fp8"), tf32=True)),
-    "jax-cpu": ("infercost.bench.adapters.jax_backend", "JaxCPU", Capabilities("cpu", collective="xla", families=("dense", "moe", "mla", "gptoss"))),
+    "jax-cpu": ("infercost.bench.adapters.jax_backend", "JaxCPU", Capabilities("cpu", collective="xla")),
     "jax-gpu": ("infercost.bench.adapters.jax_backend", "JaxGPU", Capabilities("gpu", ("NVIDIA",), "xla", None, ("int8", "fp8"),
                                                                        tf32=True)),
     "jax-tpu": ("infercost.bench.adapters.jax_backend", "JaxTPU", Capabilities("tpu", ("Google",), "xla", None, ("int8", "fp8"))),
@@ -110,14 +109,6 @@ class Backend:
     def mesh_unsupported(self, mesh: dict) -> str | None:
         """Why this backend cannot split a model over the layout {"tp": n, "dp": m}, or None."""
         return f"{self.name} runs a model on one device"
-
-    def model_unsupported(self, cfg) -> str | None:
-        """Why this adapter cannot run a model of this family (it has no kernels for it), or None."""
-        caps = capabilities(self.name)
-        if caps is not None and cfg.family not in caps.families:
-            return (f"{self.name} has no kernels for {cfg.family} models yet "
-                    f"(it runs {', '.join(caps.families)}); `infercost estimate` gives their roofline")
-        return None
 
     def quant_unsupported(self, quant: QuantSpec) -> str | None:
         """Why this device cannot store a model as `quant` says, or None when it can: the one check,

@@ -177,20 +177,19 @@ class TransformerWorkload:
         return out
 
     def fit(self, backend) -> str | None:
-        if why := backend.model_unsupported(self.cfg):
-            return why
         layout = Layout.of(self.mesh)
-        if self.cfg.experts_model and (layout.tp > 1 or layout.dp > 1):  # what is built so far
-            return ("a mixture of experts runs on one device or split by experts (--mesh ep=N); "
-                    "tensor and data parallelism are not built for it yet")
+        if self.cfg.experts_model and layout.ep == 1 and (layout.tp > 1 or layout.dp > 1):  # what is built so far
+            return ("a mixture of experts runs on one device or split by experts (--mesh ep=N, or tp=T,ep=N to "
+                    "split its attention heads too); tensor or data parallelism alone is not built for it")
         if self.cfg.experts_model and self.quant.weights and self.cfg.family != "moe":
             return (f"quantized weights are built for the Mixtral and Qwen families; {self.cfg.family} models "
                     "(MLA's latent projections, gpt-oss's fused experts) run with float weights for now")
         if layout.ep > 1:
             if not self.cfg.experts_model:
                 return f"ep={layout.ep} splits a mixture of experts' experts; {self.p['model']} is a dense model"
-            if self.cfg.experts % layout.ep:
-                return f"ep={layout.ep} does not divide the {self.cfg.experts} experts"
+            if self.cfg.experts % (layout.ep * layout.tp):
+                return (f"ep={layout.ep} does not divide the {self.cfg.experts} experts" if layout.tp == 1 else
+                        f"ep x tp = {layout.ep * layout.tp} devices do not divide the {self.cfg.experts} experts")
             if self.batch % layout.ep:
                 return f"ep={layout.ep} must divide the batch {self.batch} (each device takes its share of the sequences)"
         if why := backend.quant_unsupported(self.quant):

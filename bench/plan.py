@@ -91,11 +91,16 @@ SUITES = {
 def on_all_chips(devices: int) -> list[dict]:
     """The `llm` suite's scaling cases on a machine with several accelerators: Llama-3.1-70B over
     all of them at batch 1 and a large batch, and Llama-3.1-8B over all of them beside its one-chip
-    cases, each tensor parallel."""
-    mesh = {"tp": devices, "dp": 1}
-    cases = (prefill("llama-3.1-70b", "bfloat16", [(1, 2048)]) + decode("llama-3.1-70b", "bfloat16", (1, 64), 2048)
+    cases, each tensor parallel; and two mixtures of experts split by experts over all of them (each
+    device takes a share of the sequences, so the smallest batch is one a device). Where the model
+    does not fit or the device count does not divide its experts, the case is recorded as skipped."""
+    dense = (prefill("llama-3.1-70b", "bfloat16", [(1, 2048)]) + decode("llama-3.1-70b", "bfloat16", (1, 64), 2048)
              + decode("llama-3.1-8b", "bfloat16", (1, 64), 2048))
-    return [{**c, "params": {**c["params"], "mesh": mesh}} for c in cases]
+    moe = []
+    for model in ("qwen3-30b-a3b", "gpt-oss-120b"):
+        moe += prefill(model, "bfloat16", [(devices, 2048)]) + decode(model, "bfloat16", (devices, 64), 2048)
+    return ([{**c, "params": {**c["params"], "mesh": {"tp": devices, "dp": 1}}} for c in dense]
+            + [{**c, "params": {**c["params"], "mesh": {"tp": 1, "dp": 1, "ep": devices}}} for c in moe])
 
 
 def suite_cases(suite: str, backend: str, devices: int = 1) -> list[dict]:
@@ -258,7 +263,8 @@ def plan_cases(suite: str, backends: list[str], probes: dict, *, workloads=(), d
 
 def parse_mesh(devices: int | None, mesh: str | None) -> dict | None:
     """--devices N (tensor parallel over N) or --mesh tp=4,dp=2 -> {"tp": 4, "dp": 2} (ep=N: a
-    mixture of experts' experts and batch split over N devices -> {"tp": 1, "dp": 1, "ep": N})."""
+    mixture of experts' experts and batch split over N devices -> {"tp": 1, "dp": 1, "ep": N};
+    tp=T,ep=N: its attention heads split over T too, its experts over all T x N)."""
     from infercost.numbers import number
     if devices is not None and mesh is not None:
         raise InputError("give --devices or --mesh, not both")
@@ -275,6 +281,7 @@ def parse_mesh(devices: int | None, mesh: str | None) -> dict | None:
             raise InputError(f"--mesh {mesh!r}: {key.strip()} is given twice")
         seen.add(key.strip())
         out[key.strip()] = number(value, f"--mesh {key.strip()}", integer=True)
-    if out["ep"] > 1 and out["tp"] * out["dp"] > 1:
-        raise InputError(f"--mesh {mesh!r}: ep with tp or dp is not built yet (ep=N splits experts and batch alone)")
+    if out["ep"] > 1 and out["dp"] > 1:
+        raise InputError(f"--mesh {mesh!r}: ep with dp is not built (ep=N splits the batch already; tp=T,ep=N "
+                         "splits attention heads too)")
     return Layout.of(out).as_dict()

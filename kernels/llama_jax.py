@@ -344,8 +344,11 @@ class Runner:
             self.rules = sharding_rules(cfg, mesh.shape["tp"], self.ep)
             self.launch = self.prefill_launch = f"jit over {mesh.size} devices (dp={mesh.shape['dp']}, tp={mesh.shape['tp']})"
             if self.ep > 1:
-                self.launch = self.prefill_launch = (f"jit over {mesh.size} devices (ep={self.ep}: experts and batch split, "
-                                                     "dispatch and combine by all-to-all)")
+                tp = mesh.shape["tp"]
+                self.launch = self.prefill_launch = (
+                    f"jit over {mesh.size} devices (ep={self.ep}: experts and batch split, "
+                    + (f"tp={tp}: attention heads split, experts over all ep x tp; " if tp > 1 else "")
+                    + "dispatch and combine by all-to-all)")
                 if batch % self.ep:
                     raise ValueError(f"batch {batch} is not divisible by ep={self.ep}")
             if batch % mesh.shape["dp"]:
@@ -358,10 +361,11 @@ class Runner:
             self.params = prepare(cfg, w, fuse=mesh is None or mesh.shape["tp"] == 1)
         if self.ep > 1:  # each device keeps its share of every MoE layer's experts
             from jax.sharding import NamedSharding, PartitionSpec
+            by_expert = NamedSharding(mesh, PartitionSpec(moe_jax.expert_axes(mesh)))
             for layer in self.params["layers"]:
                 for key in moe_jax.EXPERT_KEYS:
                     if key in layer:
-                        layer[key] = jax.device_put(layer[key], NamedSharding(mesh, PartitionSpec("ep")))
+                        layer[key] = jax.device_put(layer[key], by_expert)
         self.weights = w if keep_weights else None  # the params hold fused copies
         del w
         with jax.default_device(device):

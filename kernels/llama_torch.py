@@ -126,9 +126,12 @@ class Ops:
 
     def experts(self, h: torch.Tensor, layer: dict, cfg) -> tuple[torch.Tensor, torch.Tensor]:
         """A mixture-of-experts layer's output for normed inputs h [B, T, hidden], and the experts
-        each token chose [B * T, k]: the tokens of
-        each routed expert go through it together, so only routed experts' weights are read (HF's
-        loop; eager only, its trip count depends on the routing)."""
+        each token chose [B * T, k]. Eager: the tokens of each routed expert go through it
+        together, so only routed experts' weights are read (HF's loop; its trip count depends on
+        the routing, so it cannot be compiled). Compiled (decode up to COMPILED_MOE_BATCH tokens):
+        routed_experts."""
+        if torch.compiler.is_compiling():
+            return routed_experts(self, h, layer, cfg)
         flat = h.reshape(-1, h.shape[-1])
         weights, chosen = route(flat, layer, cfg)
         out = torch.zeros_like(flat)
@@ -139,6 +142,38 @@ class Ops:
 
 
 PLAIN = Ops()
+
+COMPILED_MOE_BATCH = 8  # a mixture of experts' decode is compiled up to this batch (routed_experts)
+
+
+def routed_experts(ops: Ops, h: torch.Tensor, layer: dict, cfg) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ops.experts in a form torch.compile takes whole (static shapes, no host sync): each (token,
+    expert) pair's rows are loaded by index inside the multiply-reduces (inductor indexes W[chosen]
+    in the loop, on CPUs and in Triton; no copy of the routed experts is made first). One token
+    reads its k experts once and no other expert; a few tokens read an expert two of them chose
+    twice, which the record's bytes, counting distinct experts, do not credit."""
+    x = h.reshape(-1, h.shape[-1]).float()
+    weights, chosen = route(x, layer, cfg)
+    e = chosen.reshape(-1)                                                                 # [pairs]
+    rows = x if len(x) == 1 else x.repeat_interleave(chosen.shape[1], dim=0)               # a pair's token
+    gate_up = routed_product(rows, layer["we13"], e)                                       # [pairs, 2 x width]
+    if "be13" in layer:
+        gate_up = gate_up + layer["be13"][e].float()
+    gate, up = gate_up.chunk(2, dim=-1)
+    y = routed_product(expert_act(cfg, gate, up), layer["we2"], e)                         # [pairs, hidden]
+    if "be2" in layer:
+        y = y + layer["be2"][e].float()
+    out = (weights.float().reshape(-1, 1) * y).view(len(x), -1, y.shape[-1]).sum(1)
+    return (out + shared_expert(ops, x, layer)).to(h.dtype).view_as(h), chosen
+
+
+def routed_product(x: torch.Tensor, stacked, experts: torch.Tensor) -> torch.Tensor:
+    """x [1 or k, in] times each routed expert's [out, in] matrix as a multiply-reduce, the experts'
+    rows read by index inside the loop: [k, out]. Quantized experts are converted inside the loop
+    and their rows' scales applied after the sum."""
+    if isinstance(stacked, QLinear):
+        return (x.unsqueeze(-2) * stacked.values[experts].float()).sum(-1) * stacked.scale[experts].float()
+    return (x.unsqueeze(-2) * stacked[experts].float()).sum(-1)
 
 
 def sink_softmax(scores: torch.Tensor, sinks: torch.Tensor | None, t: int) -> torch.Tensor:
@@ -605,3 +640,13 @@ def cuda_graphs(forward, model: Llama):
     for t in model.tensors():
         torch._dynamo.mark_static_address(t)
     return torch.compile(forward, mode="reduce-overhead", fullgraph=True)
+
+
+def cuda_plan(batch: int, compile_decode: bool, moe: bool) -> dict:
+    """The Runner options on a GPU: decode compiled and replayed as CUDA graphs; a mixture of
+    experts' only up to COMPILED_MOE_BATCH tokens (routed_experts), eager above, where the
+    grouped loop reads each routed expert once but its shapes follow the routing."""
+    if not compile_decode or (moe and batch > COMPILED_MOE_BATCH):
+        return {}
+    return {"compile": cuda_graphs,
+            "launch": "torch.compile(reduce-overhead): CUDA graphs" + (", experts by index for each token" if moe else "")}

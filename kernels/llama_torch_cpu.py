@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from . import int8_gemv_torch_cpu
-from .llama_torch import Llama, Ops, QLinear, expert_act, rms_norm, route, shared_expert, sink_softmax, strict_recompiles
+from .llama_torch import COMPILED_MOE_BATCH, Llama, Ops, QLinear, rms_norm, sink_softmax, strict_recompiles
 
 # oneDNN's inner product on a pre-packed weight (the kernel torch.compile's CPU path calls).
 ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
@@ -144,28 +144,6 @@ class FusedGEMV(Ops):
             return (y if b is None else y + b.float()).to(x.dtype)
         return self.linear(rms_norm(x, norm_w, eps), w, b)
 
-    def experts(self, h, layer, cfg):
-        if not torch.compiler.is_compiling():
-            return super().experts(h, layer, cfg)
-        # Each (token, expert) pair's rows are loaded by index inside the multiply-reduces (inductor
-        # indexes W[chosen] in the loop; no copy of the routed experts is made first). One token
-        # reads its k experts once and no other expert; a few tokens (plan: batches up to
-        # COMPILED_MOE_BATCH) read an expert two of them chose twice, which the record's bytes,
-        # counting distinct experts, do not credit.
-        x = h.reshape(-1, h.shape[-1]).float()
-        weights, chosen = route(x, layer, cfg)
-        e = chosen.reshape(-1)                                                                 # [pairs]
-        rows = x if len(x) == 1 else x.repeat_interleave(chosen.shape[1], dim=0)               # a pair's token
-        gate_up = routed_product(rows, layer["we13"], e)                                       # [pairs, 2 x width]
-        if "be13" in layer:
-            gate_up = gate_up + layer["be13"][e].float()
-        gate, up = gate_up.chunk(2, dim=-1)
-        y = routed_product(expert_act(cfg, gate, up), layer["we2"], e)                         # [pairs, hidden]
-        if "be2" in layer:
-            y = y + layer["be2"][e].float()
-        out = (weights.float().reshape(-1, 1) * y).view(len(x), -1, y.shape[-1]).sum(1)
-        return (out + shared_expert(self, x, layer)).to(h.dtype).view_as(h), chosen
-
     def decode_attention(self, q, k_cache, v_cache, mask, k_scale=None, v_scale=None, sinks=None):
         if not torch.compiler.is_compiling():
             return super().decode_attention(q, k_cache, v_cache, mask, k_scale, v_scale, sinks)
@@ -192,23 +170,11 @@ class FusedGEMV(Ops):
         return o.reshape(b, nh, t, hd)
 
 
-def routed_product(x: torch.Tensor, stacked, experts: torch.Tensor) -> torch.Tensor:
-    """x [1 or k, in] times each routed expert's [out, in] matrix as a multiply-reduce, the experts'
-    rows read by index inside the loop: [k, out]. Quantized experts are converted inside the loop
-    and their rows' scales applied after the sum."""
-    if isinstance(stacked, QLinear):
-        return (x.unsqueeze(-2) * stacked.values[experts].float()).sum(-1) * stacked.scale[experts].float()
-    return (x.unsqueeze(-2) * stacked[experts].float()).sum(-1)
-
-
 def inductor(forward, model: Llama):
     strict_recompiles()
     # A C++ wrapper calls the step's kernels without a Python line each: 6% of an int8 step on
     # the EPYC host (4.09 -> 3.93 ms), where the GEMVs are calls of their own; ~3 s more to compile.
     return torch.compile(forward, fullgraph=True, dynamic=False, options={"cpp_wrapper": True})
-
-
-COMPILED_MOE_BATCH = 8  # a mixture of experts' decode is compiled up to this batch (FusedGEMV.experts)
 
 
 def plan(batch: int, compile_decode: bool, kv_int8: bool = False, moe: bool = False) -> dict:

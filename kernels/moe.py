@@ -159,6 +159,11 @@ class MoEConfig(LlamaConfig):
         first = next(i for i in range(self.layers) if self.moe_layer(i))
         return sum(sizes[f"model.layers.{first}.mlp.experts.0.{n}_proj.weight"] for n in ("gate", "up", "down"))
 
+    def all_experts_bytes(self, dtype: str, quant: QuantSpec = NO_QUANT) -> int:
+        """Bytes of every routed expert of every MoE layer as stored (what expert parallelism splits;
+        the rest of the model is what each device of an expert-parallel group holds whole)."""
+        return round(self.moe_layers * self.experts * self.expert_bytes(self.tensor_bytes(dtype, quant)))
+
     def bytes(self, batch: int, new_tokens: int, cache_len: int, dtype: str,
               logit_tokens: int | None = None, quant: QuantSpec = NO_QUANT, touched: float | None = None) -> int:
         """As the dense decoder's, with the experts counted as touched by batch x new_tokens tokens

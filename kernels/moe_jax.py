@@ -138,38 +138,57 @@ def grouped(cfg, layer: dict, x, expert_of_pair, row_of_pair, weight_of_pair, ex
     return jax.lax.fori_loop(0, tiles_end[-1], one_tile, jnp.zeros_like(x))
 
 
-EXPERT_KEYS = ("we13", "we2", "be13", "be2")  # a MoE layer's params split over "ep" (the rest replicated)
+EXPERT_KEYS = ("we13", "we2", "be13", "be2")  # a MoE layer's params split by expert (the rest replicated)
+
+
+def expert_axes(mesh) -> tuple[str, ...]:
+    """The mesh axes a MoE layer's experts are split over: "ep", and "tp" beside it where the
+    attention is tensor parallel (the experts then spread over every device, as vLLM's expert
+    parallelism does: ep x tp groups, "tp" the minor axis)."""
+    return ("ep", "tp") if mesh.shape.get("tp", 1) > 1 else ("ep",)
 
 
 def experts_ep(cfg, layer: dict, x, mesh, linear):
-    """experts() with the experts split over the mesh's "ep" axis and the rows of x [N, hidden]
-    too (each device routes its own tokens). Dispatch: each device sends every (token, expert)
-    pair to the device holding the expert, in one all-to-all of fixed-size buffers (a slot for
+    """experts() with the experts split over the mesh's expert axes and the rows of x [N, hidden]
+    over "ep" (each group routes its own tokens). Dispatch: each device sends its (token, expert)
+    pairs to the devices holding the experts, in one all-to-all of fixed-size buffers (a slot for
     each of its pairs on every device, since all could go to one); the devices run their experts
     on what arrived (tiles as above, empty slots read nothing); combine: a second all-to-all
-    returns the results, which the sender weights and adds. The buffers are padded to that worst
-    case: the all-to-all moves devices x pairs x hidden values each way, whatever the routing."""
+    returns the results, which the sender weights and adds. With "tp" too, the devices of a tp
+    group hold the same rows, so each sends a 1/tp share of the pairs and one all-reduce over the
+    group adds the shares. The buffers are padded to the worst case: each all-to-all moves
+    devices x pairs x hidden values, whatever the routing."""
     from jax.sharding import PartitionSpec as P
-    n = mesh.shape["ep"]
+    axes = expert_axes(mesh)
+    tp = mesh.shape.get("tp", 1)
+    n = math.prod(mesh.shape[a] for a in axes)
     local = cfg.experts // n
-    split = {key: P("ep") for key in EXPERT_KEYS if key in layer}
+    split = {key: P(axes) for key in EXPERT_KEYS if key in layer}
     specs = {key: split.get(key, P()) for key in layer}
 
     def body(layer, x):
         rows, k = x.shape[0], cfg.top_k
         weights, chosen = route(cfg, x, layer)
-        pairs = rows * k
-        dest, expert = chosen.reshape(-1) // local, chosen.reshape(-1) % local
-        slot = jnp.cumsum(dest[:, None] == jnp.arange(n)[None, :], axis=0)[jnp.arange(pairs), dest] - 1
-        send = jnp.zeros((n, pairs, x.shape[1]), x.dtype).at[dest, slot].set(x[jnp.arange(pairs) // k])
-        send_expert = jnp.full((n, pairs), local, jnp.int32).at[dest, slot].set(expert)
-        got = jax.lax.all_to_all(send, "ep", 0, 0)          # got[i]: what device i sent here
-        got_expert = jax.lax.all_to_all(send_expert, "ep", 0, 0)
-        flat = got.reshape(n * pairs, -1)
-        done = grouped(cfg, layer, flat, got_expert.reshape(-1), jnp.arange(n * pairs),
-                       (got_expert.reshape(-1) < local).astype(x.dtype), local, tile_rows(n * pairs, cfg), linear)
-        back = jax.lax.all_to_all(done.reshape(n, pairs, -1), "ep", 0, 0)  # back[d]: results of what went to d
-        out = jnp.zeros_like(x).at[jnp.arange(pairs) // k].add(back[dest, slot] * weights.reshape(-1)[:, None])
+        share = -(-rows * k // tp)                         # pairs a device of the tp group sends
+        pair = jax.lax.axis_index("tp") * share + jnp.arange(share) if tp > 1 else jnp.arange(share)
+        valid = pair < rows * k
+        pair = jnp.where(valid, pair, 0)
+        dest = jnp.where(valid, chosen.reshape(-1)[pair] // local, 0)
+        expert = jnp.where(valid, chosen.reshape(-1)[pair] % local, local)  # `local`: an empty slot
+        slot = jnp.cumsum((dest[:, None] == jnp.arange(n)[None, :]) & valid[:, None], axis=0)[jnp.arange(share), dest] - 1
+        slot = jnp.where(valid, slot, share - 1)
+        send = jnp.zeros((n, share, x.shape[1]), x.dtype).at[dest, slot].set(x[pair // k] * valid[:, None].astype(x.dtype))
+        send_expert = jnp.full((n, share), local, jnp.int32).at[dest, slot].min(expert)
+        got = jax.lax.all_to_all(send, axes, 0, 0)          # got[i]: what device i sent here
+        got_expert = jax.lax.all_to_all(send_expert, axes, 0, 0)
+        flat = got.reshape(n * share, -1)
+        done = grouped(cfg, layer, flat, got_expert.reshape(-1), jnp.arange(n * share),
+                       (got_expert.reshape(-1) < local).astype(x.dtype), local, tile_rows(n * share, cfg), linear)
+        back = jax.lax.all_to_all(done.reshape(n, share, -1), axes, 0, 0)  # back[d]: results of what went to d
+        mine = back[dest, slot] * (weights.reshape(-1)[pair] * valid.astype(weights.dtype))[:, None]
+        out = jnp.zeros_like(x).at[pair // k].add(mine)
+        if tp > 1:
+            out = jax.lax.psum(out, "tp")
         return out + shared_expert(layer, x, linear), chosen
 
     return jax.shard_map(body, mesh=mesh, in_specs=(specs, P("ep")), out_specs=(P("ep"), P("ep")),

@@ -227,16 +227,42 @@ def test_estimate_of_deepseek_v3_on_eight_h200_in_fp8_states_memory_bytes_and_pr
     assert 671 < one["memory_needed_gb"] < 700 and one["fits"]
     # batching 64 sequences reads ~28x the experts but makes 64x the tokens: each costs less
     assert many["usd_per_m_output_floor"] < one["usd_per_m_output_floor"] / 3
+    # Split by experts instead (attention data parallel): each of the 8 chips holds and reads the
+    # non-expert weights, and each MoE layer's dispatch and combine move 64/8 tokens x 8 experts x
+    # 7168 bfloat16 activations a chip, 7/8 of them to other chips, over 450 GB/s.
+    ep = estimate(cfg, h200, 8, 64, 2048, "bfloat16", quant=QuantSpec("fp8"), usd_per_chip_hour=3.5, expert_parallel=True)
+    not_experts = (cfg.stored_bytes("bfloat16", QuantSpec("fp8")) - 58 * 256 * expert) / 1e9
+    assert 10 < not_experts < 25  # attention, first dense layers, shared experts, routers, embeddings
+    assert ep["memory_needed_gb"] - many["memory_needed_gb"] == pytest.approx(7 * not_experts)
+    assert ep["decode_comm_s"] == pytest.approx(58 * 2 * 7 / 8 * (64 / 8 * 8 * 7168 * 2) / 450e9)
+    assert ep["layout"] == "ep=8" and "2 all-to-alls" in ep["formula"] and "all-reduces" not in ep["formula"]
+    with pytest.raises(ValueError, match="divisible by 8"):
+        estimate(cfg, h200, 8, 4, 2048, "bfloat16", expert_parallel=True)
 
 
-def test_an_adapter_without_moe_kernels_refuses_the_model_with_the_reason():
-    from types import SimpleNamespace
-
-    from infercost.bench.backend import Backend
-    # jax-tpu's kernels are the dense decoder's only (MoE is measured on CPUs so far)
-    why = Backend.model_unsupported(SimpleNamespace(name="jax-tpu"), CONFIGS["tiny-moe"])
-    assert why == "jax-tpu has no kernels for moe models yet (it runs dense); `infercost estimate` gives their roofline"
-    assert Backend.model_unsupported(SimpleNamespace(name="jax-cpu"), CONFIGS["tiny-moe"]) is None
+@pytest.mark.parametrize("model", ["tiny-moe", "tiny-gptoss"])
+def test_the_gpu_plan_compiles_a_few_tokens_experts_by_index_and_matches_float64(model):
+    # torch-cuda's plan over the model code it shares with torch-cpu, run here on a CPU (inductor
+    # without CUDA graphs): the base ops' compiled experts form, on the reference's logits and routes.
+    from infercost.kernels import llama_torch
+    from infercost.kernels.llama import seeded_weights_numpy
+    assert "experts by index" in llama_torch.cuda_plan(4, True, True)["launch"]
+    assert llama_torch.cuda_plan(16, True, True) == {}  # above COMPILED_MOE_BATCH: the eager grouped loop
+    assert llama_torch.cuda_plan(16, True, False)["compile"] is llama_torch.cuda_graphs
+    cfg = models.CONFIGS[model]
+    w = seeded_weights_numpy(cfg, 3)
+    compile_cpu = lambda forward, _: torch.compile(forward, fullgraph=True, dynamic=False)
+    runner = llama_torch.Runner(cfg, "float32", "cpu", 4, 16, weights=w, compile=compile_cpu, launch="compiled")
+    prompt = np.random.default_rng(1).integers(0, cfg.vocab_size, (4, 6))
+    runner.prefill_step(prompt)()
+    step = np.random.default_rng(2).integers(0, cfg.vocab_size, (4, 1))
+    got = runner.decode_step(step, 6)().float().numpy()
+    assert runner.launch == "compiled"  # no fall-back to eager
+    routes = []
+    want = llama_ref.forward(cfg, w, np.concatenate([prompt, step], axis=1), routes=routes)[:, -1]
+    np.testing.assert_allclose(got.reshape(want.shape), want, rtol=0, atol=1e-5 * np.abs(want).max())
+    for device, ref in zip(runner.routes(), routes):
+        np.testing.assert_array_equal(device, ref.experts.reshape(4, 7, -1)[:, -1])
 
 
 def cpu_backend(name: str = "torch-cpu"):
@@ -264,10 +290,10 @@ def test_each_cpu_backend_runs_each_family_from_its_hugging_face_checkpoint(kind
     from infercost.bench.llm import check_model
     hf_model(kind).float().save_pretrained(tmp_path)
     cfg = models.from_hf_config(tmp_path / "config.json")
-    for backend in ("torch-cpu", "jax-cpu"):
-        for batch in (1, 2):
-            r = check_model(cpu_backend(backend), cfg, "float32", False, 0, str(tmp_path), batch=batch)
-            assert r["passed"] and r["greedy_tokens_agree"] and r["routing"]["passed"], (backend, r)
+    # one batch a framework (both batches of both run on the built-in tiny shapes above)
+    for backend, batch in (("torch-cpu", 1), ("jax-cpu", 2)):
+        r = check_model(cpu_backend(backend), cfg, "float32", False, 0, str(tmp_path), batch=batch)
+        assert r["passed"] and r["greedy_tokens_agree"] and r["routing"]["passed"], (backend, r)
 
 
 def test_a_step_reads_no_expert_that_no_token_routed_to(tmp_path):
@@ -419,13 +445,13 @@ from jax.sharding import Mesh
 from infercost.kernels import llama, llama_jax, llama_ref, models
 jax.config.update("jax_default_matmul_precision", "highest")
 cfg = models.CONFIGS["tiny-moe"]
-ep = int(sys.argv[1])
+ep, tp = int(sys.argv[1]), int(sys.argv[2])
 w64 = llama.seeded_weights_numpy(cfg, 0)
 prompt = np.random.default_rng(1).integers(0, cfg.vocab_size, (4, 7))
 ref_tokens, ref_logits = llama_ref.greedy(cfg, w64, prompt, 3)
 devices = jax.devices()
 out = {"devices": len(devices)}
-for name, mesh in (("sharded", Mesh(np.array(devices[:ep]).reshape(1, 1, ep), ("dp", "tp", "ep"))), ("unsharded", None)):
+for name, mesh in (("sharded", Mesh(np.array(devices[:ep * tp]).reshape(1, ep, tp), ("dp", "ep", "tp"))), ("unsharded", None)):
     r = llama_jax.Runner(cfg, "float32", devices[0], 4, 10, seed=0, mesh=mesh, multiply_reduce_attention=True)
     logits = [np.asarray(r.prefill_step(prompt, last_only=False)())]
     for i in range(3):
@@ -440,10 +466,11 @@ print(json.dumps(out))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("ep", [2, 4])
-def test_experts_split_over_devices_give_the_unsharded_logits_with_three_all_to_alls_a_layer(ep):
+@pytest.mark.parametrize("ep,tp", [(4, 1), (2, 2)])
+def test_experts_split_over_devices_give_the_unsharded_logits_with_three_all_to_alls_a_layer(ep, tp):
     env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run([sys.executable, "-c", EP_SCRIPT, str(ep)], capture_output=True, text=True, timeout=600, env=env)
+    proc = subprocess.run([sys.executable, "-c", EP_SCRIPT, str(ep), str(tp)], capture_output=True, text=True,
+                          timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     sharded, unsharded = out["sharded"], out["unsharded"]
@@ -451,18 +478,23 @@ def test_experts_split_over_devices_give_the_unsharded_logits_with_three_all_to_
     for a, b in zip(sharded["logits"], unsharded["logits"]):
         assert np.abs(np.asarray(a) - np.asarray(b)).max() / np.abs(np.asarray(b)).max() < 1e-5
     assert sharded["routes"] == unsharded["routes"]  # the same experts for every token
-    assert out["expert_rows"] == 8 // ep             # each device holds its share of the 8 experts
-    # Decode at batch 4: each device routes its 4 / ep tokens, 2 experts each, so it sends an
-    # [ep, 2 x 4 / ep] block of expert numbers and an [ep, 2 x 4 / ep, 64] block of float32 rows,
-    # and gets the results back in one more: three all-to-alls a MoE layer (2 layers), nothing else.
-    collectives = re.findall(r"= \((.*?)\) (all-to-all|all-reduce|all-gather|collective-permute|reduce-scatter)\(",
-                             out["hlo"])
-    pairs = 2 * 4 // ep
-    pieces = lambda kind, dims: ", ".join([f"{kind}[1,{dims}]" + ("{2,1,0}" if kind == "f32" else "{1,0}")] * ep)
+    assert out["expert_rows"] == 8 // (ep * tp)      # each device holds its share of the 8 experts
+    # Decode at batch 4: each ep group routes its 4 / ep tokens, 2 experts each, and each of a tp
+    # group's devices sends 1 / tp of those pairs: an [ep x tp, pairs] block of expert numbers and
+    # an [ep x tp, pairs, 64] block of float32 rows, and gets the results back in one more: three
+    # all-to-alls a MoE layer (2 layers). With tp=2 each layer adds the attention's all-reduce of
+    # [4 / ep, 1, 64] and the experts' shares' one of [4 / ep, 64]; the head's vocabulary split
+    # over tp is gathered once.
+    collectives = re.findall(r"= \((.*?)\) (all-to-all)\(", out["hlo"])
+    pairs = 2 * 4 // ep // tp
+    pieces = lambda kind, dims: ", ".join([f"{kind}[1,{dims}]" + ("{2,1,0}" if kind == "f32" else "{1,0}")] * (ep * tp))
     assert [(p, op) for p, op in collectives] == 2 * [(pieces("s32", pairs), "all-to-all"),
                                                      (pieces("f32", f"{pairs},64"), "all-to-all"),
                                                      (pieces("f32", f"{pairs},64"), "all-to-all")]
-    assert not re.search(r" (all-reduce|all-gather|collective-permute|reduce-scatter)\(", out["hlo"])
+    others = re.findall(r"= (\S+) (all-reduce|all-gather|collective-permute|reduce-scatter)\(", out["hlo"])
+    rows = 4 // ep
+    assert [(shape.split("{")[0], op) for shape, op in others] == ([] if tp == 1 else 2 * [
+        (f"f32[{rows},1,64]", "all-reduce"), (f"f32[{rows},64]", "all-reduce")] + [(f"f32[{rows},1,512]", "all-gather")])
 
 
 @pytest.mark.slow
@@ -483,16 +515,22 @@ def test_a_run_splits_a_moe_by_experts_and_refuses_layouts_it_cannot_split(tmp_p
         assert rec["case"]["layout"] == "tp=1,dp=1,ep=2" and rec["case"]["devices"] == 2
         assert "all-to-all" in rec["case"]["launch"] and rec["check"]["routing"]["passed"]
     from infercost.bench.llm import TransformerWorkload
-    for model, ep, batch, reason in (("tiny-moe", 3, 6, "ep=3 does not divide the 8 experts"),
-                                     ("tiny-moe", 2, 3, "ep=2 must divide the batch 3 (each device takes its share of the sequences)"),
-                                     ("tiny", 2, 2, "ep=2 splits a mixture of experts' experts; tiny is a dense model")):
-        case = {"backend": "jax-cpu", "workload": "decode", "dtype": "float32",
-                "params": {"model": model, "batch": batch, "tokens": 16, "mesh": {"tp": 1, "dp": 1, "ep": ep}}}
-        assert TransformerWorkload(case).fit(cpu_backend()) == reason
-    proc = subprocess.run([*args, "--model", "tiny-moe", "--mesh", "ep=2,tp=2", "--out", str(out)],
+    for backend, model, tp, ep, batch, reason in (
+            ("jax-cpu", "tiny-moe", 1, 3, 6, "ep=3 does not divide the 8 experts"),
+            ("jax-cpu", "tiny-moe", 3, 2, 2, "ep x tp = 6 devices do not divide the 8 experts"),
+            ("jax-cpu", "tiny-moe", 1, 2, 3, "ep=2 must divide the batch 3 (each device takes its share of the sequences)"),
+            ("jax-cpu", "tiny", 1, 2, 2, "ep=2 splits a mixture of experts' experts; tiny is a dense model"),
+            ("jax-cpu", "tiny-moe", 2, 1, 2, "a mixture of experts runs on one device or split by experts (--mesh ep=N, "
+             "or tp=T,ep=N to split its attention heads too); tensor or data parallelism alone is not built for it"),
+            ("torch-cpu", "tiny-moe", 2, 2, 2, "torch-cpu splits a model by tensor or by expert parallelism, not both yet; "
+             "the JAX backends take tp=T,ep=N")):
+        case = {"backend": backend, "workload": "decode", "dtype": "float32",
+                "params": {"model": model, "batch": batch, "tokens": 16, "mesh": {"tp": tp, "dp": 1, "ep": ep}}}
+        assert TransformerWorkload(case).fit(cpu_backend(backend)) == reason
+    proc = subprocess.run([*args, "--model", "tiny-moe", "--mesh", "ep=2,dp=2", "--out", str(out)],
                           capture_output=True, text=True, timeout=60)
     err = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert proc.returncode == 2 and len(err) == 1 and "ep with tp or dp is not built yet" in err[0]
+    assert proc.returncode == 2 and len(err) == 1 and "ep with dp is not built" in err[0]
     proc = subprocess.run([*args, "--model", "tiny-moe", "--mesh", "ep=2,ep=4", "--out", str(out)],
                           capture_output=True, text=True, timeout=60)
     err = [line for line in proc.stderr.splitlines() if line.strip()]

@@ -353,7 +353,13 @@ def test_the_llm_suite_on_a_machine_of_several_accelerators_spans_them_all():
     split = [(c.workload, c.params["model"], c.params["batch"]) for c in cases if c.devices == 8]
     assert ("decode", "llama-3.1-70b", 1) in split and ("decode", "llama-3.1-70b", 64) in split
     assert ("decode", "llama-3.1-8b", 1) in split and ("prefill", "llama-3.1-70b", 1) in split
-    assert all(c.layout.as_dict() == {"tp": 8, "dp": 1} for c in cases if c.devices == 8)
+    dense = [c for c in cases if c.devices == 8 and not c.params["model"].startswith(("qwen3", "gpt-oss"))]
+    assert all(c.layout.as_dict() == {"tp": 8, "dp": 1} for c in dense)
+    # the mixtures of experts split by experts, a sequence a device at least
+    moe = {(c.workload, c.params["model"], c.params["batch"], c.layout.ep) for c in cases if c.devices == 8} - {
+        (c.workload, c.params["model"], c.params["batch"], 1) for c in dense}
+    assert moe == {(w, m, b, 8) for m in ("qwen3-30b-a3b", "gpt-oss-120b")
+                   for w, b in (("prefill", 8), ("decode", 8), ("decode", 64))}
     one_chip = [(c.params.get("model"), c.params.get("batch")) for c in cases if c.devices == 1]
     assert ("llama-3.1-8b", 1) in one_chip  # the same model on one chip, for the scaling
     single, _ = plan_cases("llm", ["torch-cuda"], {"torch-cuda": {"available": True, "devices": 1, "unsupported": {}}})

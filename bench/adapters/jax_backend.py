@@ -115,12 +115,12 @@ class JaxBackend(Backend):
 
     def make_mesh(self, mesh: dict):
         """A ("dp", "tp") mesh over the first dp x tp devices of this platform, or for expert
-        parallelism a ("dp", "tp", "ep") one (dp = tp = 1)."""
+        parallelism a ("dp", "ep", "tp") one (dp = 1; a tp group's devices next to each other)."""
         from jax.sharding import Mesh
         layout = Layout.of(mesh)
         devices = np.array(jax.devices(self.platform)[:layout.devices])
         if layout.ep > 1:
-            return Mesh(devices.reshape(1, 1, layout.ep), ("dp", "tp", "ep"))
+            return Mesh(devices.reshape(1, layout.ep, layout.tp), ("dp", "ep", "tp"))
         return Mesh(devices.reshape(layout.dp, layout.tp), ("dp", "tp"))
 
     def build_model(self, cfg, dtype, batch, max_seq, *, seed, weights, compile_decode, keep_weights, mesh, quant):

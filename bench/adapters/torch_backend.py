@@ -52,20 +52,23 @@ class TorchBackend(Backend):
 
     def mesh_unsupported(self, mesh: dict) -> str | None:
         layout = Layout.of(mesh)
-        if layout.ep > 1:
-            return f"{self.name} does not split experts yet (ep); torch-cpu and jax-cpu do"
         if layout.dp > 1:
-            return f"{self.name} splits a model over devices by tensor parallelism only (dp=1); the JAX backends take dp"
-        if layout.tp > self.device_count():
-            return f"tp={layout.tp} needs {layout.tp} devices; {self.name} has {self.device_count()}"
+            return (f"{self.name} splits a model over devices by tensor or expert parallelism only (dp=1); "
+                    "the JAX backends take dp")
+        if layout.ep > 1 and layout.tp > 1:
+            return f"{self.name} splits a model by tensor or by expert parallelism, not both yet; the JAX backends take tp=T,ep=N"
+        if layout.devices > self.device_count():
+            return f"{layout} needs {layout.devices} devices; {self.name} has {self.device_count()}"
         return None
 
     def sharded(self, cfg, dtype, batch, max_seq, mesh, options, **kw):
-        """The model split over the layout's tp ranks, one process each (bench/adapters/torch_dist.py)."""
+        """The model split over the layout's tp (or ep) ranks, one process each (bench/adapters/torch_dist.py).
+        A mixture of experts is always split by experts (on a 1-device mesh: over one rank)."""
         from .torch_dist import ShardedRunner
         layout = Layout.of(mesh)
-        return ShardedRunner(cfg, dtype, self.device, batch, max_seq, layout.ep if layout.ep > 1 else layout.tp,
-                             options=options, expert_parallel=layout.ep > 1, **kw)
+        by_experts = layout.ep > 1 or cfg.experts_model
+        return ShardedRunner(cfg, dtype, self.device, batch, max_seq, layout.ep if by_experts else layout.tp,
+                             options=options, expert_parallel=by_experts, **kw)
 
     def collective(self, op: str, per_device: int, dtype: str, devices: int):
         from .torch_dist import Collective
@@ -111,16 +114,17 @@ class TorchCPU(TorchBackend):
         layout = Layout.of(mesh)
         ranks = max(self.MAX_RANKS, self.device_count())
         if layout.dp == 1 and (layout.ep == 1 and layout.tp <= ranks or layout.tp == 1 and layout.ep <= ranks):
-            return None
+            return None  # (otherwise the base's reason)
         return super().mesh_unsupported(mesh)
 
     def build_model(self, cfg, dtype, batch, max_seq, *, seed, weights, compile_decode, keep_weights, mesh, quant):
         from infercost.kernels import llama_torch, llama_torch_cpu
         kv_int8 = quant.kv == "int8"
         ep = Layout.of(mesh).ep
-        # Split by experts, each rank runs its share of the batch, eagerly (the all-to-alls' sizes
-        # are known only at run time).
-        options = {**llama_torch_cpu.plan(batch // ep, compile_decode and ep == 1, kv_int8, cfg.experts_model),
+        # Split by experts (a mixture of experts on any mesh), each rank runs its share of the
+        # batch, eagerly (the all-to-alls' sizes are known only at run time).
+        by_experts = mesh is not None and cfg.experts_model
+        options = {**llama_torch_cpu.plan(batch // ep, compile_decode and not by_experts, kv_int8, cfg.experts_model),
                    "kv_int8": kv_int8}
         if mesh is not None:
             return self.sharded(cfg, dtype, batch, max_seq, mesh, options, seed=seed, weights=weights,
@@ -220,8 +224,11 @@ class TorchCUDA(TorchBackend):
 
     def build_model(self, cfg, dtype, batch, max_seq, *, seed, weights, compile_decode, keep_weights, mesh, quant):
         from infercost.kernels import llama_torch
-        compiled = {"compile": llama_torch.cuda_graphs, "launch": "torch.compile(reduce-overhead): CUDA graphs"}
-        options = {**(compiled if compile_decode else {}), "kv_int8": quant.kv == "int8"}
+        ep = Layout.of(mesh).ep
+        # Split by experts: eager, as on CPUs (the all-to-alls' sizes are known only at run time).
+        by_experts = mesh is not None and cfg.experts_model
+        options = {**llama_torch.cuda_plan(batch // ep, compile_decode and not by_experts, cfg.experts_model),
+                   "kv_int8": quant.kv == "int8"}
         if mesh is not None:
             return self.sharded(cfg, dtype, batch, max_seq, mesh, options, seed=seed, weights=weights,
                                 keep_weights=keep_weights)

@@ -12,6 +12,8 @@ record under --out, and prints a short table last.
 6. torch-cuda batch-1 decode again in two more processes: the spread of tokens/s across three
    processes (target max/min <= 1.05); energy per token from the board's counter, with power
    and clocks, for batch 1 and the larger batch.
+7. qwen3-30b-a3b (a mixture of experts) in bf16: decode at batch 1 and the larger batch on both
+   backends (its MBU counts the experts the step's router chose).
 
     python bench/perf/gpu_check.py --out DIR
     python bench/perf/gpu_check.py --out DIR --dry-run   # the same steps on CPU, tiny sizes
@@ -92,9 +94,11 @@ def main() -> int:
 
     if args.dry_run:
         torch_b, jax_b, n, model, batches, tokens = "torch-cpu", "jax-cpu", 512, "tiny", "1,4", "64"
+        moe_model = "tiny-moe"
         sweep = ["--shape", "256x256x256", "--shape", "512x512x512", "--dtype", "float32"]
     else:
         torch_b, jax_b, n, model, batches, tokens = "torch-cuda", "jax-gpu", 8192, "llama-3.1-8b", "1,16", "2048"
+        moe_model = "qwen3-30b-a3b"  # 61 GB in bf16: fits one 80 GB GPU
         sweep = [f"--shape={s}x{s}x{s}" for s in (256, 512, 1024, 2048, 4096, 8192, 16384)] + ["--dtype", "bfloat16"]
     fast = ["--warmup", "0.2", "--min-time", "0.5", "--case-timeout", "300"]
     run_log = args.out / "runs.log"
@@ -140,6 +144,12 @@ def main() -> int:
         infercost_run(["--backend", torch_b, "--model", model, "--dtype", "bfloat16", "--workload", "decode",
                        "--batch", small, "--tokens", tokens, *fast], spread, run_log, timeout=min(150, left()))
 
+    log("4c. a mixture of experts: decode at batch 1 (experts by index, compiled) and the larger batch, torch then jax")
+    for backend in (torch_b, jax_b):
+        infercost_run(["--backend", backend, "--model", moe_model, "--dtype", "bfloat16", "--workload", "decode",
+                       "--batch", batches, "--tokens", tokens, *fast], args.out / "moe.jsonl", run_log,
+                      timeout=min(200, left()))
+
     log("5. matmul sweep on both backends")
     infercost_run(["--backend", f"{torch_b},{jax_b}", *sweep, *fast], args.out / "matmul.jsonl", run_log,
                   timeout=min(180, left()))
@@ -162,8 +172,9 @@ def main() -> int:
     from infercost.present import collective_table, llm_table, matmul_table
     console = Console(width=200)
     done = records(llm) + records(args.out / "matmul.jsonl") + records(args.out / "collectives.jsonl")
+    moe = records(args.out / "moe.jsonl")
     console.print(matmul_table([r for r in done if r["case"]["workload"] == "matmul"]))
-    console.print(llm_table([r for r in done if r["case"]["workload"] in ("prefill", "decode")]))
+    console.print(llm_table([r for r in done + moe if r["case"]["workload"] in ("prefill", "decode")]))
     collectives = [r for r in done if r["case"]["workload"] == "collective"]
     if collectives:
         console.print(collective_table(collectives))

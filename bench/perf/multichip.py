@@ -2,7 +2,7 @@
 
 On this CPU, for JAX (forced host devices) and PyTorch (gloo ranks, one process each):
 1. the sharded decoder on one device (a 1-device mesh; torch: a group of one rank) against the
-   unsharded one: ~125M Llama, batch 1, context 128, time per decode step, alternating rounds
+   unsharded one: ~125M Llama (or --model small-moe), batch 1, context 128, time per decode step, alternating rounds
    (target: within 3%);
 2. an all-reduce of 16 MiB (JAX: over 4 host devices; torch: over 2 ranks), or with --op the
    all-to-all of a mixture of experts' dispatch and combine: infercost's bus bandwidth (its timing
@@ -10,7 +10,7 @@ On this CPU, for JAX (forced host devices) and PyTorch (gloo ranks, one process 
    torch: dist.all_reduce or dist.all_to_all_single on every rank, with no infercost code)
    (target: within 3%).
 
-    python bench/perf/multichip.py [--rounds 5] [--framework jax|torch|both] [--op all-to-all]
+    python bench/perf/multichip.py [--rounds 5] [--framework jax|torch|both] [--op all-to-all] [--model small-moe]
 """
 
 from __future__ import annotations
@@ -46,9 +46,9 @@ def tp1_ratio(backend, rounds: int) -> tuple[float, dict]:
 
     import numpy as np
 
-    from infercost.kernels.llama import CONFIGS
+    from infercost.kernels.models import CONFIGS
     backend.configure("float32", False)
-    cfg = CONFIGS["small-125m"]
+    cfg = CONFIGS[MODEL]
     build = {"unsharded": lambda: backend.load_model(cfg, "float32", 1, 129, seed=0),
              "sharded tp=1": lambda: backend.load_model(cfg, "float32", 1, 129, seed=0, mesh={"tp": 1, "dp": 1})}
     prompt = np.random.default_rng(0).integers(0, cfg.vocab_size, (1, 128))
@@ -71,7 +71,7 @@ def tp1_ratio(backend, rounds: int) -> tuple[float, dict]:
 
 
 OP = "all-reduce"  # --op's
-
+MODEL = "small-125m"  # --model's
 
 def bus_factor(n: int) -> float:
     """nccl-tests' bus bandwidth over algorithm bandwidth: 2(n-1)/n for all-reduce, (n-1)/n for all-to-all."""
@@ -151,7 +151,7 @@ def busbw_rounds(backend, n: int, nbytes: int, rounds: int, plain) -> tuple[list
 def summary(label: str, rounds: int, medians: dict, one_device: str, what: str, ours, plain, verdicts) -> None:
     from infercost.hardware.host import cpu_model
     print(f"\n{label} on {cpu_model()}; medians of {rounds} alternating rounds")
-    print(f"decode TPOT, small-125m b1 ctx128: unsharded {medians['unsharded'] * 1e3:.2f} ms, "
+    print(f"decode TPOT, {MODEL} b1 ctx128: unsharded {medians['unsharded'] * 1e3:.2f} ms, "
           f"{one_device} {medians['sharded tp=1'] * 1e3:.2f} ms")
     print(f"{OP} 16 MiB over {what}, bus bandwidth: infercost {statistics.median(ours):.3g} GB/s, "
           f"plain loop {statistics.median(plain):.3g} GB/s; infercost's verdicts: {', '.join(verdicts)}")
@@ -179,9 +179,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--framework", choices=("jax", "torch", "both"), default="both")
     parser.add_argument("--op", choices=("all-reduce", "all-to-all"), default="all-reduce")
+    parser.add_argument("--model", choices=("small-125m", "small-moe"), default="small-125m",
+                        help="the decoder of step 1 (small-moe: the mixture of experts)")
     args = parser.parse_args()
-    global OP
-    OP = args.op
+    global OP, MODEL
+    OP, MODEL = args.op, args.model
     results = []
     if args.framework in ("jax", "both"):
         results += jax_main(args.rounds)

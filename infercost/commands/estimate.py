@@ -18,6 +18,8 @@ def arguments(p) -> None:
     p.add_argument("--model", "-m", required=True, help="model name or config.json")
     p.add_argument("--accelerator", "-a", required=True, help="a catalog name or a device name, e.g. 'TPU v5e', 'NVIDIA H100 80GB HBM3'")
     p.add_argument("--chips", type=positive(int), default=1)
+    p.add_argument("--expert-parallel", action="store_true",
+                   help="a mixture of experts split by experts over the chips, its batch too (default: tensor parallel)")
     p.add_argument("--batch", type=positive(int), default=1)
     p.add_argument("--context", type=positive(int), default=2048)
     p.add_argument("--prompt", type=positive(int), default=None, help="prompt length for prefill (default: the context)")
@@ -53,7 +55,7 @@ def run(args) -> int:
         basis_note = f" scaled by measured MFU {mfu:.1%} and MBU {mbu:.1%}"
     try:
         e = estimate(cfg, acc, args.chips, args.batch, args.context, args.dtype, args.prompt,
-                     mfu, mbu, args.price_per_chip_hour, QuantSpec(args.quant, args.kv_cache))
+                     mfu, mbu, args.price_per_chip_hour, QuantSpec(args.quant, args.kv_cache), args.expert_parallel)
     except ValueError as err:
         raise InputError(str(err)) from None
     dtypes = args.dtype + (f", weights {args.quant}" if args.quant else "") + (f", KV {args.kv_cache}" if args.kv_cache else "")
