@@ -67,7 +67,7 @@ def tp_slices(cfg: "LlamaConfig", name: str, shape: tuple, rank: int, tp: int) -
         else:
             part = size // tp
             out.append(slice(rank * part, (rank + 1) * part))
-    return tuple(out)
+    return tuple(out) + (slice(None),) * (len(shape) - len(out))  # a replicated tensor whole
 
 
 def tp_unsupported(cfg: "LlamaConfig", tp: int) -> str | None:

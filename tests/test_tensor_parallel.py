@@ -364,3 +364,13 @@ def test_the_llm_suite_on_a_machine_of_several_accelerators_spans_them_all():
     assert ("llama-3.1-8b", 1) in one_chip  # the same model on one chip, for the scaling
     single, _ = plan_cases("llm", ["torch-cuda"], {"torch-cuda": {"available": True, "devices": 1, "unsupported": {}}})
     assert all(c.devices == 1 for c in single)
+
+
+def test_a_tensor_no_rule_splits_is_held_whole_by_every_rank():
+    # a router, a router bias: replicated (a mixture of experts on a 1-device mesh scatters them whole)
+    from infercost.kernels.llama import tp_slices
+    from infercost.kernels.models import CONFIGS as ALL
+    cfg = ALL["tiny-mla"]
+    for name, shape in (("model.layers.1.mlp.gate.weight", (8, 64)), ("model.layers.1.mlp.gate.e_score_correction_bias", (8,))):
+        for tp in (1, 2):
+            assert all(tp_slices(cfg, name, shape, r, tp) == (slice(None),) * len(shape) for r in range(tp))

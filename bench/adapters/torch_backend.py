@@ -62,13 +62,11 @@ class TorchBackend(Backend):
         return None
 
     def sharded(self, cfg, dtype, batch, max_seq, mesh, options, **kw):
-        """The model split over the layout's tp (or ep) ranks, one process each (bench/adapters/torch_dist.py).
-        A mixture of experts is always split by experts (on a 1-device mesh: over one rank)."""
+        """The model split over the layout's tp (or ep) ranks, one process each (bench/adapters/torch_dist.py)."""
         from .torch_dist import ShardedRunner
         layout = Layout.of(mesh)
-        by_experts = layout.ep > 1 or cfg.experts_model
-        return ShardedRunner(cfg, dtype, self.device, batch, max_seq, layout.ep if by_experts else layout.tp,
-                             options=options, expert_parallel=by_experts, **kw)
+        return ShardedRunner(cfg, dtype, self.device, batch, max_seq, layout.ep if layout.ep > 1 else layout.tp,
+                             options=options, expert_parallel=layout.ep > 1, **kw)
 
     def collective(self, op: str, per_device: int, dtype: str, devices: int):
         from .torch_dist import Collective
@@ -121,10 +119,9 @@ class TorchCPU(TorchBackend):
         from infercost.kernels import llama_torch, llama_torch_cpu
         kv_int8 = quant.kv == "int8"
         ep = Layout.of(mesh).ep
-        # Split by experts (a mixture of experts on any mesh), each rank runs its share of the
-        # batch, eagerly (the all-to-alls' sizes are known only at run time).
-        by_experts = mesh is not None and cfg.experts_model
-        options = {**llama_torch_cpu.plan(batch // ep, compile_decode and not by_experts, kv_int8, cfg.experts_model),
+        # Split by experts, each rank runs its share of the batch, eagerly (the all-to-alls' sizes
+        # are known only at run time).
+        options = {**llama_torch_cpu.plan(batch // ep, compile_decode and ep == 1, kv_int8, cfg.experts_model),
                    "kv_int8": kv_int8}
         if mesh is not None:
             return self.sharded(cfg, dtype, batch, max_seq, mesh, options, seed=seed, weights=weights,
@@ -226,8 +223,7 @@ class TorchCUDA(TorchBackend):
         from infercost.kernels import llama_torch
         ep = Layout.of(mesh).ep
         # Split by experts: eager, as on CPUs (the all-to-alls' sizes are known only at run time).
-        by_experts = mesh is not None and cfg.experts_model
-        options = {**llama_torch.cuda_plan(batch // ep, compile_decode and not by_experts, cfg.experts_model),
+        options = {**llama_torch.cuda_plan(batch // ep, compile_decode and ep == 1, cfg.experts_model),
                    "kv_int8": quant.kv == "int8"}
         if mesh is not None:
             return self.sharded(cfg, dtype, batch, max_seq, mesh, options, seed=seed, weights=weights,
