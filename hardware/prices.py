@@ -1,8 +1,10 @@
 """Price tables: dated, sourced rows of what an instance costs per hour, and a SkyPilot importer.
 
-A row: provider, instance_type, accelerator, accelerator_count, region, pricing (on-demand,
-spot, 1-year, 3-year, owned), usd_per_hour for the whole instance, vcpus, memory_gib, as_of,
-source. Users add their own tables in the same format; every figure keeps its row.
+A row: provider, instance_type, accelerator, accelerator_count, region, pricing (the basis: see
+BASES), usd_per_hour for the whole instance, vcpus, memory_gib, as_of, source. A row may leave
+usd_per_hour empty where no public price exists (its source says so): it is listed, and asking
+to price with it is refused. Users add their own tables in the same format; every figure keeps
+its row, and a row older than MAX_AGE_DAYS is marked STALE wherever it is named.
 """
 
 from __future__ import annotations
@@ -16,7 +18,17 @@ from datetime import date
 from pathlib import Path
 
 PRICES_FILE = Path(__file__).with_name("prices.csv")
-PRICINGS = ("on-demand", "spot", "1-year", "3-year", "owned")
+# The bases a price row can be on, and what each means (README: "Price bases").
+BASES = {
+    "on-demand": "a cloud's list price per hour, no commitment",
+    "spot": "a cloud's interruptible capacity (preemptible), per hour",
+    "1-year": "a cloud's price per hour under a 1-year commitment",
+    "3-year": "a cloud's price per hour under a 3-year commitment",
+    "owned": "your own hardware: purchase over its life plus power (a row, or --owned)",
+    "market-owning": "a market TCO model's cost of owning and running the accelerator at scale, per hour",
+    "market-retail": "a market TCO model's going rental rate per accelerator-hour",
+}
+PRICINGS = tuple(BASES)
 COLUMNS = ("provider", "instance_type", "accelerator", "accelerator_count", "region", "pricing",
            "usd_per_hour", "vcpus", "memory_gib", "as_of", "source")
 REQUIRED = ("provider", "instance_type", "accelerator_count", "pricing", "usd_per_hour", "as_of", "source")
@@ -35,7 +47,7 @@ class Price:
     accelerator_count: int
     region: str
     pricing: str
-    usd_per_hour: float
+    usd_per_hour: float | None   # None: no public price (the source says so); never priced from
     vcpus: float | None
     memory_gib: float | None
     as_of: str
@@ -48,12 +60,22 @@ class Price:
         return f"{self.provider}:{self.instance_type}"
 
     def label(self) -> str:
-        """How a cost figure names the row it used."""
+        """How a cost figure names the row it used: basis, amount, date (STALE past MAX_AGE_DAYS)."""
+        stale = f", STALE: {self.age_days()} days old" if self.stale() else ""
         return (f"{self.instance} {self.region or ''} {self.pricing} ${self.usd_per_hour:g}/h "
-                f"(as of {self.as_of}; {Path(self.file).name}:{self.line})").replace("  ", " ")
+                f"(as of {self.as_of}{stale}; {Path(self.file).name}:{self.line})").replace("  ", " ")
 
     def age_days(self, today: date | None = None) -> int:
         return ((today or date.today()) - date.fromisoformat(self.as_of)).days
+
+    def stale(self, today: date | None = None) -> bool:
+        return self.age_days(today) > MAX_AGE_DAYS
+
+    def per_accelerator_hour(self) -> float | None:
+        """The price per accelerator-hour (the whole price for a CPU instance)."""
+        if self.usd_per_hour is None:
+            return None
+        return self.usd_per_hour / self.accelerator_count if self.accelerator_count else self.usd_per_hour
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -80,6 +102,20 @@ def _positive(value: float, where: str, field: str) -> float:
     if value <= 0:
         raise PriceTableError(f"{where}: field {field!r} is zero: an hour of an instance costs something")
     return value
+
+
+NO_PUBLIC_PRICE = "no public price"  # how a row's source begins where usd_per_hour is left empty
+
+
+def amount(row: dict, where: str) -> float | None:
+    """usd_per_hour: positive and finite, or empty where the source says no public price exists
+    (None: listed, never priced from); an unexplained gap is refused."""
+    if (row.get("usd_per_hour") or "").strip():
+        return _positive(_number(row["usd_per_hour"], where, "usd_per_hour"), where, "usd_per_hour")
+    if not (row.get("source") or "").strip().lower().startswith(NO_PUBLIC_PRICE):
+        raise PriceTableError(f"{where}: field 'usd_per_hour' is empty (a row without a price must have a "
+                              f"source starting {NO_PUBLIC_PRICE!r}, saying why)")
+    return None
 
 
 def load(path: str | Path) -> list[Price]:
@@ -114,7 +150,7 @@ def load(path: str | Path) -> list[Price]:
             accelerator=(row.get("accelerator") or "").strip(),
             accelerator_count=_number(row["accelerator_count"], where, "accelerator_count", integer=True),
             region=(row.get("region") or "").strip(), pricing=pricing,
-            usd_per_hour=_positive(_number(row["usd_per_hour"], where, "usd_per_hour"), where, "usd_per_hour"),
+            usd_per_hour=amount(row, where),
             vcpus=_number(row.get("vcpus"), where, "vcpus", optional=True),
             memory_gib=_number(row.get("memory_gib"), where, "memory_gib", optional=True),
             as_of=as_of, source=row["source"].strip(), file=str(path), line=reader.line_num,
@@ -146,6 +182,9 @@ def find(rows: list[Price], instance: str, pricing: str = "on-demand", region: s
         have = sorted({f"{r.pricing} {r.region}" for r in same})
         raise PriceTableError(f"no {pricing} price for {instance}{' in ' + region if region else ''}; have: {', '.join(have)}")
     row = matching[0]
+    if row.usd_per_hour is None:
+        raise PriceTableError(f"{instance} has no {pricing} price: {row.source} ({Path(row.file).name}:{row.line}); "
+                              "nothing is priced from it: give another --pricing or --price-per-hour")
     if row.age_days() > max_age_days:
         warnings.warn(f"the price of {instance} ({row.pricing}) is {row.age_days()} days old "
                       f"(as of {row.as_of}); refresh it with `infercost prices --from-skypilot`", stacklevel=2)
@@ -159,6 +198,10 @@ SKYPILOT_PLACEHOLDERS = {0.0, 700.0}
 
 def tpu_chips(name: str) -> int | None:
     """Chips in a TPU slice: the suffix counts chips on v5e/v6e, TensorCores on v4/v5p."""
+    if m := re.match(r"tpu7x-(\d+)$", name.strip().lower()):
+        # Ironwood: two TensorCores a chip (cloud.google.com/tpu/docs/tpu7x); its slice names are
+        # taken to count TensorCores as v5p's do (the page likens TPU7x to v5p): tpu7x-8 is 4 chips.
+        return int(m.group(1)) // 2
     m = re.match(r"tpu-(v\d+[a-z]*?)(?:litepod|pod)?-(\d+)$", name.strip().lower())
     if not m:
         return None
@@ -273,6 +316,6 @@ def diff(new: list[dict], current: list[Price]) -> tuple[list[tuple[Price, dict]
         old = index.get((row["provider"], row["instance_type"], row["region"], row["pricing"]))
         if old is None:
             added.append(row)
-        elif abs(old.usd_per_hour - float(row["usd_per_hour"])) > 1e-9 * old.usd_per_hour:
+        elif old.usd_per_hour is None or abs(old.usd_per_hour - float(row["usd_per_hour"])) > 1e-9 * old.usd_per_hour:
             changed.append((old, row))
     return changed, added

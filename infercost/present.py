@@ -139,12 +139,15 @@ def cost_table(rows: list[dict], title: str) -> Table:
 
 
 def prices_table(rows) -> Table:
-    table = Table(title="price rows (USD per hour of the whole instance)")
-    for col in ("instance", "accelerators", "region", "pricing", "$/h", "as of"):
+    table = Table(title="price rows (USD per hour of the whole instance; the basis each is on)")
+    for col in ("instance", "accelerators", "region", "basis", "$/h", "$/accelerator-h", "as of", "source"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r.instance, f"{r.accelerator_count} {r.accelerator}".strip(), r.region, r.pricing,
-                      f"{r.usd_per_hour:g}", r.as_of)
+        amount = "none" if r.usd_per_hour is None else f"{r.usd_per_hour:g}"
+        each = "-" if r.usd_per_hour is None or not r.accelerator_count else f"{r.per_accelerator_hour():.4g}"
+        age = r.as_of + (f" [yellow]STALE ({r.age_days()} days)[/]" if r.stale() else "")
+        table.add_row(escape(r.instance), escape(f"{r.accelerator_count} {r.accelerator}".strip()), escape(r.region),
+                      r.pricing, amount, each, age, escape(r.source[:60] + ("..." if len(r.source) > 60 else "")))
     return table
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from infercost.errors import InputError
 from infercost.hardware import cost
 from infercost.hardware.estimate import estimate
 from infercost.hardware import catalog, prices
@@ -135,6 +136,60 @@ def test_bad_tables_name_file_line_and_field(tmp_path, body, words):
     assert message.startswith(f"{path}:3:")  # the file, and the line of the bad row
     for w in words[1:]:
         assert w in message
+
+
+def test_a_row_without_a_price_says_why_is_listed_and_is_never_priced(tmp_path):
+    path = tmp_path / "mine.csv"
+    path.write_text(HEADER + "gcp,tpu7x-8,TPU7x,4,,on-demand,,,,2026-12-01,no public price: none listed\n"
+                    + "gcp,tpu7x-8,TPU7x,4,,3-year,8,,,2026-12-01,a commitment quote\n")
+    rows = prices.load(path)
+    assert rows[0].usd_per_hour is None and rows[1].per_accelerator_hour() == 2.0
+    with pytest.raises(prices.PriceTableError, match=r"^gcp:tpu7x-8 has no on-demand price: no public price: none listed"):
+        prices.find(rows, "gcp:tpu7x-8")
+    assert prices.find(rows, "gcp:tpu7x-8", "3-year").usd_per_hour == 8  # never a fallback from one basis to another
+    with pytest.raises(prices.PriceTableError, match="no spot price for gcp:tpu7x-8; have: 3-year , on-demand "):
+        prices.find(rows, "gcp:tpu7x-8", "spot")
+    path.write_text(HEADER + "gcp,tpu7x-8,TPU7x,4,,on-demand,,,,2026-12-01,forgot it\n")  # a gap with no reason
+    with pytest.raises(prices.PriceTableError, match=r"mine.csv:2: field 'usd_per_hour' is empty"):
+        prices.load(path)
+    # from the command line: one line, exit 2, nothing priced
+    records = tmp_path / "r.jsonl"
+    records.write_text(json.dumps({"schema": 1, "key": "k", **decode_record(1, 100.0, 0.01)}) + "\n")
+    proc = cli("cost", str(records), "--instance", "gcp:tpu7x-8")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "no on-demand price" in proc.stderr
+
+
+def test_a_market_basis_prices_a_gpu_hour_and_names_its_basis():
+    (basis,) = cost.price_bases(instances=["market:H100"], pricing="market-retail")
+    record = decode_record(8, 1000.0, 0.008)
+    record["case"].update(device="NVIDIA H100 80GB HBM3", device_kind="gpu")
+    (row,) = cost.price_records([record], basis)
+    assert row["usd_per_m_output"] == pytest.approx(2.00 / (1000.0 * 3600) * 1e6)  # $2.00 a GPU-hour, 1000 tok/s
+    assert "market:H100 market-retail $2/h (as of 2026-07-01" in row["price"]
+    with pytest.raises(InputError, match="unknown pricing 'retail'; valid: on-demand, spot, 1-year, 3-year, owned, "
+                                         "market-owning, market-retail"):
+        cost.price_bases(instances=["market:H100"], pricing="retail")
+
+
+def test_a_stale_price_is_marked_wherever_it_is_named(tmp_path):
+    from datetime import date, timedelta
+    old, new = ((date.today() - timedelta(days=d)).isoformat() for d in (prices.MAX_AGE_DAYS + 1, 3))
+    path = tmp_path / "mine.csv"
+    path.write_text(HEADER + f"aws,old,,0,r,on-demand,1.5,,,{old},s\n" + f"aws,new,,0,r,on-demand,1.5,,,{new},s\n")
+    rows = prices.load(path)
+    with pytest.warns(UserWarning, match="days old"):
+        assert f"STALE: {prices.MAX_AGE_DAYS + 1} days old" in prices.find(rows, "aws:old").label()
+    assert "STALE" not in prices.find(rows, "aws:new").label()
+
+
+def test_prices_shows_one_instance_on_every_basis_it_has():
+    proc = cli("prices", "market:B200")
+    assert proc.returncode == 0, proc.stderr
+    lines = [l for l in proc.stdout.splitlines() if "market:B200" in l]
+    # SemiAnalysis' July-2026 TCO rows: $1.73 owning, $3.70 retail a GPU-hour, in the order of the bases
+    assert [l.split("│")[4].strip() for l in lines] == ["market-owning", "market-retail"]
+    assert [l.split("│")[5].strip() for l in lines] == ["1.73", "3.7"]
+    assert prices.tpu_chips("tpu7x-8") == 4  # Ironwood: two TensorCores a chip
 
 
 def test_a_table_missing_columns_is_refused(tmp_path):

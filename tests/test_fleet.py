@@ -38,7 +38,7 @@ def sky_home(tmp_path: Path, bump: float = 1.0) -> Path:
     home = tmp_path / "home"
     by = defaultdict(dict)
     for r in csv.DictReader((ROOT / "hardware" / "prices.csv").open()):
-        if r["provider"] in ("aws", "gcp"):
+        if r["provider"] in ("aws", "gcp") and r["usd_per_hour"]:  # (a row with no public price has none)
             by[(r["provider"], r["instance_type"], r["region"])].update({"row": r, r["pricing"]: float(r["usd_per_hour"]) * bump})
     cols = ["InstanceType", "AcceleratorName", "AcceleratorCount", "vCPUs", "MemoryGiB", "GpuInfo", "Price", "SpotPrice",
             "Region", "AvailabilityZone"]

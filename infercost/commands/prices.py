@@ -24,7 +24,8 @@ def arguments(p) -> None:
     p.add_argument("--as-of", help="date the imported catalog was read (YYYY-MM-DD)")
     p.add_argument("--out", "-o", type=Path, help="where to write the imported table")
     p.add_argument("--prices", action="append", default=[], help="extra price table(s) to list")
-    p.add_argument("filter", nargs="?", default="", help="show rows whose provider:instance contains this")
+    p.add_argument("filter", nargs="?", default="",
+                   help="show rows whose provider:instance contains this (a whole provider:instance: all its bases)")
 
 
 def run(args) -> int:
@@ -44,7 +45,10 @@ def run(args) -> int:
         rows = prices.load_all(args.prices)
     except (OSError, prices.PriceTableError) as e:
         raise InputError(str(e)) from None
-    console.print(prices_table([r for r in rows if args.filter in r.instance]))
+    shown = [r for r in rows if args.filter in r.instance]
+    if any(r.instance == args.filter for r in rows):  # one instance: every basis it has, in BASES' order
+        shown = sorted((r for r in rows if r.instance == args.filter), key=lambda r: prices.PRICINGS.index(r.pricing))
+    console.print(prices_table(shown))
     return 0
 
 
@@ -63,7 +67,8 @@ def from_skypilot(args) -> int:
         raise InputError("SkyPilot has fetched no catalog on this machine yet (run e.g. `sky show-gpus` once)")
     changed, added = prices.diff(new, prices.load_all(args.prices))
     for old, row in changed:
-        console.print(escape(f"  changed  {old.instance} {old.region} {old.pricing}: ${old.usd_per_hour:g}/h (as of "
+        was = "no public price" if old.usd_per_hour is None else f"${old.usd_per_hour:g}/h"
+        console.print(escape(f"  changed  {old.instance} {old.region} {old.pricing}: {was} (as of "
                              f"{old.as_of}) -> ${float(row['usd_per_hour']):g}/h (as of {row['as_of']})"))
     console.print(escape(f"{len(changed)} rows differ from the current table; {len(added)} rows are new"))
     stamp = max(r["as_of"] for r in new)

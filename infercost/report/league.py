@@ -21,29 +21,30 @@ def basis(tag: dict) -> costs.Basis:
 
 def measured(records: list[dict], min_user_tps: float, ratio: float) -> dict:
     """{(model, weights): [row per instance]}: each instance's cheapest valid decode point at or above
-    min_user_tps per user, blended with its cheapest prefill of the same model and weights."""
+    min_user_tps per user, blended with its cheapest prefill of the same model and weights. Each
+    record is priced by the one pricing call (cost.price_record) with its task's price row."""
     best: dict = {}
     prefill: dict = {}
     for rec in records:
         tag = rec.get("fleet")
-        if not tag or rec.get("status") != "ok" or rec["case"]["workload"] not in ("prefill", "decode"):
+        if not tag or rec["case"]["workload"] not in ("prefill", "decode"):
             continue
-        case, m, b = rec["case"], rec["metrics"], basis(tag)
-        if not costs.same_device(b, rec) or costs.too_many_devices(b, rec):
+        b = basis(tag)
+        priced = costs.price_record(rec, b) if costs.same_device(b, rec) else None
+        if priced is None:  # invalid, another device, or more devices than the price covers
             continue
-        rate = b.per_hour_used(case.get("devices") or 1)
+        case = rec["case"]
         key = (case["params"]["model"], case.get("weight_dtype") or case["dtype"])
         if case["workload"] == "prefill":
-            usd = costs.per_million(rate, m["input_tokens_per_s"])
+            usd = priced["usd_per_m_input"]
             prefill[key + (tag["task"],)] = min(prefill.get(key + (tag["task"],), usd), usd)
             continue
-        if m.get("per_user_tokens_per_s") is None or m["per_user_tokens_per_s"] < min_user_tps:
+        if priced["per_user_tokens_per_s"] is None or priced["per_user_tokens_per_s"] < min_user_tps:
             continue
         row = {"instance": tag["instance"], "pricing": tag["pricing"], "task": tag["task"], "device": case.get("device"),
                "backend": case["backend"], "batch": case["params"]["batch"], "devices": case.get("devices") or 1,
-               "per_user_tps": m["per_user_tokens_per_s"], "usd_per_m_output": costs.per_million(rate, m["output_tokens_per_s"]),
-               "ci_low": costs.per_million(rate, m.get("output_tokens_per_s_ci95_high")),
-               "ci_high": costs.per_million(rate, m.get("output_tokens_per_s_ci95_low")),
+               "per_user_tps": priced["per_user_tokens_per_s"], "usd_per_m_output": priced["usd_per_m_output"],
+               "ci_low": priced["usd_per_m_output_ci95_low"], "ci_high": priced["usd_per_m_output_ci95_high"],
                "price": tag["price_label"], "as_of": tag["as_of"]}
         group = best.setdefault(key, {})
         if tag["task"] not in group or row["usd_per_m_output"] < group[tag["task"]]["usd_per_m_output"]:
