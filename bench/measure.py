@@ -84,6 +84,8 @@ def measure_case(backend, workload: Workload, case: dict, settings: Settings, se
     flops, nbytes = workload.work()
     steady = float(np.mean(m["times"]))  # total time / total calls over all timed blocks
     acc = catalog.lookup(case["device"])
+    case.update(catalog.chip_fields(case["device"], case.get("devices") or 1))  # the physical chips used
+    acc = acc.per_device() if acc else None  # a device that is part of a chip is held to its share
     peak = acc.peak(case["dtype"], tf32) if acc else None
     metrics = {
         "flops": flops, "bytes": nbytes,

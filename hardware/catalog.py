@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import csv
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -25,6 +25,7 @@ class Accelerator:
     as_of: str
     source: str
     interconnect_gbs: float | None = None  # per chip, one direction: NVLink, ICI, Infinity Fabric
+    devices_per_chip: int = 1  # devices a framework sees on one chip (TPU7x: each TensorCore is one)
 
     def peak(self, dtype: str, tf32: bool = False) -> float | None:
         """Dense peak FLOP/s for a matmul in this dtype, or None when unknown."""
@@ -35,6 +36,17 @@ class Accelerator:
     @property
     def bandwidth(self) -> float | None:
         return self.bandwidth_tbs * 1e12 if self.bandwidth_tbs else None
+
+    def per_device(self) -> "Accelerator":
+        """The share of a chip one device is: its peaks, bandwidth and memory over devices_per_chip
+        (the ceilings a single device's MFU and MBU are measured against)."""
+        n = self.devices_per_chip
+        if n == 1:
+            return self
+        part = lambda v: v / n if v else v
+        return replace(self, name=f"{self.name} (one of {n} devices a chip)", memory_gb=part(self.memory_gb),
+                       bandwidth_tbs=part(self.bandwidth_tbs), peak_tflops={k: part(v) for k, v in self.peak_tflops.items()},
+                       tdp_w=part(self.tdp_w), interconnect_gbs=part(self.interconnect_gbs), devices_per_chip=1)
 
     @property
     def interconnect(self) -> float | None:
@@ -60,6 +72,7 @@ def _rows() -> tuple[tuple[re.Pattern, Accelerator], ...]:
                 bandwidth_tbs=_num(row["bandwidth_tbs"]), peak_tflops=peaks,
                 tdp_w=_num(row["tdp_w"]), as_of=row["as_of"], source=row["source"],
                 interconnect_gbs=_num(row.get("interconnect_gbs") or ""),
+                devices_per_chip=int(row.get("devices_per_chip") or 1),
             )
             rows.append((re.compile(row["match"], re.IGNORECASE), acc))
     return tuple(rows)
@@ -77,6 +90,16 @@ def lookup(device_name: str) -> Accelerator | None:
         if pattern.search(device_name):
             return acc
     return None
+
+
+def chip_fields(device_name: str, devices: int) -> dict:
+    """How a record's devices map to physical chips, for an accelerator the catalog knows: chips
+    used (whole chips: a run on one of a chip's two devices still occupies, and pays for, the
+    chip) and devices a chip. {} for a device it does not know (a CPU)."""
+    acc = lookup(device_name)
+    if acc is None:
+        return {}
+    return {"chips": -(-devices // acc.devices_per_chip), "devices_per_chip": acc.devices_per_chip}
 
 
 def find(name: str) -> Accelerator | None:

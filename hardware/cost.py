@@ -26,9 +26,10 @@ class Basis:
     any_device: bool = False     # price results from other devices too (named in the label)
 
     def per_hour_used(self, devices: int | None = None) -> float:
-        """The share of the price a run pays: N of the M accelerators the price covers is N/M of it
-        (all of them: the whole instance). A CPU run uses the whole instance. A run over more
-        accelerators than the price covers is not priced by it (see too_many_devices)."""
+        """The share of the price a run pays: N of the M accelerators (chips, as price rows count
+        them) the price covers is N/M of it (all of them: the whole instance). A CPU run uses the
+        whole instance. A run over more accelerators than the price covers is not priced by it
+        (see too_many_devices)."""
         if self.accelerators_in_price <= 0:
             return self.usd_per_hour
         used = devices or self.accelerators_used
@@ -104,10 +105,16 @@ def cpu_only(records: list[dict]) -> bool:
     return bool(records) and all(on_cpu(r) for r in records)
 
 
+def chips_used(case: dict) -> int:
+    """The accelerators a case occupies as price rows count them: physical chips (a record says
+    how its devices map to chips, catalog.chip_fields), else its devices."""
+    return case.get("chips") or case.get("devices") or 1
+
+
 def too_many_devices(basis: Basis, record: dict) -> bool:
     """A record over more accelerators than the price covers (8 GPUs priced with a 1-GPU instance):
     the price does not say what those devices cost, so it is not priced with it (never capped)."""
-    return basis.accelerators_in_price > 0 and (record["case"].get("devices") or 1) > basis.accelerators_in_price
+    return basis.accelerators_in_price > 0 and chips_used(record["case"]) > basis.accelerators_in_price
 
 
 def price_record(record: dict, basis: Basis) -> dict | None:
@@ -117,9 +124,10 @@ def price_record(record: dict, basis: Basis) -> dict | None:
     if too_many_devices(basis, record):
         return None
     case, m = record["case"], record["metrics"]
-    rate = basis.per_hour_used(case.get("devices") or 1)
+    chips = chips_used(case)
+    rate = basis.per_hour_used(chips)
     row = {"backend": case["backend"], "device": case.get("device"), "workload": case["workload"],
-           "shape": case.get("shape"), "dtype": dtype_label(case), "usd_per_hour_used": rate,
+           "shape": case.get("shape"), "dtype": dtype_label(case), "usd_per_hour_used": rate, "chips": chips,
            "price": basis.label, "assumption": basis.assumption()}
     if case["workload"] == "matmul":
         row.update(usd_per_pflop=per_pflop(rate, m["tflops"]),
@@ -134,6 +142,8 @@ def price_record(record: dict, basis: Basis) -> dict | None:
         row.update({f"usd_per_m_{key}": per_million(rate, tps),
                     f"usd_per_m_{key}_ci95_low": per_million(rate, m.get(f"{key}_tokens_per_s_ci95_high")),
                     f"usd_per_m_{key}_ci95_high": per_million(rate, m.get(f"{key}_tokens_per_s_ci95_low"))})
+        row[f"{key}_tokens_per_usd"] = tps * 3600 / rate if tps else None
+        row[f"{key}_tokens_per_s_per_chip"] = tps / chips if tps else None
         if key == "output":
             row.update(tpot_s=m["tpot_s"], per_user_tokens_per_s=m["per_user_tokens_per_s"], output_tokens_per_s=tps)
     return row
@@ -216,6 +226,42 @@ def frontier(rows: list[dict]) -> list[dict]:
                 out.append(r)
                 cheapest = r["usd_per_m_output"]
     return out
+
+
+def at_speed(points: list[dict], min_user_tps: float) -> dict | None:
+    """The $/M output tokens of one configuration (priced decode rows of one backend, device,
+    model and weights at several batches) at a per-user speed target, on its measured frontier:
+    where the target lies between two frontier points, throughput (and each bound of its 95%
+    interval) is interpolated linearly in per-user speed between them and priced; at or below
+    the slowest point, the cheapest point meeting it; faster than every point: None. Returns
+    {"usd_per_m_output", "ci_low", "ci_high", "batch", "how"}."""
+    front = [p for p in frontier(points) if p.get("per_user_tokens_per_s")]  # fastest first, cost falling
+    meeting = [p for p in front if p["per_user_tokens_per_s"] >= min_user_tps]
+    if not meeting:
+        return None
+    fast = meeting[-1]  # the cheapest point that meets the target
+    slower = [p for p in front if p["per_user_tokens_per_s"] < min_user_tps]
+    pick = lambda p, how: {"usd_per_m_output": p["usd_per_m_output"], "ci_low": p.get("usd_per_m_output_ci95_low"),
+                           "ci_high": p.get("usd_per_m_output_ci95_high"), "batch": str(p["batch"]), "how": how}
+    if not slower or fast["per_user_tokens_per_s"] == min_user_tps:
+        return pick(fast, f"measured at batch {fast['batch']}")
+    slow = slower[0]
+    f = (min_user_tps - slow["per_user_tokens_per_s"]) / (fast["per_user_tokens_per_s"] - slow["per_user_tokens_per_s"])
+    rate = fast["usd_per_hour_used"]
+
+    def cost_at(key_fast: str, key_slow: str) -> float | None:
+        # throughput from each point's cost at the same price: tokens/s = rate / ($/M) x 1e6 / 3600
+        a, b = fast.get(key_fast), slow.get(key_slow)
+        if a is None or b is None:
+            return None
+        tps = (1 - f) * (rate / b * 1e6 / 3600) + f * (rate / a * 1e6 / 3600)
+        return per_million(rate, tps)
+    return {"usd_per_m_output": cost_at("usd_per_m_output", "usd_per_m_output"),
+            "ci_low": cost_at("usd_per_m_output_ci95_low", "usd_per_m_output_ci95_low"),
+            "ci_high": cost_at("usd_per_m_output_ci95_high", "usd_per_m_output_ci95_high"),
+            "batch": f"{slow['batch']}-{fast['batch']}",
+            "how": f"interpolated between batch {fast['batch']} ({fast['per_user_tokens_per_s']:.3g} tok/s a user) "
+                   f"and batch {slow['batch']} ({slow['per_user_tokens_per_s']:.3g})"}
 
 
 def cheapest_within(rows: list[dict], max_tpot_s: float) -> list[dict]:

@@ -171,6 +171,40 @@ def test_a_market_basis_prices_a_gpu_hour_and_names_its_basis():
         cost.price_bases(instances=["market:H100"], pricing="retail")
 
 
+def test_a_device_that_is_half_a_chip_is_priced_and_held_to_ceilings_by_physical_chips():
+    # Ironwood: each of a chip's two TensorCores is a JAX device of its own
+    tpu = catalog.lookup("TPU7x")
+    assert catalog.chip_fields("TPU7x", 8) == {"chips": 4, "devices_per_chip": 2}
+    assert catalog.chip_fields("TPU7x", 1) == {"chips": 1, "devices_per_chip": 2}  # half a chip still takes the chip
+    assert catalog.chip_fields("NVIDIA H100 80GB HBM3", 8) == {"chips": 8, "devices_per_chip": 1}
+    assert catalog.chip_fields("AMD EPYC 9R14", 2) == {}
+    assert tpu.per_device().peak("bfloat16") == pytest.approx(2307e12 / 2)  # a device's MFU: against half the chip
+    assert tpu.per_device().bandwidth == pytest.approx(7.4e12 / 2)
+    slice_price = cost.Basis(8.0, 4, "a 4-chip slice at $2 a chip-hour", accelerator="TPU7x")
+    record = decode_record(16, 2000.0, 0.008)
+    record["case"].update(device="TPU7x", device_kind="tpu", devices=8, chips=4, devices_per_chip=2)
+    (row,) = cost.price_records([record], slice_price)
+    assert row["chips"] == 4 and row["usd_per_hour_used"] == 8.0  # the whole slice, not 8 of its 4 chips
+    assert row["output_tokens_per_s_per_chip"] == 500.0 and row["output_tokens_per_usd"] == pytest.approx(2000 * 3600 / 8.0)
+    record["case"].update(devices=1, chips=1)
+    (row,) = cost.price_records([record], slice_price)
+    assert row["usd_per_hour_used"] == 2.0
+
+
+def test_the_cost_at_a_per_user_speed_is_interpolated_on_the_frontier_with_its_interval():
+    # batch 1: 50 tok/s a user and in all; batch 8: 10 a user, 80 in all (interval 70-90); $3.60 an hour
+    points = [decode_record(1, 50.0, 0.02), decode_record(8, 80.0, 0.1, lo=70.0, hi=90.0)]
+    for p in points:
+        p["case"]["device_kind"] = "cpu"
+    rows = cost.price_records(points, cost.Basis(3.6, 0, "a CPU machine"))
+    at = cost.at_speed(rows, 30.0)  # halfway in per-user speed: 65 tok/s in all, $1000/65 a million
+    assert at["usd_per_m_output"] == pytest.approx(1000 / 65) and at["batch"] == "8-1" and "interpolated" in at["how"]
+    assert at["ci_low"] == pytest.approx(1000 / 70) and at["ci_high"] == pytest.approx(1000 / 60)  # (50+90)/2, (50+70)/2
+    assert cost.at_speed(rows, 5.0)["usd_per_m_output"] == pytest.approx(1000 / 80)  # slower than all: the cheapest
+    assert cost.at_speed(rows, 50.0)["how"] == "measured at batch 1"
+    assert cost.at_speed(rows, 60.0) is None  # faster than every measured point: no figure
+
+
 def test_a_stale_price_is_marked_wherever_it_is_named(tmp_path):
     from datetime import date, timedelta
     old, new = ((date.today() - timedelta(days=d)).isoformat() for d in (prices.MAX_AGE_DAYS + 1, 3))

@@ -223,7 +223,7 @@ def test_collect_gathers_what_the_tasks_wrote_including_a_preempted_and_resumed_
     ranked = [l for l in rows if l.split("|")[1].strip().isdigit()]
     instances = {t["name"]: t["instance"] for t in json.loads((fleet / "fleet.json").read_text())["tasks"]}
     assert sorted(l.split("|")[2].strip() for l in ranked) == sorted(instances[n] for n in measured)
-    costs = [float(l.split("|")[6].split("(")[0].strip().lstrip("$")) for l in ranked]
+    costs = [float(l.split("|")[5].split("(")[0].strip().lstrip("$")) for l in ranked]
     assert costs == sorted(costs)  # cheapest first
     estimates = [l for l in rows if "ESTIMATE" in l]
     assert estimates and all("tpu-v6e-8" in l for l in estimates)  # never measured: a labelled estimate

@@ -20,10 +20,12 @@ def basis(tag: dict) -> costs.Basis:
 
 
 def measured(records: list[dict], min_user_tps: float, ratio: float) -> dict:
-    """{(model, weights): [row per instance]}: each instance's cheapest valid decode point at or above
-    min_user_tps per user, blended with its cheapest prefill of the same model and weights. Each
-    record is priced by the one pricing call (cost.price_record) with its task's price row."""
-    best: dict = {}
+    """{(model, weights): [row per instance]}: each instance's $/M output tokens at min_user_tps per
+    user on its measured frontier (cost.at_speed: interpolated between the batches around the
+    target, or the cheapest batch meeting it), its best backend's, blended with its cheapest
+    prefill of the same model and weights. Each record is priced by the one pricing call
+    (cost.price_record) with its task's price row."""
+    points: dict = {}
     prefill: dict = {}
     for rec in records:
         tag = rec.get("fleet")
@@ -39,16 +41,19 @@ def measured(records: list[dict], min_user_tps: float, ratio: float) -> dict:
             usd = priced["usd_per_m_input"]
             prefill[key + (tag["task"],)] = min(prefill.get(key + (tag["task"],), usd), usd)
             continue
-        if priced["per_user_tokens_per_s"] is None or priced["per_user_tokens_per_s"] < min_user_tps:
+        points.setdefault((key, tag["task"], case["backend"], case.get("devices") or 1), (tag, case, []))[2].append(priced)
+    best: dict = {}
+    for (key, task, backend, devices), (tag, case, rows) in points.items():
+        at = costs.at_speed(rows, min_user_tps)
+        if at is None or at["usd_per_m_output"] is None:
             continue
-        row = {"instance": tag["instance"], "pricing": tag["pricing"], "task": tag["task"], "device": case.get("device"),
-               "backend": case["backend"], "batch": case["params"]["batch"], "devices": case.get("devices") or 1,
-               "per_user_tps": priced["per_user_tokens_per_s"], "usd_per_m_output": priced["usd_per_m_output"],
-               "ci_low": priced["usd_per_m_output_ci95_low"], "ci_high": priced["usd_per_m_output_ci95_high"],
+        row = {"instance": tag["instance"], "pricing": tag["pricing"], "task": task, "device": case.get("device"),
+               "backend": backend, "batch": at["batch"], "devices": devices, "how": at["how"],
+               "usd_per_m_output": at["usd_per_m_output"], "ci_low": at["ci_low"], "ci_high": at["ci_high"],
                "price": tag["price_label"], "as_of": tag["as_of"]}
         group = best.setdefault(key, {})
-        if tag["task"] not in group or row["usd_per_m_output"] < group[tag["task"]]["usd_per_m_output"]:
-            group[tag["task"]] = row
+        if task not in group or row["usd_per_m_output"] < group[task]["usd_per_m_output"]:
+            group[task] = row
     out = {}
     for key, group in best.items():
         rows = sorted(group.values(), key=lambda r: r["usd_per_m_output"])
@@ -109,22 +114,25 @@ def league(records: list[dict], manifests: list[dict], min_user_tps: float = 20.
     return sections
 
 
-HEAD = ["rank", "instance", "pricing", "batch", "per-user tok/s", "$/M output (95% CI)", "$/M blended",
-        "differs from next", "price row"]
+HEAD = ["rank", "instance", "pricing", "batch", "$/M output (95% CI)", "$/M blended", "differs from next", "how",
+        "price row"]
 
 
 def table_rows(section: dict, usd) -> list[list[str]]:
-    rows = [[str(i + 1), r["instance"], r["pricing"], str(r["batch"]), f"{r['per_user_tps']:.1f}",
+    rows = [[str(i + 1), r["instance"], r["pricing"], str(r["batch"]),
              f"{usd(r['usd_per_m_output'])} ({usd(r['ci_low'])}-{usd(r['ci_high'])})", usd(r["usd_per_m_blended"]),
-             r.get("vs_next", "-"), r["price"]] for i, r in enumerate(section["rows"])]
+             r.get("vs_next", "-"), r["how"], r["price"]] for i, r in enumerate(section["rows"])]
     if section["estimates"]:
         rows.append(["---"] * len(HEAD))
-        rows += [["ESTIMATE", r["instance"], r["pricing"], str(r["batch"]), f"{r['per_user_tps']:.1f}",
-                  f"{usd(r['usd_per_m_output'])} (roofline ESTIMATE)", "-", "-", r["price"]] for r in section["estimates"]]
+        rows += [["ESTIMATE", r["instance"], r["pricing"], str(r["batch"]),
+                  f"{usd(r['usd_per_m_output'])} (roofline ESTIMATE)", "-", "-",
+                  f"largest batch keeping {r['per_user_tps']:.3g} tok/s a user", r["price"]] for r in section["estimates"]]
     return rows
 
 
-NOTE = ("Ranked by $/M output tokens at each instance's cheapest batch meeting the per-user speed target; "
-        "95% intervals from the measured throughput's; 'differs from next' is yes when the two intervals do not "
+NOTE = ("Ranked by $/M output tokens at the per-user speed target on each instance's measured frontier: "
+        "throughput interpolated between the two batches around the target (or the cheapest batch meeting it, "
+        "where none is slower); 95% intervals from the measured throughput's, interpolated alike; "
+        "'differs from next' is yes when the two intervals do not "
         "overlap. Below the line: instances of the fleet with no valid measurement, as roofline ESTIMATES "
         f"(bf16 compute, 100% of catalog peaks; {FORMULA}).")
