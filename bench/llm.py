@@ -319,8 +319,12 @@ class TransformerWorkload:
         out["tokens_per_joule"] = tokens / joules if joules else None
         out["joules_per_token"] = joules / tokens if joules else None
         out["energy_source"] = m.get("energy_source")
+        if joules:  # what the figure covers: the board alone (no host, network or cooling)
+            out["energy_boundary"] = "board"
+            out["tokens_per_mwh"] = tokens / joules * 3.6e9
         rate = "input_tokens_per_s" if self.prefill else "output_tokens_per_s"
-        out[rate + "_per_chip"] = out[rate] / self.devices
+        # per physical chip, as measure.py counted them (catalog.chip_fields), else per device
+        out[rate + "_per_chip"] = out[rate] / (self.case.get("chips") or self.devices)
         findings += gates.peak_gate(flops / stats["min"], peak, nbytes / stats["min"],
                                     bandwidth if basis == "catalog" else None)
         return out, findings

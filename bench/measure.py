@@ -22,7 +22,7 @@ from .timing import Settings, measure
 
 # Figures that are throughputs (or derived from one): an invalid measurement reports none.
 RATES = ("tflops", "gbps", "peak_fraction", "input_tokens", "output_tokens", "per_user", "mfu", "mbu",
-         "ttft", "tpot", "roofline_fraction", "tokens_per_joule", "joules_per_token", "algbw", "busbw")
+         "ttft", "tpot", "roofline_fraction", "tokens_per_joule", "joules_per_token", "tokens_per_mwh", "algbw", "busbw")
 
 
 @dataclass

@@ -71,6 +71,7 @@ class MatmulWorkload:
             **dict(zip(("tflops_ci95_low", "tflops_ci95_high"), rate_interval(flops / 1e12, stats))),
             "peak_fraction": flops / steady / peak if peak else None,
             "tflops_per_watt": flops / steady / 1e12 / power if power else None,
+            **({"energy_boundary": "board"} if power else {}),  # the board's own draw, nothing around it
         }
         findings = self.input_findings + gates.peak_gate(flops / stats["min"], peak, nbytes / stats["min"],
                                                          acc.bandwidth if acc else None)
