@@ -101,3 +101,30 @@ def test_the_python_api_prices_and_draws_from_a_notebook(results):
     assert len(matmul) and (matmul["usd_per_pflop"] > 0).all()
     figs = infercost.figures(results, price_per_hour=0.357, accelerators=0)
     assert set(figs) == figures_expected(results)
+
+
+def test_estimates_beside_measurements_give_each_cell_its_ratio_and_each_device_kind_its_error(results, tmp_path):
+    from infercost.report import accuracy
+    ours = [json.loads(l) for l in Path(results).read_text().splitlines()]
+    assert accuracy.cells(ours) == []  # CPU runs: no catalog ceilings to estimate from
+    # An H100 decode of llama-3.1-8b in bf16 at batch 1 measured at 100 and at 200 tok/s. By hand:
+    # it streams ~15.3 GB a token (7.5B weights but the embedding, 2 bytes each, and ~0.27 GB of cache)
+    # at 3.35 TB/s: ~219 tok/s at most, so the estimate is ~2.2x the first and ~1.1x the second.
+    gpu = []
+    for tps in (100.0, 200.0):
+        rec = json.loads(json.dumps(next(r for r in ours if r["case"]["workload"] == "decode" and r["status"] == "ok")))
+        rec["case"].update(device="NVIDIA H100 80GB HBM3", device_kind="gpu", devices=1, dtype="bfloat16",
+                           params={"model": "llama-3.1-8b", "batch": 1, "tokens": 2048})
+        rec["metrics"].update(output_tokens_per_s=tps, tpot_s=1 / tps, per_user_tokens_per_s=tps)
+        gpu.append(rec)
+    found = accuracy.cells(ours + gpu)
+    assert [f["measured"] for f in found] == [100.0, 200.0] and all(f["kind"] == "gpu" for f in found)
+    assert 2.0 < found[0]["ratio"] < 2.4 and found[1]["ratio"] == pytest.approx(found[0]["ratio"] / 2)
+    (err, n), = accuracy.errors_by_kind(found).values()
+    assert n == 2 and err == pytest.approx((found[0]["ratio"] - 1 + abs(found[1]["ratio"] - 1)) / 2)
+    path = tmp_path / "with-gpu.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in ours + gpu) + "\n")
+    proc = make_report(str(path), tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "## Estimates against measurements" in md and "gpu: mean absolute error" in md

@@ -17,7 +17,7 @@ from infercost.hardware import catalog
 from infercost.hardware import cost as costs
 from infercost.present import usd
 
-from . import league
+from . import accuracy, league
 from .figures import fig_costs, fig_frontier, fig_matmul_curve, fig_roofline, png
 
 
@@ -184,6 +184,10 @@ def write_report(records: list[dict], files: list, out: Path, bases=(), ratio: f
         md += ["## Serving engines against the kernels' ceiling", "", _md_table(engine_head, engines), ""]
     if cost_table:
         md += ["## Costs", "", f"*{price_note}*", "", _md_table(cost_head, cost_table), ""]
+    estimated = accuracy.cells(records)
+    if estimated:
+        md += ["## Estimates against measurements", "", f"*{accuracy.NOTE} {accuracy.summary(estimated)}.*", "",
+               _md_table(accuracy.HEAD, accuracy.table_rows(estimated)), ""]
     if invalid:
         md += ["## Cases without a valid measurement", "", _md_table(["backend", "device", "workload", "case", "status", "reasons"], invalid), ""]
     md += ["Data: `results.csv`, `results.parquet` (one row per case)."]
@@ -204,6 +208,9 @@ def write_report(records: list[dict], files: list, out: Path, bases=(), ratio: f
         body.append("<h2>Serving engines against the kernels' ceiling</h2>" + _html_table(engine_head, engines))
     if cost_table:
         body.append(f"<h2>Costs</h2><p>{e(price_note)}</p>" + _html_table(cost_head, cost_table))
+    if estimated:
+        body.append(f"<h2>Estimates against measurements</h2><p>{e(accuracy.NOTE)} {e(accuracy.summary(estimated))}.</p>"
+                    + _html_table(accuracy.HEAD, accuracy.table_rows(estimated)))
     if invalid:
         body.append("<h2>Cases without a valid measurement</h2>" + _html_table(
             ["backend", "device", "workload", "case", "status", "reasons"], invalid))
