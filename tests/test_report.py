@@ -115,7 +115,8 @@ def test_estimates_beside_measurements_give_each_cell_its_ratio_and_each_device_
         rec = json.loads(json.dumps(next(r for r in ours if r["case"]["workload"] == "decode" and r["status"] == "ok")))
         rec["case"].update(device="NVIDIA H100 80GB HBM3", device_kind="gpu", devices=1, dtype="bfloat16",
                            params={"model": "llama-3.1-8b", "batch": 1, "tokens": 2048})
-        rec["metrics"].update(output_tokens_per_s=tps, tpot_s=1 / tps, per_user_tokens_per_s=tps)
+        rec["metrics"].update(output_tokens_per_s=tps, output_tokens_per_s_per_chip=tps, tpot_s=1 / tps,
+                              per_user_tokens_per_s=tps, output_tokens_per_s_ci95_low=tps, output_tokens_per_s_ci95_high=tps)
         gpu.append(rec)
     found = accuracy.cells(ours + gpu)
     assert [f["measured"] for f in found] == [100.0, 200.0] and all(f["kind"] == "gpu" for f in found)
