@@ -47,9 +47,10 @@ class Basis:
 OUTPUT = ("decode", "serve")  # workloads priced per output token: the kernels' decode, an engine's serving
 
 
-def owned_per_hour(purchase_usd: float, years: float, power_w: float, usd_per_kwh: float) -> float:
-    """Owned hardware: the purchase spread evenly over its life, plus electricity at the given draw."""
-    return purchase_usd / (years * 365 * 24) + power_w / 1000 * usd_per_kwh
+def owned_per_hour(purchase_usd: float, years: float, power_w: float, usd_per_kwh: float, pue: float = 1.0) -> float:
+    """Owned hardware: the purchase spread evenly over its life, plus electricity at the given draw
+    times the facility's PUE (power usage effectiveness: what the building draws per watt of IT)."""
+    return purchase_usd / (years * 365 * 24) + power_w * pue / 1000 * usd_per_kwh
 
 
 def per_million(usd_per_hour: float, tokens_per_s: float | None) -> float | None:
@@ -279,7 +280,7 @@ def cheapest_within(rows: list[dict], max_tpot_s: float) -> list[dict]:
 def price_bases(*, instances=(), pricing: str = "on-demand", region: str | None = None, prices=(),
                 price_per_hour: float | None = None, accelerators: int | None = None,
                 owned: float | None = None, years: float = 4.0, power_w: float | None = None,
-                kwh_price: float | None = None, cpu: bool = False, warn=None, names: dict | None = None,
+                kwh_price: float | None = None, pue: float = 1.0, cpu: bool = False, warn=None, names: dict | None = None,
                 any_device: bool = False) -> list[Basis]:
     """Every price basis the user gave ([] for none): a price per hour, owned hardware, or price rows
     (one accelerator instance and one CPU instance may be given together). The CLI and the Python
@@ -296,7 +297,7 @@ def price_bases(*, instances=(), pricing: str = "on-demand", region: str | None 
 
     name = lambda key: (names or {}).get(key, key)
     for value, key in ((price_per_hour, "price_per_hour"), (owned, "owned"), (years, "years"),
-                       (power_w, "power_w"), (kwh_price, "kwh_price")):
+                       (power_w, "power_w"), (kwh_price, "kwh_price"), (pue, "pue")):
         if value is not None:
             number(value, name(key))
     if accelerators is not None:
@@ -311,8 +312,10 @@ def price_bases(*, instances=(), pricing: str = "on-demand", region: str | None 
         if power_w is None or kwh_price is None:
             raise InputError(f"{name('owned')} needs {name('power_w')} (the machine's draw) and "
                              f"{name('kwh_price')} (USD per kWh)")
-        hourly = owned_per_hour(owned, years, power_w, kwh_price)
-        return [Basis(hourly, n, f"owned: ${owned:,.0f} over {years:g} years + {power_w:g} W at "
+        if pue < 1:
+            raise InputError(f"{name('pue')} {pue:g}: a facility draws at least the power of what it hosts (PUE >= 1)")
+        hourly = owned_per_hour(owned, years, power_w, kwh_price, pue)
+        return [Basis(hourly, n, f"owned: ${owned:,.0f} over {years:g} years + {power_w:g} W x PUE {pue:g} at "
                                  f"${kwh_price:g}/kWh = ${hourly:.4g}/h ({n} accelerator(s))")]
     if price_per_hour is not None:
         return [Basis(price_per_hour, n, f"--price-per-hour {price_per_hour:g} (user, {n} accelerator(s))")]

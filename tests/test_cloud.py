@@ -89,11 +89,16 @@ def test_owned_hardware_price_by_hand():
     # 4 years are 35,040 hours (4 x 365 x 24), so $0.856164/h, and $0.926164/h in all.
     assert owned_per_hour(30000, 4, 700, 0.10) == pytest.approx(0.926164, rel=1e-6)
     assert owned_per_hour(10000, 1, 0, 0.30) == pytest.approx(1.141553, rel=1e-6)  # 10,000 / 8,760 h, no power
+    # in a building of PUE 1.3 the 700 W draw 910 W from the grid: $0.091/h, $0.947164/h in all
+    assert owned_per_hour(30000, 4, 700, 0.10, pue=1.3) == pytest.approx(0.947164, rel=1e-6)
 
 
 def test_owned_needs_power_and_electricity_price(tmp_path):
     proc = run_cli(["--out", str(tmp_path / "c.jsonl"), "--owned", "30000"], {})
     assert proc.returncode == 2 and "--power-w" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli(["--out", str(tmp_path / "c.jsonl"), "--owned", "30000", "--power-w", "700", "--kwh-price", "0.1",
+                    "--pue", "0.9"], {})
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "PUE >= 1" in proc.stderr
 
 
 def test_power_sampler_averages_readings_while_the_block_runs():

@@ -45,7 +45,7 @@ def blend_ratio(text: str) -> float:
 
 # -- prices -------------------------------------------------------------------------------
 PRICE_FLAGS = {k: "--" + k.replace("_", "-") for k in ("price_per_hour", "accelerators", "owned", "years",
-                                                      "power_w", "kwh_price", "instance")}
+                                                      "power_w", "kwh_price", "pue", "instance")}
 
 
 def add_price_flags(p) -> None:
@@ -65,6 +65,8 @@ def add_price_flags(p) -> None:
     p.add_argument("--years", type=positive(float), default=4.0, help="amortisation years for --owned (default 4)")
     p.add_argument("--power-w", type=positive(float), default=None, help="power draw in watts for --owned")
     p.add_argument("--kwh-price", type=positive(float), default=None, help="electricity USD per kWh for --owned")
+    p.add_argument("--pue", type=positive(float), default=1.0,
+                   help="the facility's power usage effectiveness for --owned (default 1.0: the machine's draw alone)")
 
 
 def price_bases(args, records: list[dict] = (), instances: list[str] | None = None, cpu: bool | None = None) -> list:
@@ -76,7 +78,7 @@ def price_bases(args, records: list[dict] = (), instances: list[str] | None = No
     cpu = cpu_only(list(records)) if cpu is None else cpu
     return build(instances=args.instance if instances is None else instances, pricing=args.pricing, region=args.region,
                  prices=args.prices, price_per_hour=args.price_per_hour, accelerators=args.accelerators,
-                 owned=args.owned, years=args.years, power_w=args.power_w, kwh_price=args.kwh_price, cpu=cpu,
+                 owned=args.owned, years=args.years, power_w=args.power_w, kwh_price=args.kwh_price, pue=args.pue, cpu=cpu,
                  warn=warn, names=PRICE_FLAGS, any_device=args.any_device)
 
 
