@@ -247,17 +247,23 @@ def missing_figures(rec: dict) -> str:
     return f"{', '.join(absent)} missing" if absent else ""
 
 
+def not_figure(v) -> bool:
+    """not numbers.is_figure(v), for the loader's hot loop (a million records' figures): by exact
+    type, so a flag (bool) is not a number; NaN fails v >= 0."""
+    t = type(v)
+    return not (v >= 0 and v != math.inf) if t is float else (v < 0 if t is int else True)
+
+
 def impossible_figures(rec: dict) -> str:
     """The figures of a record that no measurement can give (empty when all are possible)."""
-    from infercost.numbers import is_figure
     bad = [f"{k} = {v!r}" for k, v in (rec.get("metrics") or {}).items()
-           if v is not None and not isinstance(v, (str, bool)) and not is_figure(v)]
+           if v is not None and type(v) not in (str, bool) and not_figure(v)]
     times = rec.get("raw_times_s")
     if times is not None and (not isinstance(times, list) or not times  # (min and max: one pass each, in C)
                               or not all(type(t) in (float, int) for t in times)
                               or not (min(times) > 0 and math.isfinite(max(times)))):
         bad.append("raw_times_s holds a time that is not positive and finite")
-    bad += [f"stats.{k} = {v!r}" for k, v in numbers(rec.get("stats") or {}) if not is_figure(v)]
+    bad += [f"stats.{k} = {v!r}" for k, v in numbers(rec.get("stats") or {}) if not_figure(v)]
     return ", ".join(bad)
 
 
@@ -286,11 +292,14 @@ def inconsistent(rec: dict) -> str:
             return f"layout {mesh!r} is not positive whole numbers"
         if (spans := Layout.of(mesh).devices) != n:
             return f"layout {mesh!r} spans {spans} devices, the record says {n}"
+    chips = case.get("chips") or n  # physical chips where the record says how its devices map to them
+    if isinstance(chips, bool) or not isinstance(chips, int) or chips < 1:
+        return f"chips = {chips!r} (a positive whole number)"
     for key, value in m.items():
         if key.endswith("_per_chip") and value is not None:
             total = m.get(key.removesuffix("_per_chip"))
-            if not isinstance(total, (int, float)) or abs(value * n - total) > 1e-9 * max(abs(total), 1e-300):
-                return f"{key} = {value!r} is not {key.removesuffix('_per_chip')} = {total!r} over {n} devices"
+            if not isinstance(total, (int, float)) or abs(value * chips - total) > 1e-9 * max(abs(total), 1e-300):
+                return f"{key} = {value!r} is not {key.removesuffix('_per_chip')} = {total!r} over {chips} chips"
     zero = [f"{k} = {m[k]!r}" for k in FIGURES.get(case["workload"], ()) if m.get(k) == 0]
     if zero:
         return f"{', '.join(zero)} (a measured rate or time is never zero)"

@@ -189,6 +189,14 @@ def test_a_device_that_is_half_a_chip_is_priced_and_held_to_ceilings_by_physical
     record["case"].update(devices=1, chips=1)
     (row,) = cost.price_records([record], slice_price)
     assert row["usd_per_hour_used"] == 2.0
+    # the reader holds a per-chip figure to the chips the record states, not to its devices
+    from infercost.bench.records import checked
+    record["case"].update(devices=8, chips=4)
+    record["metrics"]["output_tokens_per_s_per_chip"] = 500.0
+    record["reasons"] = []
+    assert checked(json.loads(json.dumps(record)))["status"] == "ok"
+    record["metrics"]["output_tokens_per_s_per_chip"] = 250.0  # over 8 devices: not what 4 chips give
+    assert checked(json.loads(json.dumps(record)))["status"] == "invalid"
 
 
 def test_the_cost_at_a_per_user_speed_is_interpolated_on_the_frontier_with_its_interval():
