@@ -113,6 +113,7 @@ def test_a_level_counts_exactly_the_tokens_the_server_returned(server, model_dir
         assert r.output_tokens == r.max_tokens
         assert 0 < len(r.chunks) <= counter.count("".join(r.text)) <= r.output_tokens
         assert 0 < r.ttft < r.e2e
+        assert r.clock == "written"  # TTFT and end-to-end counted from the request's first byte on the wire
     metrics, stats, findings = serve.summarize_level(requests, start, end, {})
     assert metrics["output_tokens"] == sum(r.output_tokens for r in measured)
     # Little's law: requests in flight = throughput x latency, about the concurrency asked for.

@@ -71,6 +71,7 @@ class Request:
     output_tokens: int | None = None
     prompt_tokens: int | None = None
     error: str | None = None
+    clock: str = "built"  # where start stands: "written" (the request's first byte sent) or "built"
 
     @property
     def ok(self) -> bool:
@@ -154,8 +155,18 @@ async def send(client, ep: Endpoint, req: Request, counter: Counter) -> Request:
     return req
 
 
+WRITE_STARTS = ("http11.send_request_headers.started", "http2.send_request_headers.started")
+
+
 async def _stream(client, ep: Endpoint, req: Request) -> None:
-    async with client.stream("POST", ep.path, json=body(ep, req), headers=ep.headers()) as resp:
+    async def trace(event: str, info: dict) -> None:
+        # The clock starts when the request is written to the connection (httpcore's trace), not
+        # while the client still builds it: building took ~1 ms, 13-23% of a fast server's TTFT.
+        if event in WRITE_STARTS:
+            req.start, req.clock = time.perf_counter(), "written"
+
+    async with client.stream("POST", ep.path, json=body(ep, req), headers=ep.headers(),
+                             extensions={"trace": trace}) as resp:
         if resp.status_code != 200:
             detail = clip((await resp.aread()).decode("utf-8", "replace"), 200)
             raise RuntimeError(f"HTTP {resp.status_code}: {detail}")

@@ -193,7 +193,11 @@ def level_record(ep: Endpoint, level: Level, work: Prompts, requests: list[Reque
     failures = sorted({r.error for r in requests if r.error})[:5]
     settings = {"min_duration_s": level.min_duration_s, "min_requests": level.min_requests,
                 "warmup_requests": level.warmup_requests, "timeout_s": ep.timeout_s, "slo": slo,
-                "ignore_eos": ep.ignore_eos}
+                "ignore_eos": ep.ignore_eos,
+                # what a latency covers: from where each request's clock started to its first text chunk / its end
+                "latency_clock": ("from the request's first byte written to the connection"
+                                  if all(r.clock == "written" for r in requests if r.ok) else
+                                  "from before the request was built (the connection gave no write event)")}
     tpots = [t for r in requests if not r.warmup and r.ok and (t := r.tpot()) is not None]
     return conclude(case, findings, metrics, RATES, stats=latency, raw_times_s=tpots or None, settings=settings,
                     failures=failures)
