@@ -43,12 +43,18 @@ def percentiles(values: list[float]) -> dict:
     return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "mean": float(np.mean(values))}
 
 
-def count_rate_interval(counts: list[float], window_s: float, seed: int = 0, resamples: int = 1000) -> tuple[float, float]:
-    """The 95% bootstrap interval of a rate made of items counted over a window (tokens of the
-    requests a serving level finished): the items are resampled, the window is fixed."""
-    per = np.asarray(counts, dtype=np.float64)
+def slice_rate_interval(rate: float, per_slice: list[float], seed: int = 0, resamples: int = 1000) -> tuple[float, float]:
+    """The 95% bootstrap interval of a rate measured over a window cut into equal slices, from
+    what arrived in each slice (a serving level's tokens as they streamed): the slices are
+    resampled, and each resample scales the rate by its total over the measured total. What
+    varies over time is what the interval shows: resampling requests instead gave zero width
+    whenever every request asked for the same number of tokens."""
+    per = np.asarray(per_slice, dtype=np.float64)
+    total = per.sum()
+    if per.size < 2 or total <= 0:
+        return rate, rate
     rng = np.random.default_rng(seed)
-    sums = per[rng.integers(0, per.size, (resamples, per.size))].sum(axis=1) / window_s
+    sums = per[rng.integers(0, per.size, (resamples, per.size))].sum(axis=1) / total * rate
     lo, hi = np.percentile(sums, [2.5, 97.5])
     return float(lo), float(hi)
 

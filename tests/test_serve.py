@@ -175,6 +175,20 @@ def test_a_level_served_in_waves_is_steady_and_one_that_speeds_up_is_climbing():
         ("invalid", "throughput still climbing: second half +100% over the first")]
 
 
+def test_the_throughput_interval_shows_how_the_rate_moved_even_when_every_request_has_one_length():
+    # Every request streams 10 tokens. Two waves of 6 over a 6 s window: one chunk of 6 tokens in
+    # each of the window's 20 slices of 0.3 s, so the rate (120 tokens / 6 s) has no spread to show.
+    steady, _, _ = serve.summarize_level(waves([0, 3], 6, 3.0), 0.0, 6.0, {})
+    assert steady["output_tokens_per_s"] == pytest.approx(20.0)
+    assert steady["output_tokens_per_s_ci95_low"] == pytest.approx(20.0) == steady["output_tokens_per_s_ci95_high"]
+    # Waves of 2 then 10: the same 120 tokens and rate, but 2 tokens a slice, then 10. Resampling
+    # the requests (all alike) gave a zero-width interval; resampling the slices does not.
+    moved, _, _ = serve.summarize_level(waves([0], 2, 3.0) + waves([3], 10, 3.0), 0.0, 6.0, {})
+    assert moved["output_tokens_per_s"] == pytest.approx(20.0)
+    assert moved["output_tokens_per_s_ci95_low"] < 20.0 < moved["output_tokens_per_s_ci95_high"]
+    assert moved["output_tokens_per_s_ci95_high"] - moved["output_tokens_per_s_ci95_low"] > 4.0
+
+
 @pytest.mark.slow
 def test_a_server_killed_mid_level_gives_failed_requests_and_an_invalid_level(model_dir):
     proc, url = start_server(model_dir)

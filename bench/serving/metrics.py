@@ -6,12 +6,13 @@ from __future__ import annotations
 import numpy as np
 
 from .. import gates
-from ..stats import count_rate_interval, percentiles
+from ..stats import percentiles, slice_rate_interval
 from .client import Request
 
 MAX_ERROR_RATE = 0.05   # a level with more failed requests than this is invalid
 CLIMB_INVALID = 0.25    # token rate of the level's second half over its first half (with 16+ requests)
 CLIMB_WARN = 0.10
+SLICES = 20             # parts of a level's window that its tokens are counted in (climb and interval)
 # A level's figures that are throughputs: an invalid level reports none of them.
 RATES = ("output_tokens_per_s", "goodput", "per_user", "requests_per_s")
 
@@ -47,22 +48,20 @@ def summarize_level(requests: list[Request], start: float, end: float, slo: dict
     # Tokens are placed when they arrive (a request's count spread over its chunks), not when
     # their request ends: a batching server ends requests in waves, and counted by end a steady
     # level read +33% to +100%.
-    mid = start + window / 2
-    first = second = 0.0
+    per_slice = np.zeros(SLICES)  # tokens as they arrived, in SLICES equal parts of the window
     for r in counted:
         times = r.chunks or [r.start + r.e2e]
         for t in times:
-            if start <= t < mid:
-                first += r.output_tokens / len(times)
-            elif mid <= t <= end:
-                second += r.output_tokens / len(times)
+            if start <= t <= end:
+                per_slice[min(int((t - start) / window * SLICES), SLICES - 1)] += r.output_tokens / len(times)
+    first, second = per_slice[:SLICES // 2].sum(), per_slice[SLICES // 2:].sum()
     if len(counted) >= 16 and first > 0:
         climb = second / first - 1
         if climb > CLIMB_INVALID:
             findings.append((gates.INVALID, f"throughput still climbing: second half {climb:+.0%} over the first"))
         elif climb > CLIMB_WARN:
             findings.append((gates.WARN, f"throughput climbing: second half {climb:+.0%} over the first"))
-    lo, hi = count_rate_interval([r.output_tokens for r in counted], window, seed) if counted else (None, None)
+    lo, hi = slice_rate_interval(tokens / window, per_slice, seed) if counted else (None, None)
     good = [r for r in counted if slo_ok(r, slo)]
     in_flight = sum(r.e2e for r in ok) / window if ok else None  # Little's law: L = throughput x latency
     metrics = {
