@@ -127,12 +127,18 @@ def test_a_concurrency_sweep_writes_priced_records(server, tmp_path):
     out = tmp_path / "serve.jsonl"
     proc = subprocess.run([sys.executable, "-m", "infercost.cli", "serve", url, "--model", model, "--concurrency", "1,2",
                            "--min-duration", "1.5", "--min-requests", "8", "--warmup-requests", "1",
-                           "--input-tokens", "6", "--output-tokens", "8", "--slo", "ttft=2s,tpot=1s",
+                           "--input-tokens", "6", "--output-tokens", "8", "--slo", "ttft=2s,tpot=1s", "--tokenizer", model,
                            "--price-per-hour", "2", "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     records = [json.loads(l) for l in out.read_text().splitlines()]
     assert [r["case"]["params"]["level"] for r in records] == [1, 2]
     for r in records:
+        # each measured request's own figures; prompts cut to 6 of the tokenizer's tokens, and the
+        # server (the tiny model has no chat template to add its own) counted exactly those
+        per = r["requests"]
+        assert len(per["ttft_s"]) == r["metrics"]["requests_ok"] + r["metrics"]["requests_failed"]
+        assert r["case"]["params"]["input"].startswith("6 tokens")
+        assert set(per["prompt_tokens"]) == {6} and set(per["output_tokens"]) == {8}
         assert r["case"]["workload"] == "serve" and r["case"]["engine"]["server"] == "uvicorn"
         assert model in r["case"]["engine"]["models"]
         assert r["metrics"]["warmup_requests"] == 1 and r["metrics"]["requests_failed"] == 0

@@ -26,20 +26,30 @@ class Prompts:
     output_tokens: tuple[int, int] = (128, 128)
     prompts: list | None = None
     seed: int = 0
+    counter: Counter | None = None  # with a tokenizer: synthetic prompts cut to input_tokens tokens
 
     def __post_init__(self):
         self.rng = random.Random(self.seed)
+
+    @property
+    def by_tokens(self) -> bool:
+        return bool(self.counter and self.counter.tok)
 
     def next(self, warmup: bool = False) -> Request:
         n = self.rng.randint(*self.output_tokens)
         if self.prompts:
             return Request(self.rng.choice(self.prompts), n, warmup)
-        words = self.rng.randint(*self.input_tokens)  # words of a synthetic prompt, about a token each
-        return Request(" ".join(f"w{self.rng.randint(3, 200)}" for _ in range(words)), n, warmup)
+        length = self.rng.randint(*self.input_tokens)
+        text = " ".join(f"w{self.rng.randint(3, 200)}" for _ in range(length))  # a word is a token or more
+        if self.by_tokens:  # exactly `length` of the tokenizer's tokens (the server's chat template adds its own)
+            tok = self.counter.tok
+            text = tok.decode(tok.encode(text, add_special_tokens=False).ids[:length])
+        return Request(text, n, warmup)
 
     def describe(self) -> str:
         span = lambda a: f"{a[0]}" if a[0] == a[1] else f"{a[0]}-{a[1]}"
-        source = f"{len(self.prompts)} prompts from a file" if self.prompts else f"{span(self.input_tokens)} words"
+        unit = "tokens" if self.by_tokens else "words (no --tokenizer: a word is one token or more)"
+        source = f"{len(self.prompts)} prompts from a file" if self.prompts else f"{span(self.input_tokens)} {unit}"
         return f"{source}, {span(self.output_tokens)} output tokens"
 
 
@@ -97,6 +107,7 @@ def run(ep: Endpoint, levels: list[Level], work: Prompts, slo: dict, writer, pro
         device_kind: str, on_level, kernel_model: str | None = None) -> list[dict]:
     """Every level in turn; each record is written as soon as its level ends."""
     counter = Counter(ep.tokenizer)
+    work.counter = work.counter or counter
     engine = asyncio.run(probe(ep, counter))
     records = []
     for level in levels:
@@ -199,5 +210,10 @@ def level_record(ep: Endpoint, level: Level, work: Prompts, requests: list[Reque
                                   if all(r.clock == "written" for r in requests if r.ok) else
                                   "from before the request was built (the connection gave no write event)")}
     tpots = [t for r in requests if not r.warmup and r.ok and (t := r.tpot()) is not None]
+    measured = [r for r in requests if not r.warmup]
+    # Each measured request's figures, so goodput under any limit can be recomputed from the file.
+    per_request = {"ok": [r.ok for r in measured], "ttft_s": [r.ttft for r in measured], "tpot_s": [r.tpot() for r in measured],
+                   "e2e_s": [r.e2e for r in measured], "prompt_tokens": [r.prompt_tokens for r in measured],
+                   "output_tokens": [r.output_tokens for r in measured]}
     return conclude(case, findings, metrics, RATES, stats=latency, raw_times_s=tpots or None, settings=settings,
-                    failures=failures)
+                    failures=failures, requests=per_request)

@@ -23,7 +23,8 @@ def arguments(p) -> None:
     p.add_argument("--concurrency", type=csv_list, default=None, help="concurrency levels, e.g. 1,2,4 (default 1, 2, 4 ... --max-concurrency)")
     p.add_argument("--max-concurrency", type=positive(int), default=8, help="largest default concurrency level (default 8)")
     p.add_argument("--rate", type=csv_list, default=None, help="Poisson arrival rates (requests/s) instead of concurrency levels")
-    p.add_argument("--input-tokens", default="128", help="prompt length in words, N or MIN-MAX (default 128)")
+    p.add_argument("--input-tokens", default="128",
+                   help="prompt length in --tokenizer's tokens (without one: in words), N or MIN-MAX (default 128)")
     p.add_argument("--output-tokens", default="128", help="max_tokens per request, N or MIN-MAX (default 128)")
     p.add_argument("--prompts", type=Path, default=None, help='JSONL file of {"prompt": "..."} instead of synthetic prompts')
     p.add_argument("--min-duration", type=positive(float), default=10.0, help="seconds each level runs at least (default 10)")
@@ -50,15 +51,14 @@ def run(args) -> int:
     from infercost.bench.records import Writer, results_path, run_provenance
     url = serving.check_url(args.url)
     serving.api_key(args.api_key_env)  # a named variable that is unset is an error; its value a secret
-    if args.tokenizer:
-        serving.Counter(args.tokenizer)  # a missing or broken tokenizer is refused before any request
+    counter = serving.Counter(args.tokenizer) if args.tokenizer else None  # a broken one refused before any request
     bases = price_bases(args, cpu=args.device_kind == "cpu")
     limits = dict(min_duration_s=args.min_duration, min_requests=args.min_requests,
                   warmup_requests=args.warmup_requests, max_duration_s=args.max_duration)
     levels = serving.plan_levels(args.concurrency, args.rate, args.max_concurrency, **limits)
     work = serving.Prompts(serving.span(args.input_tokens, "--input-tokens"),
                            serving.span(args.output_tokens, "--output-tokens"),
-                           serving.read_prompts(args.prompts) if args.prompts else None, args.seed)
+                           serving.read_prompts(args.prompts) if args.prompts else None, args.seed, counter)
     ep = serving.Endpoint(url, args.model, args.api, args.api_key_env, args.timeout, not args.no_ignore_eos, args.tokenizer)
     slo = serving.parse_slo(args.slo)
     path = results_path(args.out, False, kind="serve")
