@@ -295,11 +295,12 @@ def inconsistent(rec: dict) -> str:
     chips = case.get("chips") or n  # physical chips where the record says how its devices map to them
     if isinstance(chips, bool) or not isinstance(chips, int) or chips < 1:
         return f"chips = {chips!r} (a positive whole number)"
+    unit = "chips" if case.get("chips") else "devices"
     for key, value in m.items():
         if key.endswith("_per_chip") and value is not None:
             total = m.get(key.removesuffix("_per_chip"))
             if not isinstance(total, (int, float)) or abs(value * chips - total) > 1e-9 * max(abs(total), 1e-300):
-                return f"{key} = {value!r} is not {key.removesuffix('_per_chip')} = {total!r} over {chips} chips"
+                return f"{key} = {value!r} is not {key.removesuffix('_per_chip')} = {total!r} over {chips} {unit}"
     zero = [f"{k} = {m[k]!r}" for k in FIGURES.get(case["workload"], ()) if m.get(k) == 0]
     if zero:
         return f"{', '.join(zero)} (a measured rate or time is never zero)"
