@@ -112,7 +112,9 @@ def test_estimates_beside_measurements_give_each_cell_its_ratio_and_each_device_
     # at 3.35 TB/s: ~219 tok/s at most, so the estimate is ~2.2x the first and ~1.1x the second.
     gpu = []
     for tps in (100.0, 200.0):
-        rec = json.loads(json.dumps(next(r for r in ours if r["case"]["workload"] == "decode" and r["status"] == "ok")))
+        # (a decode record of the run as the template: on a busy host it may be invalid, so made valid here)
+        rec = json.loads(json.dumps(next(r for r in ours if r["case"]["workload"] == "decode")))
+        rec.update(status="ok", valid=True, reasons=[])
         rec["case"].update(device="NVIDIA H100 80GB HBM3", device_kind="gpu", devices=1, dtype="bfloat16",
                            params={"model": "llama-3.1-8b", "batch": 1, "tokens": 2048})
         rec["metrics"].update(output_tokens_per_s=tps, output_tokens_per_s_per_chip=tps, tpot_s=1 / tps,
