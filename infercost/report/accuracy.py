@@ -20,7 +20,7 @@ HEAD = ["device", "model", "workload", "batch", "context", "dtype", "estimated t
 
 def cells(records: list[dict]) -> list[dict]:
     """One entry per valid prefill or decode record that an estimate can be made for."""
-    out = []
+    out, estimates = [], {}  # one estimate a cell, however many records measured it
     for r in records:
         c = r["case"]
         if r.get("status") != "ok" or c["workload"] not in ("prefill", "decode"):
@@ -29,14 +29,20 @@ def cells(records: list[dict]) -> list[dict]:
         if acc is None:  # CPUs and devices the catalog does not hold: nothing to estimate from
             continue
         p = c["params"]
-        try:
-            cfg = resolve_config(p["model"])
-            prefill = c["workload"] == "prefill"
-            # a device that is part of a chip is estimated as its share of the chip, as it is measured
-            e = estimate(cfg, acc.per_device(), c.get("devices") or 1, p["batch"], p["tokens"] + (0 if prefill else 1),
-                         c["dtype"], prompt=p["tokens"] if prefill else None, quant=QuantSpec.of(p))
-        except (ValueError, KeyError, OSError):
-            continue  # a model or dtype the estimator cannot take (a config file gone, no peak for the dtype)
+        prefill = c["workload"] == "prefill"
+        cell = (acc.name, p.get("model"), c.get("devices") or 1, p.get("batch"), p.get("tokens"), c["dtype"], prefill,
+                QuantSpec.of(p))
+        if cell not in estimates:
+            try:
+                # a device that is part of a chip is estimated as its share of the chip, as it is measured
+                estimates[cell] = estimate(resolve_config(p["model"]), acc.per_device(), c.get("devices") or 1,
+                                           p["batch"], p["tokens"] + (0 if prefill else 1), c["dtype"],
+                                           prompt=p["tokens"] if prefill else None, quant=QuantSpec.of(p))
+            except (ValueError, KeyError, OSError):
+                estimates[cell] = None  # a model or dtype the estimator cannot take (a config gone, no peak)
+        e = estimates[cell]
+        if e is None:
+            continue
         key = "input_tokens_per_s" if prefill else "output_tokens_per_s"
         measured = r["metrics"].get(key)
         if not measured:
