@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
 import socket
 import sys
 import warnings
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
 try:  # 5-10x faster on long result files; json stays the reference (and reads what orjson refuses)
     from orjson import loads as fast_loads
 except ImportError:  # an image without it (the GPU machine's): the standard library alone
-    fast_loads = json.loads
+    def fast_loads(raw):
+        return json.loads(bytes(raw) if isinstance(raw, memoryview) else raw)
 
 from infercost.errors import InputError, RunError
 from infercost.redact import has_secret, redact_argv, redact_tree
@@ -156,34 +159,30 @@ def _reopen_truncated(f, path: Path, size: int):
     return g
 
 
-def read_records(path: Path) -> list[dict]:
-    """Every well-formed record of a file. A line that is not one (cut by a crash, another
-    schema, not text) is skipped with a warning that names file:line; an ok record whose figures
-    are impossible (NaN, infinite, negative) is read as invalid, so nothing prices or plots it."""
-    records = []
+@contextmanager
+def collector_paused():
+    """Python's cycle collector off while records are built, and what was built moved out of its
+    reach after: parsed JSON holds no cycles, and the collector walking a million growing records
+    again and again took two thirds of the reading time."""
+    was = gc.isenabled()
+    gc.disable()
     try:
-        with Path(path).open("rb") as f:
-            lines = f.read().split(b"\n")
-    except OSError as e:
-        raise InputError(f"cannot read {path}: {e.strerror or e}") from None
-    for number, raw in enumerate(lines, 1):
-        if not raw.strip():
-            continue
-        problem, rec = parse_record(raw)
-        if problem:
-            warnings.warn(f"{path}:{number}: skipped: {problem}", stacklevel=2)
-            continue
-        records.append(rec)
-    return records
+        yield
+    finally:
+        gc.freeze()
+        if was:
+            gc.enable()
 
 
-def parse_record(raw: bytes) -> tuple[str | None, dict | None]:
-    """(why the line is not a readable record, or None; the record)."""
+def parse_record(raw: bytes | memoryview | str, scan: bool = True) -> tuple[str | None, dict | None]:
+    """(why the line is not a readable record, or None; the record). scan=False: the caller has
+    found no secret anywhere in the text this line is part of."""
+    text = None
     try:
-        text = raw.decode("utf-8")
         try:
-            rec = fast_loads(text)
+            rec = fast_loads(raw)  # (orjson checks the UTF-8 itself)
         except ValueError:  # NaN or Infinity (then read, and made invalid below), a huge integer, or not JSON
+            text = as_text(raw)
             rec = json.loads(text)
     except UnicodeDecodeError:
         return "not UTF-8 text", None
@@ -203,7 +202,7 @@ def parse_record(raw: bytes) -> tuple[str | None, dict | None]:
             return f"a record whose {section} is not an object", None
     if not isinstance(rec.get("reasons", []), list) or not isinstance(rec.get("warnings", []), list):
         return "a record whose reasons or warnings are not lists", None
-    if has_secret(text):  # a file written by another tool or an older infercost: nothing read shows a secret
+    if scan and has_secret(text or as_text(raw)):  # another tool's file, an older infercost's: no secret is shown
         rec = redact_tree(rec)
         case = rec["case"]
     rec.setdefault("reasons", [])
@@ -211,6 +210,10 @@ def parse_record(raw: bytes) -> tuple[str | None, dict | None]:
     if "device_kind" not in case:  # written before the field existed
         case["device_kind"] = device_kind(case["backend"])
     return None, checked(rec)
+
+
+def as_text(raw: bytes | memoryview | str) -> str:
+    return raw if isinstance(raw, str) else bytes(raw).decode("utf-8")
 
 
 def checked(rec: dict) -> dict:
@@ -247,24 +250,38 @@ def missing_figures(rec: dict) -> str:
     return f"{', '.join(absent)} missing" if absent else ""
 
 
-def not_figure(v) -> bool:
-    """not numbers.is_figure(v), for the loader's hot loop (a million records' figures): by exact
-    type, so a flag (bool) is not a number; NaN fails v >= 0."""
-    t = type(v)
-    return not (v >= 0 and v != math.inf) if t is float else (v < 0 if t is int else True)
-
-
 def impossible_figures(rec: dict) -> str:
     """The figures of a record that no measurement can give (empty when all are possible)."""
-    bad = [f"{k} = {v!r}" for k, v in (rec.get("metrics") or {}).items()
-           if v is not None and type(v) not in (str, bool) and not_figure(v)]
+    bad = bad_numbers(rec.get("metrics") or {}, "", False)
     times = rec.get("raw_times_s")
     if times is not None and (not isinstance(times, list) or not times  # (min and max: one pass each, in C)
-                              or not all(type(t) in (float, int) for t in times)
+                              or not set(map(type, times)) <= {float, int}  # (no flags, no text)
                               or not (min(times) > 0 and math.isfinite(max(times)))):
         bad.append("raw_times_s holds a time that is not positive and finite")
-    bad += [f"stats.{k} = {v!r}" for k, v in numbers(rec.get("stats") or {}) if not_figure(v)]
+    bad += bad_numbers(rec.get("stats") or {}, "stats.", True)
     return ", ".join(bad)
+
+
+def bad_numbers(tree: dict, prefix: str, nested: bool) -> list[str]:
+    """"name = value" of every number in the dict that is not a figure (NaN, infinite, negative),
+    and of anything that is not a number, text, flag or None; nested: look inside dicts and let
+    lists be. One loop without calls: it runs over every figure of a million records."""
+    bad = []
+    for k, v in tree.items():
+        t = type(v)
+        if t is float:
+            if not (v >= 0 and v != math.inf):
+                bad.append(f"{prefix}{k} = {v!r}")
+        elif t is int:
+            if v < 0:
+                bad.append(f"{prefix}{k} = {v!r}")
+        elif v is None or t is str or t is bool:
+            continue
+        elif nested and t is dict:
+            bad += bad_numbers(v, f"{prefix}{k}.", True)
+        elif not (nested and t is list):
+            bad.append(f"{prefix}{k} = {v!r}")
+    return bad
 
 
 # Utilisations: a share of a ceiling above this is a broken measurement or record, never a result.
@@ -312,21 +329,6 @@ def inconsistent(rec: dict) -> str:
         if isinstance(ok, bool) or not isinstance(ok, int) or ok < 1 or not m.get("output_tokens"):
             return f"a serving level with {ok!r} successful requests and {m.get('output_tokens')!r} tokens"
     return ""
-
-
-def numbers(tree: dict, prefix: str = ""):
-    """(dotted name, value) of every number in a nested dict (None, text and flags left out)."""
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            yield from numbers(v, f"{prefix}{k}.")
-        elif v is not None and not isinstance(v, (str, bool, list)):
-            yield f"{prefix}{k}", v
-
-
-def done_keys(path: Path) -> set[str]:
-    if not Path(path).exists():
-        return set()
-    return {r["key"] for r in read_records(path) if r.get("status") in DONE}
 
 
 def flatten(record: dict) -> dict:
@@ -390,40 +392,3 @@ def results_path(out: Path | None, resume: bool, folder: Path = Path("results"),
     if not os.access(existing, os.W_OK) or (existing != path and not existing.is_dir()):
         raise InputError(f"cannot write results to {path}: {existing} is not writable")
     return path
-
-
-def read_paths(paths, warn) -> list[dict]:
-    """Records of result files or folders; lines skipped are passed to warn(text) (3 per file at
-    most). A file with no record at all among lines that are not records is refused."""
-    records = []
-    for f in result_files(paths):
-        if not f.is_file():
-            raise InputError(f"no results at {f}")
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            found = read_records(f)
-        if caught and not found:
-            raise InputError(f"{f} holds no infercost record ({str(caught[0].message).split(': ', 1)[-1]})")
-        records += found
-        for w in caught[:3]:
-            warn(str(w.message))
-        if len(caught) > 3:
-            warn(f"{len(caught) - 3} more lines of {f} skipped")
-    return records
-
-
-def load(*paths):
-    """Load result files (paths or folders of *.jsonl) into a tidy DataFrame, one row per case.
-
-    Columns include: backend, device, workload, shape, m/n/k, dtype, tf32, threads, status,
-    valid, reasons, tflops (steady state), tflops_median, gbps, stats_median (s), stats_ci95_*,
-    check_error, raw_times_s (list) and provenance columns. See the README for the full list.
-    """
-    import pandas as pd
-    rows = []
-    for f in result_files(paths):
-        for record in read_records(f):
-            row = flatten(record)
-            row["source_file"] = str(f)
-            rows.append(row)
-    return pd.DataFrame(rows)

@@ -82,6 +82,7 @@ def all_entries() -> list[Accelerator]:
     return [acc for _, acc in _rows()]
 
 
+@lru_cache(maxsize=4096)  # a report looks up the device of every record of a large folder
 def lookup(device_name: str) -> Accelerator | None:
     """The catalog entry for a device name as a backend reports it, or None if unknown."""
     if not device_name:

@@ -318,7 +318,7 @@ def collect(folder: Path, source: Path | None, warn) -> dict:
     """Gather each task's result files into DIR/collected/<task>.jsonl: partial lines (a run stopped
     mid-write) skipped, one record per record key (the newest), tagged with the task's instance
     and price row."""
-    from infercost.bench.records import read_paths
+    from infercost.bench.reading import read_paths
     folder = Path(folder)
     manifest = read_manifest(folder)
     source = Path(source) if source is not None else folder / "results"

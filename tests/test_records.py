@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 import infercost
-from infercost.bench.records import SCHEMA_VERSION, Writer, case_key, done_keys, read_records
+from infercost.bench.reading import done_keys, read_records
+from infercost.bench.records import SCHEMA_VERSION, Writer, case_key
 
 
 def record(m, status="ok", tflops=1.5):
@@ -66,3 +67,42 @@ def test_done_keys_skip_errors_so_resume_retries_them(tmp_path):
     w.write(record(16, status="error"))
     w.close()
     assert done_keys(path) == {record(8)["key"]}
+
+
+def test_a_large_folder_read_in_chunks_over_processes_equals_a_line_by_line_read(tmp_path, monkeypatch):
+    # The reader cuts files into chunks at line ends and reads them in a pool of processes when
+    # there is much to read; here the thresholds are lowered so a few records take that path.
+    from infercost.bench import reading
+    folder = tmp_path / "r"
+    folder.mkdir()
+    expected, skipped = [], []
+    for f in range(3):
+        lines = []
+        for i in range(40):
+            rec = record(8 + i, tflops=1.0 + i)
+            rec["key"] += f"#{f}-{i}"
+            if i == 7:  # a secret another tool wrote: redacted wherever it is read
+                rec["provenance"]["command"] = "tool --api-token s3cr3tvalue --tokens 4"
+            if i == 13:
+                rec["metrics"]["tflops"] = -1.0  # impossible: read, made invalid
+            lines.append(json.dumps(rec))
+            expected.append((rec["key"], "invalid" if i == 13 else "ok"))
+            if i in (20, 31):
+                lines.append("{not json")
+                skipped.append(f"{folder / f'part-{f}.jsonl'}:{len(lines)}: skipped")
+        (folder / f"part-{f}.jsonl").write_text("\n".join(lines) + "\n")
+    warned = []
+    serial = reading.read_paths([folder], warned.append)
+    monkeypatch.setattr(reading, "CHUNK_BYTES", 2000)
+    monkeypatch.setattr(reading, "POOL_BYTES", 0)
+    chunks = reading.plan(sorted(folder.glob("*.jsonl")))
+    assert len(chunks) >= 20 and all(c.end > c.start for c in chunks)
+    warned_pool = []
+    pooled = reading.read_paths([folder], warned_pool.append)
+    assert pooled == serial and [(r["key"], r["status"]) for r in pooled] == expected
+    assert [w.split(" (")[0] for w in warned_pool] == [w.split(" (")[0] for w in warned]
+    assert [w[:w.index("skipped") + 7] for w in warned_pool] == skipped
+    text = json.dumps(pooled)
+    assert "s3cr3tvalue" not in text and "--api-token ***" in text
+    priced = reading.read_paths([folder], lambda w: None, keep=("key", "status"))
+    assert priced == [{"key": k, "status": s} for k, s in expected]

@@ -159,3 +159,19 @@ def test_redact_keeps_ordinary_text_and_flags_that_hold_no_secret(monkeypatch):
     assert redact(line) == line
     assert redact_argv(["--password", "hunter22", "--tokens", "4"]) == ["--password", MASK, "--tokens", "4"]
     assert redact("check passed: IQR/median 0.12 >= 0.1; a basic step") == "check passed: IQR/median 0.12 >= 0.1; a basic step"
+
+
+@PROPERTY
+@given(secret=SECRET, lines=st.lists(st.text(max_size=40), max_size=4), at=st.integers(0, 4),
+       carrier=st.sampled_from(["http://u:{}@h", "https://{}@h/x", "x?a=1&api_key={}", "--password {}",
+                                "--auth-token={}", "--api-key-env=--token={}", "Authorization: Bearer {}",
+                                "authorization: basic {}", "----secret {}"]))
+def test_the_scan_of_a_whole_file_finds_every_line_the_line_scan_would(secret, lines, at, carrier):
+    # A results file is scanned once (might_hold_secret) and its lines one by one only when that
+    # finds something: it must never say no where one of its lines holds a secret.
+    from infercost.redact import has_secret, might_hold_secret
+    lines.insert(min(at, len(lines)), carrier.format(secret))
+    for line in lines:
+        if has_secret(line):
+            assert might_hold_secret("\n".join(lines).encode()), line
+    assert might_hold_secret("\n".join(lines).encode())

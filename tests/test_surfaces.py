@@ -14,7 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from infercost.bench.records import Writer, read_records
+from infercost.bench.reading import read_records
+from infercost.bench.records import Writer
 from infercost.cli import main
 from infercost.hardware import cost
 

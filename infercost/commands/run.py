@@ -66,7 +66,8 @@ def arguments(p) -> None:
 def run(args) -> int:
     from infercost.bench import runner
     from infercost.bench.plan import choose_backends, parse_mesh, plan_cases
-    from infercost.bench.records import Writer, done_keys, results_path, run_provenance
+    from infercost.bench.reading import done_keys
+    from infercost.bench.records import Writer, results_path, run_provenance
     from infercost.bench.timing import Settings
     from infercost.hardware import catalog, cloud
     from infercost.hardware.cost import whole_instance_for_cpu_runs
