@@ -14,6 +14,8 @@ from dataclasses import dataclass, replace
 
 from infercost.errors import InputError
 
+from .energy import node_estimate
+
 
 @dataclass(frozen=True)
 class Basis:
@@ -140,14 +142,34 @@ def price_record(record: dict, basis: Basis) -> dict | None:
                    config=config_label(case))
         key = "input" if case["workload"] == "prefill" else "output"
         tps = m[f"{key}_tokens_per_s"]
-        row.update({f"usd_per_m_{key}": per_million(rate, tps),
-                    f"usd_per_m_{key}_ci95_low": per_million(rate, m.get(f"{key}_tokens_per_s_ci95_high")),
-                    f"usd_per_m_{key}_ci95_high": per_million(rate, m.get(f"{key}_tokens_per_s_ci95_low"))})
-        row[f"{key}_tokens_per_usd"] = tps * 3600 / rate if tps else None
+        share = serving_split(case, m)
+        if share is not None:  # a serving level's time split between its input and output tokens
+            in_tps = m["input_tokens_per_s"]
+            row.update(usd_per_m_input=per_million(rate * share, in_tps), input_tokens_per_usd=in_tps * 3600 / (rate * share),
+                       cost_split=f"estimate: input tokens get the prefill share {share:.3f} of the time "
+                                  f"(sum of TTFT / sum of end-to-end over the level's requests), output the rest")
+        part = rate * (1 - share) if share is not None else rate
+        row.update({f"usd_per_m_{key}": per_million(part, tps),
+                    f"usd_per_m_{key}_ci95_low": per_million(part, m.get(f"{key}_tokens_per_s_ci95_high")),
+                    f"usd_per_m_{key}_ci95_high": per_million(part, m.get(f"{key}_tokens_per_s_ci95_low"))})
+        row[f"{key}_tokens_per_usd"] = tps * 3600 / part if tps else None
         row[f"{key}_tokens_per_s_per_chip"] = tps / chips if tps else None
+        if m.get("tokens_per_mwh"):  # measured, at the boundary the record states (the board's counter)
+            row.update(tokens_per_mwh=m["tokens_per_mwh"], energy_boundary=m.get("energy_boundary"))
+        row.update(node_estimate(case.get("device"), chips, tps))
         if key == "output":
             row.update(tpot_s=m["tpot_s"], per_user_tokens_per_s=m["per_user_tokens_per_s"], output_tokens_per_s=tps)
     return row
+
+
+def serving_split(case: dict, m: dict) -> float | None:
+    """The prefill share of a serving level's time (bench/serving/metrics.py), where the level
+    counted its input tokens and the share is a fraction strictly inside (0, 1); else None (all of
+    the time is then priced to the output tokens, as for the kernels' decode)."""
+    share = m.get("prefill_share")
+    if case["workload"] != "serve" or not m.get("input_tokens_per_s") or not isinstance(share, float) or not 0 < share < 1:
+        return None
+    return share
 
 
 def on_cpu(record: dict) -> bool:
@@ -167,9 +189,9 @@ def same_device(basis: Basis, record: dict) -> bool:
     """Whether a record's device is the accelerator of the price row (any device for a user's price).
 
     Same catalog entry, or the row's model name (H200, A100, MI300X, TPU v5e) inside the device's."""
-    from . import catalog
     if not basis.accelerator or basis.accelerators_in_price <= 0 or on_cpu(record):
         return True
+    from . import catalog
     device = record.get("case", {}).get("device") or ""
     a, b = catalog.find(basis.accelerator), catalog.lookup(device)
     if a is not None and b is not None:
@@ -197,18 +219,47 @@ def price_records(records: list[dict], basis: Basis, ratio: float = 3.0) -> list
     """Cost rows for every valid record the price applies to (its device is the row's
     accelerator, unless any_device); decode rows get a blended figure with the cheapest prefill
     of the same backend, device, model and dtype."""
-    rows = [r for r in (price_record(rec, basis) for rec in records
+    return blend_rows(priced_rows(records, basis), ratio)
+
+
+def priced_rows(records: list[dict], basis: Basis) -> list[dict]:
+    """The rows of price_records before blending: each record alone (so a large folder is priced in
+    pieces, bench/reading.py, and blended once)."""
+    return [r for r in (price_record(rec, basis) for rec in records
                         if applies(basis, rec) and (basis.any_device or same_device(basis, rec))) if r]
+
+
+def blend_rows(rows: list[dict], ratio: float) -> list[dict]:
+    """Each decode row's blended $/M with the cheapest prefill of its backend, device, model and dtype."""
     best_input = {}
     for r in rows:
         if r["workload"] == "prefill":
             k = (r["backend"], r["device"], r["model"], r["dtype"])
             best_input[k] = min(best_input.get(k, float("inf")), r["usd_per_m_input"])
     for r in rows:
-        if r["workload"] in OUTPUT:
-            r["usd_per_m_blended"] = blend(best_input.get((r["backend"], r["device"], r["model"], r["dtype"])),
-                                           r["usd_per_m_output"], ratio)
+        if r["workload"] in OUTPUT:  # a serving level with its own input price blends that
+            r["usd_per_m_blended"] = blend(r.get("usd_per_m_input") or best_input.get(
+                (r["backend"], r["device"], r["model"], r["dtype"])), r["usd_per_m_output"], ratio)
     return rows
+
+
+def price_piece(records: list[dict], cpu_bases: list[Basis], accelerator_bases: list[Basis]) -> dict:
+    """One piece of a large folder priced where it was read (a reading worker): unblended rows per
+    basis, by both readings of a bare price (cpu_bases: the results are CPU runs only), and whether
+    the piece held a record of an accelerator run, which decides which reading stands once every
+    piece is in (see price_pieces)."""
+    rows = lambda bases: [priced_rows(records, b) for b in bases]
+    return {"records": len(records), "accelerator": not all(on_cpu(r) for r in records),
+            "cpu": rows(cpu_bases) if cpu_bases != accelerator_bases else None, "accelerator_rows": rows(accelerator_bases)}
+
+
+def price_pieces(pieces: list[dict], ratio: float) -> list[dict]:
+    """The rows of price_records over every piece's records: the CPU reading of a bare price where
+    all the records are CPU runs (cpu_only), else the accelerator one; blended per basis."""
+    cpu = bool(sum(p["records"] for p in pieces)) and not any(p["accelerator"] for p in pieces)
+    key = "cpu" if cpu and pieces[0]["cpu"] is not None else "accelerator_rows"
+    per_basis = zip(*(p[key] for p in pieces)) if pieces else []
+    return [row for rows in per_basis for row in blend_rows([r for part in rows for r in part], ratio)]
 
 
 def frontier(rows: list[dict]) -> list[dict]:

@@ -135,6 +135,9 @@ def cost_table(rows: list[dict], title: str) -> Table:
                           escape(f"{r['workload']} {r.get('model_label') or r['model']} b{r['batch']} t{r['tokens']} {r['config']}"),
                           usd(r.get("usd_per_m_input")), usd(r.get("usd_per_m_output")),
                           usd(r.get("usd_per_m_blended")), "", f"{usd(ci[0])}–{usd(ci[1])}")
+    if any(r.get("cost_split") for r in rows):
+        table.caption = ("serving levels (estimate): input tokens get each level's prefill share of the time "
+                         "(sum of TTFT / sum of end-to-end), output tokens the rest")
     return table
 
 

@@ -341,3 +341,54 @@ def test_each_configuration_is_priced_under_its_own_label():
     console = Console(width=250, record=True)
     console.print(llm_table([split]))
     assert console.export_text().count("tp=4,dp=1") == 1
+
+
+def test_a_serving_level_prices_its_input_tokens_from_its_prefill_share():
+    # $3.60 an hour is $0.001 a second. A level that spent 25% of its requests' time before the
+    # first token: input 0.00025 $/s over 1000 input tokens/s, $0.25 a million; output 0.00075 $/s
+    # over 100 tokens/s (interval 90-110), $7.50 a million ($6.8182-$8.3333); blended 3:1,
+    # (3 x 0.25 + 7.5) / 4 = $2.0625.
+    level = decode_record(8, 100.0, 0.05, lo=90.0, hi=110.0)
+    level["case"]["workload"] = "serve"
+    level["metrics"].update(input_tokens_per_s=1000.0, prefill_share=0.25)
+    (row,) = cost.price_records([level], cost.Basis(3.6, 1, "x"))
+    assert row["usd_per_m_input"] == pytest.approx(0.25) and row["usd_per_m_output"] == pytest.approx(7.5)
+    assert row["usd_per_m_output_ci95_low"] == pytest.approx(0.00075 * 1e6 / 110)
+    assert row["usd_per_m_output_ci95_high"] == pytest.approx(0.00075 * 1e6 / 90)
+    assert row["usd_per_m_blended"] == pytest.approx(2.0625) and "prefill share 0.250" in row["cost_split"]
+    assert row["input_tokens_per_usd"] == pytest.approx(4e6) and row["output_tokens_per_usd"] == pytest.approx(100 / 0.00075)
+    # without the server's input counts the whole time stays with the output tokens, as before
+    level["metrics"]["input_tokens_per_s"] = None
+    (row,) = cost.price_records([level], cost.Basis(3.6, 1, "x"))
+    assert row["usd_per_m_output"] == pytest.approx(10.0) and "usd_per_m_input" not in row and "cost_split" not in row
+
+
+def test_the_level_summary_counts_input_tokens_and_the_time_before_first_tokens():
+    from infercost.bench.serving.client import Request
+    from infercost.bench.serving.metrics import summarize_level
+    reqs = []
+    for i, (ttft, e2e, prompt) in enumerate([(0.1, 1.0, 30), (0.3, 1.0, 50)]):
+        r = Request(prompt="p", max_tokens=10)
+        r.start, r.ttft, r.e2e, r.output_tokens, r.prompt_tokens = 0.0, ttft, e2e, 10, prompt
+        r.chunks = [r.start + ttft + k * 0.09 for k in range(10)]
+        reqs.append(r)
+    metrics, _, _ = summarize_level(reqs, 0.0, 2.0, {})
+    assert metrics["input_tokens"] == 80 and metrics["input_tokens_per_s"] == pytest.approx(40.0)
+    assert metrics["prefill_share"] == pytest.approx(0.4 / 2.0)  # (0.1 + 0.3) / (1.0 + 1.0)
+    reqs[1].prompt_tokens = None  # a server that sent no usage for one request: no input count at all
+    assert summarize_level(reqs, 0.0, 2.0, {})[0]["input_tokens_per_s"] is None
+
+
+def test_energy_figures_say_their_boundary_and_the_node_is_an_estimate_from_sourced_power():
+    # 8 H100s at 1.37 kW all-in each: 10.96 kW. 10,000 tokens/s is 36M tokens an hour, over
+    # 10.96 kWh = 0.01096 MWh: 3,284,671,533 tokens a MWh. The board's counter said 2e9.
+    record = decode_record(64, 10000.0, 0.05)
+    record["case"].update(device="NVIDIA H100 80GB HBM3", device_kind="gpu", devices=8, chips=8)
+    record["metrics"].update(tokens_per_mwh=2e9, energy_boundary="board")
+    (row,) = cost.price_records([record], cost.Basis(24.0, 8, "x", accelerator="H100"))
+    assert row["tokens_per_mwh"] == 2e9 and row["energy_boundary"] == "board"
+    assert row["tokens_per_mwh_node_estimate"] == pytest.approx(36e6 / 0.01096)
+    assert row["energy_boundary_node"].startswith("node (estimate): 1.37 kW all-in a chip x 8")
+    record["case"]["device"] = "AMD EPYC 9R14"  # no sourced all-in power: no node figure, none invented
+    (row,) = cost.price_records([record], cost.Basis(24.0, 8, "x"))
+    assert "tokens_per_mwh_node_estimate" not in row

@@ -106,12 +106,12 @@ def test_a_level_counts_exactly_the_tokens_the_server_returned(server, model_dir
     measured = [r for r in requests if not r.warmup]
     assert len(measured) >= 8 and all(r.ok for r in requests)
     for r in measured:
-        # The count is the server's usage, and with no EOS it is exactly what was asked; the tokenizer
-        # over the returned text falls short only by special tokens the random model drew, which
-        # stream no text. A chunk carries one token or more (transformers 5.25 sends its last few
-        # together), so chunks never outnumber the tokens.
+        # The count is the server's usage, and with no EOS it is exactly what was asked (the tokenizer
+        # over the returned text is no check of it: a random model's tokens, decoded and encoded
+        # again, can split into more or merge into fewer). A chunk carries one token or more
+        # (transformers 5.25 sends its last few together), so chunks never outnumber the tokens.
         assert r.output_tokens == r.max_tokens
-        assert 0 < len(r.chunks) <= counter.count("".join(r.text)) <= r.output_tokens
+        assert 0 < len(r.chunks) <= r.output_tokens and counter.count("".join(r.text)) > 0
         assert 0 < r.ttft < r.e2e
         assert r.clock == "written"  # TTFT and end-to-end counted from the request's first byte on the wire
     metrics, stats, findings = serve.summarize_level(requests, start, end, {})

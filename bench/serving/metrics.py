@@ -64,6 +64,12 @@ def summarize_level(requests: list[Request], start: float, end: float, slo: dict
     lo, hi = slice_rate_interval(tokens / window, per_slice, seed) if counted else (None, None)
     good = [r for r in counted if slo_ok(r, slo)]
     in_flight = sum(r.e2e for r in ok) / window if ok else None  # Little's law: L = throughput x latency
+    prompts = [r.prompt_tokens for r in counted]
+    inputs = sum(prompts) if counted and all(isinstance(n, int) for n in prompts) else None  # the server's usage
+    timed = [r for r in counted if r.ttft is not None and r.e2e]
+    # The share of the requests' time before their first token: what pricing gives the input
+    # tokens of a serving level (an attribution, stated with every figure it makes).
+    prefill_share = sum(r.ttft for r in timed) / sum(r.e2e for r in timed) if timed else None
     metrics = {
         "output_tokens_per_s": tokens / window if counted else None,
         "output_tokens_per_s_ci95_low": lo,
@@ -75,7 +81,9 @@ def summarize_level(requests: list[Request], start: float, end: float, slo: dict
         "goodput_requests_per_s": len(good) / window,
         "goodput_tokens_per_s": sum(r.output_tokens for r in good) / window,
         "mean_in_flight": in_flight,
-        "output_tokens": tokens, "requests_ok": len(ok), "requests_failed": len(failed),
+        "input_tokens_per_s": inputs / window if inputs else None,
+        "prefill_share": prefill_share,
+        "output_tokens": tokens, "input_tokens": inputs, "requests_ok": len(ok), "requests_failed": len(failed),
         "timeouts": sum(1 for r in failed if (r.error or "").startswith("timeout")),
         "warmup_requests": len(requests) - len(measured), "window_s": window,
     }
