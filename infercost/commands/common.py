@@ -30,9 +30,10 @@ def flat(groups) -> list[str]:
     return [v for g in groups for v in g]
 
 
-def read_results(paths: list[str]) -> list[dict]:
-    from infercost.bench.records import read_paths
-    return read_paths(paths, warn)
+def read_results(paths: list[str], then=None) -> list:
+    """Records of result files or folders; then: each piece's then(records) instead (reading.py)."""
+    from infercost.bench.reading import read_paths
+    return read_paths(paths, warn, then=then)
 
 
 def blend_ratio(text: str) -> float:

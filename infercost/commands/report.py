@@ -28,17 +28,22 @@ def run(args) -> int:
     from infercost.bench.records import result_files
     from infercost.paths import writable_folder
     from infercost.report import write_report
+    from infercost.report.render import flat_piece
     writable_folder(args.out, "--out")
     price_bases(args)  # a missing or bad price is reported before any file is read
     ratio = blend_ratio(args.blend)
-    records = read_results(args.results)
+    # each piece of the results is made into tidy rows where it is read (over processes when large)
+    pieces = read_results(args.results, then=flat_piece)
+    records = [r for recs, _ in pieces for r in recs]
     if not records:
         raise InputError("no records in the given results")
+    import pandas as pd
+    df = pd.concat([d for _, d in pieces if len(d)], ignore_index=True)
     bases = price_bases(args, records)
     try:
-        done = write_report(records, result_files(args.results), args.out, bases, ratio, args.min_user_tps)
+        done = write_report(records, result_files(args.results), args.out, bases, ratio, args.min_user_tps, df)
     except OSError as e:
         raise InputError(f"cannot write the report to {args.out}: {e.strerror or e}") from None
     console.print(escape(f"wrote {args.out}/report.md, report.html ({len(done['figures'])} figures: "
-                         f"{', '.join(done['figures'])}), results.csv and results.parquet ({done['rows']} rows)"))
+                         f"{', '.join(done['figures'])}), {done['data']} ({done['rows']} rows)"))
     return 0

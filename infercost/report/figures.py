@@ -46,9 +46,9 @@ def fig_matmul_curve(records):
     for r in pts:
         p = r["case"]["params"]
         if p["m"] == p["n"] == p["k"]:
-            groups.setdefault((label(r), dtype_label(r["case"])), []).append((p["m"], r["metrics"]["tflops"]))
+            groups.setdefault((label(r), dtype_label(r["case"])), set()).add((p["m"], r["metrics"]["tflops"]))
     for (name, dtype), xy in sorted(groups.items()):
-        xy.sort()
+        xy = sorted(xy)  # (a point measured many times is drawn once)
         ax.plot([x for x, _ in xy], [y for _, y in xy], marker="o", label=f"{name} {dtype}")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
@@ -67,7 +67,7 @@ def fig_roofline(records):
     for r in pts:
         m = r["metrics"]
         tflops = m.get("tflops") or m["flops"] / (r["stats"]["mean"]) / 1e12
-        devices.setdefault(label(r), []).append((m["flops"] / m["bytes"], tflops, r["case"]["workload"]))
+        devices.setdefault(label(r), set()).add((m["flops"] / m["bytes"], tflops, r["case"]["workload"]))
     xs = np.logspace(-1, 4, 200)
     roofs = set()
     measured = measured_roofs(records)

@@ -123,14 +123,38 @@ def league_html(sections, min_user_tps) -> str:
     return "".join(parts)
 
 
+# Above this many records the report's tables show their first rows and say how many more the
+# data files hold, and results.csv is not written (a million records make a 1.7 GB CSV; the
+# Parquet file holds every row).
+TABLE_ROWS = 200
+CSV_ROWS = 100_000
+
+
+def flat_piece(records: list[dict]):
+    """A piece of the folder's records and their tidy rows, made where the piece was read (a
+    reading worker, bench/reading.py): (records, DataFrame)."""
+    import pandas as pd
+    return records, pd.DataFrame([flatten(r) for r in records])
+
+
+def capped(rows: list, what: str = "rows") -> tuple[list, str]:
+    """The first TABLE_ROWS rows, and a note of how many more there are ('' when none)."""
+    more = len(rows) - TABLE_ROWS
+    return (rows[:TABLE_ROWS], f"{more:,} more {what} in results.parquet") if more > 0 else (rows, "")
+
+
 def write_report(records: list[dict], files: list, out: Path, bases=(), ratio: float = 3.0,
-                 min_user_tps: float = 20.0) -> dict:
+                 min_user_tps: float = 20.0, df=None) -> dict:
+    """df: the records' tidy rows where the reader made them (flat_piece); else made here."""
     import pandas as pd
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    df = pd.DataFrame([flatten(r) for r in records])
-    df.to_csv(out / "results.csv", index=False)
+    if df is None:
+        df = pd.DataFrame([flatten(r) for r in records])
+    csv = len(df) <= CSV_ROWS
+    if csv:
+        df.to_csv(out / "results.csv", index=False)
     df.drop(columns=["raw_times_s"], errors="ignore").to_parquet(out / "results.parquet", index=False)
     bases = [bases] if isinstance(bases, costs.Basis) else list(bases or [])
     rows = [row for b in bases for row in costs.price_records(records, b, ratio)]
@@ -155,16 +179,17 @@ def write_report(records: list[dict], files: list, out: Path, bases=(), ratio: f
         if fig is not None:
             images[name] = (title, png(fig))
             (out / f"{name}.png").write_bytes(images[name][1])
-    table = util_rows(records)
+    table, table_more = capped(util_rows(records))
     head = ["backend", "device", "workload", "case", "dtype", "TFLOP/s", "utilisation"]
     cost_head = ["backend", "device", "case", "$/M input", "$/M output", "$/M blended", "$/PFLOP"]
     cost_table = [[r["backend"], r["device"] or "?", f"{r['workload']} {r.get('model', r.get('shape'))} "
                    f"b{r.get('batch', '')} {r.get('config') or r['dtype']}".strip(),
                    usd_cell(r.get("usd_per_m_input")), usd_cell(r.get("usd_per_m_output")),
                    usd_cell(r.get("usd_per_m_blended")), usd_cell(r.get("usd_per_pflop"))] for r in rows]
-    invalid = [[r["case"]["backend"], r["case"].get("device") or "?", r["case"]["workload"],
-                r["case"].get("shape") or "", r["status"], "; ".join(r["reasons"])]
-               for r in records if r["status"] != "ok"]
+    cost_table, cost_more = capped(cost_table, "priced rows")
+    invalid, invalid_more = capped([[r["case"]["backend"], r["case"].get("device") or "?", r["case"]["workload"],
+                                     r["case"].get("shape") or "", r["status"], "; ".join(r["reasons"])]
+                                    for r in records if r["status"] != "ok"], "records")
 
     sections = league.league(records, fleet_manifests(files), min_user_tps, ratio) \
         if any(r.get("fleet") for r in records) else []
@@ -177,20 +202,23 @@ def write_report(records: list[dict], files: list, out: Path, bases=(), ratio: f
     peak_head = ["device", "dtype", "measured peak TFLOP/s", "at shape", "spec dense peak", "measured / spec"]
     if peaks:
         md += ["## Measured peaks beside spec peaks", "", _md_table(peak_head, peaks), ""]
-    md += ["## MFU / MBU and throughput", "", _md_table(head, table), ""]
-    engines = engine_rows(records)
+    md += ["## MFU / MBU and throughput", "", _md_table(head, table), *more_md(table_more)]
+    engines, engines_more = capped(engine_rows(records), "levels")
     engine_head = ["device", "engine", "level", "engine tok/s", "ceiling (kernels' decode)", "ceiling tok/s", "engine / ceiling"]
     if engines:
-        md += ["## Serving engines against the kernels' ceiling", "", _md_table(engine_head, engines), ""]
+        md += ["## Serving engines against the kernels' ceiling", "", _md_table(engine_head, engines), *more_md(engines_more)]
     if cost_table:
-        md += ["## Costs", "", f"*{price_note}*", "", _md_table(cost_head, cost_table), ""]
+        md += ["## Costs", "", f"*{price_note}*", "", _md_table(cost_head, cost_table), *more_md(cost_more)]
     estimated = accuracy.cells(records)
     if estimated:
         md += ["## Estimates against measurements", "", f"*{accuracy.NOTE} {accuracy.summary(estimated)}.*", "",
                _md_table(accuracy.HEAD, accuracy.table_rows(estimated)), ""]
     if invalid:
-        md += ["## Cases without a valid measurement", "", _md_table(["backend", "device", "workload", "case", "status", "reasons"], invalid), ""]
-    md += ["Data: `results.csv`, `results.parquet` (one row per case)."]
+        md += ["## Cases without a valid measurement", "", _md_table(["backend", "device", "workload", "case", "status", "reasons"], invalid),
+               *more_md(invalid_more)]
+    data_note = ("Data: `results.csv`, `results.parquet` (one row per case)." if csv else
+                 f"Data: `results.parquet` (one row per case; results.csv is not written above {CSV_ROWS:,} rows).")
+    md += [data_note]
     (out / "report.md").write_text("\n".join(md) + "\n")
 
     e = html.escape
@@ -203,20 +231,31 @@ def write_report(records: list[dict], files: list, out: Path, bases=(), ratio: f
                     f"<figcaption>{e(title)}. Source: the runs above. {e(price_note)}</figcaption></figure>")
     if peaks:
         body.append("<h2>Measured peaks beside spec peaks</h2>" + _html_table(peak_head, peaks))
-    body.append("<h2>MFU / MBU and throughput</h2>" + _html_table(head, table))
+    body.append("<h2>MFU / MBU and throughput</h2>" + _html_table(head, table) + more_html(table_more))
     if engines:
-        body.append("<h2>Serving engines against the kernels' ceiling</h2>" + _html_table(engine_head, engines))
+        body.append("<h2>Serving engines against the kernels' ceiling</h2>" + _html_table(engine_head, engines)
+                    + more_html(engines_more))
     if cost_table:
-        body.append(f"<h2>Costs</h2><p>{e(price_note)}</p>" + _html_table(cost_head, cost_table))
+        body.append(f"<h2>Costs</h2><p>{e(price_note)}</p>" + _html_table(cost_head, cost_table) + more_html(cost_more))
     if estimated:
         body.append(f"<h2>Estimates against measurements</h2><p>{e(accuracy.NOTE)} {e(accuracy.summary(estimated))}.</p>"
                     + _html_table(accuracy.HEAD, accuracy.table_rows(estimated)))
     if invalid:
         body.append("<h2>Cases without a valid measurement</h2>" + _html_table(
-            ["backend", "device", "workload", "case", "status", "reasons"], invalid))
+            ["backend", "device", "workload", "case", "status", "reasons"], invalid) + more_html(invalid_more))
+    body.append(f"<p>{e(data_note)}</p>")
     page = HTML.replace("{BODY}", "\n".join(body)).replace("{N}", str(len(images)))
     (out / "report.html").write_text(page)
-    return {"figures": list(images), "rows": len(df), "league": len(sections)}
+    return {"figures": list(images), "rows": len(df), "league": len(sections),
+            "data": "results.csv and results.parquet" if csv else "results.parquet"}
+
+
+def more_md(note: str) -> list[str]:
+    return [f"*... {note}.*", ""] if note else [""]
+
+
+def more_html(note: str) -> str:
+    return f"<p><em>... {html.escape(note)}.</em></p>" if note else ""
 
 
 def usd_cell(x) -> str:
