@@ -131,3 +131,35 @@ def test_estimates_beside_measurements_give_each_cell_its_ratio_and_each_device_
     assert proc.returncode == 0, proc.stderr
     md = (tmp_path / "out" / "report.md").read_text()
     assert "## Estimates against measurements" in md and "gpu: mean absolute error" in md
+
+
+@pytest.mark.slow
+def test_a_large_folder_reports_its_first_rows_and_keeps_every_row_in_parquet(results, tmp_path, monkeypatch):
+    # The real run's records copied 40 times under new keys, over the readers' pool; the table and
+    # CSV thresholds lowered so that these few hundred records take the large folder's path.
+    from infercost.bench import reading
+    from infercost.report import render
+    folder = tmp_path / "many"
+    folder.mkdir()
+    lines = results.read_text().splitlines()
+    for part in range(4):
+        copies = []
+        for i in range(10):
+            for line in lines:
+                rec = json.loads(line)
+                rec["key"] += f"#{part}-{i}"
+                copies.append(json.dumps(rec))
+        (folder / f"part-{part}.jsonl").write_text("\n".join(copies) + "\n")
+    monkeypatch.setattr(reading, "POOL_BYTES", 0)
+    monkeypatch.setattr(reading, "CHUNK_BYTES", 50_000)
+    monkeypatch.setattr(render, "TABLE_ROWS", 5)
+    monkeypatch.setattr(render, "CSV_ROWS", 100)
+    from infercost.cli import main
+    assert main(["report", str(folder), "--out", str(tmp_path / "out"), "--price-per-hour", "0.357"]) == 0
+    total = 40 * len(lines)
+    assert len(pd.read_parquet(tmp_path / "out" / "results.parquet")) == total
+    assert not (tmp_path / "out" / "results.csv").exists()
+    md = (tmp_path / "out" / "report.md").read_text()
+    ok = sum(json.loads(l)["status"] == "ok" for l in lines) * 40
+    assert f"{ok - 5:,} more rows in results.parquet" in md and "results.csv is not written above 100 rows" in md
+    assert f"{total} records from 4 file(s)" in md

@@ -132,9 +132,21 @@ CSV_ROWS = 100_000
 
 def flat_piece(records: list[dict]):
     """A piece of the folder's records and their tidy rows, made where the piece was read (a
-    reading worker, bench/reading.py): (records, DataFrame)."""
+    reading worker, bench/reading.py): (records with what the report's sections read of them,
+    DataFrame of every field). Times, settings and versions travel in the DataFrame only."""
     import pandas as pd
-    return records, pd.DataFrame([flatten(r) for r in records])
+    return [sectioned(r) for r in records], pd.DataFrame([flatten(r) for r in records])
+
+
+def sectioned(r: dict) -> dict:
+    p = r.get("provenance") or {}
+    host = p.get("host") or {}
+    return {**{k: r[k] for k in SECTION_FIELDS if k in r},
+            "provenance": {"git_commit": p.get("git_commit"), "started": p.get("started"),
+                           "host": {"hostname": host.get("hostname"), "cpu_model": host.get("cpu_model")}}}
+
+
+SECTION_FIELDS = ("schema", "key", "case", "status", "valid", "reasons", "metrics", "stats", "fleet")
 
 
 def capped(rows: list, what: str = "rows") -> tuple[list, str]:
@@ -182,11 +194,11 @@ def write_report(records: list[dict], files: list, out: Path, bases=(), ratio: f
     table, table_more = capped(util_rows(records))
     head = ["backend", "device", "workload", "case", "dtype", "TFLOP/s", "utilisation"]
     cost_head = ["backend", "device", "case", "$/M input", "$/M output", "$/M blended", "$/PFLOP"]
+    shown, cost_more = capped(rows, "priced rows")
     cost_table = [[r["backend"], r["device"] or "?", f"{r['workload']} {r.get('model', r.get('shape'))} "
                    f"b{r.get('batch', '')} {r.get('config') or r['dtype']}".strip(),
                    usd_cell(r.get("usd_per_m_input")), usd_cell(r.get("usd_per_m_output")),
-                   usd_cell(r.get("usd_per_m_blended")), usd_cell(r.get("usd_per_pflop"))] for r in rows]
-    cost_table, cost_more = capped(cost_table, "priced rows")
+                   usd_cell(r.get("usd_per_m_blended")), usd_cell(r.get("usd_per_pflop"))] for r in shown]
     invalid, invalid_more = capped([[r["case"]["backend"], r["case"].get("device") or "?", r["case"]["workload"],
                                      r["case"].get("shape") or "", r["status"], "; ".join(r["reasons"])]
                                     for r in records if r["status"] != "ok"], "records")
