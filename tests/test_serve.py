@@ -331,3 +331,99 @@ def test_the_report_sets_an_engine_beside_the_kernels_ceiling():
     (row,) = engine_rows(records)
     # Concurrency 4 against the kernels' batch 4 (not 16, not 1): 500 / 1000 tok/s.
     assert row[4] == "torch-cuda b4" and row[-1] == "50%"
+
+
+def small_trace(path: Path, block: int = 8) -> list[dict]:
+    """Three conversations of three turns, each turn's prompt the last one plus a block: requests
+    of one conversation share their first blocks, and every request shares block 0."""
+    rows = []
+    for conv in range(3):
+        ids = [0, 100 + conv]
+        for turn in range(3):
+            ids = ids + [1000 + conv * 10 + turn]
+            rows.append({"timestamp": conv * 40 + turn * 150, "input_length": block * len(ids) - 3,
+                         "output_length": 4 + turn, "hash_ids": list(ids)})
+    rows.sort(key=lambda r: r["timestamp"])
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+@pytest.mark.slow
+def test_a_trace_is_replayed_at_its_times_with_exactly_the_prefix_blocks_it_shares(server, tmp_path):
+    url, model = server
+    rows = small_trace(tmp_path / "t.jsonl")
+    out = tmp_path / "serve.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "infercost.cli", "serve", url, "--model", model, "--trace",
+                           str(tmp_path / "t.jsonl"), "--trace-block-tokens", "8", "--tokenizer", model,
+                           "--warmup-requests", "1", "--salt", "7", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    (rec,) = [json.loads(l) for l in out.read_text().splitlines()]
+    p, m, per = rec["case"]["params"], rec["metrics"], rec["requests"]
+    assert p["mode"] == "trace" and p["salt"] == 7 and p["trace"].startswith("t.jsonl sha256:")
+    assert p["level"] == pytest.approx(9 / 0.38)  # 9 requests over the trace's 380 ms
+    # the server's own count of every prompt is exactly the trace's input length
+    assert sorted(per["prompt_tokens"]) == sorted(r["input_length"] for r in rows)
+    assert sorted(per["output_tokens"]) == sorted(r["output_length"] for r in rows)
+    # reuse the trace intends: a block counts when an earlier request sent the same blocks before it
+    blocks = total = 0
+    seen = set()
+    for r in rows:
+        for k in range(len(r["hash_ids"])):
+            n = min(8, r["input_length"] - 8 * k)
+            total += n
+            blocks += n if tuple(r["hash_ids"][:k + 1]) in seen else 0
+            seen.add(tuple(r["hash_ids"][:k + 1]))
+    assert m["intended_prefix_share"] == pytest.approx(blocks / total)
+    # open loop: each request left at its time (within a loaded 2-core machine's scheduling)
+    assert len(per["lateness_s"]) == 9 and max(per["lateness_s"]) < 0.25 and min(per["lateness_s"]) > -1e-3
+    assert m["schedule_lateness_p99_s"] == max(per["lateness_s"])
+
+
+def test_the_prompts_of_a_trace_share_exactly_the_blocks_its_hash_ids_share(model_dir, tmp_path):
+    from infercost.bench.serving.trace import TracePrompts, read_trace
+    rows = small_trace(tmp_path / "t.jsonl")
+    counter = serve.Counter(str(model_dir))
+    trace = read_trace(tmp_path / "t.jsonl", 8)
+    tokens = [counter.tok.encode(TracePrompts(trace, 8, counter, salt=3).request(t).prompt, add_special_tokens=False).ids
+              for t in trace]
+    for r, ids in zip(rows, tokens):
+        assert len(ids) == r["input_length"]
+    for a, ra in zip(tokens, rows):
+        for b, rb in zip(tokens, rows):
+            same = 0  # leading blocks the two share, in the trace
+            while same < min(len(ra["hash_ids"]), len(rb["hash_ids"])) and ra["hash_ids"][same] == rb["hash_ids"][same]:
+                same += 1
+            n = min(8 * same, len(a), len(b))
+            assert a[:n] == b[:n]
+            if same < min(len(ra["hash_ids"]), len(rb["hash_ids"])):  # the first block they do not share differs
+                assert a[8 * same:8 * same + 8] != b[8 * same:8 * same + 8]
+    # another salt: other block contents, the same lengths (a second run finds nothing cached)
+    other = TracePrompts(trace, 8, counter, salt=4).request(trace[0]).prompt
+    assert other != TracePrompts(trace, 8, counter, salt=3).request(trace[0]).prompt
+
+
+@pytest.mark.parametrize("line,words", [
+    ('{"timestamp": 5, "input_length": 8, "output_length": 2}', "missing hash_ids"),
+    ('{"timestamp": -1, "input_length": 8, "output_length": 2, "hash_ids": [1]}', "timestamp -1"),
+    ('{"timestamp": 1, "input_length": 0, "output_length": 2, "hash_ids": []}', "input_length 0"),
+    ('{"timestamp": 1, "input_length": 8, "output_length": 99999999, "hash_ids": [1]}', "output_length 99999999"),
+    ('{"timestamp": 1, "input_length": 20, "output_length": 2, "hash_ids": [1]}', "1 hash_ids for 20 input tokens"),
+    ('[1, 2]', "not an object"), ('{"timestamp": 1', "not JSON")])
+def test_a_broken_trace_is_refused_in_one_line(tmp_path, line, words):
+    (tmp_path / "t.jsonl").write_text('{"timestamp": 0, "input_length": 8, "output_length": 2, "hash_ids": [1]}\n' + line + "\n")
+    proc = subprocess.run([sys.executable, "-m", "infercost.cli", "serve", "http://127.0.0.1:9", "--model", "m", "--trace",
+                           str(tmp_path / "t.jsonl"), "--trace-block-tokens", "8", "--out", str(tmp_path / "x.jsonl")],
+                          capture_output=True, text=True, timeout=60)
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and words in lines[0] and "t.jsonl:2" in lines[0], proc.stderr
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_an_unsorted_trace_is_refused(tmp_path):
+    from infercost.bench.serving.trace import read_trace
+    from infercost.errors import InputError
+    (tmp_path / "t.jsonl").write_text('{"timestamp": 10, "input_length": 8, "output_length": 2, "hash_ids": [1]}\n'
+                                      '{"timestamp": 5, "input_length": 8, "output_length": 2, "hash_ids": [1]}\n')
+    with pytest.raises(InputError, match="t.jsonl:2: timestamp 5 comes before"):
+        read_trace(tmp_path / "t.jsonl", 8)

@@ -14,6 +14,7 @@ from .client import Counter, Endpoint, Request, client_for, probe, send
 from ..measure import conclude
 from ..records import finished
 from .metrics import RATES, summarize_level
+from .trace import intended_prefix_share, lateness, replay
 
 MAX_CONCURRENCY = 4096  # streams one client process keeps open at most
 MAX_RATE = 10_000.0     # requests/s one client process can send on time
@@ -55,12 +56,13 @@ class Prompts:
 
 @dataclass
 class Level:
-    mode: str                 # "concurrency" or "rate"
-    value: float              # requests in flight, or requests per second
+    mode: str                 # "concurrency", "rate" or "trace"
+    value: float              # requests in flight, or requests per second (a trace's: over its span)
     min_duration_s: float = 10.0
     min_requests: int = 20
     warmup_requests: int = 2
     max_duration_s: float = 120.0
+    time_scale: float = 1.0   # a trace: its times are replayed multiplied by this
 
 
 async def run_level(ep: Endpoint, level: Level, work: Prompts, counter: Counter) -> tuple[list[Request], float, float]:
@@ -111,7 +113,11 @@ def run(ep: Endpoint, levels: list[Level], work: Prompts, slo: dict, writer, pro
     engine = asyncio.run(probe(ep, counter))
     records = []
     for level in levels:
-        requests, start, end = asyncio.run(run_level(ep, level, work, counter))
+        if level.mode == "trace":
+            requests, start, end = asyncio.run(replay(ep, work, counter, level.time_scale, level.warmup_requests,
+                                                      MAX_CONCURRENCY))
+        else:
+            requests, start, end = asyncio.run(run_level(ep, level, work, counter))
         rec = level_record(ep, level, work, requests, start, end, slo, engine, device, device_kind, kernel_model)
         rec = finished(rec, provenance)
         writer.write(rec)
@@ -189,13 +195,21 @@ def plan_levels(concurrency, rates, max_concurrency: int, **limits) -> list[Leve
 
 def level_record(ep: Endpoint, level: Level, work: Prompts, requests: list[Request], start: float, end: float,
                  slo: dict, engine: dict, device: str, device_kind: str, kernel_model: str | None = None) -> dict:
-    metrics, latency, findings = summarize_level(requests, start, end, slo, work.seed)
+    trace = level.mode == "trace"
+    metrics, latency, findings = summarize_level(requests, start, end, slo, work.seed, steady=not trace)
+    if trace:  # how closely the replay kept the trace's times, and the prefix reuse the trace intends
+        late = sorted(lateness(requests))
+        metrics.update(schedule_lateness_p50_s=late[len(late) // 2] if late else None,
+                       schedule_lateness_p99_s=late[min(len(late) - 1, int(len(late) * 0.99))] if late else None,
+                       intended_prefix_share=intended_prefix_share(work.trace, work.block_tokens))
     value = int(level.value) if level.mode == "concurrency" else level.value
     case = {"backend": "endpoint", "workload": "serve", "dtype": "engine", "tf32": False, "threads": None,
             "params": {"endpoint": ep.shown_url, "model": ep.model, "api": ep.api, "mode": level.mode, "level": value,
                        "batch": max(1, int(math.ceil(level.value))) if level.mode == "concurrency" else None,
                        "tokens": work.output_tokens[1], "input": work.describe(),
-                       **({"kernel_model": kernel_model} if kernel_model else {})},
+                       **({"kernel_model": kernel_model} if kernel_model else {}),
+                       **({"trace": work.name, "time_scale": level.time_scale, "block_tokens": work.block_tokens,
+                           "salt": work.salt} if trace else {})},
             "device": device, "device_kind": device_kind, "framework": "http",
             "shape": f"{ep.model} {level.mode} {value:g}", "engine": engine,
             "api_key_env": ep.api_key_env}
@@ -214,6 +228,7 @@ def level_record(ep: Endpoint, level: Level, work: Prompts, requests: list[Reque
     # Each measured request's figures, so goodput under any limit can be recomputed from the file.
     per_request = {"ok": [r.ok for r in measured], "ttft_s": [r.ttft for r in measured], "tpot_s": [r.tpot() for r in measured],
                    "e2e_s": [r.e2e for r in measured], "prompt_tokens": [r.prompt_tokens for r in measured],
-                   "output_tokens": [r.output_tokens for r in measured]}
+                   "output_tokens": [r.output_tokens for r in measured],
+                   **({"lateness_s": lateness(measured)} if trace else {})}
     return conclude(case, findings, metrics, RATES, stats=latency, raw_times_s=tpots or None, settings=settings,
                     failures=failures, requests=per_request)

@@ -26,8 +26,10 @@ def slo_ok(r: Request, slo: dict) -> bool:
     return not ("tpot" in slo and tpot is not None and tpot > slo["tpot"])
 
 
-def summarize_level(requests: list[Request], start: float, end: float, slo: dict, seed: int = 0) -> tuple[dict, dict, list]:
-    """The level's metrics, its latency statistics, and the gates' findings."""
+def summarize_level(requests: list[Request], start: float, end: float, slo: dict, seed: int = 0,
+                    steady: bool = True) -> tuple[dict, dict, list]:
+    """The level's metrics, its latency statistics, and the gates' findings. steady=False: the load
+    is meant to vary (a trace's), so a rising throughput is not held against it."""
     measured = [r for r in requests if not r.warmup]
     ok = [r for r in measured if r.ok]
     failed = [r for r in measured if not r.ok]
@@ -55,7 +57,7 @@ def summarize_level(requests: list[Request], start: float, end: float, slo: dict
             if start <= t <= end:
                 per_slice[min(int((t - start) / window * SLICES), SLICES - 1)] += r.output_tokens / len(times)
     first, second = per_slice[:SLICES // 2].sum(), per_slice[SLICES // 2:].sum()
-    if len(counted) >= 16 and first > 0:
+    if steady and len(counted) >= 16 and first > 0:
         climb = second / first - 1
         if climb > CLIMB_INVALID:
             findings.append((gates.INVALID, f"throughput still climbing: second half {climb:+.0%} over the first"))

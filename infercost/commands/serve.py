@@ -6,6 +6,7 @@ from pathlib import Path
 
 from rich.markup import escape
 
+from infercost.errors import InputError
 from infercost.flags import csv_list, positive
 from infercost.numbers import flag
 from infercost.version import __version__
@@ -27,6 +28,12 @@ def arguments(p) -> None:
                    help="prompt length in --tokenizer's tokens (without one: in words), N or MIN-MAX (default 128)")
     p.add_argument("--output-tokens", default="128", help="max_tokens per request, N or MIN-MAX (default 128)")
     p.add_argument("--prompts", type=Path, default=None, help='JSONL file of {"prompt": "..."} instead of synthetic prompts')
+    p.add_argument("--trace", type=Path, default=None, help="replay a Mooncake-format trace (JSONL: timestamp ms, input_length, "
+                   "output_length, hash_ids) at its times, open loop, prompts sharing the prefix blocks it says they share")
+    p.add_argument("--time-scale", type=positive(float), default=1.0, help="replay a trace's times multiplied by this (default 1)")
+    p.add_argument("--trace-block-tokens", type=positive(int), default=512, help="tokens a trace's hash id stands for (Mooncake: 512)")
+    p.add_argument("--salt", type=flag(integer=True, low=0, low_open=False), default=None,
+                   help="salt of a trace's block contents (default: new each run, so no run finds another's blocks cached)")
     p.add_argument("--min-duration", type=positive(float), default=10.0, help="seconds each level runs at least (default 10)")
     p.add_argument("--min-requests", type=positive(int), default=20, help="requests each level completes at least (default 20)")
     p.add_argument("--max-duration", type=positive(float), default=120.0, help="seconds after which a level stops (default 120)")
@@ -55,10 +62,19 @@ def run(args) -> int:
     bases = price_bases(args, cpu=args.device_kind == "cpu")
     limits = dict(min_duration_s=args.min_duration, min_requests=args.min_requests,
                   warmup_requests=args.warmup_requests, max_duration_s=args.max_duration)
-    levels = serving.plan_levels(args.concurrency, args.rate, args.max_concurrency, **limits)
-    work = serving.Prompts(serving.span(args.input_tokens, "--input-tokens"),
-                           serving.span(args.output_tokens, "--output-tokens"),
-                           serving.read_prompts(args.prompts) if args.prompts else None, args.seed, counter)
+    if args.trace:
+        if args.concurrency or args.rate or args.prompts:
+            raise InputError("--trace sets the arrivals and prompts: give it without --concurrency, --rate or --prompts")
+        import secrets
+        trace = serving.read_trace(args.trace, args.trace_block_tokens)
+        salt = args.salt if args.salt is not None else secrets.randbelow(1 << 32)
+        work = serving.TracePrompts(trace, args.trace_block_tokens, counter, salt, serving.trace_name(args.trace))
+        levels = [serving.trace_level(trace, args.time_scale, args.warmup_requests)]
+    else:
+        levels = serving.plan_levels(args.concurrency, args.rate, args.max_concurrency, **limits)
+        work = serving.Prompts(serving.span(args.input_tokens, "--input-tokens"),
+                               serving.span(args.output_tokens, "--output-tokens"),
+                               serving.read_prompts(args.prompts) if args.prompts else None, args.seed, counter)
     ep = serving.Endpoint(url, args.model, args.api, args.api_key_env, args.timeout, not args.no_ignore_eos, args.tokenizer)
     slo = serving.parse_slo(args.slo)
     path = results_path(args.out, False, kind="serve")

@@ -1,0 +1,121 @@
+"""Trace replay keeps time: requests reach a loopback server within 2 ms (p99) of the times the
+trace gives them, at 200 requests a second on a 2-core machine.
+
+A server in its own process (asyncio, 127.0.0.1) stamps each request's arrival (perf_counter,
+the same monotonic clock in every process) and streams a few tokens back; infercost's replay
+(bench/serving/trace.py, as `serve --trace` runs it) sends a Poisson trace of --rate requests a
+second for --seconds. Each request's output length is its number in the trace, so the server's
+stamp is matched to the request's scheduled time exactly. Printed: the lateness of arrivals
+(server stamp - scheduled time) at p50, p99 and max, and the client's own lateness at the write.
+
+    python bench/perf/replay_timing.py [--rate 200] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from targets import report  # bench/perf/targets.py, beside this script
+
+SERVER = r"""
+import asyncio, json, sys, time
+stamps = {}
+async def handle(reader, writer):
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            arrived = time.perf_counter()
+            length = int(next((l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")), b"0"))
+            body = json.loads(await reader.readexactly(length)) if length else {}
+            n = int(body.get("max_tokens", 4))
+            stamps[n] = arrived
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+            for i in range(3):
+                await asyncio.sleep(0.005)
+                data = ("data: " + json.dumps({"choices": [{"index": 0, "text": " t"}]}) + "\n\n").encode()
+                writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                await writer.drain()
+            tail = ("data: " + json.dumps({"choices": [], "usage": {"completion_tokens": n, "prompt_tokens": 8}})
+                    + "\n\ndata: [DONE]\n\n").encode()
+            writer.write(f"{len(tail):x}\r\n".encode() + tail + b"\r\n0\r\n\r\n")
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", int(sys.argv[1]), backlog=1024)
+    async with server:
+        print("ready", flush=True)
+        line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        print(json.dumps(stamps), flush=True)
+asyncio.run(main())
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentile(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--warmup", type=int, default=4, help="warm-up requests sent together before the trace")
+    args = parser.parse_args()
+    from infercost.bench import serving
+    from infercost.bench.serving.trace import replay
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(port)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    rng, t, rows = random.Random(0), 0.0, []
+    while t < args.seconds:
+        rows.append({"timestamp": round(t * 1000, 3), "input_length": 8, "output_length": len(rows) + 1, "hash_ids": [len(rows)]})
+        t += rng.expovariate(args.rate)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "trace.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        trace = serving.read_trace(path, 8)
+    ep = serving.Endpoint(f"http://127.0.0.1:{port}", "m", timeout_s=30)
+    prompts = serving.TracePrompts(trace, 8, None, salt=1)
+    done, start, end = asyncio.run(replay(ep, prompts, serving.Counter(None), 1.0, args.warmup,
+                                     serving.MAX_CONCURRENCY))
+    proc.stdin.write("stop\n")
+    proc.stdin.flush()
+    stamps = {int(k): v for k, v in json.loads(proc.stdout.readline()).items()}
+    proc.wait(timeout=10)
+    done = [r for r in done if not r.warmup]
+    failed = [r for r in done if not r.ok]
+    arrival = [stamps[r.max_tokens] - r.scheduled for r in done if r.max_tokens in stamps]
+    written = [r.start - r.scheduled for r in done]
+    print(f"{len(trace)} requests at {args.rate:g}/s for {args.seconds:g} s; {len(failed)} failed; "
+          f"{len(arrival)} stamped by the server")
+    print(f"arrival lateness (server stamp - scheduled): p1 {percentile(arrival, 0.01) * 1e3:.3f} ms, p50 "
+          f"{percentile(arrival, 0.5) * 1e3:.3f} ms, p99 {percentile(arrival, 0.99) * 1e3:.3f} ms, max {max(arrival) * 1e3:.3f} ms")
+    print(f"client lateness (first byte written - scheduled): p50 {percentile(written, 0.5) * 1e3:.3f} ms, "
+          f"p99 {percentile(written, 0.99) * 1e3:.3f} ms")
+    # within 2 ms either side: the replay sends a request up to LEAD_S early so that it is not late
+    ok = report([("|arrival - scheduled| p99, ms", percentile([abs(a) for a in arrival], 0.99) * 1e3, 2.0, "<="),
+                 ("requests stamped / sent", len(arrival) / len(trace), 0.0, "within")])
+    return 0 if ok and not failed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
