@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 BOOTSTRAP_RESAMPLES = 2000
@@ -35,12 +37,28 @@ def summarize(times: list[float], seed: int = 0) -> dict:
     }
 
 
+MIN_FOR_P99 = 100  # fewer requests than this have no 99th percentile worth a number
+
+
 def percentiles(values: list[float]) -> dict:
-    """p50, p90, p99 and the mean of latencies (None each where there are none)."""
-    if not values:
+    """p50, p90, p99 and the mean of latencies (None each where there are none), each percentile
+    with its 95% interval from order statistics (distribution-free: the ranks a binomial(n, q)
+    count of values below the quantile spans, by its normal approximation). A p99 from fewer
+    than MIN_FOR_P99 values is refused (None), and p99_refused says why."""
+    n = len(values)
+    if not n:
         return {"p50": None, "p90": None, "p99": None, "mean": None}
-    p50, p90, p99 = np.percentile(values, [50, 90, 99])
-    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "mean": float(np.mean(values))}
+    xs = np.sort(np.asarray(values, dtype=np.float64))
+    out: dict = {"n": n, "mean": float(xs.mean())}
+    for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99)):
+        if name == "p99" and n < MIN_FOR_P99:
+            out.update(p99=None, p99_refused=f"a p99 needs at least {MIN_FOR_P99} requests; there were {n}")
+            continue
+        out[name] = float(np.percentile(xs, q * 100))
+        half = 1.96 * math.sqrt(n * q * (1 - q))
+        lo, hi = max(1, math.floor(n * q - half)), min(n, math.ceil(n * q + half) + 1)
+        out[f"{name}_ci95"] = [float(xs[lo - 1]), float(xs[hi - 1])]
+    return out
 
 
 def slice_rate_interval(rate: float, per_slice: list[float], seed: int = 0, resamples: int = 1000) -> tuple[float, float]:

@@ -118,7 +118,8 @@ def test_a_level_counts_exactly_the_tokens_the_server_returned(server, model_dir
     assert metrics["output_tokens"] == sum(r.output_tokens for r in measured)
     # Little's law: requests in flight = throughput x latency, about the concurrency asked for.
     assert metrics["mean_in_flight"] == pytest.approx(2, rel=0.2)
-    assert stats["ttft_s"]["p50"] <= stats["ttft_s"]["p99"] and stats["e2e_s"]["p50"] > stats["ttft_s"]["p50"]
+    assert stats["ttft_s"]["p50"] <= stats["ttft_s"]["p90"] and stats["e2e_s"]["p50"] > stats["ttft_s"]["p50"]
+    assert stats["ttft_s"]["p99"] is None and "at least 100 requests" in stats["ttft_s"]["p99_refused"]
 
 
 @pytest.mark.slow
@@ -128,10 +129,14 @@ def test_a_concurrency_sweep_writes_priced_records(server, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "infercost.cli", "serve", url, "--model", model, "--concurrency", "1,2",
                            "--min-duration", "1.5", "--min-requests", "8", "--warmup-requests", "1",
                            "--input-tokens", "6", "--output-tokens", "8", "--slo", "ttft=2s,tpot=1s", "--tokenizer", model,
-                           "--price-per-hour", "2", "--out", str(out)], capture_output=True, text=True, timeout=300)
+                           "--repeats", "2", "--price-per-hour", "2", "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     records = [json.loads(l) for l in out.read_text().splitlines()]
-    assert [r["case"]["params"]["level"] for r in records] == [1, 2]
+    assert [(r["case"]["params"]["level"], r["case"]["params"]["repeat"]) for r in records] == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    assert all(r["settings"]["loop"] == "closed" for r in records)
+    for level in (1, 2):  # the spread across a level's runs is printed (each of its valid runs counted)
+        valid = sum(r["status"] == "ok" for r in records if r["case"]["params"]["level"] == level)
+        assert (f"concurrency {level} across {valid} valid runs of 2" in proc.stdout) == (valid > 0), proc.stdout
     for r in records:
         # each measured request's own figures; prompts cut to 6 of the tokenizer's tokens, and the
         # server (the tiny model has no chat template to add its own) counted exactly those
@@ -152,7 +157,7 @@ def test_a_concurrency_sweep_writes_priced_records(server, tmp_path):
             assert r["metrics"]["goodput_requests_per_s"] == pytest.approx(r["metrics"]["requests_per_s"])
     assert ("$/M output" in proc.stdout) == any(r["status"] == "ok" for r in records)
     import infercost
-    assert len(infercost.load_results(out)) == 2
+    assert len(infercost.load_results(out)) == 4
 
 
 def waves(starts, size: int, length: float) -> list:
@@ -427,3 +432,29 @@ def test_an_unsorted_trace_is_refused(tmp_path):
                                       '{"timestamp": 5, "input_length": 8, "output_length": 2, "hash_ids": [1]}\n')
     with pytest.raises(InputError, match="t.jsonl:2: timestamp 5 comes before"):
         read_trace(tmp_path / "t.jsonl", 8)
+
+
+def test_latency_percentiles_carry_order_statistic_intervals_and_a_p99_needs_100_requests():
+    from infercost.bench.stats import percentiles
+    few = percentiles([float(i) for i in range(1, 21)])  # 20 values
+    assert few["p99"] is None and few["p99_refused"] == "a p99 needs at least 100 requests; there were 20"
+    # median of 20: n q = 10, half-width 1.96 sqrt(5) = 4.38: ranks floor(5.62) = 5 to ceil(14.38) + 1 = 16
+    assert few["p50_ci95"] == [5.0, 16.0] and few["n"] == 20
+    many = percentiles([float(i) for i in range(1, 1001)])  # 1..1000
+    # p99: n q = 990, half-width 1.96 sqrt(9.9) = 6.17: ranks 983 to 998
+    assert many["p99"] == pytest.approx(990.01) and many["p99_ci95"] == [983.0, 998.0]
+
+
+def test_end_to_end_interactivity_and_the_spread_across_repeats_by_hand():
+    reqs = []
+    for i in range(10):  # e2e per output token: 0.1, 0.2, ... 1.0 s; p90 (numpy, linear) 0.91 s
+        r = serve.Request("p", 10, start=0.0, ttft=0.05, e2e=float(i + 1), output_tokens=10)
+        r.chunks = [0.05 + k * 0.01 for k in range(10)]
+        reqs.append(r)
+    metrics, _, _ = serve.summarize_level(reqs, 0.0, 10.0, {})
+    assert metrics["e2e_interactivity_tokens_per_s"] == pytest.approx(1 / 0.91)
+    from infercost.bench.serving.metrics import across_repeats
+    a = across_repeats([10.0, 12.0, 14.0])  # mean 12, sd 2, t(2) = 4.303: 12 -+ 4.303 x 2 / sqrt 3
+    assert a["mean"] == 12.0 and a["min"] == 10.0 and a["max"] == 14.0
+    assert a["ci95"] == pytest.approx([12 - 4.303 * 2 / 3 ** 0.5, 12 + 4.303 * 2 / 3 ** 0.5])
+    assert across_repeats([5.0])["ci95"] is None

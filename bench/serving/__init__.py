@@ -13,11 +13,12 @@ metrics.py (a level's figures and gates), trace.py (Mooncake traces replayed wit
 """
 
 from .client import Counter, Endpoint, Request, api_key, check_url, probe, send
-from .load import MAX_CONCURRENCY, MAX_RATE, Level, Prompts, level_record, plan_levels, read_prompts, run, run_level, span
+from .load import (MAX_CONCURRENCY, MAX_RATE, Level, Prompts, level_record, plan_levels, read_prompts, repeated, run,
+                   run_level, span)
 from .metrics import CLIMB_INVALID, CLIMB_WARN, MAX_ERROR_RATE, parse_slo, summarize_level
 from .trace import TracePrompts, read_trace, trace_level, trace_name
 
 __all__ = ["CLIMB_INVALID", "CLIMB_WARN", "Counter", "Endpoint", "Level", "MAX_CONCURRENCY", "MAX_ERROR_RATE",
            "MAX_RATE", "Prompts", "Request", "api_key", "check_url", "level_record", "parse_slo", "plan_levels",
-           "probe", "read_prompts", "read_trace", "run", "run_level", "send", "span", "summarize_level", "trace_level",
+           "probe", "read_prompts", "read_trace", "repeated", "run", "run_level", "send", "span", "summarize_level", "trace_level",
            "trace_name", "TracePrompts"]

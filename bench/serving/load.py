@@ -63,6 +63,8 @@ class Level:
     warmup_requests: int = 2
     max_duration_s: float = 120.0
     time_scale: float = 1.0   # a trace: its times are replayed multiplied by this
+    repeat: int = 1           # which run of the level this is, of repeats
+    repeats: int = 1
 
 
 async def run_level(ep: Endpoint, level: Level, work: Prompts, counter: Counter) -> tuple[list[Request], float, float]:
@@ -208,6 +210,7 @@ def level_record(ep: Endpoint, level: Level, work: Prompts, requests: list[Reque
                        "batch": max(1, int(math.ceil(level.value))) if level.mode == "concurrency" else None,
                        "tokens": work.output_tokens[1], "input": work.describe(),
                        **({"kernel_model": kernel_model} if kernel_model else {}),
+                       **({"repeat": level.repeat, "repeats": level.repeats} if level.repeats > 1 else {}),
                        **({"trace": work.name, "time_scale": level.time_scale, "block_tokens": work.block_tokens,
                            "salt": work.salt} if trace else {})},
             "device": device, "device_kind": device_kind, "framework": "http",
@@ -219,6 +222,8 @@ def level_record(ep: Endpoint, level: Level, work: Prompts, requests: list[Reque
     settings = {"min_duration_s": level.min_duration_s, "min_requests": level.min_requests,
                 "warmup_requests": level.warmup_requests, "timeout_s": ep.timeout_s, "slo": slo,
                 "ignore_eos": ep.ignore_eos,
+                # closed: each finished request lets the next go (concurrency); open: arrivals keep their times
+                "loop": "closed" if level.mode == "concurrency" else "open",
                 # what a latency covers: from where each request's clock started to its first text chunk / its end
                 "latency_clock": ("from the request's first byte written to the connection"
                                   if all(r.clock == "written" for r in requests if r.ok) else
@@ -232,3 +237,9 @@ def level_record(ep: Endpoint, level: Level, work: Prompts, requests: list[Reque
                    **({"lateness_s": lateness(measured)} if trace else {})}
     return conclude(case, findings, metrics, RATES, stats=latency, raw_times_s=tpots or None, settings=settings,
                     failures=failures, requests=per_request)
+
+
+def repeated(levels: list[Level], repeats: int) -> list[Level]:
+    """Each level run `repeats` times in turn (1, 1, 1, 2, 2, 2 ...), each run its own record."""
+    from dataclasses import replace
+    return [replace(level, repeat=i + 1, repeats=repeats) for level in levels for i in range(repeats)]

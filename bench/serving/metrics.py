@@ -14,7 +14,7 @@ CLIMB_INVALID = 0.25    # token rate of the level's second half over its first h
 CLIMB_WARN = 0.10
 SLICES = 20             # parts of a level's window that its tokens are counted in (climb and interval)
 # A level's figures that are throughputs: an invalid level reports none of them.
-RATES = ("output_tokens_per_s", "goodput", "per_user", "requests_per_s")
+RATES = ("output_tokens_per_s", "goodput", "per_user", "requests_per_s", "e2e_interactivity")
 
 
 def slo_ok(r: Request, slo: dict) -> bool:
@@ -65,6 +65,9 @@ def summarize_level(requests: list[Request], start: float, end: float, slo: dict
             findings.append((gates.WARN, f"throughput climbing: second half {climb:+.0%} over the first"))
     lo, hi = slice_rate_interval(tokens / window, per_slice, seed) if counted else (None, None)
     good = [r for r in counted if slo_ok(r, slo)]
+    # End-to-end interactivity: 1 / p90 of each request's end-to-end time per output token (what a
+    # user waits a token, the prefill and queueing included), beside 1/TPOT's per-user speed.
+    per_token = [r.e2e / r.output_tokens for r in counted if r.e2e and r.output_tokens]
     in_flight = sum(r.e2e for r in ok) / window if ok else None  # Little's law: L = throughput x latency
     prompts = [r.prompt_tokens for r in counted]
     inputs = sum(prompts) if counted and all(isinstance(n, int) for n in prompts) else None  # the server's usage
@@ -80,6 +83,7 @@ def summarize_level(requests: list[Request], start: float, end: float, slo: dict
         "tpot_s": float(np.median(tpots)) if tpots else None,
         "ttft_s": float(np.median(ttfts)) if (ttfts := [r.ttft for r in ok if r.ttft is not None]) else None,
         "per_user_tokens_per_s": float(np.median([1 / t for t in tpots])) if tpots else None,
+        "e2e_interactivity_tokens_per_s": 1 / float(np.percentile(per_token, 90)) if per_token else None,
         "goodput_requests_per_s": len(good) / window,
         "goodput_tokens_per_s": sum(r.output_tokens for r in good) / window,
         "mean_in_flight": in_flight,
@@ -109,3 +113,20 @@ def parse_slo(text: str | None) -> dict:
         scale = 1e-3 if value.endswith("ms") else 1.0
         out[key] = number(value.removesuffix("ms").removesuffix("s"), f"--slo {key}") * scale
     return out
+
+
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+       15: 2.131, 20: 2.086, 30: 2.042}  # Student's t, 95% two-sided, by degrees of freedom
+
+
+def across_repeats(values: list[float]) -> dict:
+    """A figure over repeated runs of one level: mean, range and the 95% t-interval of the mean
+    (run-to-run spread, which a run's own interval understates 2-3x)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return {"n": n, "mean": mean, "min": mean, "max": mean, "ci95": None}
+    sd = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5
+    t = T95[max(k for k in T95 if k <= n - 1)] if n - 1 <= 30 else 1.96
+    half = t * sd / n ** 0.5
+    return {"n": n, "mean": mean, "min": min(values), "max": max(values), "ci95": [mean - half, mean + half]}

@@ -34,6 +34,8 @@ def arguments(p) -> None:
     p.add_argument("--trace-block-tokens", type=positive(int), default=512, help="tokens a trace's hash id stands for (Mooncake: 512)")
     p.add_argument("--salt", type=flag(integer=True, low=0, low_open=False), default=None,
                    help="salt of a trace's block contents (default: new each run, so no run finds another's blocks cached)")
+    p.add_argument("--repeats", type=positive(int), default=1,
+                   help="run each level N times in turn; each run is its own record, and the spread across runs is printed")
     p.add_argument("--min-duration", type=positive(float), default=10.0, help="seconds each level runs at least (default 10)")
     p.add_argument("--min-requests", type=positive(int), default=20, help="requests each level completes at least (default 20)")
     p.add_argument("--max-duration", type=positive(float), default=120.0, help="seconds after which a level stops (default 120)")
@@ -75,6 +77,7 @@ def run(args) -> int:
         work = serving.Prompts(serving.span(args.input_tokens, "--input-tokens"),
                                serving.span(args.output_tokens, "--output-tokens"),
                                serving.read_prompts(args.prompts) if args.prompts else None, args.seed, counter)
+    levels = serving.repeated(levels, args.repeats)
     ep = serving.Endpoint(url, args.model, args.api, args.api_key_env, args.timeout, not args.no_ignore_eos, args.tokenizer)
     slo = serving.parse_slo(args.slo)
     path = results_path(args.out, False, kind="serve")
@@ -86,14 +89,35 @@ def run(args) -> int:
         line = (f"{m['output_tokens_per_s']:.4g} output tok/s, TTFT {m['ttft_s'] * 1e3:.3g} ms, TPOT "
                 f"{m['tpot_s'] * 1e3:.3g} ms, {m['requests_ok']} ok / {m['requests_failed']} failed"
                 if r["status"] == "ok" else f"{r['status']}: {'; '.join(r['reasons'])}")
-        console.print(escape(f"{p['mode']} {p['level']:g}: {line}"))
+        run = f" (run {p['repeat']} of {p['repeats']})" if p.get("repeats") else ""
+        console.print(escape(f"{p['mode']} {p['level']:g}{run}: {line}"))
 
     try:
         records = serving.run(ep, levels, work, slo, writer, run_provenance(args.seed), args.device, args.device_kind,
                             on_level, args.kernel_model)
     finally:
         writer.close()
+    if args.repeats > 1:
+        print_repeats(records)
     if bases:
         print_costs(records, bases)
     console.print(escape(f"results: {path}"))
     return 0
+
+
+def print_repeats(records: list[dict]) -> None:
+    """Each level's output tokens/s across its runs: mean, range, 95% interval of the mean."""
+    from infercost.bench.serving.metrics import across_repeats
+    by_level: dict = {}
+    for r in records:
+        p = r["case"]["params"]
+        by_level.setdefault((p["mode"], p["level"]), []).append(r)
+    for (mode, level), runs in by_level.items():
+        rates = [r["metrics"]["output_tokens_per_s"] for r in runs if r["status"] == "ok"]
+        if not rates:
+            console.print(escape(f"{mode} {level:g}: no valid run of {len(runs)}"))
+            continue
+        a = across_repeats(rates)
+        ci = f", 95% interval of the mean {a['ci95'][0]:.4g}-{a['ci95'][1]:.4g}" if a["ci95"] else ""
+        console.print(escape(f"{mode} {level:g} across {a['n']} valid runs of {len(runs)}: output tok/s mean "
+                             f"{a['mean']:.4g}, range {a['min']:.4g}-{a['max']:.4g}{ci}"))
