@@ -458,3 +458,61 @@ def test_end_to_end_interactivity_and_the_spread_across_repeats_by_hand():
     assert a["mean"] == 12.0 and a["min"] == 10.0 and a["max"] == 14.0
     assert a["ci95"] == pytest.approx([12 - 4.303 * 2 / 3 ** 0.5, 12 + 4.303 * 2 / 3 ** 0.5])
     assert across_repeats([5.0])["ci95"] is None
+
+
+@pytest.mark.slow
+def test_an_engine_is_launched_measured_and_stopped_with_its_log_kept(model_dir, tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    out = tmp_path / "serve.jsonl"
+    launch = f"{TRANSFORMERS} serve {model_dir} --host 127.0.0.1 --port {port}"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "infercost.cli", "serve", url, "--model", str(model_dir), "--launch", launch,
+                           "--launch-timeout", "120", "--concurrency", "2", "--min-duration", "1", "--min-requests", "4",
+                           "--warmup-requests", "1", "--input-tokens", "6", "--output-tokens", "4", "--tokenizer",
+                           str(model_dir), "--out", str(out)], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    (rec,) = [json.loads(l) for l in out.read_text().splitlines()]
+    launched = rec["settings"]["launched"]
+    assert launched["command"] == launch and launched["engine"] == "transformers" and launched["version"]
+    assert launched["ready_after_s"] > 0 and launched["log"] == "serve.engine.log"
+    assert (tmp_path / "serve.engine.log").stat().st_size > 0
+    assert rec["metrics"]["requests_ok"] >= 4
+    import httpx
+    with pytest.raises(httpx.HTTPError):  # stopped: nothing answers on its port any more
+        httpx.get(url + "/health", timeout=2)
+
+
+@pytest.mark.parametrize("command,code,words", [
+    ("no-such-engine-xyz --port 1", 2, "command not found"),
+    (f"{sys.executable} -c \"import sys; print('cannot load weights'); sys.exit(3)\"", 1, "exited with status 3"),
+    (f"{sys.executable} -c \"import time; time.sleep(60)\"", 1, "did not answer")])
+def test_an_engine_that_cannot_start_ends_the_run_in_one_line_and_is_stopped(tmp_path, command, code, words):
+    port = free_port()
+    out = tmp_path / "serve.jsonl"
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "infercost.cli", "serve", f"http://127.0.0.1:{port}", "--model", "m",
+                           "--launch", command, "--launch-timeout", "3", "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert proc.returncode == code and len(lines) == 1 and words in lines[0], proc.stderr
+    assert not out.exists()  # nothing measured from an engine that never answered
+    assert time.monotonic() - t0 < 60  # the sleeping one was stopped at the time-out, not waited for
+    if code == 1 and "exited" in words:
+        assert "cannot load weights" in lines[0]  # the log's last lines say why
+
+
+def test_ctrl_c_while_an_engine_starts_stops_it(tmp_path):
+    marker = f"engine-marker-{os.getpid()}"
+    proc = subprocess.Popen([sys.executable, "-m", "infercost.cli", "serve", f"http://127.0.0.1:{free_port()}", "--model", "m",
+                             "--launch", f"{sys.executable} -c \"import time, sys; time.sleep(300)\" {marker}",
+                             "--out", str(tmp_path / "s.jsonl")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    found = lambda: subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(found()) < 2:  # infercost itself, and the engine it started
+        time.sleep(0.2)
+    assert len(found()) >= 2
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    assert proc.returncode == 130
+    assert not found()  # no engine left behind

@@ -9,16 +9,18 @@ returned (its `usage`) or that a tokenizer the user names counts in the returned
 assumed count. A failed or timed-out request is recorded as failed, never as fast.
 
 Four rooms: client.py (the endpoint and its requests), load.py (prompts, levels, running them, a level's record),
-metrics.py (a level's figures and gates), trace.py (Mooncake traces replayed with their shared prefix blocks). The names callers use are re-exported here.
+metrics.py (a level's figures and gates), trace.py (Mooncake traces replayed with their shared prefix blocks),
+launch.py (an engine started for the run and always stopped). The names callers use are re-exported here.
 """
 
 from .client import Counter, Endpoint, Request, api_key, check_url, probe, send
 from .load import (MAX_CONCURRENCY, MAX_RATE, Level, Prompts, level_record, plan_levels, read_prompts, repeated, run,
-                   run_level, span)
+                   run_level, span, trace_level)
 from .metrics import CLIMB_INVALID, CLIMB_WARN, MAX_ERROR_RATE, parse_slo, summarize_level
-from .trace import TracePrompts, read_trace, trace_level, trace_name
+from .launch import Engine
+from .trace import TracePrompts, read_trace, trace_name
 
-__all__ = ["CLIMB_INVALID", "CLIMB_WARN", "Counter", "Endpoint", "Level", "MAX_CONCURRENCY", "MAX_ERROR_RATE",
+__all__ = ["CLIMB_INVALID", "CLIMB_WARN", "Counter", "Endpoint", "Engine", "Level", "MAX_CONCURRENCY", "MAX_ERROR_RATE",
            "MAX_RATE", "Prompts", "Request", "api_key", "check_url", "level_record", "parse_slo", "plan_levels",
            "probe", "read_prompts", "read_trace", "repeated", "run", "run_level", "send", "span", "summarize_level", "trace_level",
            "trace_name", "TracePrompts"]

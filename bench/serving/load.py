@@ -14,7 +14,7 @@ from .client import Counter, Endpoint, Request, client_for, probe, send
 from ..measure import conclude
 from ..records import finished
 from .metrics import RATES, summarize_level
-from .trace import intended_prefix_share, lateness, replay
+from .trace import TraceRequest, intended_prefix_share, lateness, replay
 
 MAX_CONCURRENCY = 4096  # streams one client process keeps open at most
 MAX_RATE = 10_000.0     # requests/s one client process can send on time
@@ -108,8 +108,9 @@ async def run_level(ep: Endpoint, level: Level, work: Prompts, counter: Counter)
 
 
 def run(ep: Endpoint, levels: list[Level], work: Prompts, slo: dict, writer, provenance: dict, device: str,
-        device_kind: str, on_level, kernel_model: str | None = None) -> list[dict]:
-    """Every level in turn; each record is written as soon as its level ends."""
+        device_kind: str, on_level, kernel_model: str | None = None, launched: dict | None = None) -> list[dict]:
+    """Every level in turn; each record is written as soon as its level ends. launched: what
+    `--launch` started (launch.Engine.identity), kept in each record's settings."""
     counter = Counter(ep.tokenizer)
     work.counter = work.counter or counter
     engine = asyncio.run(probe(ep, counter))
@@ -121,6 +122,8 @@ def run(ep: Endpoint, levels: list[Level], work: Prompts, slo: dict, writer, pro
         else:
             requests, start, end = asyncio.run(run_level(ep, level, work, counter))
         rec = level_record(ep, level, work, requests, start, end, slo, engine, device, device_kind, kernel_model)
+        if launched:
+            rec["settings"]["launched"] = launched
         rec = finished(rec, provenance)
         writer.write(rec)
         records.append(rec)
@@ -243,3 +246,10 @@ def repeated(levels: list[Level], repeats: int) -> list[Level]:
     """Each level run `repeats` times in turn (1, 1, 1, 2, 2, 2 ...), each run its own record."""
     from dataclasses import replace
     return [replace(level, repeat=i + 1, repeats=repeats) for level in levels for i in range(repeats)]
+
+
+def trace_level(trace: list[TraceRequest], time_scale: float, warmup_requests: int):
+    """The one level a trace is: its mean rate over its span (as replayed) stands for the level."""
+    span_s = max(trace[-1].at_s * time_scale, 1e-3)
+    return Level("trace", len(trace) / span_s if len(trace) > 1 else 1.0, min_duration_s=0.0, min_requests=1,
+                 warmup_requests=warmup_requests, max_duration_s=float("inf"), time_scale=time_scale)

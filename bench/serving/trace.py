@@ -200,14 +200,6 @@ def lateness(requests: list[Request]) -> list[float]:
     return [r.start - r.scheduled for r in requests if r.scheduled is not None and not r.warmup]
 
 
-def trace_level(trace: list[TraceRequest], time_scale: float, warmup_requests: int):
-    """The one level a trace is: its mean rate over its span (as replayed) stands for the level."""
-    from .load import Level
-    span_s = max(trace[-1].at_s * time_scale, 1e-3)
-    return Level("trace", len(trace) / span_s if len(trace) > 1 else 1.0, min_duration_s=0.0, min_requests=1,
-                 warmup_requests=warmup_requests, max_duration_s=float("inf"), time_scale=time_scale)
-
-
 def trace_name(path) -> str:
     """The trace file's name and the first 12 hex digits of its SHA-256 (which trace, exactly)."""
     import hashlib

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 from rich.markup import escape
@@ -34,6 +35,11 @@ def arguments(p) -> None:
     p.add_argument("--trace-block-tokens", type=positive(int), default=512, help="tokens a trace's hash id stands for (Mooncake: 512)")
     p.add_argument("--salt", type=flag(integer=True, low=0, low_open=False), default=None,
                    help="salt of a trace's block contents (default: new each run, so no run finds another's blocks cached)")
+    p.add_argument("--launch", default=None, metavar="COMMAND",
+                   help='start the engine first, e.g. "vllm serve meta-llama/Llama-3.1-8B-Instruct --port 8000": wait until '
+                        "the URL answers, measure, then stop it and its children (its log is kept beside the results)")
+    p.add_argument("--launch-timeout", type=positive(float), default=600.0,
+                   help="seconds a launched engine may take to answer before the run ends (default 600)")
     p.add_argument("--repeats", type=positive(int), default=1,
                    help="run each level N times in turn; each run is its own record, and the spread across runs is printed")
     p.add_argument("--min-duration", type=positive(float), default=10.0, help="seconds each level runs at least (default 10)")
@@ -57,7 +63,7 @@ def arguments(p) -> None:
 
 def run(args) -> int:
     from infercost.bench import serving
-    from infercost.bench.records import Writer, results_path, run_provenance
+    from infercost.bench.records import results_path
     url = serving.check_url(args.url)
     serving.api_key(args.api_key_env)  # a named variable that is unset is an error; its value a secret
     counter = serving.Counter(args.tokenizer) if args.tokenizer else None  # a broken one refused before any request
@@ -81,6 +87,17 @@ def run(args) -> int:
     ep = serving.Endpoint(url, args.model, args.api, args.api_key_env, args.timeout, not args.no_ignore_eos, args.tokenizer)
     slo = serving.parse_slo(args.slo)
     path = results_path(args.out, False, kind="serve")
+    engine = serving.Engine(args.launch, url, path.with_suffix(".engine.log"), args.launch_timeout) if args.launch else None
+    with engine or nullcontext():
+        if engine:
+            console.print(escape(f"launched: {engine.identity()['command']} (ready after {engine.ready_s:.1f} s; "
+                                 f"log {engine.log})"))
+        return measure(args, ep, levels, work, slo, bases, path, engine.identity() if engine else None)
+
+
+def measure(args, ep, levels, work, slo, bases, path, launched) -> int:
+    from infercost.bench import serving
+    from infercost.bench.records import Writer, run_provenance
     writer = Writer(path, warn)
     console.print(escape(f"infercost {__version__}: {len(levels)} levels against {ep.shown_url} ({args.model}, {work.describe()})"))
 
@@ -94,7 +111,7 @@ def run(args) -> int:
 
     try:
         records = serving.run(ep, levels, work, slo, writer, run_provenance(args.seed), args.device, args.device_kind,
-                            on_level, args.kernel_model)
+                              on_level, args.kernel_model, launched)
     finally:
         writer.close()
     if args.repeats > 1:
