@@ -14,6 +14,7 @@ from .client import Counter, Endpoint, Request, client_for, probe, send
 from ..measure import conclude
 from ..records import finished
 from .metrics import RATES, summarize_level
+from .cache import level_cache, read_counters
 from .trace import TraceRequest, intended_prefix_share, lateness, replay
 
 MAX_CONCURRENCY = 4096  # streams one client process keeps open at most
@@ -28,9 +29,11 @@ class Prompts:
     prompts: list | None = None
     seed: int = 0
     counter: Counter | None = None  # with a tokenizer: synthetic prompts cut to input_tokens tokens
+    salt: int | None = None  # drawn for each run: no run's prompts are another's (prefix caches)
 
     def __post_init__(self):
-        self.rng = random.Random(self.seed)
+        self.rng = random.Random(self.seed if self.salt is None else f"{self.seed}:{self.salt}")
+        self.sent = 0
 
     @property
     def by_tokens(self) -> bool:
@@ -38,8 +41,10 @@ class Prompts:
 
     def next(self, warmup: bool = False) -> Request:
         n = self.rng.randint(*self.output_tokens)
-        if self.prompts:
-            return Request(self.rng.choice(self.prompts), n, warmup)
+        self.sent += 1
+        if self.prompts:  # a file's prompts, each request's led by a word of its own where salted
+            lead = f"s{self.salt:x}r{self.sent} " if self.salt is not None else ""
+            return Request(lead + self.rng.choice(self.prompts), n, warmup)
         length = self.rng.randint(*self.input_tokens)
         text = " ".join(f"w{self.rng.randint(3, 200)}" for _ in range(length))  # a word is a token or more
         if self.by_tokens:  # exactly `length` of the tokenizer's tokens (the server's chat template adds its own)
@@ -51,7 +56,14 @@ class Prompts:
         span = lambda a: f"{a[0]}" if a[0] == a[1] else f"{a[0]}-{a[1]}"
         unit = "tokens" if self.by_tokens else "words (no --tokenizer: a word is one token or more)"
         source = f"{len(self.prompts)} prompts from a file" if self.prompts else f"{span(self.input_tokens)} {unit}"
-        return f"{source}, {span(self.output_tokens)} output tokens"
+        salted = f", salted ({self.salt})" if self.salt is not None else ", not salted"
+        return f"{source}, {span(self.output_tokens)} output tokens{salted}"
+
+    @property
+    def intended_hit_rate(self) -> float | None:
+        """The prefix-cache hit rate this workload intends: none shared where salted; unknown (not
+        judged) where not."""
+        return 0.0 if self.salt is not None else None
 
 
 @dataclass
@@ -116,12 +128,14 @@ def run(ep: Endpoint, levels: list[Level], work: Prompts, slo: dict, writer, pro
     engine = asyncio.run(probe(ep, counter))
     records = []
     for level in levels:
+        before = read_counters(ep)  # the engine's prefix-cache counters, where it exposes them
         if level.mode == "trace":
             requests, start, end = asyncio.run(replay(ep, work, counter, level.time_scale, level.warmup_requests,
                                                       MAX_CONCURRENCY))
         else:
             requests, start, end = asyncio.run(run_level(ep, level, work, counter))
-        rec = level_record(ep, level, work, requests, start, end, slo, engine, device, device_kind, kernel_model)
+        cache = (before, read_counters(ep))
+        rec = level_record(ep, level, work, requests, start, end, slo, engine, device, device_kind, kernel_model, cache)
         if launched:
             rec["settings"]["launched"] = launched
         rec = finished(rec, provenance)
@@ -199,9 +213,18 @@ def plan_levels(concurrency, rates, max_concurrency: int, **limits) -> list[Leve
 
 
 def level_record(ep: Endpoint, level: Level, work: Prompts, requests: list[Request], start: float, end: float,
-                 slo: dict, engine: dict, device: str, device_kind: str, kernel_model: str | None = None) -> dict:
+                 slo: dict, engine: dict, device: str, device_kind: str, kernel_model: str | None = None,
+                 cache: tuple[dict, dict] | None = None) -> dict:
+    """cache: the engine's prefix-cache counters before and after the level (cache.read_counters)."""
     trace = level.mode == "trace"
     metrics, latency, findings = summarize_level(requests, start, end, slo, work.seed, steady=not trace)
+    intended = work.intended_hit_rate
+    if cache and intended is not None:
+        figures, found = level_cache(*cache, intended)
+        metrics.update(figures)
+        findings += found
+    elif cache:
+        metrics["prefix_cache"] = "prompts not salted (--no-salt): the cache's hits are not judged"
     if trace:  # how closely the replay kept the trace's times, and the prefix reuse the trace intends
         late = sorted(lateness(requests))
         metrics.update(schedule_lateness_p50_s=late[len(late) // 2] if late else None,

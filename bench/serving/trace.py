@@ -86,17 +86,18 @@ def read_trace(path, block_tokens: int = 512) -> list[TraceRequest]:
 
 
 def intended_prefix_share(trace: list[TraceRequest], block_tokens: int) -> float:
-    """The share of all input tokens in blocks an earlier request already sent at the same place
-    (what a perfect prefix cache would skip): the reuse the trace intends."""
+    """The share of all input tokens in full blocks an earlier request already sent in full at the
+    same place, behind the same blocks (what a prefix cache of whole blocks, as vLLM's and SGLang's
+    are, would skip): the reuse the trace intends."""
     seen: set[tuple[int, ...]] = set()
     reused = total = 0
     for r in trace:
-        for k in range(len(r.hash_ids)):
+        full = r.input_length // block_tokens
+        total += r.input_length
+        for k in range(full):
             prefix = r.hash_ids[:k + 1]  # a block is only reusable behind the same blocks
-            n = min(block_tokens, r.input_length - k * block_tokens)
-            total += n
             if prefix in seen:
-                reused += n
+                reused += block_tokens
             seen.add(prefix)
     return reused / total if total else 0.0
 
@@ -113,6 +114,11 @@ class TracePrompts:
         self.seed = salt
         self.output_tokens = (min(r.output_length for r in trace), max(r.output_length for r in trace))
         self.rng = random.Random(f"{salt}:warmup")
+
+    @property
+    def intended_hit_rate(self) -> float:
+        """What a prefix cache should serve of this trace: the share its blocks repeat."""
+        return intended_prefix_share(self.trace, self.block_tokens)
 
     def block(self, h: int) -> list[str]:
         if h not in self._blocks:
