@@ -318,7 +318,10 @@ def test_the_api_key_is_sent_but_never_written(stub, tmp_path):
 def test_bad_serve_input_is_one_line(tmp_path):
     for args, words in ((["ftp://x", "--model", "m"], "not an http"), (["http://127.0.0.1:9", "--model", "m", "--slo", "latency=1"], "--slo"),
                         (["http://127.0.0.1:9", "--model", "m", "--output-tokens", "9-3"], "backwards"),
-                        (["http://127.0.0.1:9", "--model", "m", "--concurrency", "1", "--rate", "2"], "not both")):
+                        (["http://127.0.0.1:9", "--model", "m", "--concurrency", "1", "--rate", "2"], "not both"),
+                        (["http://127.0.0.1:9", "--model", "m", "--sessions", "2", "--rate", "2"], "--sessions builds"),
+                        (["http://127.0.0.1:9", "--model", "m", "--sessions", "2", "--turns", "5-2"], "backwards"),
+                        (["http://127.0.0.1:9", "--model", "m", "--salt", "3", "--no-salt"], "not both")):
         proc = subprocess.run([sys.executable, "-m", "infercost.cli", "serve", *args, "--out", str(tmp_path / "x.jsonl")],
                               capture_output=True, text=True, timeout=60)
         lines = [l for l in proc.stderr.splitlines() if l.strip()]
@@ -613,3 +616,28 @@ def test_synthetic_prompts_are_salted_each_run_and_unsalted_ones_are_not_judged(
     (rec,) = serve_run(caching_engine, tmp_path, "plain2", *args, "--no-salt")  # the same prompts again
     assert "not judged" in rec["metrics"]["prefix_cache"] and not any("prefix cache" in r for r in rec["reasons"])
     assert "not salted" in rec["case"]["params"]["input"]
+
+
+@pytest.mark.slow
+def test_sessions_grow_each_prompt_by_the_reply_and_report_ttft_by_turn(server, tmp_path):
+    url, model = server
+    out = tmp_path / "serve.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "infercost.cli", "serve", url, "--model", model, "--sessions", "2",
+                           "--turns", "3", "--think-time", "0.05", "--system-tokens", "10", "--input-tokens", "6",
+                           "--output-tokens", "4", "--tokenizer", model, "--warmup-requests", "1", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    (rec,) = [json.loads(l) for l in out.read_text().splitlines()]
+    per, m = rec["requests"], rec["metrics"]
+    assert rec["case"]["params"]["mode"] == "sessions" and rec["settings"]["loop"] == "closed within each session"
+    assert sorted(zip(per["session"], per["turn"])) == [(s, t) for s in range(2) for t in (1, 2, 3)]
+    by = {(s, t): i for i, (s, t) in enumerate(zip(per["session"], per["turn"]))}
+    for s in range(2):
+        assert per["prompt_tokens"][by[(s, 1)]] == 16  # the shared system prompt (10) and the first part (6)
+        for t in (2, 3):  # the server read the last prompt, its reply and a new part of 6
+            prev = by[(s, t - 1)]
+            assert per["prompt_tokens"][by[(s, t)]] == per["prompt_tokens"][prev] + per["output_tokens"][prev] + 6
+            assert per["prefix_tokens"][by[(s, t)]] == per["prompt_tokens"][prev] + per["output_tokens"][prev]
+    assert per["prefix_tokens"][by[(0, 1)]] == 0 and per["prefix_tokens"][by[(1, 1)]] == 10  # the system prompt, sent before
+    assert m["intended_prefix_share"] == pytest.approx(sum(per["prefix_tokens"]) / sum(per["prompt_tokens"]))
+    assert set(rec["stats"]["ttft_by_turn_s"]) == {"turn_1", "turn_2", "turn_3"} and m["ttft_growth"] > 0

@@ -10,7 +10,7 @@ assumed count. A failed or timed-out request is recorded as failed, never as fas
 
 Four rooms: client.py (the endpoint and its requests), load.py (prompts, levels, running them, a level's record),
 metrics.py (a level's figures and gates), trace.py (Mooncake traces replayed with their shared prefix blocks),
-launch.py (an engine started for the run and always stopped). The names callers use are re-exported here.
+launch.py (an engine started for the run and always stopped), sessions.py (multi-turn sessions). The names callers use are re-exported here.
 """
 
 from .client import Counter, Endpoint, Request, api_key, check_url, probe, send
@@ -18,9 +18,10 @@ from .load import (MAX_CONCURRENCY, MAX_RATE, Level, Prompts, level_record, plan
                    run_level, span, trace_level)
 from .metrics import CLIMB_INVALID, CLIMB_WARN, MAX_ERROR_RATE, parse_slo, summarize_level
 from .launch import Engine
+from .sessions import SHAPES, Sessions
 from .trace import TracePrompts, read_trace, trace_name
 
-__all__ = ["CLIMB_INVALID", "CLIMB_WARN", "Counter", "Endpoint", "Engine", "Level", "MAX_CONCURRENCY", "MAX_ERROR_RATE",
+__all__ = ["CLIMB_INVALID", "CLIMB_WARN", "Counter", "Endpoint", "Engine", "SHAPES", "Sessions", "Level", "MAX_CONCURRENCY", "MAX_ERROR_RATE",
            "MAX_RATE", "Prompts", "Request", "api_key", "check_url", "level_record", "parse_slo", "plan_levels",
            "probe", "read_prompts", "read_trace", "repeated", "run", "run_level", "send", "span", "summarize_level", "trace_level",
            "trace_name", "TracePrompts"]

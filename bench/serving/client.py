@@ -74,6 +74,10 @@ class Request:
     clock: str = "built"  # where start stands: "written" (the request's first byte sent) or "built"
     scheduled: float | None = None  # trace replay: when the trace said it was due (perf_counter)
     built: object = None  # the httpx request, where it was built ahead of its time (client.build)
+    turn: int | None = None  # a session's request: its turn, its session, and the tokens of its prompt
+    session: int | None = None  # an earlier request already sent in front of it (sessions.py)
+    prefix_tokens: int | None = None
+    prompt_tokens_sent: int | None = None
 
     @property
     def ok(self) -> bool:

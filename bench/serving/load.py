@@ -15,6 +15,7 @@ from ..measure import conclude
 from ..records import finished
 from .metrics import RATES, summarize_level
 from .cache import level_cache, read_counters
+from .sessions import run_sessions, session_figures
 from .trace import TraceRequest, intended_prefix_share, lateness, replay
 
 MAX_CONCURRENCY = 4096  # streams one client process keeps open at most
@@ -132,6 +133,8 @@ def run(ep: Endpoint, levels: list[Level], work: Prompts, slo: dict, writer, pro
         if level.mode == "trace":
             requests, start, end = asyncio.run(replay(ep, work, counter, level.time_scale, level.warmup_requests,
                                                       MAX_CONCURRENCY))
+        elif level.mode == "sessions":
+            requests, start, end = asyncio.run(run_sessions(ep, work, counter, level.warmup_requests))
         else:
             requests, start, end = asyncio.run(run_level(ep, level, work, counter))
         cache = (before, read_counters(ep))
@@ -216,9 +219,14 @@ def level_record(ep: Endpoint, level: Level, work: Prompts, requests: list[Reque
                  slo: dict, engine: dict, device: str, device_kind: str, kernel_model: str | None = None,
                  cache: tuple[dict, dict] | None = None) -> dict:
     """cache: the engine's prefix-cache counters before and after the level (cache.read_counters)."""
-    trace = level.mode == "trace"
-    metrics, latency, findings = summarize_level(requests, start, end, slo, work.seed, steady=not trace)
+    trace, sessions = level.mode == "trace", level.mode == "sessions"
+    metrics, latency, findings = summarize_level(requests, start, end, slo, work.seed, steady=not (trace or sessions))
     intended = work.intended_hit_rate
+    if sessions:  # the prefix each request repeats, and TTFT by turn
+        figures, by_turn = session_figures(requests)
+        metrics.update(figures)
+        latency.update(by_turn)
+        intended = figures["intended_prefix_share"]
     if cache and intended is not None:
         figures, found = level_cache(*cache, intended)
         metrics.update(figures)
@@ -233,7 +241,7 @@ def level_record(ep: Endpoint, level: Level, work: Prompts, requests: list[Reque
     value = int(level.value) if level.mode == "concurrency" else level.value
     case = {"backend": "endpoint", "workload": "serve", "dtype": "engine", "tf32": False, "threads": None,
             "params": {"endpoint": ep.shown_url, "model": ep.model, "api": ep.api, "mode": level.mode, "level": value,
-                       "batch": max(1, int(math.ceil(level.value))) if level.mode == "concurrency" else None,
+                       "batch": max(1, int(math.ceil(level.value))) if level.mode in ("concurrency", "sessions") else None,
                        "tokens": work.output_tokens[1], "input": work.describe(),
                        **({"kernel_model": kernel_model} if kernel_model else {}),
                        **({"repeat": level.repeat, "repeats": level.repeats} if level.repeats > 1 else {}),
@@ -249,7 +257,7 @@ def level_record(ep: Endpoint, level: Level, work: Prompts, requests: list[Reque
                 "warmup_requests": level.warmup_requests, "timeout_s": ep.timeout_s, "slo": slo,
                 "ignore_eos": ep.ignore_eos,
                 # closed: each finished request lets the next go (concurrency); open: arrivals keep their times
-                "loop": "closed" if level.mode == "concurrency" else "open",
+                "loop": {"concurrency": "closed", "sessions": "closed within each session"}.get(level.mode, "open"),
                 # what a latency covers: from where each request's clock started to its first text chunk / its end
                 "latency_clock": ("from the request's first byte written to the connection"
                                   if all(r.clock == "written" for r in requests if r.ok) else
@@ -260,7 +268,9 @@ def level_record(ep: Endpoint, level: Level, work: Prompts, requests: list[Reque
     per_request = {"ok": [r.ok for r in measured], "ttft_s": [r.ttft for r in measured], "tpot_s": [r.tpot() for r in measured],
                    "e2e_s": [r.e2e for r in measured], "prompt_tokens": [r.prompt_tokens for r in measured],
                    "output_tokens": [r.output_tokens for r in measured],
-                   **({"lateness_s": lateness(measured)} if trace else {})}
+                   **({"lateness_s": lateness(measured)} if trace else {}),
+                   **({"turn": [r.turn for r in measured], "session": [r.session for r in measured],
+                       "prefix_tokens": [r.prefix_tokens for r in measured]} if sessions else {})}
     return conclude(case, findings, metrics, RATES, stats=latency, raw_times_s=tpots or None, settings=settings,
                     failures=failures, requests=per_request)
 

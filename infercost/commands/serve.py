@@ -32,9 +32,22 @@ def arguments(p) -> None:
     p.add_argument("--trace", type=Path, default=None, help="replay a Mooncake-format trace (JSONL: timestamp ms, input_length, "
                    "output_length, hash_ids) at its times, open loop, prompts sharing the prefix blocks it says they share")
     p.add_argument("--time-scale", type=positive(float), default=1.0, help="replay a trace's times multiplied by this (default 1)")
+    p.add_argument("--sessions", type=positive(int), default=None,
+                   help="N multi-turn sessions at once, closed loop in each: every turn's prompt is the conversation so far "
+                        "(the server's replies included) plus a new part of --input-tokens")
+    p.add_argument("--session-shape", choices=("chat", "agentic"), default="chat",
+                   help="chat: a user part a turn; agentic: a long shared system prompt, many short turns (default chat)")
+    p.add_argument("--turns", default=None, help="turns a session, N or MIN-MAX (default 3-8 chat, 8-20 agentic)")
+    p.add_argument("--think-time", type=flag(low=0, low_open=False), default=2.0,
+                   help="mean seconds between a reply and the next turn, exponential (default 2)")
+    p.add_argument("--system-tokens", type=flag(integer=True, low=0, low_open=False), default=None,
+                   help="the system prompt every session shares (default 0 chat, 2000 agentic)")
     p.add_argument("--trace-block-tokens", type=positive(int), default=512, help="tokens a trace's hash id stands for (Mooncake: 512)")
     p.add_argument("--salt", type=flag(integer=True, low=0, low_open=False), default=None,
-                   help="salt of a trace's block contents (default: new each run, so no run finds another's blocks cached)")
+                   help="salt of the prompts (a trace's block contents, the synthetic words, a word leading each file prompt); "
+                        "default: new each run, so no run finds another's prompts in the engine's prefix cache")
+    p.add_argument("--no-salt", action="store_true",
+                   help="send prompts as they are (the same each run with the same --seed); the prefix cache's hits are not judged")
     p.add_argument("--launch", default=None, metavar="COMMAND",
                    help='start the engine first, e.g. "vllm serve meta-llama/Llama-3.1-8B-Instruct --port 8000": wait until '
                         "the URL answers, measure, then stop it and its children (its log is kept beside the results)")
@@ -70,19 +83,33 @@ def run(args) -> int:
     bases = price_bases(args, cpu=args.device_kind == "cpu")
     limits = dict(min_duration_s=args.min_duration, min_requests=args.min_requests,
                   warmup_requests=args.warmup_requests, max_duration_s=args.max_duration)
-    if args.trace:
+    import secrets
+    if args.no_salt and args.salt is not None:
+        raise InputError("give --salt or --no-salt, not both")
+    salt = None if args.no_salt else args.salt if args.salt is not None else secrets.randbelow(1 << 32)
+    if args.sessions:
+        if args.trace or args.concurrency or args.rate or args.prompts:
+            raise InputError("--sessions builds its own prompts and arrivals: give it without --trace, --concurrency, "
+                             "--rate or --prompts")
+        agentic = args.session_shape == "agentic"
+        work = serving.Sessions(args.sessions, serving.span(args.turns or ("8-20" if agentic else "3-8"), "--turns"),
+                                args.think_time, args.session_shape,
+                                args.system_tokens if args.system_tokens is not None else (2000 if agentic else 0),
+                                serving.span(args.input_tokens, "--input-tokens"),
+                                serving.span(args.output_tokens, "--output-tokens"), salt or 0, counter, args.seed)
+        levels = [serving.Level("sessions", args.sessions, min_duration_s=0.0, min_requests=1,
+                                warmup_requests=args.warmup_requests, max_duration_s=float("inf"))]
+    elif args.trace:
         if args.concurrency or args.rate or args.prompts:
             raise InputError("--trace sets the arrivals and prompts: give it without --concurrency, --rate or --prompts")
-        import secrets
         trace = serving.read_trace(args.trace, args.trace_block_tokens)
-        salt = args.salt if args.salt is not None else secrets.randbelow(1 << 32)
-        work = serving.TracePrompts(trace, args.trace_block_tokens, counter, salt, serving.trace_name(args.trace))
+        work = serving.TracePrompts(trace, args.trace_block_tokens, counter, salt or 0, serving.trace_name(args.trace))
         levels = [serving.trace_level(trace, args.time_scale, args.warmup_requests)]
     else:
         levels = serving.plan_levels(args.concurrency, args.rate, args.max_concurrency, **limits)
         work = serving.Prompts(serving.span(args.input_tokens, "--input-tokens"),
                                serving.span(args.output_tokens, "--output-tokens"),
-                               serving.read_prompts(args.prompts) if args.prompts else None, args.seed, counter)
+                               serving.read_prompts(args.prompts) if args.prompts else None, args.seed, counter, salt)
     levels = serving.repeated(levels, args.repeats)
     ep = serving.Endpoint(url, args.model, args.api, args.api_key_env, args.timeout, not args.no_ignore_eos, args.tokenizer)
     slo = serving.parse_slo(args.slo)
