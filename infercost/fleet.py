@@ -88,6 +88,31 @@ def run_script(name: str, suite: str) -> str:
     ]) + "\n"
 
 
+# An engine fleet's cost ESTIMATE: set-up, the engine's start (weights downloaded and loaded), the traffic.
+ENGINE_START_MIN = 15.0
+ENGINE_PORT = 8000
+
+
+def serve_script(name: str, engine: dict, row) -> str:
+    """An engine task's run step: `infercost serve --launch` on the instance itself (the engine
+    started, measured at the plan's traffic, stopped), the results copied to the bucket."""
+    out = f"{RESULTS}/{name}"
+    local = "~/infercost-results/serve.jsonl"
+    kind = "cpu" if row.accelerator_count <= 0 else ("tpu" if row.instance_type.startswith("tpu-") else "gpu")
+    device = row.accelerator or "CPU"
+    serve = [".venv/bin/infercost", "serve", f"http://127.0.0.1:{engine['port']}", "--model", engine["model"],
+             "--launch", engine["command"], "--device", device, "--device-kind", kind,
+             "--devices", str(max(1, row.accelerator_count)), *engine["traffic"], "--out", local]
+    return "\n".join([
+        f"mkdir -p {out} ~/infercost-results",
+        " ".join(shlex.quote(a) if not a.startswith("~/") else a for a in serve),
+        "status=$?",
+        f"cp {local} {out}/serve.jsonl",
+        f"cp ~/infercost-results/serve.engine.log {out}/serve.engine.log 2>/dev/null",
+        "exit $status",
+    ]) + "\n"
+
+
 def yaml_value(value, indent: int) -> str:
     """YAML text of plain data (JSON strings are YAML's double-quoted scalars; a run script is a block)."""
     pad = " " * indent
@@ -127,16 +152,19 @@ def export_workdir(root: Path, dest: Path) -> int:
     return len(files)
 
 
-def task_yaml(task: dict, workdir: Path, suite: str, bucket: str, commit: str | None) -> str:
+def task_yaml(task: dict, workdir: Path, suite: str, bucket: str, commit: str | None, engine: dict | None = None,
+              row=None) -> str:
+    what = (f"{task['cases']} cases x {task['case_min']:g} min" if engine is None else
+            f"{ENGINE_START_MIN:g} min engine start + {task['traffic_min']:.3g} min of traffic")
     head = [f"# infercost fleet task: {task['instance']} ({task['accelerator_count']} {task['accelerator'] or 'CPU'}), "
-            f"{task['pricing']}",
+            f"{task['pricing']}" + (f", engine: {engine['command']}" if engine else ""),
             f"# price row: {task['price_label']}",
-            f"# cost ESTIMATE: ${task['est_usd']:.2f} = ${task['usd_per_hour']:g}/h x ({SETUP_MIN:g} min set-up + "
-            f"{task['cases']} cases x {task['case_min']:g} min)"]
+            f"# cost ESTIMATE: ${task['est_usd']:.2f} = ${task['usd_per_hour']:g}/h x ({SETUP_MIN:g} min set-up + {what})"]
+    setup = SETUP if engine is None or not engine.get("setup") else f"{SETUP}\n{engine['setup']}"
     body = {"name": task["name"], "resources": task["resources"], "workdir": str(workdir.resolve()),
             "file_mounts": {RESULTS: {"name": bucket, "mode": "MOUNT_CACHED"}},
             **({"envs": {"INFERCOST_GIT_COMMIT": commit}} if commit else {}),
-            "setup": SETUP, "run": run_script(task["name"], suite)}
+            "setup": setup, "run": run_script(task["name"], suite) if engine is None else serve_script(task["name"], engine, row)}
     return "\n".join(head) + yaml_value(body, 0) + "\n"
 
 
@@ -166,8 +194,10 @@ def checkout() -> Path:
 
 
 def plan(instances: list[str], suite: str, spot: bool, out: Path, bucket: str | None = None,
-         region: str | None = None, extra_prices=()) -> dict:
-    """Write one task per instance and the fleet manifest; nothing is launched."""
+         region: str | None = None, extra_prices=(), engine: dict | None = None) -> dict:
+    """Write one task per instance and the fleet manifest; nothing is launched. engine: an engine
+    fleet ({"command", "model", "traffic": serve flags, "traffic_min", "setup", "port", "files"}):
+    each task launches the engine on its instance and loads it with `infercost serve`."""
     from infercost.bench.plan import SUITES
     from infercost.hardware import prices
     if suite not in SUITES:
@@ -185,20 +215,22 @@ def plan(instances: list[str], suite: str, spot: bool, out: Path, bucket: str | 
         raise InputError(str(e)) from None
     root = checkout()
     bucket = bucket or f"infercost-fleet-{date.today():%Y%m%d}-{secrets.token_hex(3)}"
-    tasks = []
+    tasks, rows_used = [], []
     for instance in instances:
         try:
             row = prices.find(rows, instance, pricing, region)
         except (LookupError, ValueError) as e:
             raise InputError(str(e).strip("'\"")) from None
-        if not backends_of(row):
+        rows_used.append(row)
+        if engine is None and not backends_of(row):
             from infercost.bench.backend import NAMES
             raise InputError(f"no infercost backend runs {row.accelerator or 'this machine'} ({row.instance}) yet; "
                              f"the backends ({', '.join(NAMES)}) run CPUs, NVIDIA and AMD GPUs and Google TPUs")
         kind = "cpu" if row.accelerator_count <= 0 else "accelerator"
-        cases = planned_cases(row, suite)
-        minutes = SETUP_MIN + cases * CASE_MIN[kind]
+        cases = planned_cases(row, suite) if engine is None else 0
+        minutes = SETUP_MIN + (cases * CASE_MIN[kind] if engine is None else ENGINE_START_MIN + engine["traffic_min"])
         tasks.append({"name": task_name(row.instance, pricing), "instance": row.instance, "pricing": pricing,
+                      **({"engine": engine["command"], "traffic_min": engine["traffic_min"]} if engine else {}),
                       "region": row.region, "accelerator": row.accelerator, "accelerator_count": row.accelerator_count,
                       "usd_per_hour": row.usd_per_hour, "as_of": row.as_of, "price_label": row.label(),
                       "resources": resources(row, spot), "cases": cases, "case_min": CASE_MIN[kind],
@@ -209,15 +241,21 @@ def plan(instances: list[str], suite: str, spot: bool, out: Path, bucket: str | 
     try:
         out.mkdir(parents=True, exist_ok=True)
         files = export_workdir(root, out / "workdir")
-        for t in tasks:
-            (out / f"{t['name']}.yaml").write_text(task_yaml(t, out / "workdir", suite, bucket, git_commit()))
+        for src, dest in (engine or {}).get("files", {}).items():  # a trace the tasks replay travels in the workdir
+            (out / "workdir" / dest).parent.mkdir(parents=True, exist_ok=True)
+            (out / "workdir" / dest).write_bytes(Path(src).read_bytes())
+        for t, row in zip(tasks, rows_used):
+            (out / f"{t['name']}.yaml").write_text(task_yaml(t, out / "workdir", suite, bucket, git_commit(), engine, row))
     except OSError as e:
         raise InputError(f"--out {out}: cannot write the plan ({e.strerror or e})") from None
+    formula = (f"price/h x ({SETUP_MIN:g} min set-up + planned cases x {CASE_MIN['accelerator']:g} min on accelerators, "
+               f"{CASE_MIN['cpu']:g} min on CPUs)") if engine is None else \
+        f"price/h x ({SETUP_MIN:g} min set-up + {ENGINE_START_MIN:g} min engine start + the traffic's minutes)"
     manifest = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "suite": suite, "bucket": bucket,
+                **({"engine": {k: engine[k] for k in ("command", "model", "traffic", "setup")}} if engine else {}),
                 "workdir": {"files": files, "parts": list(WORKDIR_PARTS), "git_commit": git_commit()},
                 "results_mount": RESULTS, "tasks": tasks, "est_usd": sum(t["est_usd"] for t in tasks),
-                "estimate_formula": f"price/h x ({SETUP_MIN:g} min set-up + planned cases x "
-                                    f"{CASE_MIN['accelerator']:g} min on accelerators, {CASE_MIN['cpu']:g} min on CPUs)"}
+                "estimate_formula": formula}
     (out / "fleet.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
 

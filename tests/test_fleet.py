@@ -278,3 +278,67 @@ def test_a_fleet_plans_the_backends_that_declare_they_run_the_instance():
     assert backends_of(row["gcp:tpu-v6e-1"]) == ["jax-tpu"]
     assert backends_of(row["aws:g5.xlarge"]) == ["torch-cuda", "jax-gpu"]        # A10G: not in the catalog
     assert backends_of(row["aws:trn2.48xlarge"]) == [] and backends_of(row["aws:inf2.24xlarge"]) == []
+
+
+@pytest.mark.slow
+def test_an_engine_fleet_launches_the_engine_and_replays_the_trace_on_every_instance(tmp_path):
+    out = tmp_path / "fleet"
+    engine = "vllm serve meta-llama/Llama-3.1-8B-Instruct --port 8000"
+    proc = plan(out, "aws:p5en.48xlarge,gcp:tpu-v6e-8", "--engine", engine, "--model", "meta-llama/Llama-3.1-8B-Instruct",
+                "--engine-setup", "pip install vllm==0.11.0", "--trace", str(ROOT / "examples" / "traces" / "agentic.jsonl"))
+    assert proc.returncode == 0, proc.stderr
+    assert "engine start" in proc.stdout and "nothing has been launched" in proc.stdout
+    tasks = sky_run(PARSE, sky_home(tmp_path), out)  # SkyPilot's own parser takes every task
+    gpu = tasks["infercost-aws-p5en-48xlarge-on-demand"]
+    assert gpu["setup"].splitlines() == ["bash scripts/setup.sh", "pip install vllm==0.11.0"]
+    run = gpu["run"]
+    assert f"--launch '{engine}'" in run and "--trace traces/agentic.jsonl" in run
+    assert "--device H200 --device-kind gpu --devices 8" in run and "infercost serve http://127.0.0.1:8000" in run
+    assert (out / "workdir" / "traces" / "agentic.jsonl").read_bytes() == (ROOT / "examples" / "traces" / "agentic.jsonl").read_bytes()
+    manifest = json.loads((out / "fleet.json").read_text())
+    assert manifest["engine"]["command"] == engine and all(t["engine"] == engine for t in manifest["tasks"])
+    # the estimate counts set-up, the engine's start and the trace's span as replayed
+    t = manifest["tasks"][0]
+    assert t["traffic_min"] == pytest.approx(127.335 / 60 + 2, abs=0.01)
+    assert t["est_usd"] == pytest.approx(t["usd_per_hour"] * (10 + 15 + t["traffic_min"]) / 60)
+
+
+@pytest.mark.parametrize("extra,words", [
+    (["--engine", "vllm serve m"], "--engine needs --model"),
+    (["--engine", "vllm serve m", "--model", "m"], "needs one traffic"),
+    (["--engine", "vllm serve m", "--model", "m", "--sessions", "4", "--concurrency", "1,2"], "were given"),
+    (["--trace", "t.jsonl"], "give --engine")])
+def test_a_broken_engine_fleet_is_one_line(tmp_path, extra, words):
+    proc = plan(tmp_path / "f", "aws:p5en.48xlarge", *extra)
+    lines = [l for l in proc.stderr.splitlines() if l.strip() and not l.startswith("warning:")]
+    assert proc.returncode == 2 and len(lines) == 1 and words in lines[0], proc.stderr
+    assert not (tmp_path / "f").exists()
+
+
+def test_the_league_ranks_engines_by_instance_with_their_own_input_price():
+    # Two instances, one engine, two levels each: concurrency 1 at 50 tok/s a user (50 in all), 8 at
+    # 10 a user (80 in all); 20% of each level's time before first tokens, 400 input tokens/s.
+    # At $3.60/h ($0.001/s), output gets $0.0008/s: at 30 tok/s a user, halfway, 65 tok/s in all:
+    # 0.0008e6 / 65 = $12.31 a million; input $0.0002/s over 400 tok/s = $0.50 (the level meeting 30).
+    from infercost.report.league import league, table_rows
+    recs = []
+    for task, price in (("cheap", 3.6), ("dear", 7.2)):
+        for level, user, total in ((1, 50.0, 50.0), (8, 10.0, 80.0)):
+            recs.append({"status": "ok", "key": f"{task}{level}", "settings": {"launched": {"engine": "vllm"}},
+                         "case": {"backend": "endpoint", "workload": "serve", "dtype": "engine", "device": "H200",
+                                  "device_kind": "gpu", "devices": 1, "engine": {"server": "uvicorn"},
+                                  "params": {"model": "llama", "batch": level, "tokens": 128, "mode": "concurrency", "level": level}},
+                         "metrics": {"output_tokens_per_s": total, "output_tokens_per_s_ci95_low": total,
+                                     "output_tokens_per_s_ci95_high": total, "tpot_s": 1 / user,
+                                     "per_user_tokens_per_s": user, "input_tokens_per_s": 400.0, "prefill_share": 0.2},
+                         "fleet": {"task": task, "instance": f"x:{task}", "pricing": "on-demand", "region": "r",
+                                   "accelerator": "H200", "accelerator_count": 1, "usd_per_hour": price,
+                                   "as_of": "2026-12-01", "price_label": f"x:{task} ${price}/h"}})
+    (section,) = league(recs, [], min_user_tps=30.0)
+    assert (section["model"], section["weights"]) == ("llama", "engine vllm") and section["estimates"] == []
+    cheap, dear = section["rows"]
+    assert cheap["instance"] == "x:cheap" and cheap["usd_per_m_output"] == pytest.approx(0.0008e6 / 65)
+    assert cheap["usd_per_m_input"] == pytest.approx(0.5) and dear["usd_per_m_output"] == pytest.approx(2 * 0.0008e6 / 65)
+    assert cheap["usd_per_m_blended"] == pytest.approx((3 * 0.5 + 0.0008e6 / 65) / 4)
+    row = table_rows(section, lambda x: f"{x:.4f}")[0]
+    assert row[5] == "0.5000" and "interpolated" in row[8]

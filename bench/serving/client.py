@@ -27,6 +27,7 @@ class Endpoint:
     timeout_s: float = 60.0       # per request, start to last byte
     ignore_eos: bool = True       # asked for; dropped if the server refuses the field
     tokenizer: str | None = None  # a tokenizer.json or folder, to count tokens when there is no usage
+    devices: int = 1              # the accelerators behind the endpoint (what a price share counts)
 
     @property
     def path(self) -> str:

@@ -247,7 +247,7 @@ def level_record(ep: Endpoint, level: Level, work: Prompts, requests: list[Reque
                        **({"repeat": level.repeat, "repeats": level.repeats} if level.repeats > 1 else {}),
                        **({"trace": work.name, "time_scale": level.time_scale, "block_tokens": work.block_tokens,
                            "salt": work.salt} if trace else {})},
-            "device": device, "device_kind": device_kind, "framework": "http",
+            "device": device, "device_kind": device_kind, "framework": "http", "devices": ep.devices,
             "shape": f"{ep.model} {level.mode} {value:g}", "engine": engine,
             "api_key_env": ep.api_key_env}
     if case["params"]["batch"] is None:  # a rate level: the mean requests in flight stands for the batch

@@ -8,6 +8,8 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
+from infercost.flags import positive
+
 from .common import console, warn
 
 NAME = "fleet"
@@ -25,6 +27,17 @@ def arguments(p) -> None:
     fp.add_argument("--bucket", help="bucket the results are written to (default: a new infercost-fleet-<date>-<random>)")
     fp.add_argument("--prices", action="append", default=[], help="your own price table(s)")
     fp.add_argument("--out", "-o", type=Path, default=Path("fleet"), help="folder for the tasks (default ./fleet)")
+    fe = fp.add_argument_group("engine fleets: each instance launches an engine and `infercost serve` loads it there")
+    fe.add_argument("--engine", metavar="COMMAND", help='the engine\'s command, e.g. "vllm serve meta-llama/Llama-3.1-8B-Instruct '
+                    '--port 8000" (it must listen on --engine-port on 127.0.0.1)')
+    fe.add_argument("--model", help="the model name the engine serves (with --engine)")
+    fe.add_argument("--engine-setup", help='set-up after infercost\'s own, e.g. "pip install vllm==0.11.0"')
+    fe.add_argument("--engine-port", type=positive(int), default=8000, help="the port the engine listens on (default 8000)")
+    fe.add_argument("--trace", type=Path, help="replay this Mooncake trace on every instance (it travels with the tasks)")
+    fe.add_argument("--time-scale", type=positive(float), default=1.0, help="the trace's times multiplied by this")
+    fe.add_argument("--sessions", type=positive(int), help="N multi-turn sessions instead of a trace")
+    fe.add_argument("--session-shape", choices=("chat", "agentic"), default="chat")
+    fe.add_argument("--concurrency", help="concurrency levels instead of a trace, e.g. 1,4,16,64")
     fla = fsub.add_parser("launch", help="launch every task of a plan as a SkyPilot managed job")
     fla.add_argument("folder", type=Path, help="the plan's folder")
     fst = fsub.add_parser("status", help="the fleet's managed jobs")
@@ -41,16 +54,18 @@ def run(args) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             manifest = fleet.plan([i.strip() for i in args.instances.split(",") if i.strip()], args.suite, args.spot,
-                                  args.out, args.bucket, args.region, args.prices)
+                                  args.out, args.bucket, args.region, args.prices, engine_plan(args))
         for w in caught:
             warn(str(w.message))
         table = Table(title=f"fleet plan: suite {manifest['suite']}, results to bucket {manifest['bucket']}")
-        for col in ("task", "resources", "$/h", "price as of", "cases", "ESTIMATE minutes", "ESTIMATE $"):
+        work = "engine traffic, min" if manifest.get("engine") else "cases"
+        for col in ("task", "resources", "$/h", "price as of", work, "ESTIMATE minutes", "ESTIMATE $"):
             table.add_column(col)
         for t in manifest["tasks"]:
             r = t["resources"]
             table.add_row(t["name"], " ".join(str(r[k]) for k in ("infra", "instance_type", "accelerators") if k in r),
-                          f"{t['usd_per_hour']:g}", t["as_of"], str(t["cases"]), f"{t['est_minutes']:.0f}", f"{t['est_usd']:.2f}")
+                          f"{t['usd_per_hour']:g}", t["as_of"], f"{t['traffic_min']:.3g}" if "traffic_min" in t else str(t["cases"]),
+                          f"{t['est_minutes']:.0f}", f"{t['est_usd']:.2f}")
         console.print(table)
         console.print(escape(f"ESTIMATED cost of the whole fleet run: ${manifest['est_usd']:.2f}; nothing has been launched."))
         console.print(escape(f"  (estimate: {manifest['estimate_formula']})"))
@@ -75,3 +90,37 @@ def run(args) -> int:
     out = Path(args.folder) / "collected"
     console.print(escape(f"collected into {out}/; the league table: infercost report {out} --out REPORT_DIR"))
     return 0
+
+
+def engine_plan(args) -> dict | None:
+    """An engine fleet's engine and traffic from the flags, checked before anything is written."""
+    from infercost.errors import InputError
+    if not args.engine:
+        if args.model or args.trace or args.sessions or args.concurrency or args.engine_setup:
+            raise InputError("--model, --trace, --sessions, --concurrency and --engine-setup plan an engine fleet: give --engine")
+        return None
+    if not args.model:
+        raise InputError("--engine needs --model: the model name the engine serves")
+    given = [f for f, v in (("--trace", args.trace), ("--sessions", args.sessions), ("--concurrency", args.concurrency)) if v]
+    if len(given) != 1:
+        raise InputError("an engine fleet needs one traffic: --trace FILE, --sessions N or --concurrency LIST"
+                         + (f" ({' and '.join(given)} were given)" if given else ""))
+    files = {}
+    if args.trace:
+        from infercost.bench.serving import read_trace
+        trace = read_trace(args.trace)  # a broken trace is refused here, not on every instance
+        dest = f"traces/{args.trace.name}"
+        files[str(args.trace)] = dest
+        traffic = ["--trace", dest, "--time-scale", f"{args.time_scale:g}"]
+        minutes = trace[-1].at_s * args.time_scale / 60 + 2
+    elif args.sessions:
+        traffic = ["--sessions", str(args.sessions), "--session-shape", args.session_shape]
+        minutes = (20 if args.session_shape == "agentic" else 8) * 12 / 60 + 2  # turns x (think time + a reply), at most
+    else:
+        from infercost.bench.serving import plan_levels
+        from infercost.flags import csv_list
+        levels = plan_levels(csv_list(args.concurrency), None, 8)
+        traffic = ["--concurrency", ",".join(str(int(l.value)) for l in levels)]
+        minutes = len(levels) * 2.0  # a level's 10 s to 120 s, and its warm-up
+    return {"command": args.engine, "model": args.model, "setup": args.engine_setup, "port": args.engine_port,
+            "traffic": traffic, "traffic_min": minutes, "files": files}

@@ -69,6 +69,8 @@ def arguments(p) -> None:
                    "the engine beside the kernels' decode of it in reports")
     p.add_argument("--device", default="unknown", help="the accelerator behind the endpoint, e.g. 'NVIDIA H200' (for prices)")
     p.add_argument("--device-kind", choices=("gpu", "tpu", "cpu"), default="gpu", help="what kind of device serves (default gpu)")
+    p.add_argument("--devices", type=positive(int), default=1,
+                   help="how many of them the engine uses (default 1): a price row's share counts them")
     p.add_argument("--seed", type=flag(integer=True, low=0, low_open=False), default=0, help="seed of the prompts (default 0)")
     p.add_argument("--out", "-o", type=Path, default=None, help="results file (default results/serve-<time>-<host>.jsonl)")
     add_price_flags(p)
@@ -111,7 +113,8 @@ def run(args) -> int:
                                serving.span(args.output_tokens, "--output-tokens"),
                                serving.read_prompts(args.prompts) if args.prompts else None, args.seed, counter, salt)
     levels = serving.repeated(levels, args.repeats)
-    ep = serving.Endpoint(url, args.model, args.api, args.api_key_env, args.timeout, not args.no_ignore_eos, args.tokenizer)
+    ep = serving.Endpoint(url, args.model, args.api, args.api_key_env, args.timeout, not args.no_ignore_eos, args.tokenizer,
+                          args.devices)
     slo = serving.parse_slo(args.slo)
     path = results_path(args.out, False, kind="serve")
     engine = serving.Engine(args.launch, url, path.with_suffix(".engine.log"), args.launch_timeout) if args.launch else None

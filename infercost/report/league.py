@@ -29,14 +29,16 @@ def measured(records: list[dict], min_user_tps: float, ratio: float) -> dict:
     prefill: dict = {}
     for rec in records:
         tag = rec.get("fleet")
-        if not tag or rec["case"]["workload"] not in ("prefill", "decode"):
+        if not tag or rec["case"]["workload"] not in ("prefill", "decode", "serve"):
             continue
         b = basis(tag)
         priced = costs.price_record(rec, b) if costs.same_device(b, rec) else None
         if priced is None:  # invalid, another device, or more devices than the price covers
             continue
         case = rec["case"]
-        key = (case["params"]["model"], case.get("weight_dtype") or case["dtype"])
+        # an engine's levels are ranked as that engine ("engine vllm"), beside the kernels' weight formats
+        key = (case["params"]["model"], f"engine {engine_name(rec)}" if case["workload"] == "serve"
+               else case.get("weight_dtype") or case["dtype"])
         if case["workload"] == "prefill":
             usd = priced["usd_per_m_input"]
             prefill[key + (tag["task"],)] = min(prefill.get(key + (tag["task"],), usd), usd)
@@ -47,9 +49,13 @@ def measured(records: list[dict], min_user_tps: float, ratio: float) -> dict:
         at = costs.at_speed(rows, min_user_tps)
         if at is None or at["usd_per_m_output"] is None:
             continue
+        # an engine's own input price (its levels' prefill share), at its cheapest level meeting the target
+        inputs = [r["usd_per_m_input"] for r in rows if r.get("usd_per_m_input") and
+                  (r.get("per_user_tokens_per_s") or 0) >= min_user_tps]
         row = {"instance": tag["instance"], "pricing": tag["pricing"], "task": task, "device": case.get("device"),
                "backend": backend, "batch": at["batch"], "devices": devices, "how": at["how"],
                "usd_per_m_output": at["usd_per_m_output"], "ci_low": at["ci_low"], "ci_high": at["ci_high"],
+               "usd_per_m_input": min(inputs) if inputs else None,
                "price": tag["price_label"], "as_of": tag["as_of"]}
         group = best.setdefault(key, {})
         if task not in group or row["usd_per_m_output"] < group[task]["usd_per_m_output"]:
@@ -57,8 +63,9 @@ def measured(records: list[dict], min_user_tps: float, ratio: float) -> dict:
     out = {}
     for key, group in best.items():
         rows = sorted(group.values(), key=lambda r: r["usd_per_m_output"])
-        for r in rows:
-            r["usd_per_m_blended"] = costs.blend(prefill.get(key + (r["task"],)), r["usd_per_m_output"], ratio)
+        for r in rows:  # kernels: the instance's cheapest prefill of the model; an engine: its own input price
+            r["usd_per_m_input"] = r["usd_per_m_input"] or prefill.get(key + (r["task"],))
+            r["usd_per_m_blended"] = costs.blend(r["usd_per_m_input"], r["usd_per_m_output"], ratio)
         for upper, lower in zip(rows, rows[1:]):  # 95% intervals that do not overlap: a real difference
             if None in (upper["ci_high"], lower["ci_low"]):
                 upper["vs_next"] = "unknown (no interval)"
@@ -68,10 +75,19 @@ def measured(records: list[dict], min_user_tps: float, ratio: float) -> dict:
     return out
 
 
+def engine_name(rec: dict) -> str:
+    """The engine behind a serving record: what --launch started, else the server it named."""
+    launched = (rec.get("settings") or {}).get("launched") or {}
+    served = rec["case"].get("engine") or {}
+    return launched.get("engine") or served.get("server") or "endpoint"
+
+
 def estimated(key: tuple, tasks: list[dict], measured_tasks: set, min_user_tps: float, context: int) -> list[dict]:
     """Roofline ESTIMATES for the fleet's instances without a measurement of this model and weights:
     the largest batch that fits and keeps min_user_tps per user, at 100% of the catalog's peaks."""
     model, weights = key
+    if weights.startswith("engine "):  # no roofline stands for an engine
+        return []
     try:
         cfg = resolve_config(model)
     except ValueError:
@@ -114,23 +130,24 @@ def league(records: list[dict], manifests: list[dict], min_user_tps: float = 20.
     return sections
 
 
-HEAD = ["rank", "instance", "pricing", "batch", "$/M output (95% CI)", "$/M blended", "differs from next", "how",
-        "price row"]
+HEAD = ["rank", "instance", "pricing", "batch", "$/M output (95% CI)", "$/M input", "$/M blended", "differs from next",
+        "how", "price row"]
 
 
 def table_rows(section: dict, usd) -> list[list[str]]:
     rows = [[str(i + 1), r["instance"], r["pricing"], str(r["batch"]),
-             f"{usd(r['usd_per_m_output'])} ({usd(r['ci_low'])}-{usd(r['ci_high'])})", usd(r["usd_per_m_blended"]),
-             r.get("vs_next", "-"), r["how"], r["price"]] for i, r in enumerate(section["rows"])]
+             f"{usd(r['usd_per_m_output'])} ({usd(r['ci_low'])}-{usd(r['ci_high'])})", usd(r["usd_per_m_input"]),
+             usd(r["usd_per_m_blended"]), r.get("vs_next", "-"), r["how"], r["price"]] for i, r in enumerate(section["rows"])]
     if section["estimates"]:
         rows.append(["---"] * len(HEAD))
         rows += [["ESTIMATE", r["instance"], r["pricing"], str(r["batch"]),
-                  f"{usd(r['usd_per_m_output'])} (roofline ESTIMATE)", "-", "-",
+                  f"{usd(r['usd_per_m_output'])} (roofline ESTIMATE)", "-", "-", "-",
                   f"largest batch keeping {r['per_user_tps']:.3g} tok/s a user", r["price"]] for r in section["estimates"]]
     return rows
 
 
-NOTE = ("Ranked by $/M output tokens at the per-user speed target on each instance's measured frontier: "
+NOTE = ("Ranked by $/M output tokens at the per-user speed target on each instance's measured frontier (an engine's: "
+        "its serving levels, input tokens priced by each level's prefill share): "
         "throughput interpolated between the two batches around the target (or the cheapest batch meeting it, "
         "where none is slower); 95% intervals from the measured throughput's, interpolated alike; "
         "'differs from next' is yes when the two intervals do not "

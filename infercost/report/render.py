@@ -146,7 +146,7 @@ def sectioned(r: dict) -> dict:
                            "host": {"hostname": host.get("hostname"), "cpu_model": host.get("cpu_model")}}}
 
 
-SECTION_FIELDS = ("schema", "key", "case", "status", "valid", "reasons", "metrics", "stats", "fleet")
+SECTION_FIELDS = ("schema", "key", "case", "status", "valid", "reasons", "metrics", "stats", "fleet", "settings")
 
 
 def capped(rows: list, what: str = "rows") -> tuple[list, str]:
