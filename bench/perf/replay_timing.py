@@ -5,8 +5,11 @@ A server in its own process (asyncio, 127.0.0.1) stamps each request's arrival (
 the same monotonic clock in every process) and streams a few tokens back; infercost's replay
 (bench/serving/trace.py, as `serve --trace` runs it) sends a Poisson trace of --rate requests a
 second for --seconds. Each request's output length is its number in the trace, so the server's
-stamp is matched to the request's scheduled time exactly. Printed: the lateness of arrivals
-(server stamp - scheduled time) at p50, p99 and max, and the client's own lateness at the write.
+stamp is matched to the request's scheduled time exactly (by its prompt, unique to it). Printed:
+the lateness of arrivals (server stamp - scheduled time) at p50, p99 and max, and the client's
+own lateness at the write. Then bookkeeping: 64-token requests replayed at half the rate, and 32
+sessions of 5 turns without think time, each counted in streamed tokens per CPU second of the
+client process (target >= 2000 on one core).
 
     python bench/perf/replay_timing.py [--rate 200] [--seconds 10]
 """
@@ -37,10 +40,10 @@ async def handle(reader, writer):
             length = int(next((l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")), b"0"))
             body = json.loads(await reader.readexactly(length)) if length else {}
             n = int(body.get("max_tokens", 4))
-            stamps[n] = arrived
+            stamps[body.get("prompt", "")] = arrived
             writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
-            for i in range(3):
-                await asyncio.sleep(0.005)
+            for i in range(n):
+                await asyncio.sleep(0.001 if n > 3 else 0.005)
                 data = ("data: " + json.dumps({"choices": [{"index": 0, "text": " t"}]}) + "\n\n").encode()
                 writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
                 await writer.drain()
@@ -73,6 +76,24 @@ def percentile(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
+def poisson_trace(rate: float, seconds: float, output: int) -> list:
+    from infercost.bench import serving
+    rng, t, rows = random.Random(0), 0.0, []
+    while t < seconds:
+        rows.append({"timestamp": round(t * 1000, 3), "input_length": 8, "output_length": output, "hash_ids": [len(rows)]})
+        t += rng.expovariate(rate)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "trace.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return serving.read_trace(path, 8)
+
+
+def cpu_s() -> float:
+    import resource
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    return u.ru_utime + u.ru_stime
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rate", type=float, default=200.0)
@@ -80,40 +101,48 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=4, help="warm-up requests sent together before the trace")
     args = parser.parse_args()
     from infercost.bench import serving
+    from infercost.bench.serving.sessions import Sessions, run_sessions
     from infercost.bench.serving.trace import replay
 
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-c", SERVER, str(port)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "ready"
-    rng, t, rows = random.Random(0), 0.0, []
-    while t < args.seconds:
-        rows.append({"timestamp": round(t * 1000, 3), "input_length": 8, "output_length": len(rows) + 1, "hash_ids": [len(rows)]})
-        t += rng.expovariate(args.rate)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "trace.jsonl"
-        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        trace = serving.read_trace(path, 8)
     ep = serving.Endpoint(f"http://127.0.0.1:{port}", "m", timeout_s=30)
+    # 1. timing: short requests at --rate
+    trace = poisson_trace(args.rate, args.seconds, 3)
     prompts = serving.TracePrompts(trace, 8, None, salt=1)
-    done, start, end = asyncio.run(replay(ep, prompts, serving.Counter(None), 1.0, args.warmup,
-                                     serving.MAX_CONCURRENCY))
+    done, start, end = asyncio.run(replay(ep, prompts, serving.Counter(None), 1.0, args.warmup, serving.MAX_CONCURRENCY))
+    # 2. bookkeeping: replayed requests of 64 tokens, then 32 sessions of 5 turns with no think time
+    c0 = cpu_s()
+    long = serving.TracePrompts(poisson_trace(args.rate / 2, args.seconds / 2, 64), 8, None, salt=2)
+    replayed, _, _ = asyncio.run(replay(ep, long, serving.Counter(None), 1.0, 0, serving.MAX_CONCURRENCY))
+    c1 = cpu_s()
+    spec = Sessions(32, (5, 5), 0.0, "chat", 16, (8, 8), (64, 64), salt=3)
+    sessions, _, _ = asyncio.run(run_sessions(ep, spec, serving.Counter(None), 0))
+    c2 = cpu_s()
     proc.stdin.write("stop\n")
     proc.stdin.flush()
-    stamps = {int(k): v for k, v in json.loads(proc.stdout.readline()).items()}
+    stamps = json.loads(proc.stdout.readline())
     proc.wait(timeout=10)
     done = [r for r in done if not r.warmup]
-    failed = [r for r in done if not r.ok]
-    arrival = [stamps[r.max_tokens] - r.scheduled for r in done if r.max_tokens in stamps]
+    failed = [r for r in done + replayed + sessions if not r.ok]
+    arrival = [stamps[r.prompt] - r.scheduled for r in done if r.prompt in stamps]
     written = [r.start - r.scheduled for r in done]
-    print(f"{len(trace)} requests at {args.rate:g}/s for {args.seconds:g} s; {len(failed)} failed; "
+    tokens = lambda rs: sum(r.output_tokens or 0 for r in rs if not r.warmup)
+    replay_rate, session_rate = tokens(replayed) / (c1 - c0), tokens(sessions) / (c2 - c1)
+    print(f"{len(trace)} requests at {args.rate:g}/s for {args.seconds:g} s; {len(failed)} failed in all; "
           f"{len(arrival)} stamped by the server")
     print(f"arrival lateness (server stamp - scheduled): p1 {percentile(arrival, 0.01) * 1e3:.3f} ms, p50 "
           f"{percentile(arrival, 0.5) * 1e3:.3f} ms, p99 {percentile(arrival, 0.99) * 1e3:.3f} ms, max {max(arrival) * 1e3:.3f} ms")
     print(f"client lateness (first byte written - scheduled): p50 {percentile(written, 0.5) * 1e3:.3f} ms, "
           f"p99 {percentile(written, 0.99) * 1e3:.3f} ms")
+    print(f"bookkeeping: replay {tokens(replayed)} tokens in {c1 - c0:.2f} CPU s of this process, sessions "
+          f"{tokens(sessions)} tokens in {c2 - c1:.2f} CPU s")
     # within 2 ms either side: the replay sends a request up to LEAD_S early so that it is not late
     ok = report([("|arrival - scheduled| p99, ms", percentile([abs(a) for a in arrival], 0.99) * 1e3, 2.0, "<="),
-                 ("requests stamped / sent", len(arrival) / len(trace), 0.0, "within")])
+                 ("requests stamped / sent", len(arrival) / len(trace), 0.0, "within"),
+                 ("streamed tokens per client CPU second, replay", replay_rate, 2000.0, ">="),
+                 ("streamed tokens per client CPU second, sessions", session_rate, 2000.0, ">=")])
     return 0 if ok and not failed else 1
 
 
