@@ -235,10 +235,23 @@ def test_a_slow_server_hits_the_request_timeout_cleanly(server):
     assert metrics["timeouts"] == metrics["requests_failed"] > 0 and findings[0][0] == "invalid"
 
 
-class Stub(http.server.BaseHTTPRequestHandler):
+class Quiet(http.server.BaseHTTPRequestHandler):
+    """A loopback test server's handler: HTTP/1.1, no log lines, a body sent whole."""
+    protocol_version = "HTTP/1.1"
+
+    def send_body(self, data: bytes) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+class Stub(Quiet):
     """Faults on demand, by the prompt: "fault500", "garbage", "redirect"; otherwise 3 good chunks."""
     seen: list = []
-    protocol_version = "HTTP/1.1"
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -267,14 +280,7 @@ class Stub(http.server.BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def do_GET(self):
-        data = json.dumps({"data": [{"id": "stub", "owned_by": "test"}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+        self.send_body(json.dumps({"data": [{"id": "stub", "owned_by": "test"}]}).encode())
 
 
 @pytest.fixture
@@ -522,10 +528,9 @@ def test_ctrl_c_while_an_engine_starts_stops_it(tmp_path):
     assert not found()  # no engine left behind
 
 
-class CachingEngine(http.server.BaseHTTPRequestHandler):
+class CachingEngine(Quiet):
     """A loopback engine with a prefix cache over blocks of 4 words (a word is a token here), its
     counters exposed in Prometheus text by prometheus_client under vLLM's V1 names."""
-    protocol_version = "HTTP/1.1"
     BLOCK = 4
     lock = threading.Lock()
 
@@ -561,15 +566,8 @@ class CachingEngine(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self):
         from prometheus_client import generate_latest
-        data = generate_latest(self.registry) if self.path == "/metrics" else \
-            json.dumps({"data": [{"id": "cached", "owned_by": "test"}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+        self.send_body(generate_latest(self.registry) if self.path == "/metrics" else
+                       json.dumps({"data": [{"id": "cached", "owned_by": "test"}]}).encode())
 
 
 @pytest.fixture
