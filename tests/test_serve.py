@@ -517,11 +517,13 @@ def test_ctrl_c_while_an_engine_starts_stops_it(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "infercost.cli", "serve", f"http://127.0.0.1:{free_port()}", "--model", "m",
                              "--launch", f"{sys.executable} -c \"import time, sys; time.sleep(300)\" {marker}",
                              "--out", str(tmp_path / "s.jsonl")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    found = lambda: subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and len(found()) < 2:  # infercost itself, and the engine it started
+    # the engine's own command line (python -c ...), not infercost's, which holds the marker too
+    found = lambda: subprocess.run(["pgrep", "-f", f"^\\S+ -c import time, sys; time.sleep\\(300\\) {marker}"],
+                                   capture_output=True, text=True).stdout.split()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not found():
         time.sleep(0.2)
-    assert len(found()) >= 2
+    assert found()
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=60)
     assert proc.returncode == 130

@@ -46,12 +46,17 @@ class Engine:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log.open("ab")
         self.started = time.time()
+        # Ctrl-C held back while the engine starts, so it is never started without being known here
+        # (and so stopped): it arrives as soon as the process is ours
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             self.proc = subprocess.Popen(self.argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          start_new_session=True)
         except OSError as e:
             self._log.close()
             raise InputError(f"--launch: cannot start {control_escaped(self.argv[0])}: {e.strerror or e}") from None
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
         try:
             self.ready_s = self._wait_ready()
         except BaseException:

@@ -110,7 +110,7 @@ def engine_plan(args) -> dict | None:
         from infercost.bench.serving import read_trace
         trace = read_trace(args.trace)  # a broken trace is refused here, not on every instance
         dest = f"traces/{args.trace.name}"
-        files[str(args.trace)] = dest
+        files = {str(args.trace): dest}
         traffic = ["--trace", dest, "--time-scale", f"{args.time_scale:g}"]
         minutes = trace[-1].at_s * args.time_scale / 60 + 2
     elif args.sessions:
