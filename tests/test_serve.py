@@ -516,7 +516,9 @@ def test_ctrl_c_while_an_engine_starts_stops_it(tmp_path):
     marker = f"engine-marker-{os.getpid()}"
     proc = subprocess.Popen([sys.executable, "-m", "infercost.cli", "serve", f"http://127.0.0.1:{free_port()}", "--model", "m",
                              "--launch", f"{sys.executable} -c \"import time, sys; time.sleep(300)\" {marker}",
-                             "--out", str(tmp_path / "s.jsonl")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--out", str(tmp_path / "s.jsonl")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a terminal's Ctrl-C (a
+    # background shell starts its children with it ignored, and Python then raises no KeyboardInterrupt)
     # the engine's own command line (python -c ...), not infercost's, which holds the marker too
     found = lambda: subprocess.run(["pgrep", "-f", f"^\\S+ -c import time, sys; time.sleep\\(300\\) {marker}"],
                                    capture_output=True, text=True).stdout.split()
