@@ -494,7 +494,7 @@ def test_an_engine_is_launched_measured_and_stopped_with_its_log_kept(model_dir,
 
 
 @pytest.mark.parametrize("command,code,words", [
-    ("no-such-engine-xyz --port 1", 2, "command not found"),
+    ("no-such-engine-xyz --port 1", 2, "command not found"), ("", 2, "an empty command"), ("a 'b", 2, "cannot split"),
     (f"{sys.executable} -c \"import sys; print('cannot load weights'); sys.exit(3)\"", 1, "exited with status 3"),
     (f"{sys.executable} -c \"import time; time.sleep(60)\"", 1, "did not answer")])
 def test_an_engine_that_cannot_start_ends_the_run_in_one_line_and_is_stopped(tmp_path, command, code, words):

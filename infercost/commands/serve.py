@@ -117,7 +117,8 @@ def run(args) -> int:
                           args.devices)
     slo = serving.parse_slo(args.slo)
     path = results_path(args.out, False, kind="serve")
-    engine = serving.Engine(args.launch, url, path.with_suffix(".engine.log"), args.launch_timeout) if args.launch else None
+    engine = serving.Engine(args.launch, url, path.with_suffix(".engine.log"), args.launch_timeout) \
+        if args.launch is not None else None
     with engine or nullcontext():
         if engine:
             console.print(escape(f"launched: {engine.identity()['command']} (ready after {engine.ready_s:.1f} s; "
