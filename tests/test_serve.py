@@ -645,3 +645,16 @@ def test_sessions_grow_each_prompt_by_the_reply_and_report_ttft_by_turn(server, 
     assert per["prefix_tokens"][by[(0, 1)]] == 0 and per["prefix_tokens"][by[(1, 1)]] == 10  # the system prompt, sent before
     assert m["intended_prefix_share"] == pytest.approx(sum(per["prefix_tokens"]) / sum(per["prompt_tokens"]))
     assert set(rec["stats"]["ttft_by_turn_s"]) == {"turn_1", "turn_2", "turn_3"} and m["ttft_growth"] > 0
+
+
+def test_a_secret_in_the_launch_command_is_in_no_file_or_output(tmp_path):
+    # An engine that prints its own command line (as vLLM prints its arguments) and fails to start.
+    secret = "sk-launch-" + "7" * 20
+    script = "import sys; print('args:', sys.argv); print({'api_key': sys.argv[-1]}); sys.exit(4)"
+    out = tmp_path / "serve.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "infercost.cli", "serve", f"http://127.0.0.1:{free_port()}", "--model", "m",
+                           "--launch", f"{sys.executable} -c \"{script}\" --api-key {secret}", "--launch-timeout", "5",
+                           "--out", str(out)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "exited with status 4" in proc.stderr
+    log = (tmp_path / "serve.engine.log").read_text()
+    assert "args:" in log and secret not in log and secret not in proc.stderr + proc.stdout

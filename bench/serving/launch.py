@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from infercost.errors import InputError, RunError
-from infercost.redact import control_escaped, redact, redact_argv
+from infercost.redact import NOT_SECRET_FLAGS, SECRET_NAME, control_escaped, redact, redact_argv, register
 
 GRACE_S = 10.0
 ENGINES = ("vllm", "sglang", "transformers", "text-generation-launcher", "llama-server", "trtllm-serve")
@@ -34,6 +34,8 @@ class Engine:
             raise InputError(f"--launch: cannot split the command ({e})") from None
         if not self.argv:
             raise InputError("--launch: an empty command")
+        for value in secret_values(self.argv):  # masked in the log, errors and records (an engine echoes its flags)
+            register(value)
         if shutil.which(self.argv[0]) is None:
             raise InputError(f"--launch: {control_escaped(self.argv[0])}: command not found")
         self.url, self.log, self.timeout_s = url.rstrip("/"), Path(log), timeout_s
@@ -108,6 +110,12 @@ class Engine:
         except (ProcessLookupError, PermissionError):
             pass
         self._log.close()
+        try:  # the log as kept: every secret the command held masked
+            text = self.log.read_bytes().decode("utf-8", "replace")
+            if redact(text) != text:
+                self.log.write_text(redact(text))
+        except OSError:
+            pass
 
     def tail(self, n: int = 3) -> str:
         try:
@@ -133,3 +141,18 @@ class Engine:
         return {"command": " ".join(redact_argv(self.argv)), "engine": name, "version": version,
                 "devices": devices or "all the host's", "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
                 "ready_after_s": round(self.ready_s, 3), "log": self.log.name}
+
+
+def secret_values(argv: list[str]) -> list[str]:
+    """The values of secret-named flags in a command line (`--api-key X`, `--api-key=X`)."""
+    import re
+    pattern = re.compile(rf"(?i)--{SECRET_NAME}")
+    named = lambda flag: bool(pattern.fullmatch(flag)) and flag.lower() not in NOT_SECRET_FLAGS
+    out = []
+    for i, arg in enumerate(argv):
+        flag, eq, value = arg.partition("=")
+        if eq and named(flag) and value:
+            out.append(value)
+        elif i and named(argv[i - 1]) and not arg.startswith("-"):
+            out.append(arg)
+    return out
