@@ -16,7 +16,7 @@ from ..records import finished
 from .metrics import RATES, summarize_level
 from .cache import level_cache, read_counters
 from .sessions import run_sessions, session_figures
-from .trace import TraceRequest, intended_prefix_share, lateness, replay
+from .trace import TraceRequest, lateness, replay
 
 MAX_CONCURRENCY = 4096  # streams one client process keeps open at most
 MAX_RATE = 10_000.0     # requests/s one client process can send on time
@@ -221,7 +221,7 @@ def level_record(ep: Endpoint, level: Level, work: Prompts, requests: list[Reque
     """cache: the engine's prefix-cache counters before and after the level (cache.read_counters)."""
     trace, sessions = level.mode == "trace", level.mode == "sessions"
     metrics, latency, findings = summarize_level(requests, start, end, slo, work.seed, steady=not (trace or sessions))
-    intended = work.intended_hit_rate
+    intended = work.intended_hit_rate  # salted prompts: 0; a trace: its reuse; sessions: from their requests below
     if sessions:  # the prefix each request repeats, and TTFT by turn
         figures, by_turn = session_figures(requests)
         metrics.update(figures)
@@ -232,12 +232,13 @@ def level_record(ep: Endpoint, level: Level, work: Prompts, requests: list[Reque
         metrics.update(figures)
         findings += found
     elif cache:
-        metrics["prefix_cache"] = "prompts not salted (--no-salt): the cache's hits are not judged"
+        why = "prompts not salted (--no-salt)" if getattr(work, "salt", 0) is None else "no request measured"
+        metrics["prefix_cache"] = f"{why}: the cache's hits are not judged"
     if trace:  # how closely the replay kept the trace's times, and the prefix reuse the trace intends
         late = sorted(lateness(requests))
         metrics.update(schedule_lateness_p50_s=late[len(late) // 2] if late else None,
                        schedule_lateness_p99_s=late[min(len(late) - 1, int(len(late) * 0.99))] if late else None,
-                       intended_prefix_share=intended_prefix_share(work.trace, work.block_tokens))
+                       intended_prefix_share=intended)
     value = int(level.value) if level.mode == "concurrency" else level.value
     case = {"backend": "endpoint", "workload": "serve", "dtype": "engine", "tf32": False, "threads": None,
             "params": {"endpoint": ep.shown_url, "model": ep.model, "api": ep.api, "mode": level.mode, "level": value,
