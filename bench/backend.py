@@ -8,6 +8,7 @@ reached only through `load_model`.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import time
 from dataclasses import dataclass
@@ -164,6 +165,25 @@ class Backend:
         self.sync(out)
         return time.perf_counter() - start
 
+    # On several hosts: True where every host runs the same program (JAX's multi-controller model);
+    # False where host 0's process drives the others (torch ranks): those call follow_case instead.
+    spmd = True
+
+    def case_scope(self, case: dict, index: int):
+        """A context around one case of a multi-host run (torch forms its group across hosts there)."""
+        return contextlib.nullcontext()
+
+    def follow_case(self, case: dict) -> str | None:
+        """A host other than 0 of a backend that is not spmd: take part in host 0's case until it
+        ends; why this host failed, or None."""
+        raise NotImplementedError
+
+    def agree(self, value):
+        """Host 0's `value`, on every host of a multi-host run: a decision that changes which device
+        work runs next (how many calls a block, one more block or not, skip or measure) must be the
+        same everywhere, or the hosts' collectives stop matching. On one host, the value itself."""
+        return value
+
     def monitor(self):
         """The device's energy, power and clocks (bench/power.py Monitor), or None."""
         return None
@@ -223,8 +243,10 @@ class Backend:
 #   weights_numpy() the weights as float64 host arrays (with keep_weights=True), for the reference
 
 
-def open_backend(name: str, threads: int | None = None) -> Backend:
-    """Instantiate an adapter; raises Unavailable with the reason when it cannot run here."""
+def open_backend(name: str, threads: int | None = None, hosts: dict | None = None) -> Backend:
+    """Instantiate an adapter; raises Unavailable with the reason when it cannot run here.
+    hosts (bench/hosts.py Hosts.as_dict() and the generation): join the other hosts of a
+    multi-host run first, through the adapter module's join_hosts, before any device is touched."""
     if name not in REGISTRY:
         raise Unavailable(f"unknown backend {name!r} (valid: {', '.join(NAMES)})")
     module_name, class_name, _ = REGISTRY[name]
@@ -232,6 +254,10 @@ def open_backend(name: str, threads: int | None = None) -> Backend:
         module = importlib.import_module(module_name)
     except ImportError as e:  # the framework itself is missing
         raise Unavailable(f"{e.name or e} is not installed") from None
+    if hosts is not None:
+        if not hasattr(module, "join_hosts"):
+            raise Unavailable(f"{name} does not run across hosts")
+        module.join_hosts(hosts)
     return getattr(module, class_name)(threads=threads)
 
 

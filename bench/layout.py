@@ -34,3 +34,18 @@ class Layout:
 
     def __str__(self) -> str:
         return f"tp={self.tp},dp={self.dp}" + (f",ep={self.ep}" if self.ep > 1 else "")
+
+
+def across_hosts(layout: Layout, hosts: int) -> list[str]:
+    """The axes whose groups of devices span more than one host, for devices numbered host by host
+    and the mesh's innermost axis (tp) varying fastest: an axis crosses when the devices one of
+    its groups covers (its size times the axes inside it) are more than a host holds."""
+    if hosts <= 1:
+        return []
+    per_host = layout.devices // hosts
+    out, inner = [], 1
+    for name, size in (("tp", layout.tp), ("ep", layout.ep), ("dp", layout.dp)):
+        if size > 1 and inner * size > per_host:
+            out.append(name)
+        inner *= size
+    return out

@@ -63,7 +63,7 @@ def measure_case(backend, workload: Workload, case: dict, settings: Settings, se
     case = {**case, "framework": backend.framework, "device": backend.device_name(),
             "cache_policy": backend.cache_policy, **workload.describe()}
     tf32 = bool(case.get("tf32"))
-    reason = backend.unsupported(case["dtype"], tf32) or workload.fit(backend)
+    reason = backend.agree(backend.unsupported(case["dtype"], tf32) or workload.fit(backend))  # host 0's, on every host
     if reason:
         return record(case, "skipped", [reason])
     case["precision_flags"] = backend.configure(case["dtype"], tf32)
@@ -72,7 +72,7 @@ def measure_case(backend, workload: Workload, case: dict, settings: Settings, se
         case["dtype_support"] = "emulated"
 
     check, check_timing = workload.check(backend, seed)  # correct before fast
-    if not check["passed"]:
+    if not backend.agree(check["passed"]):
         why = "NaN or Inf in the result" if not check["finite"] else (
             f"wrong result: relative error {check['error']:.2e} > tolerance {check['tolerance']:.0e}")
         return record(case, "invalid", [why], check=check, **({"timing": check_timing} if check_timing else {}))

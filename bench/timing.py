@@ -32,14 +32,17 @@ def calls_per_block(call_s: float, settings: Settings, per_call_flush: bool) -> 
 def measure(backend, fn, args, settings: Settings, energy=None) -> dict:
     """Time fn(*args) on a backend. Per-call times are block times divided by calls per block.
     energy: a reader of the device's energy counter (joules), read around the timed blocks."""
+    # Across hosts every choice below is host 0's (backend.agree), so all run the same calls.
     first = backend.time_block(fn, args, 1)  # holds one-time costs: calibrate on later calls
     second = backend.time_block(fn, args, 1)
-    single = second if second > 10e-3 else min(second, *(backend.time_block(fn, args, 1) for _ in range(2)))
+    long_call = backend.agree(second > 10e-3)
+    single = second if long_call else min(second, *(backend.time_block(fn, args, 1) for _ in range(2)))
+    single = backend.agree(single)
     flush = backend.cache_policy != "hot" and backend.device_timer
     number = calls_per_block(single, settings, per_call_flush=flush)
 
     start = time.perf_counter()
-    while time.perf_counter() - start < settings.warmup_s:
+    while backend.agree(time.perf_counter() - start < settings.warmup_s):
         backend.time_block(fn, args, number)
     warmup_s = time.perf_counter() - start
 
@@ -49,11 +52,10 @@ def measure(backend, fn, args, settings: Settings, energy=None) -> dict:
     while True:
         blocks.append(backend.time_block(fn, args, number))
         elapsed = time.perf_counter() - start
-        if len(blocks) >= settings.max_blocks:
-            break
-        if len(blocks) >= settings.min_blocks and elapsed >= settings.min_time_s:
-            break
-        if len(blocks) >= 3 and elapsed >= settings.max_time_s:
+        enough = (len(blocks) >= settings.max_blocks
+                  or (len(blocks) >= settings.min_blocks and elapsed >= settings.min_time_s)
+                  or (len(blocks) >= 3 and elapsed >= settings.max_time_s))
+        if backend.agree(enough):
             break
     joules = energy() - joules_before if energy else None
     # One block of twice the calls: if it does not take about twice as long, the

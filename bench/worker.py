@@ -43,19 +43,27 @@ def serve(job: dict, emit) -> None:
     from .timing import Settings
     from .workloads import make_workload
 
+    import time
     cpus_available = pin_threads(job.get("threads"))
-    try:
-        backend = open_backend(job["backend"], threads=job.get("threads"))
+    joined = time.perf_counter()
+    try:  # a multi-host run's hosts join here, before any device is touched, outside any timing
+        backend = open_backend(job["backend"], threads=job.get("threads"), hosts=job.get("hosts"))
     except Unavailable as e:
         emit({"event": "unavailable", "reason": str(e)})
         return
     info = versions(backend)
-    emit({"event": "ready", "device": backend.device_name()})
+    emit({"event": "ready", "device": backend.device_name(), "open_s": time.perf_counter() - joined})
     settings = Settings(**job["settings"])
+    follower = job.get("hosts") is not None and job["hosts"]["rank"] > 0 and not backend.spmd
     for index, case in enumerate(job["cases"]):
         emit({"event": "start", "index": index})
         try:
-            done = measure_case(backend, make_workload(case), case, settings, job["seed"], cpus_available)
+            with backend.case_scope(case, index):
+                if follower:  # host 0 measures; this host's ranks follow it
+                    why = backend.follow_case(case)
+                    done = record(case, "error" if why else "ok", [why] if why else [])
+                else:
+                    done = measure_case(backend, make_workload(case), case, settings, job["seed"], cpus_available)
         except Exception as e:  # one broken case (OOM, a framework error) must not end the run
             traceback.print_exc(file=sys.stderr)
             reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"

@@ -16,6 +16,14 @@ from .llama import AXES, GOLDEN, M1, M2, RULES, LlamaConfig, hf_axes, rope_table
 from . import mla_jax, moe_jax
 from .quant import QWeight
 
+
+def on_host(x) -> np.ndarray:
+    """A device array as one host array; on several hosts every host gathers the whole of it."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        from jax.experimental import multihost_utils
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))
+
 def sharding_rules(cfg: LlamaConfig, tp: int, ep: int = 1) -> dict:
     """RULES for this model on `tp` chips (fewer KV heads than chips: the KV heads are replicated);
     with experts split over `ep` chips, the batch is split over them too."""
@@ -459,7 +467,7 @@ class Runner:
 
     def routes(self) -> np.ndarray:
         """The experts each token of the last step chose, per mixture-of-experts layer [layers, B * T, k]."""
-        return np.asarray(self.last_routes)
+        return on_host(self.last_routes)
 
     def streamed(self) -> list:
         """The weights a decode step reads in full (head, every layer's matrices and norms): the
@@ -470,11 +478,11 @@ class Runner:
     def kv_numpy(self) -> list:
         """Per layer, (keys, values) as the cache holds them, as float64 [batch, kv_heads, seq, hd]."""
         def f64(entry):
-            k, v = (np.asarray(c).astype(np.float64) for c in entry[:2])
+            k, v = (on_host(c).astype(np.float64) for c in entry[:2])
             if self.multiply_reduce_attention:  # keys held [batch, kv_heads, hd, seq]
                 k = k.swapaxes(2, 3)
             if len(entry) == 4:  # int8 values and their per-position scales
-                k, v = (c * np.asarray(s).astype(np.float64)[..., None] for c, s in ((k, entry[2]), (v, entry[3])))
+                k, v = (c * on_host(s).astype(np.float64)[..., None] for c, s in ((k, entry[2]), (v, entry[3])))
             return k, v
         return [f64(entry) for entry in self.cache]
 
@@ -482,6 +490,6 @@ class Runner:
         """float64 weights as this model computes with them (quantized ones dequantized)."""
         def f64(v):
             if isinstance(v, dict):
-                return np.asarray(v["q"]).astype(np.float64) * np.asarray(v["s"]).astype(np.float64)[:, None]
-            return np.asarray(jax.device_get(v)).astype(np.float64)
+                return on_host(v["q"]).astype(np.float64) * on_host(v["s"]).astype(np.float64)[:, None]
+            return on_host(v).astype(np.float64)
         return {k: f64(v) for k, v in self.weights.items()}

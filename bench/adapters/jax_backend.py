@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import jax
@@ -15,6 +16,38 @@ from ..layout import Layout
 from ..sweep import host_read_bandwidth
 
 
+def join_hosts(hosts: dict) -> None:
+    """One JAX runtime over every host's devices (jax.distributed), before any device is touched.
+    On CPUs the hosts' collectives go over gloo; TPU pod slices and GPUs bring their own."""
+    from infercost.bench.hosts import JOIN_TIMEOUT_S
+    if jax.config.jax_platforms in (None, "", "cpu") or "cpu" in str(jax.config.jax_platforms):
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    port = hosts["port"] + 1 + hosts["generation"] % 500
+    try:
+        jax.distributed.initialize(f"{hosts['address']}:{port}", num_processes=hosts["count"],
+                                   process_id=hosts["rank"], initialization_timeout=int(JOIN_TIMEOUT_S))
+    except Exception as e:  # a host that never came, an address no host listens on
+        raise Unavailable(f"JAX could not join {hosts['count']} hosts at {hosts['address']}:{port}: "
+                          f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__}") from None
+
+
+def agree_json(value):
+    """Process 0's JSON-able value on every process (one broadcast of a fixed-size byte buffer)."""
+    from jax.experimental import multihost_utils
+    raw = json.dumps(value).encode()
+    if len(raw) > AGREE_BYTES - 8:
+        raise ValueError(f"a value of {len(raw)} bytes is too long to agree on")
+    buf = np.zeros(AGREE_BYTES, np.uint8)
+    buf[:8] = np.frombuffer(np.int64(len(raw)).tobytes(), np.uint8)
+    buf[8:8 + len(raw)] = np.frombuffer(raw, np.uint8)
+    out = np.asarray(multihost_utils.broadcast_one_to_all(buf))
+    n = int(np.frombuffer(out[:8].tobytes(), np.int64)[0])
+    return json.loads(out[8:8 + n].tobytes())
+
+
+AGREE_BYTES = 4096
+
+
 class JaxBackend(Backend):
     framework = "jax"
     platform = ""
@@ -25,11 +58,14 @@ class JaxBackend(Backend):
         except RuntimeError as e:
             detail = str(e).strip().splitlines()[0][:160] if str(e).strip() else "no device"
             raise Unavailable(f"JAX {jax.__version__} sees no {self.platform} device ({detail})") from None
-        self.device = devices[0]
+        self.device = jax.local_devices(backend=self.platform)[0]  # this host's first (all of them are one host's)
         self.threads = available_cpus()
 
     def device_name(self) -> str:
         return self.device.device_kind
+
+    def agree(self, value):
+        return agree_json(value) if jax.process_count() > 1 else value
 
     def device_info(self) -> dict:
         info = {
@@ -65,7 +101,8 @@ class JaxBackend(Backend):
         return jax.device_put(np.asarray(array).astype(jnp.dtype(dtype)), self.device)
 
     def fetch(self, x) -> np.ndarray:
-        return np.asarray(jax.device_get(x)).astype(np.float64)
+        from infercost.kernels.llama_jax import on_host
+        return on_host(x).astype(np.float64)
 
     def matmul(self, dtype: str, tf32: bool = False):
         # float32 asks for true float32 unless TF32 was requested; JAX's default on GPU and TPU

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 
@@ -31,9 +33,42 @@ def host_views(tensors) -> list[np.ndarray] | None:
     return views
 
 
+def join_hosts(hosts: dict) -> None:
+    """Remember the hosts: each case's group then spans them (bench/adapters/torch_dist.py); the
+    processes join when a case starts, through torch.distributed's own store on host 0."""
+    from . import torch_dist
+    torch_dist.HOSTS = hosts
+
+
 class TorchBackend(Backend):
     framework = "torch"
     device = torch.device("cpu")
+    spmd = False  # on several hosts, host 0's worker drives every rank (the others follow it)
+
+    @contextlib.contextmanager
+    def case_scope(self, case: dict, index: int):
+        """On several hosts, each case has a group of its own over every host's ranks, formed before
+        the case and ended after it (the other hosts' ranks follow it: follow_case)."""
+        from . import torch_dist
+        if torch_dist.HOSTS is None:
+            yield
+            return
+        hosts = torch_dist.HOSTS
+        torch_dist.CASE_PORT = hosts["port"] + 1 + (hosts["generation"] * 100 + index) % 500
+        try:
+            if hosts["rank"] == 0:
+                torch_dist.group(case.get("devices") or 1, self.device)
+            yield
+        finally:
+            if hosts["rank"] == 0 and torch_dist._group is not None:
+                torch_dist._group.close()
+                torch_dist._group = None
+
+    def follow_case(self, case: dict) -> str | None:
+        """A host other than 0: its ranks of the case's group, until host 0 ends it; why they
+        failed, or None."""
+        from . import torch_dist
+        return torch_dist.follow_on_host(case.get("devices") or 1, self.device, self.threads or 1)
 
     def put(self, array: np.ndarray, dtype: str):
         return torch.from_numpy(np.ascontiguousarray(array)).to(self.device, TORCH_DTYPES[dtype])

@@ -44,23 +44,39 @@ def transport(device: torch.device) -> str:
     return "nccl" if device.type == "cuda" else "gloo"
 
 
+# A multi-host run (bench/hosts.py, set by torch_backend.join_hosts): {"count", "rank", "address",
+# "port", "generation"}. Ranks are placed host by host; host 0's worker is rank 0 and drives all.
+HOSTS: dict | None = None
+CASE_PORT: int | None = None  # the store's port for the case being run (set around each case)
+
+
+def start_ranks(ranks: range, world: int, port: int, device: torch.device, threads: int,
+                master: str = "127.0.0.1", host_first: int = 0) -> list[subprocess.Popen]:
+    """Processes for these global ranks of a group whose store listens at master:port (host_first:
+    the global rank of this host's first device, so a rank knows its local device)."""
+    return [subprocess.Popen([sys.executable, "-m", "infercost.bench.adapters.torch_dist", str(r), str(world),
+                              str(port), device.type, str(threads), master, str(r - host_first)])
+            for r in ranks]
+
+
 class Group:
-    """This process as rank 0 of `world` ranks, the others its children. On a CPU the ranks share
-    this process's cores: each runs cores / world threads, unpinned (pinned, each rank's gloo I/O
-    thread shared its one core, and all-reduces ran 3-12% slower than a plain loop's)."""
+    """This process as rank 0 of `world` ranks, the others its children (on several hosts, the
+    other hosts' ranks are theirs). On a CPU the ranks share this process's cores: each runs
+    cores / world threads, unpinned (pinned, each rank's gloo I/O thread shared its one core, and
+    all-reduces ran 3-12% slower than a plain loop's)."""
 
     def __init__(self, world: int, device: torch.device):
         self.world, self.device = world, device
+        hosts = HOSTS["count"] if HOSTS else 1
+        local = world // hosts  # ranks on this host
         self.cores, self.threads_before = len(os.sched_getaffinity(0)), torch.get_num_threads()
-        per = max(1, self.cores // world)
-        port = free_port()
-        self.procs = [subprocess.Popen([sys.executable, "-m", "infercost.bench.adapters.torch_dist", str(r), str(world),
-                                        str(port), device.type, str(per)])
-                      for r in range(1, world)]
+        per = max(1, self.cores // local)
+        port, master = (CASE_PORT, HOSTS["address"]) if HOSTS else (free_port(), "127.0.0.1")
+        self.procs = start_ranks(range(1, local), world, port, device, per, master)
         if device.type == "cpu":
             torch.set_num_threads(per)
         try:
-            init(0, world, port, device)
+            init(0, world, port, device, master)
         except Exception:
             self.abort()
             raise
@@ -104,8 +120,8 @@ class Group:
         torch.set_num_threads(self.threads_before)
 
 
-def init(rank: int, world: int, port: int, device: torch.device) -> None:
-    dist.init_process_group(transport(device), init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+def init(rank: int, world: int, port: int, device: torch.device, master: str = "127.0.0.1") -> None:
+    dist.init_process_group(transport(device), init_method=f"tcp://{master}:{port}", rank=rank,
                             world_size=world, timeout=timedelta(seconds=TIMEOUT_S))
 
 
@@ -229,7 +245,10 @@ class ShardedRunner:
         self.params = self.local.params
         how = (f"experts and sequences split over {world} ranks, dispatch and combine by all-to-all ({transport(device)})"
                if expert_parallel else f"tensor parallel over {world} ranks ({transport(device)})")
-        if device.type == "cpu" and world > self.group.cores:
+        local = world // (HOSTS["count"] if HOSTS else 1)
+        if HOSTS:
+            how += f", {local} on each of {HOSTS['count']} hosts"
+        if device.type == "cpu" and local > self.group.cores:
             how += f", sharing {self.group.cores} cores"
         self.launch, self.prefill_launch = f"{self.local.launch}; {how}", f"{self.local.prefill_launch}; {how}"
 
@@ -343,16 +362,17 @@ class Collective:
 
 
 # -- ranks 1..n-1 ---------------------------------------------------------------------------
-def follow(rank: int, world: int, port: int, device_type: str, threads: int) -> None:
+def follow(rank: int, world: int, port: int, device_type: str, threads: int, master: str = "127.0.0.1",
+           local_rank: int | None = None) -> None:
     from ..orphans import die_with_parent
     die_with_parent()
     if device_type == "cuda":
-        device = torch.device("cuda", rank)
+        device = torch.device("cuda", rank if local_rank is None else local_rank)
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
         torch.set_num_threads(threads)
-    init(rank, world, port, device)
+    init(rank, world, port, device, master)
     header = torch.zeros(WORDS, dtype=torch.long, device=device)
     runner = coll = None
     while True:
@@ -390,10 +410,29 @@ def follow(rank: int, world: int, port: int, device_type: str, threads: int) -> 
     dist.destroy_process_group()
 
 
+def follow_on_host(world: int, device: torch.device, threads: int) -> str | None:
+    """A host other than 0, for one case: this host's ranks of host 0's group, run until host 0
+    ends the case. Returns why a rank failed, or None."""
+    local = world // HOSTS["count"]
+    first = HOSTS["rank"] * local
+    procs = start_ranks(range(first, first + local), world, CASE_PORT, device, max(1, threads // local),
+                        HOSTS["address"], first)
+    try:
+        codes = [p.wait() for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    failed = [f"rank {first + i} exited with status {c}" for i, c in enumerate(codes) if c != 0]
+    return "; ".join(failed) or None
+
+
 if __name__ == "__main__":
     r, n, p, kind, threads = sys.argv[1:6]
+    master, local_rank = (sys.argv[6], int(sys.argv[7])) if len(sys.argv) > 7 else ("127.0.0.1", None)
     try:
-        follow(int(r), int(n), int(p), kind, int(threads))
+        follow(int(r), int(n), int(p), kind, int(threads), master, local_rank)
     except (KeyboardInterrupt, BrokenPipeError):
         os._exit(130)
     except RuntimeError as e:  # rank 0 went away (its case failed or was stopped): nothing to do

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import time
 from pathlib import Path
 
@@ -57,6 +59,14 @@ def arguments(p) -> None:
     p.add_argument("--out", "-o", type=Path, default=None, help="results file (JSON Lines); default results/run-<time>-<host>.jsonl")
     p.add_argument("--resume", action="store_true", help="skip cases already recorded in --out (default: the newest file in results/)")
     p.add_argument("--case-timeout", type=positive(float), default=600.0, help="seconds before a case is abandoned (default 600)")
+    p.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help="a multi-host run: where host 0 listens (with --num-hosts and --host-rank; on SkyPilot "
+                        "nodes these come from SKYPILOT_NODE_IPS, SKYPILOT_NUM_NODES and SKYPILOT_NODE_RANK)")
+    p.add_argument("--num-hosts", type=positive(int), default=None, help="hosts in a multi-host run")
+    p.add_argument("--host-rank", type=flag(integer=True, low=0, low_open=False), default=None,
+                   help="this host's rank in a multi-host run (0 writes the records)")
+    p.add_argument("--join-timeout", type=positive(float), default=None,
+                   help="seconds to wait for every host to join (default 120)")
     add_price_flags(p)
     p.add_argument("--detect-instance", action="store_true",
                    help="ask the cloud's instance-metadata service which instance this is, to price the run "
@@ -65,15 +75,16 @@ def arguments(p) -> None:
 
 def run(args) -> int:
     from infercost.bench import runner
-    from infercost.bench.plan import choose_backends, parse_mesh, plan_cases
+    from infercost.bench.plan import choose_backends
     from infercost.bench.reading import done_keys
     from infercost.bench.records import Writer, results_path, run_provenance
-    from infercost.bench.timing import Settings
     from infercost.hardware import catalog, cloud
     from infercost.hardware.cost import whole_instance_for_cpu_runs
     from infercost.hardware.host import available_cpus
-    from infercost.kernels.dtypes import QuantSpec
 
+    hosts = find_hosts(args.coordinator, args.num_hosts, args.host_rank, dict(os.environ))
+    if hosts is not None and not hosts.leader:
+        return follow_hosts(args, hosts)
     path = results_path(args.out, args.resume)
     bases = price_bases(args)  # validated before any measuring
     detection = cloud.Detection() if not bases and cloud.enabled(args.detect_instance) else None
@@ -83,10 +94,7 @@ def run(args) -> int:
              "CPU results will be marked invalid (oversubscription)")
     console.print(f"infercost {__version__}: looking for backends...")
     backends, probes = choose_backends(flat(args.backend), runner.probe)
-    cases, notices = plan_cases(args.suite, backends, probes, workloads=flat(args.workload), dtypes=flat(args.dtype),
-                                shapes=args.shape, models=flat(args.model), batches=flat(args.batch),
-                                tokens=flat(args.tokens), weights=args.weights, tf32=args.tf32, threads=threads,
-                                quant=QuantSpec(args.quant, args.kv_cache), mesh=parse_mesh(args.devices, args.mesh))
+    cases, notices = planned(args, backends, probes, threads, hosts)
     for notice in notices:
         console.print(f"[yellow]note:[/] {escape(notice)}")
     writer = Writer(path, warn)  # locked: no other run appends to it while this one does
@@ -95,7 +103,7 @@ def run(args) -> int:
     except InputError:
         writer.close()
         raise
-    skipped = len(cases)
+    skipped, all_cases = len(cases), cases
     cases = [c for c in cases if c.key not in done]
     skipped -= len(cases)
     for name, info in probes.items():
@@ -106,12 +114,7 @@ def run(args) -> int:
                       "that name with no spec peak (no MFU; decode MBU on CPUs uses a bandwidth measured in the run)")
     console.print(f"{len(cases)} cases ({skipped} already recorded) -> {escape(str(path))}")
 
-    defaults = Settings()
-    settings = Settings(warmup_s=args.warmup if args.warmup is not None else defaults.warmup_s,
-                        min_time_s=args.min_time if args.min_time is not None else defaults.min_time_s,
-                        min_blocks=args.repeats or defaults.min_blocks)
-    job = {"settings": settings.as_dict(), "seed": args.seed, "threads": threads,
-           "host_devices": max((c.devices for c in cases), default=1)}
+    job = make_job(args, threads, cases, hosts)
     total, done_count, started = len(cases), [0], [time.monotonic()]
 
     def on_event(event):
@@ -124,7 +127,10 @@ def run(args) -> int:
                           f"[dim]({time.monotonic() - started[0]:.1f} s)[/]")
 
     try:
-        records = runner.run(cases, job, writer, run_provenance(args.seed), args.case_timeout, on_event)
+        if hosts is None:
+            records = runner.run(cases, job, writer, run_provenance(args.seed), args.case_timeout, on_event)
+        else:
+            records = lead_hosts(args, hosts, all_cases, cases, job, writer, on_event)
     except KeyboardInterrupt:
         errors.print(f"\n[yellow]interrupted[/]: {done_count[0]} finished records are kept in {escape(str(path))}; "
                      f"continue with: infercost run <same options> --resume --out {escape(str(path))}")
@@ -155,4 +161,108 @@ def run(args) -> int:
         console.print("cost: this machine's price is unknown, so no $/M tokens are shown; give --price-per-hour USD "
                       "or --instance provider:type (see `infercost prices`), or re-price later with `infercost cost`")
     console.print(escape(f"results: {path}  (load with: infercost.load_results({str(path)!r}))"))
+    return 0
+
+
+def make_job(args, threads: int, cases, hosts) -> dict:
+    """What every worker is told: the timing settings, seed, threads and host devices."""
+    from infercost.bench.timing import Settings
+    defaults = Settings()
+    settings = Settings(warmup_s=args.warmup if args.warmup is not None else defaults.warmup_s,
+                        min_time_s=args.min_time if args.min_time is not None else defaults.min_time_s,
+                        min_blocks=args.repeats or defaults.min_blocks)
+    return {"settings": settings.as_dict(), "seed": args.seed, "threads": threads,
+            "host_devices": max((c.devices for c in cases), default=1) // (hosts.count if hosts else 1)}
+
+
+def find_hosts(coordinator, num_hosts, host_rank, environ):
+    from infercost.bench.hosts import find
+    return find(coordinator, num_hosts, host_rank, environ)
+
+
+def planned(args, backends, probes, threads, hosts):
+    """The run's cases and notices; on several hosts, only cases whose layout spans them all."""
+    from infercost.bench.plan import parse_mesh, plan_cases
+    from infercost.kernels.dtypes import QuantSpec
+    mesh = parse_mesh(args.devices, args.mesh)
+    if hosts is not None and mesh is None:  # data parallel across hosts, a host's devices kept together
+        mesh = {"tp": 1, "dp": hosts.count}
+    cases, notices = plan_cases(args.suite, backends, probes, workloads=flat(args.workload), dtypes=flat(args.dtype),
+                                shapes=args.shape, models=flat(args.model), batches=flat(args.batch),
+                                tokens=flat(args.tokens), weights=args.weights, tf32=args.tf32, threads=threads,
+                                quant=QuantSpec(args.quant, args.kv_cache), mesh=mesh)
+    if hosts is None:
+        return cases, notices
+    from infercost.bench.layout import Layout
+    for backend in backends:
+        local = probes[backend].get("devices", 1)
+        per_host = Layout.of(mesh).devices / hosts.count
+        if per_host != int(per_host) or (probes[backend].get("devices") and local > 1 and per_host != local):
+            raise InputError(f"the layout {Layout.of(mesh)} spans {Layout.of(mesh).devices} devices, not a whole "
+                             f"number of {hosts.count} hosts' devices" + (f" ({local} a host on {backend})" if local > 1 else ""))
+    kept = [c for c in cases if c.workload in ("prefill", "decode")]
+    if len(kept) < len(cases):
+        notices.append("a multi-host run measures transformer cases split over every host; "
+                       f"{len(cases) - len(kept)} other cases left out")
+    if not kept:
+        raise InputError("a multi-host run measures transformer cases (give --model, or a suite with them)")
+    return kept, notices
+
+
+def hello(hosts, cases) -> dict:
+    """What a host says when it joins: checked by host 0 against its own."""
+    digest = hashlib.sha256("\n".join(c.key for c in cases).encode()).hexdigest()[:16]
+    return {"rank": hosts.rank, "count": hosts.count, "version": __version__, "cases": digest}
+
+
+def host_fields(hosts):
+    from infercost.bench.layout import Layout, across_hosts
+
+    def fields(case: dict) -> dict:
+        layout = Layout.of(case["params"].get("mesh"))
+        return {"count": hosts.count, "devices_per_host": layout.devices // hosts.count,
+                "across_hosts": across_hosts(layout, hosts.count), "source": hosts.source}
+    return fields
+
+
+def lead_hosts(args, hosts, all_cases, cases, job, writer, on_event):
+    from infercost.bench import hostlink, multihost
+    from infercost.bench.hosts import JOIN_TIMEOUT_S
+    from infercost.bench.records import run_provenance
+    timeout = args.join_timeout or JOIN_TIMEOUT_S
+    console.print(f"host 0 of {hosts.count}: waiting up to {timeout:.0f} s for the other hosts at {hosts.coordinator}")
+    started = time.monotonic()
+    link = hostlink.lead(hosts, hello(hosts, all_cases), timeout)
+    console.print(f"all {hosts.count} hosts joined in {time.monotonic() - started:.1f} s")
+    todo = {c.key for c in cases}
+    indexed = [(i, c.as_dict()) for i, c in enumerate(all_cases) if c.key in todo]
+    try:
+        return multihost.lead(indexed, job, writer, run_provenance(args.seed), args.case_timeout, on_event, link,
+                              hosts, host_fields(hosts))
+    finally:
+        link.close()
+
+
+def follow_hosts(args, hosts) -> int:
+    """Hosts 1..n-1: plan the same cases, join host 0, run what it says; host 0 keeps the records."""
+    from infercost.bench import hostlink, multihost, runner
+    from infercost.bench.hosts import JOIN_TIMEOUT_S
+    from infercost.bench.plan import choose_backends
+    from infercost.hardware.host import available_cpus
+    threads = args.threads or available_cpus()
+    console.print(f"infercost {__version__}: host {hosts.rank} of {hosts.count}; looking for backends...")
+    backends, probes = choose_backends(flat(args.backend), runner.probe)
+    cases, _ = planned(args, backends, probes, threads, hosts)
+    timeout = args.join_timeout or JOIN_TIMEOUT_S
+    console.print(f"joining host 0 at {hosts.coordinator} (waiting up to {timeout:.0f} s)")
+    link = hostlink.join(hosts, hello(hosts, cases), timeout)
+    job = make_job(args, threads, cases, hosts)
+
+    def on_event(event):
+        console.print(f"host {hosts.rank}: {event.backend:<10} {escape(case_name(event.case))}: {event.record['status']}")
+    try:
+        ran = multihost.follow(cases, job, args.case_timeout, link, on_event)
+    finally:
+        link.close()
+    console.print(f"host {hosts.rank}: {ran} cases run; host 0 keeps the records")
     return 0

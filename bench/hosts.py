@@ -1,0 +1,102 @@
+"""Which hosts a run spans, and this host's place among them.
+
+A multi-host run is the same `infercost run` on every host. Each learns its rank, the host
+count and where host 0 listens from explicit flags (any launcher: Slurm, Kubernetes, by hand)
+or from the variables SkyPilot sets on every node of a multi-node task or TPU pod slice. Host 0
+listens on three ports from the coordinator's: the run's control link (PORT), JAX's coordination
+service (PORT + 1 + generation) and torch.distributed's store (PORT + 1 + generation).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import asdict, dataclass
+
+from infercost.errors import InputError
+
+DEFAULT_PORT = 8476  # the control link's port when the coordinator comes from SkyPilot
+JOIN_TIMEOUT_S = 120.0  # how long host 0 waits for every host, and a host for host 0
+
+
+@dataclass(frozen=True)
+class Hosts:
+    count: int
+    rank: int
+    address: str   # host 0's address, as every host reaches it
+    port: int      # host 0's control port
+    source: str    # "flags" or "skypilot"
+
+    @property
+    def leader(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def coordinator(self) -> str:
+        return f"{self.address}:{self.port}"
+
+    def service_port(self, generation: int) -> int:
+        """Where the frameworks' own rendezvous listens for the workers of one generation (a fresh
+        port each time the workers restart: the last one's may still be held by the kernel)."""
+        return self.port + 1 + generation % 500
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _count(text: str, what: str) -> int:
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise InputError(f"{what} must be a whole number, not {text!r}") from None
+    return value
+
+
+def parse_coordinator(text: str) -> tuple[str, int]:
+    host, sep, port = str(text).strip().rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 - 501:
+        raise InputError(f"--coordinator {text!r}: give HOST:PORT with a port from 1 to {65535 - 501}")
+    return host, int(port)
+
+
+def find(coordinator: str | None, num_hosts: int | None, host_rank: int | None, environ: dict) -> Hosts | None:
+    """This host's place in a multi-host run, or None for a run on this host alone. Flags win
+    over SkyPilot's variables, and where both give a figure they must agree."""
+    flags = (coordinator, num_hosts, host_rank)
+    sky_nodes = environ.get("SKYPILOT_NUM_NODES")
+    sky = sky_nodes is not None and _count(sky_nodes, "SKYPILOT_NUM_NODES") > 1
+    if all(f is None for f in flags) and not sky:
+        return None
+    if any(f is not None for f in flags) and any(f is None for f in flags) and not sky:
+        raise InputError("a multi-host run needs --coordinator HOST:PORT, --num-hosts N and --host-rank I together "
+                         "(or SkyPilot's SKYPILOT_NODE_RANK, SKYPILOT_NODE_IPS and SKYPILOT_NUM_NODES)")
+    source = "flags"
+    if sky:
+        source = "skypilot"
+        nodes = _count(sky_nodes, "SKYPILOT_NUM_NODES")
+        if "SKYPILOT_NODE_RANK" not in environ or not environ.get("SKYPILOT_NODE_IPS", "").strip():
+            raise InputError("SKYPILOT_NUM_NODES is set but SKYPILOT_NODE_RANK or SKYPILOT_NODE_IPS is missing")
+        rank = _count(environ["SKYPILOT_NODE_RANK"], "SKYPILOT_NODE_RANK")
+        ips = environ["SKYPILOT_NODE_IPS"].split()
+        if len(ips) != nodes:
+            raise InputError(f"SKYPILOT_NODE_IPS lists {len(ips)} hosts but SKYPILOT_NUM_NODES is {nodes}")
+        if num_hosts is not None and num_hosts != nodes:
+            raise InputError(f"--num-hosts {num_hosts} disagrees with SKYPILOT_NUM_NODES={nodes}")
+        if host_rank is not None and host_rank != rank:
+            raise InputError(f"--host-rank {host_rank} disagrees with SKYPILOT_NODE_RANK={rank}")
+        address, port = parse_coordinator(coordinator) if coordinator else (ips[0], DEFAULT_PORT)
+        num_hosts, host_rank = nodes, rank
+    else:
+        address, port = parse_coordinator(coordinator)
+    if num_hosts < 2:
+        raise InputError(f"--num-hosts {num_hosts}: a multi-host run has at least 2 hosts")
+    if not 0 <= host_rank < num_hosts:
+        raise InputError(f"host rank {host_rank} is out of range for {num_hosts} hosts (0 to {num_hosts - 1})")
+    return Hosts(num_hosts, host_rank, address, port, source)
+
+
+def is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return address == "localhost"
