@@ -177,6 +177,8 @@ def follow(cases: list, job: dict, case_timeout: float, link, on_event) -> int:
 
                 def report(event, chosen=chosen):
                     nonlocal ran
+                    if event["op"] == "started":
+                        on_event(Event("start", msg["backend"], case=chosen[event["pos"]]))
                     if event["op"] == "outcome":
                         ran += 1
                         on_event(Event("record", msg["backend"], case=chosen[event["pos"]], record=event["record"]))

@@ -259,7 +259,8 @@ def follow_hosts(args, hosts) -> int:
     job = make_job(args, threads, cases, hosts)
 
     def on_event(event):
-        console.print(f"host {hosts.rank}: {event.backend:<10} {escape(case_name(event.case))}: {event.record['status']}")
+        what = "started" if event.kind == "start" else event.record["status"]
+        console.print(f"host {hosts.rank}: {event.backend:<10} {escape(case_name(event.case))}: {what}")
     try:
         ran = multihost.follow(cases, job, args.case_timeout, link, on_event)
     finally:

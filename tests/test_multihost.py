@@ -1,0 +1,213 @@
+"""Runs over several hosts, with local processes on 127.0.0.1 standing for the hosts, started the
+way SkyPilot starts a multi-node task (its variables) or by explicit flags, through the real CLI."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from infercost.bench import hostlink
+from infercost.bench.hosts import Hosts, find
+from infercost.bench.layout import Layout, across_hosts
+from infercost.errors import InputError
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+SKY = {"SKYPILOT_NUM_NODES": "2", "SKYPILOT_NODE_RANK": "1", "SKYPILOT_NODE_IPS": "10.0.0.5\n10.0.0.6"}
+
+
+def test_a_host_finds_its_place_from_flags_or_from_skypilots_variables():
+    assert find(None, None, None, {}) is None
+    assert find(None, None, None, {"SKYPILOT_NUM_NODES": "1"}) is None  # one node: a run on one host
+    assert find("10.1.2.3:9000", 4, 3, {}) == Hosts(4, 3, "10.1.2.3", 9000, "flags")
+    assert find(None, None, None, SKY) == Hosts(2, 1, "10.0.0.5", 8476, "skypilot")  # host 0 is the first IP
+    assert find("127.0.0.1:7000", 2, 1, SKY) == Hosts(2, 1, "127.0.0.1", 7000, "skypilot")
+
+
+@pytest.mark.parametrize("flags, env, says", [
+    (("h:1", 2, None), {}, "together"),
+    (("h:1", 2, 2), {}, "out of range"),
+    (("h:1", 1, 0), {}, "at least 2 hosts"),
+    (("nohost", 2, 0), {}, "HOST:PORT"),
+    (("h:99999", 2, 0), {}, "HOST:PORT"),
+    ((None, 3, None), SKY, "disagrees with SKYPILOT_NUM_NODES=2"),
+    ((None, None, 0), SKY, "disagrees with SKYPILOT_NODE_RANK=1"),
+    ((None, None, None), {**SKY, "SKYPILOT_NODE_IPS": "10.0.0.5"}, "lists 1 hosts"),
+    ((None, None, None), {**SKY, "SKYPILOT_NODE_RANK": "5"}, "out of range"),
+    ((None, None, None), {"SKYPILOT_NUM_NODES": "two"}, "whole number"),
+])
+def test_inconsistent_host_counts_and_ranks_are_refused_in_one_line(flags, env, says):
+    with pytest.raises(InputError, match=says):
+        find(*flags, env)
+
+
+def test_the_axes_crossing_hosts_follow_from_devices_numbered_host_by_host():
+    # 2 hosts x 4 devices: tp=4 fills a host, dp=2 goes across; tp=8 must cross.
+    assert across_hosts(Layout(tp=4, dp=2), 2) == ["dp"]
+    assert across_hosts(Layout(tp=8), 2) == ["tp"]
+    assert across_hosts(Layout(tp=2, dp=4), 2) == ["dp"]
+    assert across_hosts(Layout(tp=1, dp=2), 2) == ["dp"]
+    assert across_hosts(Layout(tp=2, ep=4), 4) == ["ep"]  # 2 devices a host: each tp pair on one host
+    assert across_hosts(Layout(tp=4, dp=2), 1) == []
+
+
+def _hosts(count, rank, port):
+    return Hosts(count, rank, "127.0.0.1", port, "flags")
+
+
+def _hello(rank, count=2, cases="abc"):
+    return {"rank": rank, "count": count, "version": "1", "cases": cases}
+
+
+def _lead_in_thread(hosts, hello, timeout):
+    out = {}
+
+    def go():
+        try:
+            out["link"] = hostlink.lead(hosts, hello, timeout)
+        except InputError as e:
+            out["error"] = str(e)
+    t = threading.Thread(target=go)
+    t.start()
+    return t, out
+
+
+def test_hosts_that_run_different_case_lists_are_refused_on_every_host():
+    port = free_port()
+    t, lead = _lead_in_thread(_hosts(2, 0, port), _hello(0), 10)
+    with pytest.raises(InputError, match="different case list") as joined:
+        hostlink.join(_hosts(2, 1, port), _hello(1, cases="xyz"), 10)
+    t.join()
+    assert "different case list" in lead["error"] and lead["error"] == str(joined.value)
+
+
+def test_two_hosts_with_the_same_rank_are_refused_on_every_host():
+    port = free_port()
+    t, lead = _lead_in_thread(_hosts(3, 0, port), _hello(0, count=3), 10)
+    errors = []
+
+    def second():
+        try:
+            hostlink.join(_hosts(3, 1, port), _hello(1, count=3), 10)
+        except InputError as e:
+            errors.append(str(e))
+    threads = [threading.Thread(target=second) for _ in range(2)]
+    for th in threads:
+        th.start()
+        time.sleep(0.3)
+    for th in threads + [t]:
+        th.join()
+    assert errors == ["two hosts claim host rank 1"] * 2 and lead["error"] == "two hosts claim host rank 1"
+
+
+def test_a_host_that_never_joins_and_a_coordinator_nobody_answers_end_in_one_line_within_the_time_out():
+    port = free_port()
+    start = time.monotonic()
+    t, lead = _lead_in_thread(_hosts(3, 0, port), _hello(0, count=3), 2)
+    with pytest.raises(InputError) as joined:  # the host that came hears why the run did not start
+        hostlink.join(_hosts(3, 1, port), _hello(1, count=3), 2)
+    t.join()
+    assert lead["error"] == str(joined.value) == f"host 2 of 3 did not join at 127.0.0.1:{port} within 2 s"
+    with pytest.raises(InputError, match=f"could not reach host 0 at 127.0.0.1:{free_port()}|could not reach"):
+        hostlink.join(_hosts(2, 1, free_port()), _hello(1), 1.5)
+    assert time.monotonic() - start < 15
+
+
+def _cli(args, rank, port, tmp_path, env_extra=None, out=None, min_time=0.05):
+    env = {**os.environ, "SKYPILOT_NUM_NODES": "2", "SKYPILOT_NODE_RANK": str(rank),
+           "SKYPILOT_NODE_IPS": "127.0.0.1\n127.0.0.1", **(env_extra or {})}
+    cmd = [sys.executable, "-m", "infercost.cli", "run", *args, "--coordinator", f"127.0.0.1:{port}",
+           "--join-timeout", "60", "--threads", "1", "--min-time", str(min_time), "--warmup", "0.05", "--repeats", "3"]
+    if out is not None:
+        cmd += ["--out", str(out)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def _records(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+SAME_EXCEPT = {"timestamp", "timing", "stats", "raw_times_s", "metrics", "provenance", "hosts", "warnings", "reasons",
+               "status", "valid"}
+
+
+def _comparable(rec):
+    """A record without its timings and host fields (its check's own timing too)."""
+    out = {k: v for k, v in rec.items() if k not in SAME_EXCEPT}
+    out["case"] = {k: v for k, v in rec["case"].items() if k != "launch"}
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["jax-cpu", "torch-cpu"])
+def test_two_local_hosts_measure_a_split_model_as_one_process_does(tmp_path, backend):
+    args = ["--backend", backend, "--model", "tiny", "--mesh", "tp=2", "--workload", "decode", "--tokens", "16"]
+    port = free_port()
+    one = tmp_path / "one.jsonl"
+    single = subprocess.run([sys.executable, "-m", "infercost.cli", "run", *args, "--threads", "1", "--min-time", "0.05",
+                             "--warmup", "0.05", "--repeats", "3", "--out", str(one)], capture_output=True, text=True,
+                            timeout=600, cwd=tmp_path)
+    assert single.returncode == 0, single.stderr
+    many = tmp_path / "many.jsonl"
+    follower = _cli(args, 1, port, tmp_path)
+    leader = _cli(args, 0, port, tmp_path, out=many)
+    lead_out, _ = leader.communicate(timeout=600)
+    follow_out, _ = follower.communicate(timeout=60)
+    assert leader.returncode == 0 and follower.returncode == 0, lead_out + follow_out
+    assert not (tmp_path / "results").exists()  # host 1 keeps no records
+    (rec,), (ref,) = _records(many), _records(one)
+    assert rec["check"]["passed"] and rec["check"]["greedy_tokens_agree"] and rec["check"]["error"] < 1e-5
+    assert ref["check"]["passed"] and ref["check"]["greedy_tokens_agree"]
+    assert rec["hosts"]["count"] == 2 and rec["hosts"]["devices_per_host"] == 1 and rec["hosts"]["source"] == "skypilot"
+    assert rec["hosts"]["across_hosts"] == ["tp"] and set(rec["hosts"]["open_s"]) == {"0", "1"}
+    assert rec["status"] in ("ok", "invalid") and rec["metrics"]["flops"] == ref["metrics"]["flops"]
+    assert rec["metrics"]["bytes"] == ref["metrics"]["bytes"]
+    mine, theirs = _comparable(rec), _comparable(ref)
+    mine["check"].pop("launch", None), theirs["check"].pop("launch", None)
+    assert {k: v for k, v in mine["check"].items() if k != "error"} == {k: v for k, v in theirs["check"].items() if k != "error"}
+    mine.pop("check"), theirs.pop("check")
+    assert mine == theirs
+    assert "host 1 of 2" in follow_out and "host 0 keeps the records" in follow_out
+
+
+def _children(pid):
+    out = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [(int(line.split(None, 1)[0]), line.split(None, 1)[1]) for line in out.splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+def test_a_host_whose_worker_dies_mid_case_gives_host_0_an_error_record_and_the_next_case_runs(tmp_path):
+    args = ["--backend", "jax-cpu", "--model", "tiny", "--mesh", "dp=2", "--batch", "2", "--workload", "decode",
+            "--tokens", "16,24", "--case-timeout", "120"]
+    port, out = free_port(), tmp_path / "r.jsonl"
+    follower = _cli(args, 1, port, tmp_path, min_time=10)
+    leader = _cli(args, 0, port, tmp_path, out=out, min_time=10)  # 10 s of timing: the kill lands mid-case
+    seen = []
+    for line in follower.stdout:
+        seen.append(line)
+        if "started" in line:
+            break
+    time.sleep(3)
+    workers = [pid for pid, cmd in _children(follower.pid) if "infercost.bench.worker" in cmd]
+    assert workers, "".join(seen)
+    os.kill(workers[0], signal.SIGKILL)
+    lead_out, _ = leader.communicate(timeout=600)
+    rest, _ = follower.communicate(timeout=60)
+    assert leader.returncode == 0, lead_out
+    first, second = _records(out)
+    assert first["status"] == "error" and first["reasons"][0].startswith("host 1: worker killed by SIGKILL"), first
+    assert first["case"]["params"]["tokens"] == 16 and first["hosts"]["count"] == 2
+    assert second["case"]["params"]["tokens"] == 24 and second["check"]["passed"], second
+    assert second["hosts"]["across_hosts"] == ["dp"]
