@@ -114,10 +114,18 @@ def chips_used(case: dict) -> int:
     return case.get("chips") or case.get("devices") or 1
 
 
+def hosts_of(record: dict) -> int:
+    """The hosts a run spanned (bench/multihost.py): each is one instance of the price row, unless
+    the row is itself a whole multi-host slice (a TPU pod slice's row covers every chip)."""
+    count = (record.get("hosts") or {}).get("count", 1)
+    return count if isinstance(count, int) and not isinstance(count, bool) and count >= 1 else 1
+
+
 def too_many_devices(basis: Basis, record: dict) -> bool:
-    """A record over more accelerators than the price covers (8 GPUs priced with a 1-GPU instance):
-    the price does not say what those devices cost, so it is not priced with it (never capped)."""
-    return basis.accelerators_in_price > 0 and chips_used(record["case"]) > basis.accelerators_in_price
+    """A record over more accelerators than the price covers (8 GPUs priced with a 1-GPU instance;
+    on N hosts, N instances): the price does not say what those devices cost, so it is not priced
+    with it (never capped)."""
+    return basis.accelerators_in_price > 0 and chips_used(record["case"]) > basis.accelerators_in_price * hosts_of(record)
 
 
 def price_record(record: dict, basis: Basis) -> dict | None:
@@ -127,11 +135,19 @@ def price_record(record: dict, basis: Basis) -> dict | None:
     if too_many_devices(basis, record):
         return None
     case, m = record["case"], record["metrics"]
-    chips = chips_used(case)
-    rate = basis.per_hour_used(chips)
+    chips, hosts = chips_used(case), hosts_of(record)
+    assumption = basis.assumption()
+    if basis.accelerators_in_price <= 0:  # a CPU run: the whole instance, once a host
+        rate = basis.usd_per_hour * hosts
+        if hosts > 1:
+            assumption += f"; the run spans {hosts} hosts: {hosts} instances"
+    else:  # per chip: N hosts' instances cover N times the row's chips
+        rate = basis.usd_per_hour / basis.accelerators_in_price * chips
+        if chips > basis.accelerators_in_price:
+            assumption += f"; the run spans {hosts} hosts: {chips / basis.accelerators_in_price:g} instances"
     row = {"backend": case["backend"], "device": case.get("device"), "workload": case["workload"],
            "shape": case.get("shape"), "dtype": dtype_label(case), "usd_per_hour_used": rate, "chips": chips,
-           "price": basis.label, "assumption": basis.assumption()}
+           "hosts": hosts, "price": basis.label, "assumption": assumption}
     if case["workload"] == "matmul":
         row.update(usd_per_pflop=per_pflop(rate, m["tflops"]),
                    usd_per_pflop_ci95_low=per_pflop(rate, m.get("tflops_ci95_high")),

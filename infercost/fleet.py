@@ -72,20 +72,52 @@ def resources(row, spot: bool) -> dict:
     return out
 
 
-def run_script(name: str, suite: str) -> str:
+def run_script(name: str, suite: str, hosts: int = 1) -> str:
     """The task's run step: `infercost run` on local disk, the file copied to the bucket every minute
-    and at the end; a restarted (preempted) job first takes the bucket's copy back and resumes."""
+    and at the end; a restarted (preempted) job first takes the bucket's copy back and resumes.
+    On several hosts SkyPilot runs it on each (SKYPILOT_NODE_RANK and the others say where each
+    stands; infercost run joins them), and host 0 alone keeps and copies records."""
     out = f"{RESULTS}/{name}"
     local = "~/infercost-results/run.jsonl"
+    run = f".venv/bin/infercost run --suite {shlex.quote(suite)} --detect-instance --resume --out {local}"
+    if hosts <= 1:
+        return "\n".join([
+            f"mkdir -p {out} ~/infercost-results",
+            f"[ -f {out}/run.jsonl ] && cp {out}/run.jsonl {local}",
+            f"( while sleep 60; do cp {local} {out}/run.jsonl 2>/dev/null; done ) &",
+            run, "status=$?",
+            f"cp {local} {out}/run.jsonl",
+            "exit $status",
+        ]) + "\n"
     return "\n".join([
-        f"mkdir -p {out} ~/infercost-results",
-        f"[ -f {out}/run.jsonl ] && cp {out}/run.jsonl {local}",
-        f"( while sleep 60; do cp {local} {out}/run.jsonl 2>/dev/null; done ) &",
-        f".venv/bin/infercost run --suite {shlex.quote(suite)} --detect-instance --resume --out {local}",
-        "status=$?",
-        f"cp {local} {out}/run.jsonl",
+        f"# {hosts} hosts: every one runs this; host 0 keeps the records",
+        "mkdir -p ~/infercost-results",
+        'if [ "${SKYPILOT_NODE_RANK:-0}" = 0 ]; then',
+        f"  mkdir -p {out}",
+        f"  [ -f {out}/run.jsonl ] && cp {out}/run.jsonl {local}",
+        f"  ( while sleep 60; do cp {local} {out}/run.jsonl 2>/dev/null; done ) &",
+        "fi",
+        run, "status=$?",
+        f'[ "${{SKYPILOT_NODE_RANK:-0}}" = 0 ] && cp {local} {out}/run.jsonl',
         "exit $status",
     ]) + "\n"
+
+
+# Cloud TPU slices larger than one host (Google Cloud's TPU system-architecture pages for each
+# version): v4, v5p and TPU7x hosts hold 4 chips; v5e and v6e hold up to 8, and their slices of
+# more than 8 chips are built of 4-chip hosts (v5litepod-16: 4 hosts).
+TPU_CHIPS_A_HOST = {"v4": 4, "v5p": 4, "7x": 4, "v5litepod": 4, "v6e": 4}
+TPU_ONE_HOST_UP_TO = {"v5litepod": 8, "v6e": 8}
+
+
+def hosts_of(row) -> int:
+    """The hosts one instance of a price row is: a TPU slice's from its size (tpu-v6e-256: 64),
+    else 1."""
+    m = re.fullmatch(r"tpu-?(v5litepod|v\d+[a-z]*|7x)-\d+", row.instance_type)
+    per = TPU_CHIPS_A_HOST.get(m.group(1)) if m else None
+    if per is None or row.accelerator_count <= TPU_ONE_HOST_UP_TO.get(m.group(1), per):
+        return 1
+    return row.accelerator_count // per
 
 
 # An engine fleet's cost ESTIMATE: set-up, the engine's start (weights downloaded and loaded), the traffic.
@@ -154,17 +186,22 @@ def export_workdir(root: Path, dest: Path) -> int:
 
 def task_yaml(task: dict, workdir: Path, suite: str, bucket: str, commit: str | None, engine: dict | None = None,
               row=None) -> str:
+    nodes = task.get("nodes", 1)
     what = (f"{task['cases']} cases x {task['case_min']:g} min" if engine is None else
             f"{ENGINE_START_MIN:g} min engine start + {task['traffic_min']:.3g} min of traffic")
-    head = [f"# infercost fleet task: {task['instance']} ({task['accelerator_count']} {task['accelerator'] or 'CPU'}), "
-            f"{task['pricing']}" + (f", engine: {engine['command']}" if engine else ""),
+    times = f" x {nodes} nodes" if nodes > 1 else ""
+    head = [f"# infercost fleet task: {task['instance']} ({task['accelerator_count']} {task['accelerator'] or 'CPU'})"
+            f"{times}, {task['pricing']}" + (f", engine: {engine['command']}" if engine else "")
+            + (f"; {task['hosts']} hosts" if task.get("hosts", 1) > 1 else ""),
             f"# price row: {task['price_label']}",
-            f"# cost ESTIMATE: ${task['est_usd']:.2f} = ${task['usd_per_hour']:g}/h x ({SETUP_MIN:g} min set-up + {what})"]
+            f"# cost ESTIMATE: ${task['est_usd']:.2f} = ${task['usd_per_hour']:g}/h{times} x ({SETUP_MIN:g} min set-up + {what})"]
     setup = SETUP if engine is None or not engine.get("setup") else f"{SETUP}\n{engine['setup']}"
-    body = {"name": task["name"], "resources": task["resources"], "workdir": str(workdir.resolve()),
+    body = {"name": task["name"], "resources": task["resources"], **({"num_nodes": nodes} if nodes > 1 else {}),
+            "workdir": str(workdir.resolve()),
             "file_mounts": {RESULTS: {"name": bucket, "mode": "MOUNT_CACHED"}},
             **({"envs": {"INFERCOST_GIT_COMMIT": commit}} if commit else {}),
-            "setup": setup, "run": run_script(task["name"], suite) if engine is None else serve_script(task["name"], engine, row)}
+            "setup": setup,
+            "run": run_script(task["name"], suite, task.get("hosts", 1)) if engine is None else serve_script(task["name"], engine, row)}
     return "\n".join(head) + yaml_value(body, 0) + "\n"
 
 
@@ -176,13 +213,16 @@ def backends_of(row) -> list[str]:
     return backends_for(vendor_of(row.accelerator) if row.accelerator_count > 0 else None, row.accelerator_count)
 
 
-def planned_cases(row, suite: str) -> int:
-    """How many cases `infercost run --suite` plans on this instance (for the cost estimate)."""
+def planned_cases(row, suite: str, hosts: int = 1) -> int:
+    """How many cases `infercost run --suite` plans on this instance (for the cost estimate); on
+    several hosts, its transformer cases split over them all (as `run` plans them there)."""
     from infercost.bench.plan import plan_cases
     backends = backends_of(row)
-    probes = {b: {"available": True, "devices": max(row.accelerator_count, 1), "unsupported": {}} for b in backends}
-    cases, _ = plan_cases(suite, backends, probes)
-    return len(cases)
+    per_host = max(row.accelerator_count, 1) // (hosts if row.accelerator_count >= hosts else 1)
+    probes = {b: {"available": True, "devices": max(per_host, 1), "unsupported": {}} for b in backends}
+    mesh = {"tp": max(per_host, 1), "dp": hosts} if hosts > 1 else None
+    cases, _ = plan_cases(suite, backends, probes, mesh=mesh)
+    return len([c for c in cases if hosts == 1 or c.workload in ("prefill", "decode")])
 
 
 def checkout() -> Path:
@@ -194,10 +234,12 @@ def checkout() -> Path:
 
 
 def plan(instances: list[str], suite: str, spot: bool, out: Path, bucket: str | None = None,
-         region: str | None = None, extra_prices=(), engine: dict | None = None) -> dict:
+         region: str | None = None, extra_prices=(), engine: dict | None = None, nodes: int = 1) -> dict:
     """Write one task per instance and the fleet manifest; nothing is launched. engine: an engine
     fleet ({"command", "model", "traffic": serve flags, "traffic_min", "setup", "port", "files"}):
-    each task launches the engine on its instance and loads it with `infercost serve`."""
+    each task launches the engine on its instance and loads it with `infercost serve`. nodes: each
+    task runs on that many instances as one multi-host run (SkyPilot's num_nodes); a TPU slice of
+    several hosts is one run over its hosts by itself."""
     from infercost.bench.plan import SUITES
     from infercost.hardware import prices
     if suite not in SUITES:
@@ -227,14 +269,21 @@ def plan(instances: list[str], suite: str, spot: bool, out: Path, bucket: str | 
             raise InputError(f"no infercost backend runs {row.accelerator or 'this machine'} ({row.instance}) yet; "
                              f"the backends ({', '.join(NAMES)}) run CPUs, NVIDIA and AMD GPUs and Google TPUs")
         kind = "cpu" if row.accelerator_count <= 0 else "accelerator"
-        cases = planned_cases(row, suite) if engine is None else 0
+        slice_hosts = hosts_of(row)
+        if nodes > 1 and (engine is not None or slice_hosts > 1):
+            raise InputError(f"--nodes {nodes}: " + ("an engine fleet runs on one node a task" if engine is not None else
+                             f"{row.instance} is a TPU slice of {slice_hosts} hosts already; "
+                             "a bigger slice is the way to more hosts"))
+        hosts = nodes * slice_hosts
+        cases = planned_cases(row, suite, hosts) if engine is None else 0
         minutes = SETUP_MIN + (cases * CASE_MIN[kind] if engine is None else ENGINE_START_MIN + engine["traffic_min"])
-        tasks.append({"name": task_name(row.instance, pricing), "instance": row.instance, "pricing": pricing,
+        tasks.append({"name": task_name(row.instance + (f"-x{nodes}" if nodes > 1 else ""), pricing),
+                      "instance": row.instance, "pricing": pricing, "nodes": nodes, "hosts": hosts,
                       **({"engine": engine["command"], "traffic_min": engine["traffic_min"]} if engine else {}),
                       "region": row.region, "accelerator": row.accelerator, "accelerator_count": row.accelerator_count,
                       "usd_per_hour": row.usd_per_hour, "as_of": row.as_of, "price_label": row.label(),
                       "resources": resources(row, spot), "cases": cases, "case_min": CASE_MIN[kind],
-                      "est_minutes": minutes, "est_usd": row.usd_per_hour * minutes / 60})
+                      "est_minutes": minutes, "est_usd": row.usd_per_hour * nodes * minutes / 60})
     if len({t["name"] for t in tasks}) < len(tasks):
         raise InputError("--instances names the same instance twice")
     from infercost.hardware.host import git_commit
@@ -248,7 +297,7 @@ def plan(instances: list[str], suite: str, spot: bool, out: Path, bucket: str | 
             (out / f"{t['name']}.yaml").write_text(task_yaml(t, out / "workdir", suite, bucket, git_commit(), engine, row))
     except OSError as e:
         raise InputError(f"--out {out}: cannot write the plan ({e.strerror or e})") from None
-    formula = (f"price/h x ({SETUP_MIN:g} min set-up + planned cases x {CASE_MIN['accelerator']:g} min on accelerators, "
+    formula = (f"price/h x nodes x ({SETUP_MIN:g} min set-up + planned cases x {CASE_MIN['accelerator']:g} min on accelerators, "
                f"{CASE_MIN['cpu']:g} min on CPUs)") if engine is None else \
         f"price/h x ({SETUP_MIN:g} min set-up + {ENGINE_START_MIN:g} min engine start + the traffic's minutes)"
     manifest = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "suite": suite, "bucket": bucket,

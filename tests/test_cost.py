@@ -392,3 +392,21 @@ def test_energy_figures_say_their_boundary_and_the_node_is_an_estimate_from_sour
     record["case"]["device"] = "AMD EPYC 9R14"  # no sourced all-in power: no node figure, none invented
     (row,) = cost.price_records([record], cost.Basis(24.0, 8, "x"))
     assert "tokens_per_mwh_node_estimate" not in row
+
+
+def test_a_run_over_two_hosts_pays_for_both_instances():
+    # two 8-GPU nodes at $55.04/h each, 16 H100s, 1000 output tok/s: $110.08/h over 3.6e6 tokens an hour
+    rec = {"status": "ok", "case": {"backend": "jax-gpu", "workload": "decode", "device": "NVIDIA H100 80GB HBM3",
+                                    "devices": 16, "dtype": "bfloat16", "device_kind": "gpu",
+                                    "params": {"model": "m", "batch": 64, "tokens": 128, "mesh": {"tp": 8, "dp": 2}}},
+           "hosts": {"count": 2, "devices_per_host": 8},
+           "metrics": {"output_tokens_per_s": 1000.0, "tpot_s": 0.064, "per_user_tokens_per_s": 15.625}}
+    basis = cost.Basis(55.04, 8, "aws:p5.48xlarge", accelerator="H100")
+    row = cost.price_record(rec, basis)
+    assert row["usd_per_hour_used"] == pytest.approx(110.08) and row["hosts"] == 2
+    assert row["usd_per_m_output"] == pytest.approx(110.08 / 3.6)
+    assert "2 instances" in row["assumption"]
+    one_host = {**rec, "hosts": {"count": 1}}  # the same 16 devices claimed on one 8-GPU instance: not priced
+    assert cost.price_record(one_host, basis) is None
+    cpu = {**rec, "case": {**rec["case"], "device_kind": "cpu", "device": "AMD EPYC", "devices": 2}}
+    assert cost.price_record(cpu, cost.Basis(0.5, 0, "aws:c7i"))["usd_per_hour_used"] == pytest.approx(1.0)

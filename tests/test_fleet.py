@@ -86,7 +86,7 @@ PARSE = """
         accs = list((r.accelerators or {}).keys())
         out[task.name] = {"cloud": str(r.cloud), "region": r.region, "zone": r.zone, "instance_type": r.instance_type,
                           "accelerators": r.accelerators, "use_spot": r.use_spot, "setup": task.setup, "run": task.run,
-                          "mounts": sorted(task.storage_mounts),
+                          "mounts": sorted(task.storage_mounts), "num_nodes": task.num_nodes,
                           "known_names": all(a in gpu_names.CANONICAL_GPU_NAMES or a in get_tpus() for a in accs)}
     print(json.dumps(out))
 """
@@ -112,6 +112,28 @@ def test_every_task_parses_with_skypilots_own_parser_and_runs_the_readme_setup(t
         assert t["setup"].strip() == setup_command  # exactly the README's set-up command
         assert "infercost run --suite quick --detect-instance --resume" in t["run"]
         assert t["mounts"] == ["/infercost-results"]  # results survive the instance, in the bucket
+
+
+@pytest.mark.slow
+def test_multi_host_tasks_parse_with_skypilot_and_run_on_every_host_with_host_0_keeping_records(tmp_path):
+    nodes, pod = tmp_path / "nodes", tmp_path / "pod"
+    for out, instances, extra in ((nodes, "aws:p5.48xlarge", ["--nodes", "2"]), (pod, "gcp:tpu-v5litepod-16", [])):
+        proc = plan(out, instances, *extra)
+        assert proc.returncode == 0, proc.stderr
+    home = sky_home(tmp_path)
+    (gpu,) = sky_run(PARSE, home, nodes).values()
+    (tpu,) = sky_run(PARSE, home, pod).values()
+    assert gpu["num_nodes"] == 2 and gpu["accelerators"] == {"H100": 8}  # two 8-GPU nodes
+    assert tpu["num_nodes"] == 1 and tpu["accelerators"] == {"tpu-v5litepod-16": 1}  # SkyPilot runs it on each host
+    for t in (gpu, tpu):
+        assert 'if [ "${SKYPILOT_NODE_RANK:-0}" = 0 ]' in t["run"] and "infercost run --suite quick" in t["run"]
+    (two,) = json.loads((nodes / "fleet.json").read_text())["tasks"]
+    (four,) = json.loads((pod / "fleet.json").read_text())["tasks"]
+    assert (two["nodes"], two["hosts"], four["nodes"], four["hosts"]) == (2, 2, 1, 4)  # v5e-16: 4 hosts of 4 chips
+    # the estimate pays for both nodes: $55.04/h x 2 over the same minutes
+    assert two["est_usd"] == pytest.approx(55.04 * 2 * two["est_minutes"] / 60)
+    refused = plan(tmp_path / "x", "gcp:tpu-v5litepod-16", "--nodes", "2")
+    assert refused.returncode == 2 and "TPU slice of 4 hosts" in refused.stderr and "Traceback" not in refused.stderr
 
 
 def test_the_plan_prints_the_fleet_estimate_before_anything_is_launched(tmp_path):

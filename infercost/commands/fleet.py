@@ -27,6 +27,9 @@ def arguments(p) -> None:
     fp.add_argument("--bucket", help="bucket the results are written to (default: a new infercost-fleet-<date>-<random>)")
     fp.add_argument("--prices", action="append", default=[], help="your own price table(s)")
     fp.add_argument("--out", "-o", type=Path, default=Path("fleet"), help="folder for the tasks (default ./fleet)")
+    fp.add_argument("--nodes", type=positive(int), default=1,
+                    help="run each task on N instances as one multi-host run (SkyPilot num_nodes; priced N times); "
+                         "a TPU slice of several hosts spans them by itself")
     fe = fp.add_argument_group("engine fleets: each instance launches an engine and `infercost serve` loads it there")
     fe.add_argument("--engine", metavar="COMMAND", help='the engine\'s command, e.g. "vllm serve meta-llama/Llama-3.1-8B-Instruct '
                     '--port 8000" (it must listen on --engine-port on 127.0.0.1)')
@@ -54,7 +57,7 @@ def run(args) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             manifest = fleet.plan([i.strip() for i in args.instances.split(",") if i.strip()], args.suite, args.spot,
-                                  args.out, args.bucket, args.region, args.prices, engine_plan(args))
+                                  args.out, args.bucket, args.region, args.prices, engine_plan(args), args.nodes)
         for w in caught:
             warn(str(w.message))
         table = Table(title=f"fleet plan: suite {manifest['suite']}, results to bucket {manifest['bucket']}")
