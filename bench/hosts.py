@@ -1,8 +1,9 @@
 """Which hosts a run spans, and this host's place among them.
 
 A multi-host run is the same `infercost run` on every host. Each learns its rank, the host
-count and where host 0 listens from explicit flags (any launcher: Slurm, Kubernetes, by hand)
-or from the variables SkyPilot sets on every node of a multi-node task or TPU pod slice. Host 0
+count and where host 0 listens from explicit flags (any launcher: Slurm, Kubernetes, by hand),
+from the variables SkyPilot sets on every node of a multi-node task or TPU pod slice, or (asked
+for with --tpu-pod) from a Cloud TPU VM's own metadata. Host 0
 listens on three ports from the coordinator's: the run's control link (PORT), JAX's coordination
 service (PORT + 1 + generation) and torch.distributed's store (PORT + 1 + generation).
 """
@@ -24,7 +25,7 @@ class Hosts:
     rank: int
     address: str   # host 0's address, as every host reaches it
     port: int      # host 0's control port
-    source: str    # "flags" or "skypilot"
+    source: str    # "flags", "skypilot" or "tpu-metadata"
 
     @property
     def leader(self) -> bool:
@@ -57,6 +58,20 @@ def parse_coordinator(text: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 - 501:
         raise InputError(f"--coordinator {text!r}: give HOST:PORT with a port from 1 to {65535 - 501}")
     return host, int(port)
+
+
+def from_tpu_pod(pod: tuple[int, list[str]] | None, coordinator: str | None) -> Hosts:
+    """This host's place from a Cloud TPU slice's metadata (hardware/cloud.py tpu_pod): host 0
+    is the slice's worker 0."""
+    if pod is None:
+        raise InputError("--tpu-pod: this machine's metadata names no TPU slice workers (not a Cloud TPU VM?)")
+    rank, addresses = pod
+    if len(addresses) < 2:
+        raise InputError("--tpu-pod: the slice has one host; run without --tpu-pod")
+    if not 0 <= rank < len(addresses):
+        raise InputError(f"--tpu-pod: worker {rank} is out of range for {len(addresses)} hosts")
+    address, port = parse_coordinator(coordinator) if coordinator else (addresses[0], DEFAULT_PORT)
+    return Hosts(len(addresses), rank, address, port, "tpu-metadata")
 
 
 def find(coordinator: str | None, num_hosts: int | None, host_rank: int | None, environ: dict) -> Hosts | None:

@@ -17,15 +17,27 @@ from infercost.hardware.host import available_cpus
 from .orphans import die_with_parent
 
 
-def pin_threads(threads: int | None) -> int:
-    """Restrict this process to `threads` CPUs before a framework starts its thread pools.
+def pin_threads(threads: int | None, skip: int = 0) -> int:
+    """Restrict this process to `threads` CPUs before a framework starts its thread pools, after
+    the first `skip` (local processes standing for hosts each take CPUs of their own).
 
     Returns the CPUs that were available before pinning (the oversubscription gate's bound).
     """
     available = available_cpus()
     if threads and threads <= available and hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:threads])
+        cpus = sorted(os.sched_getaffinity(0))
+        start = skip if skip + threads <= len(cpus) else 0
+        os.sched_setaffinity(0, cpus[start:start + threads])
     return available
+
+
+def cpus_before(hosts: dict | None, threads: int | None) -> int:
+    """Hosts on one machine (a coordinator on loopback: a test, a benchmark) take CPUs one after
+    the other, as separate hosts would have their own; real hosts start at their first CPU."""
+    from infercost.bench.hosts import is_loopback
+    if not hosts or not threads or not is_loopback(hosts["address"]):
+        return 0
+    return hosts["rank"] * threads
 
 
 def versions(backend) -> dict:
@@ -44,7 +56,7 @@ def serve(job: dict, emit) -> None:
     from .workloads import make_workload
 
     import time
-    cpus_available = pin_threads(job.get("threads"))
+    cpus_available = pin_threads(job.get("threads"), cpus_before(job.get("hosts"), job.get("threads")))
     joined = time.perf_counter()
     try:  # a multi-host run's hosts join here, before any device is touched, outside any timing
         backend = open_backend(job["backend"], threads=job.get("threads"), hosts=job.get("hosts"))

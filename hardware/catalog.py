@@ -26,6 +26,10 @@ class Accelerator:
     source: str
     interconnect_gbs: float | None = None  # per chip, one direction: NVLink, ICI, Infinity Fabric
     devices_per_chip: int = 1  # devices a framework sees on one chip (TPU7x: each TensorCore is one)
+    # Hosts: a GPU host joins its chips by the interconnect above and other hosts by its network
+    # (per chip, one direction); a TPU slice's ICI spans its hosts, so TPUs leave both empty.
+    chips_a_host: int | None = None
+    scale_out_gbs: float | None = None
 
     def peak(self, dtype: str, tf32: bool = False) -> float | None:
         """Dense peak FLOP/s for a matmul in this dtype, or None when unknown."""
@@ -73,6 +77,8 @@ def _rows() -> tuple[tuple[re.Pattern, Accelerator], ...]:
                 tdp_w=_num(row["tdp_w"]), as_of=row["as_of"], source=row["source"],
                 interconnect_gbs=_num(row.get("interconnect_gbs") or ""),
                 devices_per_chip=int(row.get("devices_per_chip") or 1),
+                chips_a_host=int(row["chips_a_host"]) if (row.get("chips_a_host") or "").strip() else None,
+                scale_out_gbs=_num(row.get("scale_out_gbs") or ""),
             )
             rows.append((re.compile(row["match"], re.IGNORECASE), acc))
     return tuple(rows)

@@ -46,6 +46,22 @@ def detect(base: str | None = None, timeout: float = TIMEOUT_S) -> str | None:
     return None
 
 
+def tpu_pod(base: str | None = None, timeout: float = 2.0) -> tuple[int, list[str]] | None:
+    """On a Cloud TPU VM of a multi-host slice: (this host's worker number, every host's address in
+    worker order), from the VM's metadata (agent-worker-number; worker-network-endpoints, a comma
+    list of name:id:address), or None where the metadata does not say. Asked only when the user
+    opts in (run --tpu-pod)."""
+    base = (base or os.environ.get("INFERCOST_METADATA_URL") or "http://metadata.google.internal").rstrip("/")
+    google = {"Metadata-Flavor": "Google"}
+    attrs = f"{base}/computeMetadata/v1/instance/attributes"
+    worker = _get(f"{attrs}/agent-worker-number", google, timeout=timeout)
+    endpoints = _get(f"{attrs}/worker-network-endpoints", google, timeout=timeout)
+    if worker is None or endpoints is None or not worker.isdigit():
+        return None
+    addresses = [e.rsplit(":", 1)[-1].strip() for e in endpoints.split(",") if e.strip()]
+    return (int(worker), addresses) if addresses and all(addresses) else None
+
+
 def enabled(flag: bool) -> bool:
     return flag or os.environ.get("INFERCOST_DETECT_INSTANCE", "") in ("1", "true", "yes")
 

@@ -23,17 +23,39 @@ FORMULA = ("decode_s = max((weights read + batch*context*kv_per_position) / (chi
            "scale a row), kv_per_position with a float32 scale a head when quantized")
 
 
+HOSTS_FORMULA = ("; chips beyond one host (chips_a_host in the catalog): the collectives' ring crosses the hosts' "
+                 "network, so they run at min(interconnect, scale_out) a chip, the slowest link of the ring")
+
+
+def hosts_spanned(acc: Accelerator, chips: int) -> int:
+    """Hosts `chips` of this accelerator fill (1 where one host holds them, or the catalog does not
+    say: a TPU slice's ICI spans its hosts)."""
+    return -(-chips // acc.chips_a_host) if acc.chips_a_host else 1
+
+
+def link(acc: Accelerator, chips: int) -> float | None:
+    """Bytes/s a chip's collectives run at: the interconnect within a host; across hosts the slower
+    of it and the scale-out network. None where the catalog lacks the figure."""
+    if hosts_spanned(acc, chips) <= 1:
+        return acc.interconnect
+    if not acc.interconnect or not acc.scale_out_gbs:
+        return None
+    return min(acc.interconnect, acc.scale_out_gbs * 1e9)
+
+
 def comm_seconds(cfg: LlamaConfig, acc: Accelerator, chips: int, tokens: int, logit_rows: int, act_item: int) -> float | None:
     """Tensor-parallel communication of one forward pass: after each row-parallel product (o and
     down) an all-reduce of the activations, and one all-gather of the vocabulary-split logits, at
-    nccl-tests' bus-bandwidth volumes over the catalog's interconnect. None without a figure."""
+    nccl-tests' bus-bandwidth volumes over the catalog's interconnect (across hosts, its network).
+    None without a figure."""
     if chips <= 1:
         return 0.0
-    if not acc.interconnect:
+    bw = link(acc, chips)
+    if not bw:
         return None
     n = chips
-    all_reduce = 2 * (n - 1) / n * tokens * cfg.hidden * act_item / acc.interconnect
-    all_gather = (n - 1) / n * logit_rows * cfg.vocab_size * 4 / acc.interconnect
+    all_reduce = 2 * (n - 1) / n * tokens * cfg.hidden * act_item / bw
+    all_gather = (n - 1) / n * logit_rows * cfg.vocab_size * 4 / bw
     return 2 * cfg.layers * all_reduce + all_gather
 
 
@@ -49,10 +71,11 @@ def all_to_all_seconds(cfg, acc: Accelerator, chips: int, tokens: int, act_item:
     expert) pair's activations to the chip holding the expert and gets the result back."""
     if chips <= 1:
         return 0.0
-    if not acc.interconnect:
+    bw = link(acc, chips)
+    if not bw:
         return None
     per_chip = tokens / chips * cfg.top_k * cfg.hidden * act_item
-    return cfg.moe_layers * 2 * (chips - 1) / chips * per_chip / acc.interconnect
+    return cfg.moe_layers * 2 * (chips - 1) / chips * per_chip / bw
 
 
 def estimate(cfg: LlamaConfig, acc: Accelerator, chips: int, batch: int, context: int, dtype: str,
@@ -102,11 +125,14 @@ def estimate(cfg: LlamaConfig, acc: Accelerator, chips: int, batch: int, context
         "fits": memory <= chips * acc.memory_gb * 1e9, "decode_bytes": decode_bytes,
         "decode_step_s": decode_s, "decode_bound": "memory" if decode_bytes / bw >= decode_flops / flops_ceiling else "compute",
         "decode_comm_s": decode_comm, "prefill_comm_s": prefill_comm,
-        "interconnect_gbs": acc.interconnect_gbs,
+        "interconnect_gbs": acc.interconnect_gbs, "hosts": hosts_spanned(acc, chips),
+        "link_gbs": (link(acc, chips) or 0) / 1e9 or None,
         "output_tokens_per_s": batch / decode_s, "output_tokens_per_s_per_chip": batch / decode_s / chips,
         "prefill_s": prefill_s, "input_tokens_per_s": batch * prompt / prefill_s,
         "catalog_source": acc.source, "catalog_as_of": acc.as_of,
     }
+    if out["hosts"] > 1:
+        out["formula"] += HOSTS_FORMULA
     if cfg.experts_model:  # decode reads the experts a batch touches; prefill multiplies by the active ones
         out.update(total_params=cfg.n_params(), active_params=cfg.active_params(), experts=cfg.experts,
                    top_k=cfg.top_k, experts_read_per_layer=cfg.experts_touched(batch))

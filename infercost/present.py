@@ -204,9 +204,13 @@ def estimate_lines(e: dict, model: str, acc, args_dtype: str, price_per_chip_hou
                      f"{e['batch']} x {e['context']}")
     if e["chips"] > 1:
         kind = "expert parallel (all-to-all)" if e.get("layout", "").startswith("ep=") else "tensor parallel"
+        hosts = e.get("hosts", 1)
+        where = f" across {hosts} hosts (their network)" if hosts > 1 else ""
         lines.append(f"  {kind} communication {e['decode_comm_s'] * 1e3:.3f} ms per decode step over "
-                     f"{e['interconnect_gbs']:g} GB/s a chip (in the step above)" if e["decode_comm_s"] is not None else
-                     f"  {kind} communication not included: the catalog has no interconnect figure for this chip")
+                     f"{e['link_gbs'] or e['interconnect_gbs']:g} GB/s a chip{where} (in the step above)"
+                     if e["decode_comm_s"] is not None else
+                     f"  {kind} communication not included: the catalog has no "
+                     f"{'across-host network' if hosts > 1 else 'interconnect'} figure for this chip")
     if "usd_per_m_output_floor" in e:
         lines.append(f"  floor cost    {usd(e['usd_per_m_output_floor'])}/M output, "
                      f"{usd(e['usd_per_m_input_floor'])}/M input at ${price_per_chip_hour:g}/chip-hour")

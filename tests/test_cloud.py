@@ -110,3 +110,19 @@ def test_power_sampler_averages_readings_while_the_block_runs():
     with PowerSampler(lambda: 1 / 0) as broken:  # a reader that fails stops sampling, never the run
         time.sleep(0.01)
     assert broken.mean_watts() is None
+
+
+POD = {("GET", "/computeMetadata/v1/instance/attributes/agent-worker-number"): ("2", ("Metadata-Flavor", "Google")),
+       ("GET", "/computeMetadata/v1/instance/attributes/worker-network-endpoints"):
+           ("unknown:unknown:10.130.0.5,unknown:unknown:10.130.0.6,unknown:unknown:10.130.0.7,unknown:unknown:10.130.0.8",
+            ("Metadata-Flavor", "Google"))}
+
+
+def test_a_tpu_slices_hosts_come_from_its_vms_metadata_when_asked(stub):
+    from infercost.bench.hosts import Hosts, from_tpu_pod
+    Stub.answers = POD
+    pod = cloud.tpu_pod(base=stub[1])
+    assert pod == (2, ["10.130.0.5", "10.130.0.6", "10.130.0.7", "10.130.0.8"])
+    assert from_tpu_pod(pod, None) == Hosts(4, 2, "10.130.0.5", 8476, "tpu-metadata")
+    Stub.answers = {}
+    assert cloud.tpu_pod(base=stub[1]) is None  # not a TPU VM

@@ -151,15 +151,20 @@ def _comparable(rec):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["jax-cpu", "torch-cpu"])
-def test_two_local_hosts_measure_a_split_model_as_one_process_does(tmp_path, backend):
-    args = ["--backend", backend, "--model", "tiny", "--mesh", "tp=2", "--workload", "decode", "--tokens", "16"]
+def test_two_local_hosts_measure_a_split_model_as_one_process_does(tmp_path):
+    args = ["--backend", "jax-cpu,torch-cpu", "--model", "tiny", "--mesh", "tp=2", "--workload", "decode",
+            "--tokens", "16"]
     port = free_port()
     one = tmp_path / "one.jsonl"
     single = subprocess.run([sys.executable, "-m", "infercost.cli", "run", *args, "--threads", "1", "--min-time", "0.05",
                              "--warmup", "0.05", "--repeats", "3", "--out", str(one)], capture_output=True, text=True,
                             timeout=600, cwd=tmp_path)
     assert single.returncode == 0, single.stderr
+    by_backend = {r["case"]["backend"]: r for r in _records(one)}
+    for r in by_backend.values():  # one process: the layout recorded, the split said in the launch
+        assert r["check"]["passed"] and r["case"]["layout"] == "tp=2,dp=1" and r["case"]["devices"] == 2, r
+    assert "2 devices" in by_backend["jax-cpu"]["case"]["launch"]
+    assert "over 2 ranks (gloo)" in by_backend["torch-cpu"]["case"]["launch"]
     many = tmp_path / "many.jsonl"
     follower = _cli(args, 1, port, tmp_path)
     leader = _cli(args, 0, port, tmp_path, out=many)
@@ -167,18 +172,20 @@ def test_two_local_hosts_measure_a_split_model_as_one_process_does(tmp_path, bac
     follow_out, _ = follower.communicate(timeout=60)
     assert leader.returncode == 0 and follower.returncode == 0, lead_out + follow_out
     assert not (tmp_path / "results").exists()  # host 1 keeps no records
-    (rec,), (ref,) = _records(many), _records(one)
-    assert rec["check"]["passed"] and rec["check"]["greedy_tokens_agree"] and rec["check"]["error"] < 1e-5
-    assert ref["check"]["passed"] and ref["check"]["greedy_tokens_agree"]
-    assert rec["hosts"]["count"] == 2 and rec["hosts"]["devices_per_host"] == 1 and rec["hosts"]["source"] == "skypilot"
-    assert rec["hosts"]["across_hosts"] == ["tp"] and set(rec["hosts"]["open_s"]) == {"0", "1"}
-    assert rec["status"] in ("ok", "invalid") and rec["metrics"]["flops"] == ref["metrics"]["flops"]
-    assert rec["metrics"]["bytes"] == ref["metrics"]["bytes"]
-    mine, theirs = _comparable(rec), _comparable(ref)
-    mine["check"].pop("launch", None), theirs["check"].pop("launch", None)
-    assert {k: v for k, v in mine["check"].items() if k != "error"} == {k: v for k, v in theirs["check"].items() if k != "error"}
-    mine.pop("check"), theirs.pop("check")
-    assert mine == theirs
+    for rec in _records(many):
+        ref = by_backend.pop(rec["case"]["backend"])
+        assert rec["check"]["passed"] and rec["check"]["greedy_tokens_agree"] and rec["check"]["error"] < 1e-5, rec
+        assert ref["check"]["passed"] and ref["check"]["greedy_tokens_agree"]
+        assert rec["hosts"]["count"] == 2 and rec["hosts"]["devices_per_host"] == 1
+        assert rec["hosts"]["source"] == "skypilot" and rec["hosts"]["across_hosts"] == ["tp"]
+        assert set(rec["hosts"]["open_s"]) == {"0", "1"}  # each host's join and start, outside the timing
+        assert rec["status"] in ("ok", "invalid") and rec["metrics"]["flops"] == ref["metrics"]["flops"]
+        assert rec["metrics"]["bytes"] == ref["metrics"]["bytes"]
+        mine, theirs = _comparable(rec), _comparable(ref)
+        for side in (mine, theirs):
+            side["check"] = {k: v for k, v in side["check"].items() if k not in ("launch", "error")}
+        assert mine == theirs
+    assert not by_backend  # both backends measured on both hosts
     assert "host 1 of 2" in follow_out and "host 0 keeps the records" in follow_out
 
 
@@ -192,14 +199,14 @@ def test_a_host_whose_worker_dies_mid_case_gives_host_0_an_error_record_and_the_
     args = ["--backend", "jax-cpu", "--model", "tiny", "--mesh", "dp=2", "--batch", "2", "--workload", "decode",
             "--tokens", "16,24", "--case-timeout", "120"]
     port, out = free_port(), tmp_path / "r.jsonl"
-    follower = _cli(args, 1, port, tmp_path, min_time=10)
-    leader = _cli(args, 0, port, tmp_path, out=out, min_time=10)  # 10 s of timing: the kill lands mid-case
+    follower = _cli(args, 1, port, tmp_path, min_time=6)
+    leader = _cli(args, 0, port, tmp_path, out=out, min_time=6)  # 6 s of timing: the kill lands mid-case
     seen = []
     for line in follower.stdout:
         seen.append(line)
         if "started" in line:
             break
-    time.sleep(3)
+    time.sleep(2.5)
     workers = [pid for pid, cmd in _children(follower.pid) if "infercost.bench.worker" in cmd]
     assert workers, "".join(seen)
     os.kill(workers[0], signal.SIGKILL)
@@ -211,3 +218,27 @@ def test_a_host_whose_worker_dies_mid_case_gives_host_0_an_error_record_and_the_
     assert first["case"]["params"]["tokens"] == 16 and first["hosts"]["count"] == 2
     assert second["case"]["params"]["tokens"] == 24 and second["check"]["passed"], second
     assert second["hosts"]["across_hosts"] == ["dp"]
+    # --resume: host 0 decides what is left (the case that failed) and the other host runs only that
+    follower = _cli(args + ["--resume"], 1, port, tmp_path)
+    leader = _cli(args + ["--resume"], 0, port, tmp_path, out=out)
+    lead_out, _ = leader.communicate(timeout=600)
+    rest, _ = follower.communicate(timeout=60)
+    assert leader.returncode == 0 and follower.returncode == 0, lead_out + rest
+    assert "1 cases (1 already recorded)" in lead_out and "host 1: 1 cases run" in rest
+    third = _records(out)[2]
+    assert third["case"]["params"]["tokens"] == 16 and third["check"]["passed"]
+
+
+def test_hosts_running_different_infercost_versions_are_refused():
+    assert "different infercost version" in hostlink.admit(_hello(0), {**_hello(1), "version": "2"}, 1,
+                                                           _hosts(2, 0, 1), {})
+    assert hostlink.admit(_hello(0), _hello(1), 1, _hosts(2, 0, 1), {}) is None
+
+
+def test_a_layout_that_does_not_split_evenly_over_the_hosts_is_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "infercost.cli", "run", "--backend", "jax-cpu", "--model", "tiny",
+                           "--mesh", "tp=3", "--workload", "decode", "--coordinator", f"127.0.0.1:{free_port()}",
+                           "--num-hosts", "2", "--host-rank", "0"], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
+    assert proc.returncode == 2 and "not a whole number of 2 hosts' devices" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "results").exists()

@@ -147,7 +147,7 @@ class JaxBackend(Backend):
         else:
             raise Unavailable(f"unknown collective {op!r}")
         fn = jax.jit(jax.shard_map(body, mesh=mesh, in_specs=P("d", None), out_specs=out_spec))
-        fetch = lambda out: np.asarray(jax.device_get(out)).astype(np.float64).reshape(devices, -1)
+        fetch = lambda out: self.fetch(out).reshape(devices, -1)
         return fn, [x], fetch
 
     def make_mesh(self, mesh: dict):

@@ -65,6 +65,9 @@ def arguments(p) -> None:
     p.add_argument("--num-hosts", type=positive(int), default=None, help="hosts in a multi-host run")
     p.add_argument("--host-rank", type=flag(integer=True, low=0, low_open=False), default=None,
                    help="this host's rank in a multi-host run (0 writes the records)")
+    p.add_argument("--tpu-pod", action="store_true",
+                   help="a multi-host run over this Cloud TPU slice's hosts, read from the TPU VM's metadata "
+                        "(every host runs the same command)")
     p.add_argument("--join-timeout", type=positive(float), default=None,
                    help="seconds to wait for every host to join (default 120)")
     add_price_flags(p)
@@ -82,7 +85,7 @@ def run(args) -> int:
     from infercost.hardware.cost import whole_instance_for_cpu_runs
     from infercost.hardware.host import available_cpus
 
-    hosts = find_hosts(args.coordinator, args.num_hosts, args.host_rank, dict(os.environ))
+    hosts = find_hosts(args, dict(os.environ))
     if hosts is not None and not hosts.leader:
         return follow_hosts(args, hosts)
     path = results_path(args.out, args.resume)
@@ -175,9 +178,14 @@ def make_job(args, threads: int, cases, hosts) -> dict:
             "host_devices": max((c.devices for c in cases), default=1) // (hosts.count if hosts else 1)}
 
 
-def find_hosts(coordinator, num_hosts, host_rank, environ):
-    from infercost.bench.hosts import find
-    return find(coordinator, num_hosts, host_rank, environ)
+def find_hosts(args, environ):
+    from infercost.bench.hosts import find, from_tpu_pod
+    if args.tpu_pod:
+        if args.num_hosts is not None or args.host_rank is not None:
+            raise InputError("--tpu-pod reads the host count and rank from the slice; leave out --num-hosts and --host-rank")
+        from infercost.hardware.cloud import tpu_pod
+        return from_tpu_pod(tpu_pod(), args.coordinator)
+    return find(args.coordinator, args.num_hosts, args.host_rank, environ)
 
 
 def planned(args, backends, probes, threads, hosts):
@@ -200,12 +208,14 @@ def planned(args, backends, probes, threads, hosts):
         if per_host != int(per_host) or (probes[backend].get("devices") and local > 1 and per_host != local):
             raise InputError(f"the layout {Layout.of(mesh)} spans {Layout.of(mesh).devices} devices, not a whole "
                              f"number of {hosts.count} hosts' devices" + (f" ({local} a host on {backend})" if local > 1 else ""))
-    kept = [c for c in cases if c.workload in ("prefill", "decode")]
+    # the cases that span every host: split transformer cases, and collectives over every device
+    kept = [c for c in cases if c.workload in ("prefill", "decode", "collective") and c.devices == Layout.of(mesh).devices]
     if len(kept) < len(cases):
-        notices.append("a multi-host run measures transformer cases split over every host; "
+        notices.append("a multi-host run measures transformer cases and collectives over every host's devices; "
                        f"{len(cases) - len(kept)} other cases left out")
     if not kept:
-        raise InputError("a multi-host run measures transformer cases (give --model, or a suite with them)")
+        raise InputError("a multi-host run measures transformer cases split over every host and collectives "
+                         "(give --model, or a suite with them)")
     return kept, notices
 
 
@@ -219,9 +229,11 @@ def host_fields(hosts):
     from infercost.bench.layout import Layout, across_hosts
 
     def fields(case: dict) -> dict:
-        layout = Layout.of(case["params"].get("mesh"))
-        return {"count": hosts.count, "devices_per_host": layout.devices // hosts.count,
-                "across_hosts": across_hosts(layout, hosts.count), "source": hosts.source}
+        mesh = case["params"].get("mesh")
+        devices = Layout.of(mesh).devices if mesh else case.get("devices") or 1
+        across = across_hosts(Layout.of(mesh), hosts.count) if mesh else ["devices"]  # a collective spans them all
+        return {"count": hosts.count, "devices_per_host": devices // hosts.count, "across_hosts": across,
+                "source": hosts.source}
     return fields
 
 
