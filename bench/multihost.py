@@ -105,9 +105,11 @@ def lead(indexed: list[tuple[int, dict]], job: dict, writer, provenance: dict, c
                     got = link.receive(timeout=0.5)
                     if got is not None:
                         rank, msg = got
-                        if msg is None:
-                            raise RunError(f"host {rank} left the run (its infercost stopped or its network went away); "
-                                           "the finished records are kept: start every host again with --resume")
+                        if msg is None:  # the case it was in is an error; without it no case can run
+                            why = f"host {rank} left the run (its infercost stopped or its network went away)"
+                            finish(pending[pos][1], record(pending[pos][1], "error", [f"host {rank}: left the run"]),
+                                   {"open_s": opened})
+                            raise RunError(f"{why}; the finished records are kept: start every host again with --resume")
                         if msg.get("generation") != generation:
                             continue  # a word about workers already stopped
                         op = msg["op"]

@@ -189,6 +189,20 @@ def test_two_local_hosts_measure_a_split_model_as_one_process_does(tmp_path):
     assert "host 1 of 2" in follow_out and "host 0 keeps the records" in follow_out
 
 
+@pytest.mark.slow
+def test_by_default_a_run_over_hosts_is_data_parallel_across_them(tmp_path):
+    args = ["--backend", "jax-cpu", "--model", "tiny", "--batch", "2", "--workload", "decode", "--tokens", "16"]
+    port, out = free_port(), tmp_path / "r.jsonl"
+    follower = _cli(args, 1, port, tmp_path)
+    leader = _cli(args, 0, port, tmp_path, out=out)
+    lead_out, _ = leader.communicate(timeout=600)
+    follower.communicate(timeout=60)
+    assert leader.returncode == 0, lead_out
+    (rec,) = _records(out)
+    assert rec["case"]["layout"] == "tp=1,dp=2" and rec["hosts"]["across_hosts"] == ["dp"]
+    assert rec["check"]["passed"] and rec["check"]["greedy_tokens_agree"], rec["check"]
+
+
 def _children(pid):
     out = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(pid)], capture_output=True, text=True).stdout
     return [(int(line.split(None, 1)[0]), line.split(None, 1)[1]) for line in out.splitlines() if line.strip()]
@@ -196,7 +210,8 @@ def _children(pid):
 
 @pytest.mark.slow
 def test_a_host_whose_worker_dies_mid_case_gives_host_0_an_error_record_and_the_next_case_runs(tmp_path):
-    args = ["--backend", "jax-cpu", "--model", "tiny", "--mesh", "dp=2", "--batch", "2", "--workload", "decode",
+    # a mixture of experts with its experts split across the two hosts (ep=2)
+    args = ["--backend", "jax-cpu", "--model", "tiny-moe", "--mesh", "ep=2", "--batch", "2", "--workload", "decode",
             "--tokens", "16,24", "--case-timeout", "120"]
     port, out = free_port(), tmp_path / "r.jsonl"
     follower = _cli(args, 1, port, tmp_path, min_time=6)
@@ -217,16 +232,23 @@ def test_a_host_whose_worker_dies_mid_case_gives_host_0_an_error_record_and_the_
     assert first["status"] == "error" and first["reasons"][0].startswith("host 1: worker killed by SIGKILL"), first
     assert first["case"]["params"]["tokens"] == 16 and first["hosts"]["count"] == 2
     assert second["case"]["params"]["tokens"] == 24 and second["check"]["passed"], second
-    assert second["hosts"]["across_hosts"] == ["dp"]
-    # --resume: host 0 decides what is left (the case that failed) and the other host runs only that
-    follower = _cli(args + ["--resume"], 1, port, tmp_path)
-    leader = _cli(args + ["--resume"], 0, port, tmp_path, out=out)
+    assert second["hosts"]["across_hosts"] == ["ep"] and second["case"]["layout"] == "tp=1,dp=1,ep=2"
+    # --resume: host 0 decides what is left (the case that failed); this time host 1's infercost
+    # itself is killed mid-case: host 0 records the case as an error and ends the run in one line
+    follower = _cli(args + ["--resume"], 1, port, tmp_path, min_time=6)
+    leader = _cli(args + ["--resume"], 0, port, tmp_path, out=out, min_time=6)
+    for line in follower.stdout:
+        if "started" in line:
+            break
+    time.sleep(2.5)
+    follower.kill()
     lead_out, _ = leader.communicate(timeout=600)
-    rest, _ = follower.communicate(timeout=60)
-    assert leader.returncode == 0 and follower.returncode == 0, lead_out + rest
-    assert "1 cases (1 already recorded)" in lead_out and "host 1: 1 cases run" in rest
+    follower.communicate(timeout=60)
+    assert leader.returncode == 1 and "1 cases (1 already recorded)" in lead_out, lead_out
+    assert "host 1 left the run" in lead_out and "--resume" in lead_out and "Traceback" not in lead_out
     third = _records(out)[2]
-    assert third["case"]["params"]["tokens"] == 16 and third["check"]["passed"]
+    assert third["case"]["params"]["tokens"] == 16 and third["status"] == "error"
+    assert third["reasons"] == ["host 1: left the run"]
 
 
 def test_hosts_running_different_infercost_versions_are_refused():
