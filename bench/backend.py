@@ -219,10 +219,11 @@ class Backend:
         return module.Runner(cfg, dtype, self.device, batch, max_seq, seed=seed, weights=weights,
                              compile_decode=compile_decode, keep_weights=keep_weights, kv_int8=quant.kv == "int8")
 
-    def collective(self, op: str, per_device: int, dtype: str, devices: int):
+    def collective(self, op: str, per_device: int, dtype: str, devices: int, within_host: bool = False):
         """A collective over `devices` devices as (fn, args, fetch): fn(*args) runs it once on
         host-made inputs (device i holds i + 1 + j / per_device at element j); fetch(out) is the
-        result as host float64 [devices, n] (what each device holds). Raises Unavailable."""
+        result as host float64 [devices, n] (what each device holds). within_host: over this
+        host's devices only, in a run over several hosts. Raises Unavailable."""
         raise Unavailable(f"{self.name} has no collective workload")
 
     def device_count(self) -> int:

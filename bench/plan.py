@@ -154,16 +154,28 @@ def positive_ints(values: list[str], flag: str, default: list[int]) -> list[int]
     return out or default
 
 
+def parse_bytes(text: str) -> int:
+    """A collective's message size: bytes, or with K, M or G (KiB, MiB, GiB)."""
+    t = str(text).strip().upper().removesuffix("IB").removesuffix("B")
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(t[-1:], 1)
+    digits = t[:-1] if scale > 1 else t
+    if not digits.isdigit() or int(digits) * scale <= 0 or int(digits) * scale > 1 << 36:
+        raise InputError(f"--collective-bytes {text!r}: a size from 1 byte to 64G, e.g. 4096, 64K or 16M")
+    return int(digits) * scale
+
+
 def explicit_cases(shapes: list[str], models: list[str], workloads: list[str], dtypes: list[str],
-                   batches: list[str], tokens: list[str], weights: str | None) -> list[dict] | None:
-    """Cases from --shape and --model, or None to take the suite's."""
+                   batches: list[str], tokens: list[str], weights: str | None,
+                   collective_bytes: list[str] = ()) -> list[dict] | None:
+    """Cases from --shape, --model and --collective-bytes, or None to take the suite's."""
     from infercost.kernels.models import read_weights, resolve_config
 
     dims = [parse_shape(s) for s in shapes]
-    if not dims and not models:
+    if not dims and not models and not collective_bytes:
         return None
     cases = [{"workload": "matmul", "params": {"m": m, "n": n, "k": k}, "dtype": d}
              for (m, n, k) in dims for d in (dtypes or ["float32"])]
+    cases += [c for d in (dtypes or ["float32"]) for c in collectives([parse_bytes(b) for b in collective_bytes], d)]
     batch_sizes = positive_ints(batches, "--batch", [1])
     lengths = positive_ints(tokens, "--tokens", [128])
     if weights and not Path(weights).exists():
@@ -178,7 +190,7 @@ def explicit_cases(shapes: list[str], models: list[str], workloads: list[str], d
                 read_weights(weights, cfg)
             except ValueError as e:
                 raise InputError(f"--weights {weights}: {e}") from None
-        for phase in [w for w in (workloads or ["prefill", "decode"]) if w != "matmul"]:
+        for phase in [w for w in (workloads or ["prefill", "decode"]) if w in ("prefill", "decode")]:
             for b in batch_sizes:
                 for t in lengths:
                     params = {"model": model, "batch": b, "tokens": t}
@@ -190,7 +202,7 @@ def explicit_cases(shapes: list[str], models: list[str], workloads: list[str], d
 
 def plan_cases(suite: str, backends: list[str], probes: dict, *, workloads=(), dtypes=(), shapes=(),
                models=(), batches=(), tokens=(), weights=None, tf32=False, threads=None,
-               quant: QuantSpec = NO_QUANT, mesh=None) -> tuple[list[Case], list[str]]:
+               quant: QuantSpec = NO_QUANT, mesh=None, collective_bytes=()) -> tuple[list[Case], list[str]]:
     """Every case of the run, one per backend, and notices of what was left out and why.
     quant stores every transformer case's weights and/or KV cache quantized."""
     if quant.kv is not None and quant.kv not in KV_MODES:
@@ -204,7 +216,7 @@ def plan_cases(suite: str, backends: list[str], probes: dict, *, workloads=(), d
         if d not in DTYPES:
             raise InputError(f"unknown dtype {d!r}; valid dtypes: {', '.join(DTYPES)}")
     explicit = explicit_cases(list(shapes), list(models), list(workloads), list(dtypes), list(batches),
-                              list(tokens), weights)
+                              list(tokens), weights, list(collective_bytes))
     if tf32 and not any(capabilities(b) and capabilities(b).tf32 for b in backends):
         raise InputError(f"--tf32 applies to CUDA GPUs only; none of {', '.join(backends)} is one")
 

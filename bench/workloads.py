@@ -115,7 +115,8 @@ class CollectiveWorkload:
     def check(self, backend, seed: int) -> tuple[dict, dict]:
         per = self.nbytes // self.item // (self.n if self.op == "all-gather" else 1)
         start = time.perf_counter()
-        self.fn, self.args, fetch = backend.collective(self.op, per, self.case["dtype"], self.n)
+        self.fn, self.args, fetch = backend.collective(self.op, per, self.case["dtype"], self.n,
+                                                       bool(self.case["params"].get("within_host")))
         got = fetch(self.fn(*self.args))
         first_s = time.perf_counter() - start
         host = backend.fetch(self.args[0]).reshape(self.n, per)  # the inputs as the devices hold them

@@ -37,6 +37,10 @@ def assert_one_line_error(proc, *words):
     (["--threads", "0"], ["threads", "positive"]),
     (["--repeats", "many"], ["repeats"]),
     (["--frobnicate"], ["unrecognized"]),
+    (["--collective-bytes", "0"], ["--collective-bytes", "64K"]),
+    (["--collective-bytes", "lots"], ["--collective-bytes"]),
+    (["--num-hosts", "2"], ["--coordinator", "--host-rank", "together"]),
+    (["--coordinator", "h:1", "--num-hosts", "2", "--host-rank", "5"], ["out of range"]),
 ])
 def test_bad_run_arguments(tmp_path, args, words):
     assert_one_line_error(infercost("run", "--out", str(tmp_path / "r.jsonl"), *args, cwd=tmp_path), *words)

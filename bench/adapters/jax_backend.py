@@ -127,11 +127,13 @@ class JaxBackend(Backend):
     def device_count(self) -> int:
         return len(jax.devices(self.platform))
 
-    def collective(self, op: str, per_device: int, dtype: str, devices: int):
+    def collective(self, op: str, per_device: int, dtype: str, devices: int, within_host: bool = False):
         from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
         if devices > self.device_count():
             raise Unavailable(f"{devices} devices asked for; JAX sees {self.device_count()}")
-        mesh = Mesh(np.array(jax.devices(self.platform)[:devices]), ("d",))
+        # within_host: this host's devices only (on several hosts each host runs its own at once)
+        pool = jax.local_devices(backend=self.platform) if within_host else jax.devices(self.platform)
+        mesh = Mesh(np.array(pool[:devices]), ("d",))
         host = (np.arange(1, devices + 1, dtype=np.float64)[:, None]
                 + np.arange(per_device, dtype=np.float64)[None, :] / per_device).astype(jnp.dtype(dtype))
         x = jax.device_put(host, NamedSharding(mesh, P("d", None)))

@@ -38,6 +38,11 @@ def join_hosts(hosts: dict) -> None:
     processes join when a case starts, through torch.distributed's own store on host 0."""
     from . import torch_dist
     torch_dist.HOSTS = hosts
+    global HOST_COUNT
+    HOST_COUNT = hosts["count"]
+
+
+HOST_COUNT = 1  # hosts in the run: a case can span every host's devices
 
 
 class TorchBackend(Backend):
@@ -55,8 +60,9 @@ class TorchBackend(Backend):
             return
         hosts = torch_dist.HOSTS
         torch_dist.CASE_PORT = hosts["port"] + 1 + (hosts["generation"] * 100 + index) % 500
+        within = case["params"].get("within_host", False)  # host 0's own ranks only
         try:
-            if hosts["rank"] == 0:
+            if hosts["rank"] == 0 and not within:
                 torch_dist.group(case.get("devices") or 1, self.device)
             yield
         finally:
@@ -68,6 +74,8 @@ class TorchBackend(Backend):
         """A host other than 0: its ranks of the case's group, until host 0 ends it; why they
         failed, or None."""
         from . import torch_dist
+        if case["params"].get("within_host"):
+            return None  # host 0 measures its own devices; nothing runs here
         return torch_dist.follow_on_host(case.get("devices") or 1, self.device, self.threads or 1)
 
     def put(self, array: np.ndarray, dtype: str):
@@ -101,13 +109,13 @@ class TorchBackend(Backend):
         return ShardedRunner(cfg, dtype, self.device, batch, max_seq, layout.ep if layout.ep > 1 else layout.tp,
                              options=options, expert_parallel=layout.ep > 1, **kw)
 
-    def collective(self, op: str, per_device: int, dtype: str, devices: int):
+    def collective(self, op: str, per_device: int, dtype: str, devices: int, within_host: bool = False):
         from .torch_dist import Collective
         if op not in ("all-reduce", "all-gather", "all-to-all"):
             raise Unavailable(f"unknown collective {op!r}")
         if devices > self.device_count():
             raise Unavailable(f"{devices} devices asked for; {self.name} has {self.device_count()}")
-        c = Collective(op, per_device, dtype, devices, self.device)
+        c = Collective(op, per_device, dtype, devices, self.device, within_host)
         return c, [c.inputs], lambda out: c.read(out).to("cpu", torch.float64).numpy().reshape(devices, -1)
 
 
@@ -136,8 +144,8 @@ class TorchCPU(TorchBackend):
     MAX_RANKS = 8
 
     def device_count(self) -> int:
-        """Ranks are processes sharing this host's cores: one a core (at least 2)."""
-        return max(2, available_cpus())
+        """Ranks are processes sharing a host's cores: one a core (at least 2), on every host."""
+        return max(2, available_cpus()) * HOST_COUNT
 
     def mesh_unsupported(self, mesh: dict) -> str | None:
         # Up to MAX_RANKS ranks even on fewer cores, so a small host can check a split model (the
@@ -250,7 +258,7 @@ class TorchCUDA(TorchBackend):
         return nvml_monitor(self.device.index or 0)
 
     def device_count(self) -> int:
-        return torch.cuda.device_count()
+        return torch.cuda.device_count() * HOST_COUNT
 
     def build_model(self, cfg, dtype, batch, max_seq, *, seed, weights, compile_decode, keep_weights, mesh, quant):
         from infercost.kernels import llama_torch

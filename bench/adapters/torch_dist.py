@@ -65,13 +65,13 @@ class Group:
     cores / world threads, unpinned (pinned, each rank's gloo I/O thread shared its one core, and
     all-reduces ran 3-12% slower than a plain loop's)."""
 
-    def __init__(self, world: int, device: torch.device):
-        self.world, self.device = world, device
-        hosts = HOSTS["count"] if HOSTS else 1
-        local = world // hosts  # ranks on this host
+    def __init__(self, world: int, device: torch.device, within_host: bool = False):
+        self.world, self.device, self.within_host = world, device, within_host
+        spans = HOSTS is not None and not within_host  # its ranks on every host, or on this one only
+        local = world // HOSTS["count"] if spans else world  # ranks on this host
         self.cores, self.threads_before = len(os.sched_getaffinity(0)), torch.get_num_threads()
         per = max(1, self.cores // local)
-        port, master = (CASE_PORT, HOSTS["address"]) if HOSTS else (free_port(), "127.0.0.1")
+        port, master = (CASE_PORT, HOSTS["address"]) if spans else (free_port(), "127.0.0.1")
         self.procs = start_ranks(range(1, local), world, port, device, per, master)
         if device.type == "cpu":
             torch.set_num_threads(per)
@@ -128,15 +128,17 @@ def init(rank: int, world: int, port: int, device: torch.device, master: str = "
 _group: Group | None = None
 
 
-def group(world: int, device: torch.device) -> Group:
-    """The live group of this size on this device, started (or restarted) when needed."""
+def group(world: int, device: torch.device, within_host: bool = False) -> Group:
+    """The live group of this size on this device (on several hosts: over every host's ranks, or
+    with within_host this host's only), started (or restarted) when needed."""
     global _group
-    if _group is not None and (_group.world, _group.device) == (world, device) and _group.alive():
+    if _group is not None and (_group.world, _group.device, _group.within_host) == (world, device, within_host) \
+            and _group.alive():
         return _group
     if _group is not None:
         _group.close()
         _group = None
-    _group = Group(world, device)
+    _group = Group(world, device, within_host)
     return _group
 
 
@@ -339,8 +341,8 @@ class Collective:
     """Rank 0's side: callable once (the check), `repeat(n)` for a timed block of n back-to-back
     ops announced by one command, as nccl-tests times a block."""
 
-    def __init__(self, op: str, per: int, dtype: str, world: int, device):
-        self.group = group(world, device)
+    def __init__(self, op: str, per: int, dtype: str, world: int, device, within_host: bool = False):
+        self.group = group(world, device, within_host)
         spec = {"op": op, "per": per, "dtype": dtype}
         self.group.command(COLL_SETUP)
         self.group.send(spec)

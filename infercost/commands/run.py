@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from rich.markup import escape
@@ -34,6 +35,9 @@ def arguments(p) -> None:
     p.add_argument("--suite", "-s", default="quick", help=f"named suite ({', '.join(SUITES)}); default quick")
     p.add_argument("--shape", action="append", default=[],
                    help="explicit matmul shape MxNxK (repeatable); replaces the suite's shapes")
+    p.add_argument("--collective-bytes", action="append", type=csv_list, default=[],
+                   help="collectives (all-reduce, all-gather, all-to-all) of these message sizes, e.g. 64K,16M; "
+                        "replaces the suite's")
     p.add_argument("--model", "-m", action="append", type=csv_list, default=[],
                    help="transformer cases for these models (a name or a config.json); replaces the suite's")
     p.add_argument("--batch", action="append", type=csv_list, default=[], help="batch sizes for --model (default 1)")
@@ -198,7 +202,8 @@ def planned(args, backends, probes, threads, hosts):
     cases, notices = plan_cases(args.suite, backends, probes, workloads=flat(args.workload), dtypes=flat(args.dtype),
                                 shapes=args.shape, models=flat(args.model), batches=flat(args.batch),
                                 tokens=flat(args.tokens), weights=args.weights, tf32=args.tf32, threads=threads,
-                                quant=QuantSpec(args.quant, args.kv_cache), mesh=mesh)
+                                quant=QuantSpec(args.quant, args.kv_cache), mesh=mesh,
+                                collective_bytes=flat(args.collective_bytes))
     if hosts is None:
         return cases, notices
     from infercost.bench.layout import Layout
@@ -209,10 +214,19 @@ def planned(args, backends, probes, threads, hosts):
             raise InputError(f"the layout {Layout.of(mesh)} spans {Layout.of(mesh).devices} devices, not a whole "
                              f"number of {hosts.count} hosts' devices" + (f" ({local} a host on {backend})" if local > 1 else ""))
     # the cases that span every host: split transformer cases, and collectives over every device
+    # (beside each, the same collective over one host's devices: the two bandwidths apart)
     kept = [c for c in cases if c.workload in ("prefill", "decode", "collective") and c.devices == Layout.of(mesh).devices]
-    if len(kept) < len(cases):
+    per_host = Layout.of(mesh).devices // hosts.count
+    if any(c.workload == "collective" for c in kept) and per_host < 2:
+        notices.append("one device a host: collectives are measured across the hosts only")
+    kept = [x for c in kept for x in ([c] if c.workload != "collective" or per_host < 2 else
+                                      [c, replace(c, params={**c.params, "devices": per_host, "within_host": True},
+                                                  devices=per_host)])]
+    left = len([c for c in cases if c.workload not in ("prefill", "decode", "collective")
+                or c.devices != Layout.of(mesh).devices])
+    if left:
         notices.append("a multi-host run measures transformer cases and collectives over every host's devices; "
-                       f"{len(cases) - len(kept)} other cases left out")
+                       f"{left} other cases left out")
     if not kept:
         raise InputError("a multi-host run measures transformer cases split over every host and collectives "
                          "(give --model, or a suite with them)")
@@ -229,11 +243,14 @@ def host_fields(hosts):
     from infercost.bench.layout import Layout, across_hosts
 
     def fields(case: dict) -> dict:
-        mesh = case["params"].get("mesh")
+        mesh, within = case["params"].get("mesh"), case["params"].get("within_host")
         devices = Layout.of(mesh).devices if mesh else case.get("devices") or 1
+        if within:  # a collective over one host's devices (each host ran its own at once)
+            return {"count": hosts.count, "devices_per_host": devices, "across_hosts": [], "source": hosts.source,
+                    "scope": "within one host"}
         across = across_hosts(Layout.of(mesh), hosts.count) if mesh else ["devices"]  # a collective spans them all
         return {"count": hosts.count, "devices_per_host": devices // hosts.count, "across_hosts": across,
-                "source": hosts.source}
+                "source": hosts.source, "scope": "across hosts"}
     return fields
 
 
