@@ -199,6 +199,12 @@ def test_by_default_a_run_over_hosts_is_data_parallel_across_them():
     probes = {"jax-cpu": {"available": True, "devices": 1, "unsupported": {}}}
     cases, _ = planned(args, ["jax-cpu"], probes, 1, Hosts(2, 0, "127.0.0.1", 1, "flags"))
     assert {str(c.layout) for c in cases} == {"tp=1,dp=2"} and {c.workload for c in cases} == {"prefill", "decode"}
+    gpus = {"jax-gpu": {"available": True, "devices": 8, "unsupported": {}}}  # 8 GPUs a host: tp=8 inside
+    cases, _ = planned(args, ["jax-gpu"], gpus, 1, Hosts(2, 0, "127.0.0.1", 1, "flags"))
+    assert {str(c.layout) for c in cases} == {"tp=8,dp=2"} and {c.devices for c in cases} == {16}
+    moe = SimpleNamespace(**{**vars(args), "model": [["tiny-moe"]]})  # a mixture of experts: ep across hosts
+    cases, _ = planned(moe, ["jax-cpu"], probes, 1, Hosts(2, 0, "127.0.0.1", 1, "flags"))
+    assert {str(c.layout) for c in cases} == {"tp=1,dp=1,ep=2"}
 
 
 @pytest.mark.slow

@@ -197,8 +197,8 @@ def planned(args, backends, probes, threads, hosts):
     from infercost.bench.plan import parse_mesh, plan_cases
     from infercost.kernels.dtypes import QuantSpec
     mesh = parse_mesh(args.devices, args.mesh)
-    if hosts is not None and mesh is None:  # data parallel across hosts, a host's devices kept together
-        mesh = {"tp": 1, "dp": hosts.count}
+    if hosts is not None and mesh is None:
+        mesh = default_layout(hosts, max(probes[b].get("devices", 1) for b in backends), flat(args.model))
     cases, notices = plan_cases(args.suite, backends, probes, workloads=flat(args.workload), dtypes=flat(args.dtype),
                                 shapes=args.shape, models=flat(args.model), batches=flat(args.batch),
                                 tokens=flat(args.tokens), weights=args.weights, tf32=args.tf32, threads=threads,
@@ -231,6 +231,18 @@ def planned(args, backends, probes, threads, hosts):
         raise InputError("a multi-host run measures transformer cases split over every host and collectives "
                          "(give --model, or a suite with them)")
     return kept, notices
+
+
+def default_layout(hosts, local_devices: int, models: list[str]) -> dict:
+    """A run over hosts without --mesh: a host's devices in tensor parallelism (its fast links),
+    data parallel across the hosts, or for a mixture of experts its experts across them."""
+    from infercost.kernels.models import resolve_config
+    try:
+        moe = bool(models) and all(resolve_config(m).experts_model for m in models)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    across = {"dp": 1, "ep": hosts.count} if moe else {"dp": hosts.count}
+    return {"tp": max(1, local_devices), **across}
 
 
 def hello(hosts, cases) -> dict:
