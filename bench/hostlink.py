@@ -8,6 +8,7 @@ report what happened. Nothing measured travels here, only decisions and outcomes
 
 from __future__ import annotations
 
+import hashlib
 import json
 import queue
 import socket
@@ -87,6 +88,13 @@ class Link:
             except OSError:
                 pass
             sock.close()
+
+
+def hello(hosts: Hosts, case_keys: list[str], version: str) -> dict:
+    """What a host says when it joins: its rank, the host count, its infercost version and a digest
+    of the cases it planned, checked by host 0 against its own."""
+    digest = hashlib.sha256("\n".join(case_keys).encode()).hexdigest()[:16]
+    return {"rank": hosts.rank, "count": hosts.count, "version": version, "cases": digest}
 
 
 def lead(hosts: Hosts, hello: dict, timeout: float) -> Link:

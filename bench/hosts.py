@@ -11,7 +11,7 @@ service (PORT + 1 + generation) and torch.distributed's store (PORT + 1 + genera
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from infercost.errors import InputError
 
@@ -115,3 +115,60 @@ def is_loopback(address: str) -> bool:
         return ipaddress.ip_address(address).is_loopback
     except ValueError:
         return address == "localhost"
+
+
+def default_layout(hosts: Hosts, local_devices: int, models: list[str]) -> dict:
+    """A run over hosts without --mesh: a host's devices in tensor parallelism (its fast links),
+    data parallel across the hosts, or for a mixture of experts its experts across them."""
+    from infercost.kernels.models import resolve_config
+    try:
+        moe = bool(models) and all(resolve_config(m).experts_model for m in models)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    across = {"dp": 1, "ep": hosts.count} if moe else {"dp": hosts.count}
+    return {"tp": max(1, local_devices), **across}
+
+
+def spanning(cases: list, mesh: dict, hosts: Hosts, local_devices: dict[str, int]) -> tuple[list, list[str]]:
+    """The planned cases (bench/case.py Case) a run over hosts measures, and notices: transformer
+    cases split over every host's devices, and collectives over every device with, beside each,
+    the same collective over one host's devices (the two bandwidths apart). local_devices: each
+    backend's devices on one host (1 on CPUs, where a run forces as many as a host needs)."""
+    from .layout import Layout
+    devices = Layout.of(mesh).devices
+    per_host = devices // hosts.count
+    for backend, local in local_devices.items():
+        if devices % hosts.count or (local > 1 and per_host != local):
+            raise InputError(f"the layout {Layout.of(mesh)} spans {devices} devices, not a whole number of "
+                             f"{hosts.count} hosts' devices" + (f" ({local} a host on {backend})" if local > 1 else ""))
+    spans = [c for c in cases if c.workload in ("prefill", "decode", "collective") and c.devices == devices]
+    notices = []
+    if len(spans) < len(cases):
+        notices.append("a multi-host run measures transformer cases and collectives over every host's devices; "
+                       f"{len(cases) - len(spans)} other cases left out")
+    if any(c.workload == "collective" for c in spans) and per_host < 2:
+        notices.append("one device a host: collectives are measured across the hosts only")
+    kept = [x for c in spans for x in ([c] if c.workload != "collective" or per_host < 2 else
+                                       [c, replace(c, params={**c.params, "devices": per_host, "within_host": True},
+                                                   devices=per_host)])]
+    if not kept:
+        raise InputError("a multi-host run measures transformer cases split over every host and collectives "
+                         "(give --model, or a suite with them)")
+    return kept, notices
+
+
+def hosts_section(hosts: Hosts):
+    """A record's `hosts` section for a case dict: the count, devices a host, the axes that cross
+    a host boundary and whether a collective ran across the hosts or within one."""
+    from .layout import Layout, across_hosts
+
+    def section(case: dict) -> dict:
+        mesh, within = case["params"].get("mesh"), case["params"].get("within_host")
+        devices = Layout.of(mesh).devices if mesh else case.get("devices") or 1
+        if within:  # a collective over one host's devices (each host ran its own at once)
+            return {"count": hosts.count, "devices_per_host": devices, "across_hosts": [], "source": hosts.source,
+                    "scope": "within one host"}
+        across = across_hosts(Layout.of(mesh), hosts.count) if mesh else ["devices"]  # a collective spans them all
+        return {"count": hosts.count, "devices_per_host": devices // hosts.count, "across_hosts": across,
+                "source": hosts.source, "scope": "across hosts"}
+    return section

@@ -142,8 +142,9 @@ def lead(indexed: list[tuple[int, dict]], job: dict, writer, provenance: dict, c
                         done = outcomes[0][pos]
                         bad = [f"host {r}: {outcomes[r][pos]['status']}: {'; '.join(outcomes[r][pos]['reasons'])}"
                                for r in others if outcomes[r][pos]["status"] in ("error",)]
-                        if bad and done["status"] != "error":
-                            done = record(pending[pos][1], "error", bad)
+                        if bad:  # host 0's own reasons first where it failed too
+                            done = ({**done, "reasons": done["reasons"] + bad} if done["status"] == "error"
+                                    else record(pending[pos][1], "error", bad))
                         finish(pending[pos][1], done, {"open_s": opened})
                         pos, deadline = pos + 1, None
                 else:

@@ -24,8 +24,10 @@ def join_hosts(hosts: dict) -> None:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     port = hosts["port"] + 1 + hosts["generation"] % 500
     try:
+        # host 0's coordination service listens on the coordinator's address only (JAX's default: every interface)
         jax.distributed.initialize(f"{hosts['address']}:{port}", num_processes=hosts["count"],
-                                   process_id=hosts["rank"], initialization_timeout=int(JOIN_TIMEOUT_S))
+                                   process_id=hosts["rank"], initialization_timeout=int(JOIN_TIMEOUT_S),
+                                   coordinator_bind_address=f"{hosts['address']}:{port}")
     except Exception as e:  # a host that never came, an address no host listens on
         raise Unavailable(f"JAX could not join {hosts['count']} hosts at {hosts['address']}:{port}: "
                           f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__}") from None

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from rich.markup import escape
@@ -198,6 +196,7 @@ def planned(args, backends, probes, threads, hosts):
     from infercost.kernels.dtypes import QuantSpec
     mesh = parse_mesh(args.devices, args.mesh)
     if hosts is not None and mesh is None:
+        from infercost.bench.hosts import default_layout
         mesh = default_layout(hosts, max(probes[b].get("devices", 1) for b in backends), flat(args.model))
     cases, notices = plan_cases(args.suite, backends, probes, workloads=flat(args.workload), dtypes=flat(args.dtype),
                                 shapes=args.shape, models=flat(args.model), batches=flat(args.batch),
@@ -206,80 +205,25 @@ def planned(args, backends, probes, threads, hosts):
                                 collective_bytes=flat(args.collective_bytes))
     if hosts is None:
         return cases, notices
-    from infercost.bench.layout import Layout
-    for backend in backends:
-        local = probes[backend].get("devices", 1)
-        per_host = Layout.of(mesh).devices / hosts.count
-        if per_host != int(per_host) or (probes[backend].get("devices") and local > 1 and per_host != local):
-            raise InputError(f"the layout {Layout.of(mesh)} spans {Layout.of(mesh).devices} devices, not a whole "
-                             f"number of {hosts.count} hosts' devices" + (f" ({local} a host on {backend})" if local > 1 else ""))
-    # the cases that span every host: split transformer cases, and collectives over every device
-    # (beside each, the same collective over one host's devices: the two bandwidths apart)
-    kept = [c for c in cases if c.workload in ("prefill", "decode", "collective") and c.devices == Layout.of(mesh).devices]
-    per_host = Layout.of(mesh).devices // hosts.count
-    if any(c.workload == "collective" for c in kept) and per_host < 2:
-        notices.append("one device a host: collectives are measured across the hosts only")
-    kept = [x for c in kept for x in ([c] if c.workload != "collective" or per_host < 2 else
-                                      [c, replace(c, params={**c.params, "devices": per_host, "within_host": True},
-                                                  devices=per_host)])]
-    left = len([c for c in cases if c.workload not in ("prefill", "decode", "collective")
-                or c.devices != Layout.of(mesh).devices])
-    if left:
-        notices.append("a multi-host run measures transformer cases and collectives over every host's devices; "
-                       f"{left} other cases left out")
-    if not kept:
-        raise InputError("a multi-host run measures transformer cases split over every host and collectives "
-                         "(give --model, or a suite with them)")
-    return kept, notices
-
-
-def default_layout(hosts, local_devices: int, models: list[str]) -> dict:
-    """A run over hosts without --mesh: a host's devices in tensor parallelism (its fast links),
-    data parallel across the hosts, or for a mixture of experts its experts across them."""
-    from infercost.kernels.models import resolve_config
-    try:
-        moe = bool(models) and all(resolve_config(m).experts_model for m in models)
-    except ValueError as e:
-        raise InputError(str(e)) from None
-    across = {"dp": 1, "ep": hosts.count} if moe else {"dp": hosts.count}
-    return {"tp": max(1, local_devices), **across}
-
-
-def hello(hosts, cases) -> dict:
-    """What a host says when it joins: checked by host 0 against its own."""
-    digest = hashlib.sha256("\n".join(c.key for c in cases).encode()).hexdigest()[:16]
-    return {"rank": hosts.rank, "count": hosts.count, "version": __version__, "cases": digest}
-
-
-def host_fields(hosts):
-    from infercost.bench.layout import Layout, across_hosts
-
-    def fields(case: dict) -> dict:
-        mesh, within = case["params"].get("mesh"), case["params"].get("within_host")
-        devices = Layout.of(mesh).devices if mesh else case.get("devices") or 1
-        if within:  # a collective over one host's devices (each host ran its own at once)
-            return {"count": hosts.count, "devices_per_host": devices, "across_hosts": [], "source": hosts.source,
-                    "scope": "within one host"}
-        across = across_hosts(Layout.of(mesh), hosts.count) if mesh else ["devices"]  # a collective spans them all
-        return {"count": hosts.count, "devices_per_host": devices // hosts.count, "across_hosts": across,
-                "source": hosts.source, "scope": "across hosts"}
-    return fields
+    from infercost.bench.hosts import spanning
+    kept, more = spanning(cases, mesh, hosts, {b: probes[b].get("devices", 1) for b in backends})
+    return kept, notices + more
 
 
 def lead_hosts(args, hosts, all_cases, cases, job, writer, on_event):
     from infercost.bench import hostlink, multihost
-    from infercost.bench.hosts import JOIN_TIMEOUT_S
+    from infercost.bench.hosts import JOIN_TIMEOUT_S, hosts_section
     from infercost.bench.records import run_provenance
     timeout = args.join_timeout or JOIN_TIMEOUT_S
     console.print(f"host 0 of {hosts.count}: waiting up to {timeout:.0f} s for the other hosts at {hosts.coordinator}")
     started = time.monotonic()
-    link = hostlink.lead(hosts, hello(hosts, all_cases), timeout)
+    link = hostlink.lead(hosts, hostlink.hello(hosts, [c.key for c in all_cases], __version__), timeout)
     console.print(f"all {hosts.count} hosts joined in {time.monotonic() - started:.1f} s")
     todo = {c.key for c in cases}
     indexed = [(i, c.as_dict()) for i, c in enumerate(all_cases) if c.key in todo]
     try:
         return multihost.lead(indexed, job, writer, run_provenance(args.seed), args.case_timeout, on_event, link,
-                              hosts, host_fields(hosts))
+                              hosts, hosts_section(hosts))
     finally:
         link.close()
 
@@ -296,7 +240,7 @@ def follow_hosts(args, hosts) -> int:
     cases, _ = planned(args, backends, probes, threads, hosts)
     timeout = args.join_timeout or JOIN_TIMEOUT_S
     console.print(f"joining host 0 at {hosts.coordinator} (waiting up to {timeout:.0f} s)")
-    link = hostlink.join(hosts, hello(hosts, cases), timeout)
+    link = hostlink.join(hosts, hostlink.hello(hosts, [c.key for c in cases], __version__), timeout)
     job = make_job(args, threads, cases, hosts)
 
     def on_event(event):
