@@ -148,6 +148,8 @@ def spanning(cases: list, mesh: dict, hosts: Hosts, local_devices: dict[str, int
                        f"{len(cases) - len(spans)} other cases left out")
     if any(c.workload == "collective" for c in spans) and per_host < 2:
         notices.append("one device a host: collectives are measured across the hosts only")
+    # a case over N hosts is another configuration than the same layout on one host: its key says so
+    spans = [replace(c, params={**c.params, "hosts": hosts.count}) for c in spans]
     kept = [x for c in spans for x in ([c] if c.workload != "collective" or per_host < 2 else
                                        [c, replace(c, params={**c.params, "devices": per_host, "within_host": True},
                                                    devices=per_host)])]

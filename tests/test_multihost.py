@@ -145,8 +145,9 @@ SAME_EXCEPT = {"timestamp", "timing", "stats", "raw_times_s", "metrics", "proven
 
 def _comparable(rec):
     """A record without its timings and host fields (its check's own timing too)."""
-    out = {k: v for k, v in rec.items() if k not in SAME_EXCEPT}
+    out = {k: v for k, v in rec.items() if k not in SAME_EXCEPT and k != "key"}
     out["case"] = {k: v for k, v in rec["case"].items() if k != "launch"}
+    out["case"]["params"] = {k: v for k, v in rec["case"]["params"].items() if k != "hosts"}
     return out
 
 
@@ -178,6 +179,7 @@ def test_two_local_hosts_measure_a_split_model_as_one_process_does(tmp_path):
         assert rec["check"]["passed"] and rec["check"]["greedy_tokens_agree"] and rec["check"]["error"] < 1e-5, rec
         assert ref["check"]["passed"] and ref["check"]["greedy_tokens_agree"]
         assert rec["hosts"]["count"] == 2 and rec["hosts"]["devices_per_host"] == 1
+        assert rec["case"]["params"]["hosts"] == 2 and rec["key"] != ref["key"]  # another configuration
         assert rec["hosts"]["source"] == "skypilot" and rec["hosts"]["across_hosts"] == ["tp"]
         assert set(rec["hosts"]["open_s"]) == {"0", "1"}  # each host's join and start, outside the timing
         assert rec["status"] in ("ok", "invalid") and rec["metrics"]["flops"] == ref["metrics"]["flops"]
