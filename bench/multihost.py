@@ -18,7 +18,7 @@ import time
 from infercost.errors import RunError
 
 from .records import finished, record
-from .runner import STARTUP_TIMEOUT_S, Event, Worker
+from .runner import STARTUP_TIMEOUT_S, Event, Worker, why_ended
 
 GRACE_S = 30.0  # how long host 0 waits past its own time limit for another host's word on a case
 
@@ -27,19 +27,14 @@ def watch(worker: Worker, generation: int, count: int, case_timeout: float, repo
     """Follow one worker in a thread: report(event) for ready, started, outcome and ended (the
     worker died, timed out or ran all `count` cases). Time limits as bench/runner.py's."""
     def follow():
-        current, deadline = None, time.monotonic() + STARTUP_TIMEOUT_S
+        current, started, deadline = None, False, time.monotonic() + STARTUP_TIMEOUT_S
         while True:
             try:
                 msg = worker.next(timeout=max(0.1, deadline - time.monotonic()))
             except queue.Empty:
                 msg = {"event": "timeout"}
             if msg is None or msg["event"] == "timeout":
-                if msg is None:
-                    reason = worker.failure()
-                elif current is None:
-                    reason = f"backend did not start within {STARTUP_TIMEOUT_S:.0f} s"
-                else:
-                    reason = f"timed out after {case_timeout:.0f} s (case time limit)"
+                reason = why_ended(worker, msg, started, case_timeout)
                 worker.stop()
                 report({"op": "ended", "generation": generation, "pos": current, "reason": reason})
                 return
@@ -52,7 +47,7 @@ def watch(worker: Worker, generation: int, count: int, case_timeout: float, repo
                 report({"op": "ready", "generation": generation, "device": msg["device"],
                         "open_s": msg.get("open_s")})
             elif event == "start":
-                current, deadline = msg["index"], time.monotonic() + case_timeout
+                current, started, deadline = msg["index"], True, time.monotonic() + case_timeout
                 report({"op": "started", "generation": generation, "pos": current})
             elif event == "record":
                 report({"op": "outcome", "generation": generation, "pos": msg["index"], "record": msg["record"]})

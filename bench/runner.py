@@ -121,6 +121,16 @@ class Worker:
         return f"worker {what}" + (f": {tail}" if tail else "")
 
 
+def why_ended(worker: Worker, msg: dict | None, started: bool, case_timeout: float) -> str:
+    """Why a worker's cases ended early: it died (no message), or it was silent past its limit
+    (before any case: its start-up's; after: the case's)."""
+    if msg is None:
+        return worker.failure()
+    if not started:
+        return f"backend did not start within {STARTUP_TIMEOUT_S:.0f} s"
+    return f"timed out after {case_timeout:.0f} s (case time limit)"
+
+
 def run(cases: list[Case], job: dict, writer, provenance: dict, case_timeout: float, on_event) -> list[dict]:
     """Run cases grouped by backend; each record is written as soon as its case ends."""
     records = []
@@ -149,12 +159,7 @@ def run(cases: list[Case], job: dict, writer, provenance: dict, case_timeout: fl
                     except queue.Empty:
                         msg = {"event": "timeout"}
                     if msg is None or msg["event"] == "timeout":
-                        if current is None and msg is not None:
-                            reason = f"backend did not start within {STARTUP_TIMEOUT_S:.0f} s"
-                        elif msg is not None:
-                            reason = f"timed out after {case_timeout:.0f} s (case time limit)"
-                        else:
-                            reason = worker.failure()
+                        reason = why_ended(worker, msg, current is not None, case_timeout)
                         worker.stop()
                         if current is None:  # died before any case: none of them can run
                             for case in pending:
