@@ -11,7 +11,6 @@ that crashed or hung costs one case, as a crashed worker does on one host.
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 
@@ -29,10 +28,7 @@ def watch(worker: Worker, generation: int, count: int, case_timeout: float, repo
     def follow():
         current, started, deadline = None, False, time.monotonic() + STARTUP_TIMEOUT_S
         while True:
-            try:
-                msg = worker.next(timeout=max(0.1, deadline - time.monotonic()))
-            except queue.Empty:
-                msg = {"event": "timeout"}
+            msg = worker.until(deadline)
             if msg is None or msg["event"] == "timeout":
                 reason = why_ended(worker, msg, started, case_timeout)
                 worker.stop()

@@ -99,6 +99,14 @@ class Worker:
         line = self.lines.get(timeout=timeout)
         return None if line is None else json.loads(line)
 
+    def until(self, deadline: float) -> dict | None:
+        """The next message, {"event": "timeout"} when none came by `deadline` (monotonic), None when
+        the worker exited."""
+        try:
+            return self.next(timeout=max(0.1, deadline - time.monotonic()))
+        except queue.Empty:
+            return {"event": "timeout"}
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
@@ -154,10 +162,7 @@ def run(cases: list[Case], job: dict, writer, provenance: dict, case_timeout: fl
             current, deadline = None, time.monotonic() + STARTUP_TIMEOUT_S
             try:
                 while True:
-                    try:
-                        msg = worker.next(timeout=max(0.1, deadline - time.monotonic()))
-                    except queue.Empty:
-                        msg = {"event": "timeout"}
+                    msg = worker.until(deadline)
                     if msg is None or msg["event"] == "timeout":
                         reason = why_ended(worker, msg, current is not None, case_timeout)
                         worker.stop()
