@@ -4,6 +4,6 @@ dispatches. Adding a command is one module here and one entry in COMMANDS."""
 
 from __future__ import annotations
 
-from . import backends, compare, cost, estimate, fleet, ingest, prices, report, run, serve
+from . import backends, compare, cost, estimate, fleet, history, ingest, prices, report, run, serve
 
-COMMANDS = (backends, run, cost, estimate, report, compare, serve, ingest, fleet, prices)
+COMMANDS = (backends, run, cost, estimate, report, compare, serve, ingest, fleet, prices, history)

@@ -156,8 +156,9 @@ def capped(rows: list, what: str = "rows") -> tuple[list, str]:
 
 
 def write_report(records: list[dict], files: list, out: Path, bases=(), ratio: float = 3.0,
-                 min_user_tps: float = 20.0, df=None) -> dict:
-    """df: the records' tidy rows where the reader made them (flat_piece); else made here."""
+                 min_user_tps: float = 20.0, df=None, history=None) -> dict:
+    """df: the records' tidy rows where the reader made them (flat_piece); else made here.
+    history: the history section (report/history.py's section) to add, with its figure."""
     import pandas as pd
 
     out = Path(out)
@@ -230,6 +231,10 @@ def write_report(records: list[dict], files: list, out: Path, bases=(), ratio: f
                *more_md(invalid_more)]
     data_note = ("Data: `results.csv`, `results.parquet` (one row per case)." if csv else
                  f"Data: `results.parquet` (one row per case; results.csv is not written above {CSV_ROWS:,} rows).")
+    if history is not None:
+        md += history[0]
+        if history[2]:
+            (out / "history.png").write_bytes(history[2])
     md += [data_note]
     (out / "report.md").write_text("\n".join(md) + "\n")
 
@@ -255,10 +260,16 @@ def write_report(records: list[dict], files: list, out: Path, bases=(), ratio: f
     if invalid:
         body.append("<h2>Cases without a valid measurement</h2>" + _html_table(
             ["backend", "device", "workload", "case", "status", "reasons"], invalid) + more_html(invalid_more))
+    if history is not None:
+        body.append(history[1])
+        if history[2]:
+            body.append(f'<figure><img class="figure" alt="History" src="data:image/png;base64,'
+                        f'{base64.b64encode(history[2]).decode()}"><figcaption>History of each series and its change points.'
+                        '</figcaption></figure>')
     body.append(f"<p>{e(data_note)}</p>")
     page = HTML.replace("{BODY}", "\n".join(body)).replace("{N}", str(len(images)))
     (out / "report.html").write_text(page)
-    return {"figures": list(images), "rows": len(df), "league": len(sections),
+    return {"figures": list(images) + (["history"] if history is not None and history[2] else []), "rows": len(df), "league": len(sections),
             "data": "results.csv and results.parquet" if csv else "results.parquet"}
 
 
