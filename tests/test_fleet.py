@@ -213,10 +213,21 @@ def test_collect_gathers_what_the_tasks_wrote_including_a_preempted_and_resumed_
     text = whole.read_text()
     cut.write_text(text[: text.index("\n", len(text) // 2) + 40])
 
-    proc = subprocess.run([*INFERCOST, "fleet", "collect", str(fleet)], capture_output=True, text=True, timeout=120)
+    store = tmp_path / "history.duckdb"
+    proc = subprocess.run([*INFERCOST, "fleet", "collect", str(fleet), "--history", str(store)], capture_output=True,
+                          text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     collected = {n: [json.loads(l) for l in (fleet / "collected" / f"{n}.jsonl").read_text().splitlines()]
                  for n in names[:3]}
+    # the history holds every collected record once, each series under its task's instance
+    import duckdb
+    with duckdb.connect(str(store), read_only=True) as con:
+        stored = dict(con.execute("SELECT instance, count(DISTINCT id) FROM points GROUP BY instance").fetchall())
+    tasks = {t["name"]: t["instance"] for t in json.loads((fleet / "fleet.json").read_text())["tasks"]}
+    assert stored == {tasks[n]: len(collected[n]) for n in names[:3]}
+    again = subprocess.run([*INFERCOST, "fleet", "collect", str(fleet), "--history", str(store)], capture_output=True,
+                           text=True, timeout=120)
+    assert again.returncode == 0 and "0 records added" in again.stdout, again.stdout + again.stderr
     assert not (fleet / "collected" / f"{names[3]}.jsonl").exists() and "no results yet" in proc.stdout
     assert "skipped" in proc.stderr or "partial" in proc.stderr  # the cut lines were noticed, not loaded
     cases = {r["key"] for r in collected[names[0]]}

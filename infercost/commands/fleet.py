@@ -11,6 +11,7 @@ from rich.table import Table
 from infercost.flags import positive
 
 from .common import console, warn
+from .history import after_run, check_store, history_flag
 
 NAME = "fleet"
 HELP = "the same suite on many cloud instances through SkyPilot: plan, launch, status, collect"
@@ -48,6 +49,7 @@ def arguments(p) -> None:
     fco = fsub.add_parser("collect", help="gather the tasks' result files into FOLDER/collected, one record per case")
     fco.add_argument("folder", type=Path, help="the plan's folder")
     fco.add_argument("--from", dest="source", type=Path, help="where the bucket was synced (default FOLDER/results)")
+    history_flag(fco)
 
 
 def run(args) -> int:
@@ -87,11 +89,14 @@ def run(args) -> int:
             table.add_row(j["task"], str(j["job"]), j["status"])
         console.print(table)
         return 0
+    check_store(args.history)
     summary = fleet.collect(args.folder, args.source, warn)
     for name, count in summary.items():
         console.print(escape(f"  {name}: {count} records" if count else f"  {name}: no results yet"))
     out = Path(args.folder) / "collected"
     console.print(escape(f"collected into {out}/; the league table: infercost report {out} --out REPORT_DIR"))
+    if args.history and any(summary.values()):  # each record priced at its own task's price row
+        return after_run(args.history, out, [])
     return 0
 
 

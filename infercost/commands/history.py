@@ -188,7 +188,32 @@ def print_series(df) -> int:
     return 0
 
 
-def after_run(args, path: Path, bases) -> None:
-    """`--history` of run, serve and fleet collect: the records just written, added to the store."""
-    added, known, _ = add([str(path)], args.history, getattr(args, "machine", None), bases, getattr(args, "pricing", None))
-    console.print(escape(f"history {args.history}: {added} records added" + (f", {known} already there" if known else "")))
+def history_flag(p) -> None:
+    """--history [STORE] of run, serve and fleet collect."""
+    from infercost.history.store import DEFAULT
+    p.add_argument("--history", nargs="?", const=str(DEFAULT), default=None, metavar="STORE",
+                   help=f"add the records to the history when done (default store {DEFAULT}; see `infercost history`)")
+
+
+def check_store(where) -> None:
+    """A store that a run will add to, checked before anything is measured."""
+    from infercost.history.store import is_remote, kind_of
+    from infercost.paths import writable_file, writable_folder
+    if where is None or is_remote(str(where)):
+        return
+    (writable_file if kind_of(str(where)) == "duckdb" else writable_folder)(Path(where), "--history")
+
+
+def after_run(store, path: Path, bases, pricing=None) -> int:
+    """The records just written, added to the history: 0, or 1 with one line where they could not
+    be (the result file keeps them: the line says how to add them later)."""
+    from infercost.errors import RunError
+    from .common import errors
+    try:
+        added, known, _ = add([str(path)], store, None, bases, pricing)
+    except (InputError, RunError) as e:
+        errors.print(escape(f"history: not added ({e}); the results are kept in {path}: add them later with "
+                            f"infercost history add {path} --store {store}"), markup=False)
+        return 1
+    console.print(escape(f"history {store}: {added} records added" + (f", {known} already there" if known else "")))
+    return 0

@@ -15,6 +15,7 @@ from infercost.present import case_name, collective_table, llm_table, matmul_tab
 from infercost.version import __version__
 
 from .common import add_price_flags, console, errors, flat, price_bases, print_costs, warn
+from .history import after_run, check_store, history_flag
 
 NAME = "run"
 HELP = "measure every available backend (default: the quick suite)"
@@ -73,6 +74,7 @@ def arguments(p) -> None:
     p.add_argument("--join-timeout", type=positive(float), default=None,
                    help="seconds to wait for every host to join (default 120)")
     add_price_flags(p)
+    history_flag(p)
     p.add_argument("--detect-instance", action="store_true",
                    help="ask the cloud's instance-metadata service which instance this is, to price the run "
                         "(off by default; also INFERCOST_DETECT_INSTANCE=1)")
@@ -92,6 +94,7 @@ def run(args) -> int:
         return follow_hosts(args, hosts)
     path = results_path(args.out, args.resume)
     bases = price_bases(args)  # validated before any measuring
+    check_store(args.history)
     detection = cloud.Detection() if not bases and cloud.enabled(args.detect_instance) else None
     threads = args.threads or available_cpus()
     if args.threads and args.threads > available_cpus():
@@ -166,7 +169,7 @@ def run(args) -> int:
         console.print("cost: this machine's price is unknown, so no $/M tokens are shown; give --price-per-hour USD "
                       "or --instance provider:type (see `infercost prices`), or re-price later with `infercost cost`")
     console.print(escape(f"results: {path}  (load with: infercost.load_results({str(path)!r}))"))
-    return 0
+    return after_run(args.history, path, bases, args.pricing) if args.history else 0
 
 
 def make_job(args, threads: int, cases, hosts) -> dict:

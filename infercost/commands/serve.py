@@ -13,6 +13,7 @@ from infercost.numbers import flag
 from infercost.version import __version__
 
 from .common import add_price_flags, console, price_bases, print_costs, warn
+from .history import after_run, check_store, history_flag
 
 NAME = "serve"
 HELP = "load an OpenAI-compatible endpoint (streamed), measure it level by level, price it"
@@ -74,6 +75,7 @@ def arguments(p) -> None:
     p.add_argument("--seed", type=flag(integer=True, low=0, low_open=False), default=0, help="seed of the prompts (default 0)")
     p.add_argument("--out", "-o", type=Path, default=None, help="results file (default results/serve-<time>-<host>.jsonl)")
     add_price_flags(p)
+    history_flag(p)
 
 
 def run(args) -> int:
@@ -83,6 +85,7 @@ def run(args) -> int:
     serving.api_key(args.api_key_env)  # a named variable that is unset is an error; its value a secret
     counter = serving.Counter(args.tokenizer) if args.tokenizer else None  # a broken one refused before any request
     bases = price_bases(args, cpu=args.device_kind == "cpu")
+    check_store(args.history)
     limits = dict(min_duration_s=args.min_duration, min_requests=args.min_requests,
                   warmup_requests=args.warmup_requests, max_duration_s=args.max_duration)
     import secrets
@@ -150,7 +153,7 @@ def measure(args, ep, levels, work, slo, bases, path, launched) -> int:
     if bases:
         print_costs(records, bases)
     console.print(escape(f"results: {path}"))
-    return 0
+    return after_run(args.history, path, bases, args.pricing) if args.history else 0
 
 
 def print_repeats(records: list[dict]) -> None:

@@ -53,11 +53,14 @@ class Store:
                 path.parent.mkdir(parents=True, exist_ok=True)
             try:
                 self.con = duckdb.connect(self.where, read_only=not write)
-                self.con.execute(f"CREATE TABLE IF NOT EXISTS points ({SCHEMA})" if write else "SELECT count(*) FROM points")
+                self.con.execute(f"CREATE TABLE IF NOT EXISTS points ({SCHEMA})" if write else "SELECT count(*) FROM points").fetchall()
             except duckdb.IOException as e:
                 text = str(e)
                 if "lock" in text.lower():
                     raise RunError(f"the history at {shown} is open for writing by another process; try again when it ends") from None
+                if "not a valid" in text or "corrupt" in text.lower():
+                    raise InputError(f"the history at {shown} is not a readable infercost history (a damaged or "
+                                     f"foreign file?): {first_line(text)}") from None
                 raise InputError(f"cannot open the history at {shown}: {first_line(text)}") from None
             except duckdb.Error as e:
                 raise InputError(f"the history at {shown} is not a readable infercost history "
@@ -74,7 +77,7 @@ class Store:
                 if files:
                     listed = ", ".join(f"'{f}'" for f in files)
                     self.con.execute(f"CREATE VIEW points AS SELECT * FROM read_parquet([{listed}], union_by_name=true)")
-                    self.con.execute("SELECT count(*) FROM points").fetchone()
+                    self.con.execute("SELECT count(*) FROM points").fetchall()
                 else:
                     self.con.execute(f"CREATE TABLE points ({SCHEMA})")
             except duckdb.Error as e:
@@ -119,8 +122,9 @@ class Store:
         con.register("new_records", records)
         clash = con.execute("SELECT n.instance, n.case_name, n.time, n.source, s.source FROM new_records n "
                             "JOIN (SELECT DISTINCT id, digest, source FROM points) s ON n.id = s.id AND n.digest <> s.digest "
-                            "LIMIT 1").fetchone()
+                            "LIMIT 1").fetchall()
         if clash:
+            clash = clash[0]
             raise InputError(f"{clash[3]}: the record of {clash[0]} {clash[1]} at {clash[2]} is already in the history "
                              f"with other values (added from {clash[4]}): nothing was added")
         known = {r[0] for r in con.execute("SELECT DISTINCT n.id FROM new_records n JOIN points p ON n.id = p.id").fetchall()}
@@ -167,7 +171,7 @@ class Store:
 
     def counts(self) -> dict:
         n = self.con.execute("SELECT count(DISTINCT id), count(*) FILTER (WHERE metric IS NOT NULL), "
-                             "count(DISTINCT (instance, key, metric)) FILTER (WHERE metric IS NOT NULL) FROM points").fetchone()
+                             "count(DISTINCT (instance, key, metric)) FILTER (WHERE metric IS NOT NULL) FROM points").fetchall()[0]
         return {"records": n[0], "points": n[1], "series": n[2]}
 
 
