@@ -156,10 +156,12 @@ def test_the_parquet_store_holds_the_same_history(history, tmp_path):
     assert main(["history", "add", str(tmp / "nights" / "night-00.jsonl"), "--store", str(folder)]) == 0
     files = sorted(folder.glob("points-*.parquet"))
     assert len(files) == 1 and not list(folder.glob(".*"))  # the second add had nothing new: no file
-    parquet, _ = found_changes(folder)
-    db, _ = found_changes(store)
-    assert [(f.key, f.metric, f.change.index, f.kind, f.what) for f in parquet] == \
-           [(f.key, f.metric, f.change.index, f.kind, f.what) for f in db]
+    back = tmp_path / "back.duckdb"  # and copied into a database again (as a bucket's history is read locally)
+    assert main(["history", "copy", str(back), "--store", str(folder)]) == 0
+    assert stored(back) == stored(store)
+    db = [(f.key, f.metric, f.change.index, f.kind, f.what) for f in found_changes(store)[0]]
+    assert [(f.key, f.metric, f.change.index, f.kind, f.what) for f in found_changes(folder)[0]] == db
+    assert [(f.key, f.metric, f.change.index, f.kind, f.what) for f in found_changes(back)[0]] == db
 
 
 def test_the_report_draws_the_history_with_its_changes(history, tmp_path):
@@ -225,3 +227,30 @@ def test_bad_input_is_one_line_and_leaves_the_store_as_it_was(history, tmp_path)
     one_line_error(infercost("history", "check", "--store", mine, "--threshold", "-4%"), "--threshold")
     one_line_error(infercost("history", "changes", "--store", mine, "--case", "no such case"), "holds no point")
     one_line_error(infercost("run", "--history", corrupt / "x.duckdb", "--out", tmp_path / "r.jsonl"), "--history")
+
+
+def nightly(tmp_path, **env):
+    import os
+    base = {k: v for k, v in os.environ.items() if not k.startswith("NIGHTLY_")}
+    return subprocess.run(["bash", str(ROOT / "scripts/nightly.sh")], capture_output=True, text=True, timeout=300,
+                          env={**base, "INFERCOST": str(Path(sys.executable).parent / "infercost"),
+                               "NIGHTLY_DIR": str(tmp_path / "night"), **env})
+
+
+def test_a_night_is_priced_before_anything_launches_and_refused_above_its_budget(tmp_path):
+    proc = nightly(tmp_path, NIGHTLY_INSTANCES="aws:c7i.2xlarge", NIGHTLY_SUITE="quick", NIGHTLY_DRY_RUN="1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    plan = json.loads((tmp_path / "night" / "fleet.json").read_text())
+    assert f"the night is ESTIMATED at ${plan['est_usd']}" in proc.stdout and "dry run: nothing launched" in proc.stdout
+    assert 0 < plan["est_usd"] < 25
+    poor = nightly(tmp_path, NIGHTLY_INSTANCES="aws:c7i.2xlarge", NIGHTLY_SUITE="quick", NIGHTLY_BUDGET_USD="0.01")
+    assert poor.returncode == 3  # refused before `fleet launch`: no SkyPilot call is made at all
+    assert poor.stderr.strip().splitlines()[-1].startswith(f"nightly: the night is ESTIMATED at ${plan['est_usd']}, "
+                                                           "above NIGHTLY_BUDGET_USD=$0.01: nothing launched")
+    unset = nightly(tmp_path)
+    assert unset.returncode == 2 and "set NIGHTLY_INSTANCES" in unset.stderr
+    import yaml
+    workflow = yaml.safe_load((ROOT / ".github/workflows/nightly.yml").read_text())
+    assert workflow[True]["schedule"][0]["cron"] == "0 2 * * *"  # YAML 1.1 reads the key `on` as true
+    steps = [s.get("run") for s in workflow["jobs"]["night"]["steps"]]
+    assert "bash scripts/setup.sh fleet" in steps and "bash scripts/nightly.sh" in steps

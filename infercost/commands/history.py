@@ -33,7 +33,7 @@ def add_arguments(p, with_machine: bool = True) -> None:
 
 
 def arguments(p) -> None:
-    hsub = p.add_subparsers(dest="history_command", required=True, metavar="{add,changes,check,series}")
+    hsub = p.add_subparsers(dest="history_command", required=True, metavar="{add,changes,check,series,copy}")
     ha = hsub.add_parser("add", help="add result files to the history (a record already there is skipped)")
     ha.add_argument("results", nargs="+", help="result files or folders")
     store_flag(ha)
@@ -53,6 +53,10 @@ def arguments(p) -> None:
     hs = hsub.add_parser("series", help="the series in the history, with their points and time span")
     store_flag(hs)
     filters(hs)
+    hy = hsub.add_parser("copy", help="copy the history into another store, e.g. a bucket's Parquet prefix "
+                                      "(what the other store holds already is skipped)")
+    hy.add_argument("to", help="the store to copy into: a DuckDB file, a folder, or s3://bucket/prefix")
+    store_flag(hy)
 
 
 def filters(p) -> None:
@@ -67,6 +71,13 @@ def run(args) -> int:
         bases = price_bases(args)  # bad price flags are refused before any file is read
         added, known, rows = add(args.results, args.store, args.machine, bases, args.pricing)
         console.print(escape(f"history {args.store}: {added} records added ({rows} rows), {known} already there"))
+        return 0
+    if args.history_command == "copy":
+        with Store(args.store) as source:
+            rows = source.rows()
+        with Store(args.to, write=True) as dest:
+            added, known = dest.add(rows)
+        console.print(escape(f"history {args.to}: {added} records copied from {args.store}, {known} already there"))
         return 0
     with Store(args.store) as store:
         where, params = selection(args)

@@ -67,6 +67,12 @@ class Store:
                                  f"(a damaged or foreign file?): {first_line(str(e))}") from None
         else:
             self.con = duckdb.connect()
+            if self.where.startswith(("s3://", "gs://", "gcs://", "r2://")):
+                try:  # the cloud's own credentials (environment, profile, instance role), where DuckDB finds them
+                    kind = "gcs" if self.where.startswith(("gs://", "gcs://")) else "r2" if self.where.startswith("r2://") else "s3"
+                    self.con.execute(f"CREATE OR REPLACE SECRET infercost_store (TYPE {kind}, PROVIDER credential_chain)").fetchall()
+                except duckdb.Error:
+                    pass  # then DuckDB's own settings; a store it cannot reach is refused below in one line
             if not is_remote(self.where):
                 if not write and not Path(self.where).is_dir():
                     raise InputError(f"no history at {shown}")
@@ -169,10 +175,11 @@ class Store:
               "ORDER BY instance, key, metric, time"
         return self.con.execute(sql, params or []).df()
 
-    def counts(self) -> dict:
-        n = self.con.execute("SELECT count(DISTINCT id), count(*) FILTER (WHERE metric IS NOT NULL), "
-                             "count(DISTINCT (instance, key, metric)) FILTER (WHERE metric IS NOT NULL) FROM points").fetchall()[0]
-        return {"records": n[0], "points": n[1], "series": n[2]}
+    def rows(self) -> list[dict]:
+        """Every stored row (records without a point included), as `add` takes them."""
+        cols = ", ".join(COLUMNS)
+        return self.con.execute(f"SELECT {cols} FROM points ORDER BY time, id, metric").df().astype(object) \
+            .where(lambda d: d.notna(), None).to_dict("records")
 
 
 def first_line(text: str) -> str:
