@@ -62,7 +62,8 @@ def arguments(p) -> None:
 def filters(p) -> None:
     p.add_argument("--machine", help="only this instance or host (as the series name it)")
     p.add_argument("--metric", help="only this metric, e.g. output_tokens_per_s or usd_per_m_output")
-    p.add_argument("--case", help="only cases whose name contains this text, e.g. 'decode llama-3.1-8b b1'")
+    p.add_argument("--case", help="only cases whose name contains this text, e.g. 'torch-cuda decode llama-3.1-8b b1'")
+    p.add_argument("--since", help="only points from this date on (YYYY-MM-DD, UTC)")
 
 
 def run(args) -> int:
@@ -139,7 +140,14 @@ def add(paths, store_path, machine, bases, pricing) -> tuple[int, int, int]:
 
 
 def selection(args) -> tuple[str, list]:
+    from datetime import datetime
     clauses, params = [], []
+    if args.since:
+        try:
+            params.append(datetime.strptime(args.since, "%Y-%m-%d"))
+        except ValueError:
+            raise InputError(f"--since {args.since!r}: a date as YYYY-MM-DD") from None
+        clauses.append("time >= ?")
     for column, value, op in (("instance", args.machine, "="), ("metric", args.metric, "="),
                               ("case_name", args.case, "contains")):
         if value:

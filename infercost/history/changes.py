@@ -76,10 +76,13 @@ def what_changed(before, after) -> tuple[str, ...]:
     for name in sorted(set(v0) | set(v1)):
         if v0.get(name) != v1.get(name):
             out.append(f"{name} {_short(v0.get(name))} -> {_short(v1.get(name))}")
-    for column, label in (("infercost", "infercost"), ("host", "host"), ("cpu_model", "cpu"), ("device", "device")):
+    for column, label in (("infercost", "infercost"), ("cpu_model", "cpu"), ("device", "device")):
         a, b = _usual(before, column), _usual(after, column)
         if a != b:
             out.append(f"{label} {_short(a)} -> {_short(b)}")
+    a, b = before["host"].dropna().unique(), after["host"].dropna().unique()
+    if len(a) == 1 and len(b) == 1 and a[0] != b[0]:  # a fleet's instances get a new host name every night: said
+        out.append(f"host {_short(a[0])} -> {_short(b[0])}")  # only where each side ran on one host
     a, b = before["git_commit"].iloc[-1], after["git_commit"].iloc[0]  # the range a bisection would search
     if a != b:
         out.append(f"commits {_short(a)}..{_short(b)}")
