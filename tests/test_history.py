@@ -136,6 +136,26 @@ def test_check_alarms_on_recent_regressions_with_one_line_each_and_per_metric_th
                                         for l in both.stdout.splitlines() if l.startswith("ALARM"))
 
 
+def test_a_case_that_stops_measuring_alarms_with_its_reason_and_changes_print_as_json(history, tmp_path):
+    tmp, store = history
+    mine = tmp_path / "h.duckdb"
+    mine.write_bytes(store.read_bytes())
+    last = json.loads((tmp / "nights" / f"night-{NIGHTS - 1:02d}.jsonl").read_text().splitlines()[0])
+    broken = {**last, "timestamp": "2027-01-01T02:00:00+00:00", "status": "error", "valid": False,
+              "reasons": ["worker killed by SIGKILL (out of memory?)"], "metrics": None, "stats": None}
+    (tmp_path / "broken.jsonl").write_text(json.dumps(broken) + "\n")
+    assert main(["history", "add", str(tmp_path / "broken.jsonl"), "--store", str(mine)]) == 0
+    proc = infercost("history", "check", "--store", mine)
+    alarms = [l for l in proc.stdout.splitlines() if l.startswith("ALARM")]
+    assert proc.returncode == 1 and len(alarms) == 1, proc.stdout
+    assert alarms[0].startswith(f"ALARM aws:c7i.large {last['case']['backend']} ") and \
+           "error since 2027-01-01 02:00" in alarms[0] and "worker killed by SIGKILL" in alarms[0]
+    lines = infercost("history", "changes", "--store", mine, "--json").stdout.splitlines()
+    changes = [json.loads(l) for l in lines]
+    assert len(changes) == len(found_changes(store)[0])
+    assert {c["kind"] for c in changes} == {"price", "speed"} and all(len(c["ci95"]) == 2 for c in changes)
+
+
 def test_the_detector_finds_a_5_percent_step_in_2_percent_noise_and_stays_quiet_without_one():
     from infercost.history.detect import changes
     rng = np.random.default_rng(11)

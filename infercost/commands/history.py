@@ -4,6 +4,7 @@ infercost/history/)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from rich.markup import escape
@@ -42,7 +43,9 @@ def arguments(p) -> None:
     hc = hsub.add_parser("changes", help="each series' change points: when, how much, and what changed there")
     store_flag(hc)
     filters(hc)
-    hk = hsub.add_parser("check", help="exit 1 where a series' newest points form a regression beyond a threshold")
+    hc.add_argument("--json", action="store_true", help="one JSON object a change, a line each (for other tools)")
+    hk = hsub.add_parser("check", help="exit 1 where a series' newest points form a regression beyond a threshold, "
+                                       "or a case's newest record is no longer valid")
     store_flag(hk)
     filters(hk)
     hk.add_argument("--threshold", action="append", default=[], metavar="[METRIC=]PCT",
@@ -83,13 +86,18 @@ def run(args) -> int:
     with Store(args.store) as store:
         where, params = selection(args)
         df = store.frame(where, params)
-    if df.empty:
+        failing = store.failing(*selection(args, metric=False)) if args.history_command == "check" and not args.metric else []
+    if df.empty and not failing:
         raise InputError(f"the history at {args.store} holds no point" + (" that the filters select" if params else ""))
     if args.history_command == "series":
         return print_series(df)
     from infercost.history.changes import alarms, find
-    found, short = find(df)
+    found, short = find(df) if not df.empty else ([], [])
     if args.history_command == "changes":
+        if args.json:
+            for f in found:
+                print(json.dumps(as_json(f)))
+            return 0
         print_changes(found)
         print_short(short)
         return 0
@@ -100,11 +108,24 @@ def run(args) -> int:
         console.print(escape(f"ALARM {f.instance} {f.case_name} {f.metric}: {f.change.size:+.1%} "
                              f"(95% interval {f.change.low:+.1%} to {f.change.high:+.1%}) since {f.time:%Y-%m-%d %H:%M}, "
                              f"{f.after} points; {f.kind}" + (f"; {', '.join(f.what)}" if f.what else "")), soft_wrap=True)
-    series_n = df.groupby(["instance", "key", "metric"]).ngroups
-    console.print(escape(f"{len(hit)} alarm(s) over {series_n} series ({len(short)} with fewer points than a verdict needs); "
-                         f"threshold {default:.0%}" + "".join(f", {m} {v:.0%}" for m, v in per_metric.items())
-                         + f", newest {args.recent} points"))
-    return 1 if hit else 0
+    for instance, case, newest, status, reason, last_ok in failing:  # a case that stopped measuring is a regression too
+        console.print(escape(f"ALARM {instance} {case}: {status} since {newest:%Y-%m-%d %H:%M} (last valid "
+                             f"{last_ok:%Y-%m-%d %H:%M})" + (f": {reason}" if reason else "")), soft_wrap=True)
+    series_n = df.groupby(["instance", "key", "metric"]).ngroups if not df.empty else 0
+    n = len(hit) + len(failing)
+    console.print(escape(f"{n} alarm(s) over {series_n} series ({len(short)} with fewer points than a verdict needs; "
+                         f"{len(failing)} case(s) no longer valid); threshold {default:.0%}"
+                         + "".join(f", {m} {v:.0%}" for m, v in per_metric.items()) + f", newest {args.recent} points"))
+    return 1 if n else 0
+
+
+def as_json(f) -> dict:
+    """A change as one JSON object (history changes --json)."""
+    c = f.change
+    return {"instance": f.instance, "case": f.case_name, "key": f.key, "metric": f.metric, "at": f.time.isoformat(),
+            "size": c.size, "ci95": [c.low, c.high], "p": c.p, "before": c.before, "after": c.after,
+            "regression": f.regression, "kind": f.kind, "what_changed": list(f.what), "points": f.points,
+            "points_since": f.after}
 
 
 def add(paths, store_path, machine, bases, pricing) -> tuple[int, int, int]:
@@ -139,7 +160,7 @@ def add(paths, store_path, machine, bases, pricing) -> tuple[int, int, int]:
     return added, known, len(rows)
 
 
-def selection(args) -> tuple[str, list]:
+def selection(args, metric: bool = True) -> tuple[str, list]:
     from datetime import datetime
     clauses, params = [], []
     if args.since:
@@ -148,7 +169,7 @@ def selection(args) -> tuple[str, list]:
         except ValueError:
             raise InputError(f"--since {args.since!r}: a date as YYYY-MM-DD") from None
         clauses.append("time >= ?")
-    for column, value, op in (("instance", args.machine, "="), ("metric", args.metric, "="),
+    for column, value, op in (("instance", args.machine, "="), ("metric", args.metric if metric else None, "="),
                               ("case_name", args.case, "contains")):
         if value:
             clauses.append(f"contains({column}, ?)" if op == "contains" else f"{column} = ?")

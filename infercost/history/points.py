@@ -21,7 +21,7 @@ LOWER_IS_BETTER = {"ttft_s", "tpot_s", "usd_per_pflop", "usd_per_m_input", "usd_
 PRICE_METRICS = {m for ms in PRICED.values() for m in ms}
 
 COLUMNS = ("id", "digest", "instance", "key", "case_name", "workload", "backend", "device", "metric", "time",
-           "value", "low", "high", "status", "git_commit", "infercost", "versions", "host", "cpu_model",
+           "value", "low", "high", "status", "reason", "git_commit", "infercost", "versions", "host", "cpu_model",
            "price", "pricing", "usd_per_hour", "price_as_of", "source")
 
 
@@ -91,7 +91,8 @@ def rows_of(rec: dict, source: str, machine: str | None, bases: list, pricing: s
         versions["engine"] = case["engine"]
     common = {"id": rid, "digest": digest, "instance": instance, "key": key, "case_name": name,
               "workload": case["workload"], "backend": case["backend"], "device": case.get("device"),
-              "time": when, "status": rec["status"], "git_commit": prov.get("git_commit"),
+              "time": when, "status": rec["status"], "reason": "; ".join(map(str, rec.get("reasons") or []))[:300] or None,
+              "git_commit": prov.get("git_commit"),
               "infercost": prov.get("infercost"), "versions": as_json(versions), "host": host.get("hostname"),
               "cpu_model": host.get("cpu_model"), "price": price,
               "pricing": tag.get("pricing") or (pricing if basis else None),

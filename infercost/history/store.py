@@ -23,7 +23,7 @@ DEFAULT = Path("results/history/history.duckdb")
 
 SCHEMA = ("id VARCHAR, digest VARCHAR, instance VARCHAR, key VARCHAR, case_name VARCHAR, workload VARCHAR, "
           "backend VARCHAR, device VARCHAR, metric VARCHAR, time TIMESTAMP, value DOUBLE, low DOUBLE, high DOUBLE, "
-          "status VARCHAR, git_commit VARCHAR, infercost VARCHAR, versions VARCHAR, host VARCHAR, cpu_model VARCHAR, "
+          "status VARCHAR, reason VARCHAR, git_commit VARCHAR, infercost VARCHAR, versions VARCHAR, host VARCHAR, cpu_model VARCHAR, "
           "price VARCHAR, pricing VARCHAR, usd_per_hour DOUBLE, price_as_of VARCHAR, source VARCHAR, added TIMESTAMP")
 
 
@@ -174,6 +174,15 @@ class Store:
         sql = f"SELECT * EXCLUDE (added) FROM points WHERE metric IS NOT NULL {('AND ' + where) if where else ''} " \
               "ORDER BY instance, key, metric, time"
         return self.con.execute(sql, params or []).df()
+
+    def failing(self, where: str = "", params: list | None = None) -> list[tuple]:
+        """(instance, case name, newest time, its status, its reason, the last valid point's time) of
+        each case whose newest record is not valid but an earlier one was."""
+        sql = ("SELECT instance, arg_max(case_name, time), max(time), arg_max(status, time), arg_max(reason, time), "
+               "max(time) FILTER (WHERE status = 'ok') AS last_ok FROM (SELECT DISTINCT id, instance, key, case_name, "
+               f"time, status, reason FROM points {('WHERE ' + where) if where else ''}) GROUP BY instance, key "
+               "HAVING arg_max(status, time) <> 'ok' AND last_ok IS NOT NULL ORDER BY 1, 2")
+        return self.con.execute(sql, params or []).fetchall()
 
     def rows(self) -> list[dict]:
         """Every stored row (records without a point included), as `add` takes them."""
