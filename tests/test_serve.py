@@ -132,10 +132,12 @@ def test_a_concurrency_sweep_writes_priced_records(server, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "infercost.cli", "serve", url, "--model", model, "--concurrency", "1,2",
                            "--min-duration", "1.5", "--min-requests", "8", "--warmup-requests", "1",
                            "--input-tokens", "6", "--output-tokens", "8", "--slo", "ttft=2s,tpot=1s", "--tokenizer", model,
-                           "--repeats", "2", "--price-per-hour", "2", "--out", str(out)], capture_output=True, text=True, timeout=300)
+                           "--repeats", "2", "--price-per-hour", "2", "--out", str(out), "--history", str(tmp_path / "h.duckdb")],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     records = [json.loads(l) for l in out.read_text().splitlines()]
     assert [(r["case"]["params"]["level"], r["case"]["params"]["repeat"]) for r in records] == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    assert "history " in proc.stdout and "4 records added" in proc.stdout  # every level's run, in the history
     assert all(r["settings"]["loop"] == "closed" for r in records)
     for level in (1, 2):  # the spread across a level's runs is printed (each of its valid runs counted)
         valid = sum(r["status"] == "ok" for r in records if r["case"]["params"]["level"] == level)
