@@ -247,6 +247,8 @@ def test_bad_input_is_one_line_and_leaves_the_store_as_it_was(history, tmp_path)
     one_line_error(infercost("history", "check", "--store", mine, "--threshold", "-4%"), "--threshold")
     one_line_error(infercost("history", "changes", "--store", mine, "--case", "no such case"), "holds no point")
     one_line_error(infercost("history", "series", "--store", mine, "--since", "2026-13-01"), "--since", "YYYY-MM-DD")
+    one_line_error(infercost("history", "check", "--store", ""), "empty path")
+    one_line_error(infercost("history", "copy", no_key / "bucket", "--store", mine), "cannot write the history")
     one_line_error(infercost("run", "--history", corrupt / "x.duckdb", "--out", tmp_path / "r.jsonl"), "--history")
 
 

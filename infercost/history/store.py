@@ -43,6 +43,8 @@ class Store:
 
     def __init__(self, where, write: bool = False):
         import duckdb
+        if not str(where).strip():
+            raise InputError("the history's store is an empty path: give a DuckDB file, a folder or an s3:// prefix")
         self.where, self.kind, self.write = str(where), kind_of(str(where)), write
         shown = control_escaped(self.where)
         if self.kind == "duckdb":
@@ -50,7 +52,7 @@ class Store:
             if not write and not path.exists():
                 raise InputError(f"no history at {shown} (add records with: infercost history add FILES --store {shown})")
             if write:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                made(path.parent, shown)
             try:
                 self.con = duckdb.connect(self.where, read_only=not write)
                 self.con.execute(f"CREATE TABLE IF NOT EXISTS points ({SCHEMA})" if write else "SELECT count(*) FROM points").fetchall()
@@ -77,7 +79,7 @@ class Store:
                 if not write and not Path(self.where).is_dir():
                     raise InputError(f"no history at {shown}")
                 if write:
-                    Path(self.where).mkdir(parents=True, exist_ok=True)
+                    made(Path(self.where), shown)
             files = self._parquet_files()
             try:
                 if files:
@@ -189,6 +191,16 @@ class Store:
         cols = ", ".join(COLUMNS)
         return self.con.execute(f"SELECT {cols} FROM points ORDER BY time, id, metric").df().astype(object) \
             .where(lambda d: d.notna(), None).to_dict("records")
+
+
+def made(folder: Path, shown: str) -> None:
+    """The folder, made where absent; InputError where it cannot be (a file in the way, no permission)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot write the history at {shown}: {control_escaped(str(e.strerror or e))}") from None
+    if not folder.is_dir():
+        raise InputError(f"cannot write the history at {shown}: {control_escaped(str(folder))} is not a folder")
 
 
 def first_line(text: str) -> str:
