@@ -90,6 +90,25 @@ def test_every_record_is_stored_once_however_often_it_is_added(history, capsys):
     assert f"0 records added" in capsys.readouterr().out
 
 
+def test_records_added_by_mistake_are_removed_whole_and_only_with_yes(history, tmp_path):
+    tmp, store = history
+    mine = tmp_path / "h.duckdb"
+    mine.write_bytes(store.read_bytes())
+    night = tmp / "nights" / "night-05.jsonl"
+    listed = infercost("history", "remove", "--store", mine, "--source", night)
+    assert listed.returncode == 0 and f"{len(TEMPLATE)} records added from {night} would be removed" in listed.stdout
+    assert stored(mine) == stored(store)  # nothing went without --yes
+    gone = infercost("history", "remove", "--store", mine, "--source", night, "--yes")
+    assert gone.returncode == 0 and stored(mine)[0] == stored(store)[0] - len(TEMPLATE)
+    assert main(["history", "add", str(night), "--store", str(mine)]) == 0  # and back: the same rows again
+    assert stored(mine) == stored(store)
+    one_line_error(infercost("history", "remove", "--store", mine), "--source FILE or --machine NAME")
+    bucket = tmp_path / "bucket"
+    assert main(["history", "add", str(night), "--store", str(bucket)]) == 0
+    one_line_error(infercost("history", "remove", "--store", bucket, "--machine", "aws:c7i.large", "--yes"),
+                   "Parquet store", "history copy")
+
+
 def test_a_planted_upgrade_and_a_price_change_are_found_where_planted_and_told_apart(history):
     found, short = found_changes(history[1])
     assert not short

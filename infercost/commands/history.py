@@ -34,7 +34,7 @@ def add_arguments(p, with_machine: bool = True) -> None:
 
 
 def arguments(p) -> None:
-    hsub = p.add_subparsers(dest="history_command", required=True, metavar="{add,changes,check,series,copy}")
+    hsub = p.add_subparsers(dest="history_command", required=True, metavar="{add,changes,check,series,copy,remove}")
     ha = hsub.add_parser("add", help="add result files to the history (a record already there is skipped)")
     ha.add_argument("results", nargs="+", help="result files or folders")
     store_flag(ha)
@@ -60,6 +60,13 @@ def arguments(p) -> None:
                                       "(what the other store holds already is skipped)")
     hy.add_argument("to", help="the store to copy into: a DuckDB file, a folder, or s3://bucket/prefix")
     store_flag(hy)
+    hr = hsub.add_parser("remove", help="take records out of a DuckDB history: those added from a file, or an "
+                                        "instance's (lists them; --yes removes them)")
+    store_flag(hr)
+    hr.add_argument("--source", help="the records added from this result file (as `history add` was given it)")
+    hr.add_argument("--machine", help="the records of this instance or host")
+    hr.add_argument("--since", help="only records from this date on (YYYY-MM-DD, UTC)")
+    hr.add_argument("--yes", action="store_true", help="remove them (without it: only say what would go)")
 
 
 def filters(p) -> None:
@@ -83,6 +90,8 @@ def run(args) -> int:
             added, known = dest.add(rows)
         console.print(escape(f"history {args.to}: {added} records copied from {args.store}, {known} already there"))
         return 0
+    if args.history_command == "remove":
+        return remove(args)
     with Store(args.store) as store:
         where, params = selection(args)
         df = store.frame(where, params)
@@ -117,6 +126,31 @@ def run(args) -> int:
                          f"{len(failing)} case(s) no longer valid); threshold {default:.0%}"
                          + "".join(f", {m} {v:.0%}" for m, v in per_metric.items()) + f", newest {args.recent} points"))
     return 1 if n else 0
+
+
+def remove(args) -> int:
+    from infercost.history.store import Store
+    if not args.source and not args.machine:
+        raise InputError("history remove needs --source FILE or --machine NAME (or both): which records to take out")
+    clauses, params = [], []
+    for column, value in (("source", args.source), ("instance", args.machine)):
+        if value:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    where, since = selection(argparse_namespace(since=args.since))
+    with Store(args.store, write=args.yes) as store:
+        n = store.remove(" AND ".join(clauses + ([where] if where else [])), params + since, really=args.yes)
+    what = " and ".join(f"{k} {v}" for k, v in (("added from", args.source), ("of", args.machine)) if v)
+    if not args.yes:
+        console.print(escape(f"{n} records {what} would be removed from {args.store}; add --yes to remove them"))
+    else:
+        console.print(escape(f"{n} records {what} removed from {args.store}"))
+    return 0
+
+
+def argparse_namespace(**kw):
+    from argparse import Namespace
+    return Namespace(machine=None, metric=None, case=None, **kw)
 
 
 def as_json(f) -> dict:

@@ -186,6 +186,23 @@ class Store:
                "HAVING arg_max(status, time) <> 'ok' AND last_ok IS NOT NULL ORDER BY 1, 2")
         return self.con.execute(sql, params or []).fetchall()
 
+    def remove(self, where: str, params: list, really: bool) -> int:
+        """The records (every row of each) that `where` selects: their count, and with really=True
+        removed in one transaction. A Parquet store's files are whole objects: refused."""
+        n = self.con.execute(f"SELECT count(DISTINCT id) FROM points WHERE {where}", params).fetchall()[0][0]
+        if really and n:
+            if self.kind != "duckdb":
+                raise InputError(f"{control_escaped(self.where)} is a Parquet store, whose files are never rewritten: "
+                                 "copy it into a DuckDB file (history copy), remove there, and copy that into a new prefix")
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                self.con.execute(f"DELETE FROM points WHERE {where}", params).fetchall()
+                self.con.execute("COMMIT")
+            except BaseException:
+                self.con.execute("ROLLBACK")
+                raise
+        return n
+
     def rows(self) -> list[dict]:
         """Every stored row (records without a point included), as `add` takes them."""
         cols = ", ".join(COLUMNS)
