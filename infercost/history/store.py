@@ -83,7 +83,7 @@ class Store:
             files = self._parquet_files()
             try:
                 if files:
-                    listed = ", ".join(f"'{f}'" for f in files)
+                    listed = ", ".join(map(quoted, files))
                     self.con.execute(f"CREATE VIEW points AS SELECT * FROM read_parquet([{listed}], union_by_name=true)")
                     self.con.execute("SELECT count(*) FROM points").fetchall()
                 else:
@@ -162,11 +162,11 @@ class Store:
         place (a reader never sees half of it); an object store's put is whole by itself."""
         name = f"points-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.parquet"
         if is_remote(self.where):
-            self.con.execute(f"COPY fresh TO '{self.where.rstrip('/')}/{name}' (FORMAT parquet)")
+            self.con.execute(f"COPY fresh TO {quoted(self.where.rstrip('/') + '/' + name)} (FORMAT parquet)")
             return
         tmp = Path(self.where) / f".{name}.tmp"
         try:
-            self.con.execute(f"COPY fresh TO '{tmp}' (FORMAT parquet)")
+            self.con.execute(f"COPY fresh TO {quoted(str(tmp))} (FORMAT parquet)")
             os.replace(tmp, Path(self.where) / name)
         finally:
             tmp.unlink(missing_ok=True)
@@ -208,6 +208,11 @@ class Store:
         cols = ", ".join(COLUMNS)
         return self.con.execute(f"SELECT {cols} FROM points ORDER BY time, id, metric").df().astype(object) \
             .where(lambda d: d.notna(), None).to_dict("records")
+
+
+def quoted(text: str) -> str:
+    """A path as an SQL string literal (DuckDB's COPY and view statements take no parameters there)."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 def made(folder: Path, shown: str) -> None:
