@@ -132,25 +132,19 @@ def remove(args) -> int:
     from infercost.history.store import Store
     if not args.source and not args.machine:
         raise InputError("history remove needs --source FILE or --machine NAME (or both): which records to take out")
-    clauses, params = [], []
+    clauses, params = since(args.since)
     for column, value in (("source", args.source), ("instance", args.machine)):
         if value:
             clauses.append(f"{column} = ?")
             params.append(value)
-    where, since = selection(argparse_namespace(since=args.since))
     with Store(args.store, write=args.yes) as store:
-        n = store.remove(" AND ".join(clauses + ([where] if where else [])), params + since, really=args.yes)
+        n = store.remove(" AND ".join(clauses), params, really=args.yes)
     what = " and ".join(f"{k} {v}" for k, v in (("added from", args.source), ("of", args.machine)) if v)
     if not args.yes:
         console.print(escape(f"{n} records {what} would be removed from {args.store}; add --yes to remove them"))
     else:
         console.print(escape(f"{n} records {what} removed from {args.store}"))
     return 0
-
-
-def argparse_namespace(**kw):
-    from argparse import Namespace
-    return Namespace(machine=None, metric=None, case=None, **kw)
 
 
 def as_json(f) -> dict:
@@ -195,20 +189,24 @@ def add(paths, store_path, machine, bases, pricing) -> tuple[int, int, int]:
 
 
 def selection(args, metric: bool = True) -> tuple[str, list]:
-    from datetime import datetime
-    clauses, params = [], []
-    if args.since:
-        try:
-            params.append(datetime.strptime(args.since, "%Y-%m-%d"))
-        except ValueError:
-            raise InputError(f"--since {args.since!r}: a date as YYYY-MM-DD") from None
-        clauses.append("time >= ?")
+    clauses, params = since(args.since)
     for column, value, op in (("instance", args.machine, "="), ("metric", args.metric if metric else None, "="),
                               ("case_name", args.case, "contains")):
         if value:
             clauses.append(f"contains({column}, ?)" if op == "contains" else f"{column} = ?")
             params.append(value)
     return " AND ".join(clauses), params
+
+
+def since(text: str | None) -> tuple[list[str], list]:
+    """--since as an SQL clause and its parameter (none without it)."""
+    from datetime import datetime
+    if not text:
+        return [], []
+    try:
+        return ["time >= ?"], [datetime.strptime(text, "%Y-%m-%d")]
+    except ValueError:
+        raise InputError(f"--since {text!r}: a date as YYYY-MM-DD") from None
 
 
 def thresholds(given: list[str]) -> tuple[float, dict]:
