@@ -65,7 +65,7 @@ def binseg(x):
     cuts = ruptures.Binseg(model="l2", min_size=detect.MIN_SEGMENT).fit(y).predict(
         pen=detect.PENALTY * 2 * sigma ** 2 * math.log(len(y)))[:-1]
     bounds = [0] + cuts + [len(y)]
-    return [c for i, c in enumerate(cuts) if detect._test(x, bounds[i], c, bounds[i + 2]).p < detect.ALPHA]
+    return [c for i, c in enumerate(cuts) if detect.welch(x, bounds[i], c, bounds[i + 2]).p < detect.ALPHA]
 
 
 def score(name, found_stepped, at, found_flat, seconds, big=None):

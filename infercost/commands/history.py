@@ -177,7 +177,7 @@ def add(paths, store_path, machine, bases, pricing) -> tuple[int, int, int]:
             bad += [f"{f}:{number}: {why}" for number, why in problems]
         for got, problems in pieces:
             rows += got
-            bad += [f"{f}: the record of {key}: {why}" if key else f"{f}: {why}" for _, why, key in problems]
+            bad += [f"{f}: the record of {key}: {why}" if key else f"{f}: {why}" for why, key in problems]
     if bad:
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         raise InputError(f"{bad[0]}{more}: nothing was added")
@@ -210,9 +210,8 @@ def since(text: str | None) -> tuple[list[str], list]:
 
 
 def thresholds(given: list[str]) -> tuple[float, dict]:
-    from infercost.history.points import LOWER_IS_BETTER, SPEED, PRICED
+    from infercost.history.points import METRICS as known
     from infercost.numbers import number
-    known = {m for ms in (*SPEED.values(), *PRICED.values()) for m in ms} | LOWER_IS_BETTER
     default, per_metric = 0.03, {}
     for text in given:
         metric, _, pct = text.rpartition("=")

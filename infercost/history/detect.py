@@ -49,14 +49,15 @@ def changes(values) -> list[Change]:
     sigma = max(noise(y), 1e-9)
     cuts = ruptures.KernelCPD(kernel="linear", min_size=MIN_SEGMENT).fit(y).predict(pen=PENALTY * 2 * sigma ** 2 * math.log(n))[:-1]
     while True:
-        tested = [_test(x, ([0] + cuts)[i], c, (cuts + [n])[i + 1]) for i, c in enumerate(cuts)]
+        tested = [welch(x, ([0] + cuts)[i], c, (cuts + [n])[i + 1]) for i, c in enumerate(cuts)]
         weak = [i for i, t in enumerate(tested) if t.p >= ALPHA]
         if not weak:
             return tested
         cuts.pop(max(weak, key=lambda i: tested[i].p))
 
 
-def _test(x: np.ndarray, start: int, at: int, end: int) -> Change:
+def welch(x: np.ndarray, start: int, at: int, end: int) -> Change:
+    """The change at `at` between the segments x[start:at] and x[at:end], with Welch's t-test."""
     from scipy import stats
     a, b = x[start:at], x[at:end]
     before, after = float(a.mean()), float(b.mean())

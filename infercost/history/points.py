@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from infercost.bench.records import as_json
 from infercost.hardware import cost as costs
 
-# The figures tracked for each workload; +1: higher is better, -1: lower is better.
+# The figures tracked for each workload: its speeds and, where a price applies, its costs.
 SPEED = {"matmul": ("tflops",), "prefill": ("input_tokens_per_s", "ttft_s"),
          "decode": ("output_tokens_per_s", "tpot_s"), "serve": ("output_tokens_per_s", "tpot_s"),
          "collective": ("busbw_gbs",)}
@@ -19,6 +19,7 @@ PRICED = {"matmul": ("usd_per_pflop",), "prefill": ("usd_per_m_input",), "decode
           "serve": ("usd_per_m_output",)}
 LOWER_IS_BETTER = {"ttft_s", "tpot_s", "usd_per_pflop", "usd_per_m_input", "usd_per_m_output"}
 PRICE_METRICS = {m for ms in PRICED.values() for m in ms}
+METRICS = {m for ms in SPEED.values() for m in ms} | PRICE_METRICS
 
 COLUMNS = ("id", "digest", "instance", "key", "case_name", "workload", "backend", "device", "metric", "time",
            "value", "low", "high", "status", "reason", "git_commit", "infercost", "versions", "host", "cpu_model",
@@ -26,6 +27,7 @@ COLUMNS = ("id", "digest", "instance", "key", "case_name", "workload", "backend"
 
 
 def direction(metric: str) -> int:
+    """+1 where higher is better (rates), -1 where lower is (times, costs)."""
     return -1 if metric in LOWER_IS_BETTER else 1
 
 
@@ -127,11 +129,11 @@ def _row_instance(basis) -> str | None:
 
 
 def rows_of_chunk(records: list, source: str, machine, bases, pricing) -> tuple[list, list]:
-    """(rows, problems as (index in the chunk, why)) of a chunk of records: run where the chunk was read."""
+    """(rows, problems as (why, the record's key)) of a chunk of records: run where the chunk was read."""
     rows, problems = [], []
-    for i, rec in enumerate(records):
+    for rec in records:
         why, got = rows_of(rec, source, machine, bases, pricing)
         if why:
-            problems.append((i, why, rec.get("key")))
+            problems.append((why, rec.get("key")))
         rows += got
     return rows, problems
