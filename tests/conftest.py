@@ -81,3 +81,14 @@ def nothing_is_written_into_the_checkout():
     if before is not None and after is not None and after - before:
         new = sorted(e[3:].decode("utf-8", "replace") for e in after - before)
         pytest.fail(f"tests wrote into the checkout: {new[:5]}", pytrace=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def frozen_objects_freed_at_exit():
+    """Reading records freezes what it built out of the cycle collector's reach (records.py); thawed
+    at the end, the native objects made in this process (DuckDB's) are freed before it exits, else
+    nanobind, DuckDB's binding layer, lists them as leaked when the interpreter ends."""
+    yield
+    import gc
+    gc.unfreeze()
+    gc.collect()

@@ -54,17 +54,6 @@ def stored(store: Path) -> tuple[int, int]:
         return con.execute("SELECT count(DISTINCT id), count(*) FROM points").fetchall()[0]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def duckdb_objects_freed_at_exit():
-    """Reading records freezes what it built out of the cycle collector's reach (records.py); thawed
-    here, the DuckDB objects made in this process are freed before it exits (else nanobind, DuckDB's
-    binding layer, lists them as leaked when the interpreter ends)."""
-    yield
-    import gc
-    gc.unfreeze()
-    gc.collect()
-
-
 @pytest.fixture(scope="module")
 def history(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("history")
