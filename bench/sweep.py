@@ -2,11 +2,12 @@
 
 Framework-free, so torch-cpu and jax-cpu share one definition without either loading the other:
 each adapter hands over zero-copy numpy views of its buffers (CPU memory only), and `threads`
-threads read them, each its own slice of every buffer, as a multithreaded GEMV splits its rows
-(numpy's reductions release the GIL). Every buffer is reduced by max: numpy's max is SIMD code
-(72 GB/s a core from L2 on the EPYC host, float32) where its float sum is not (25 GB/s, slower
-than memory with two threads); bfloat16, float16 and fp8 are read as integers of their width
-(numpy has no fast arithmetic of those floats).
+threads read them, each its own slice of every buffer, as a multithreaded GEMV splits its rows.
+The reader is read_sweep.c (built once a host with the C compiler; ctypes releases the GIL): every
+byte loaded once in the widest vectors the CPU has. Where no C compiler is found, numpy's max
+(SIMD code; bfloat16, float16 and fp8 read as integers of their width) reads instead, and the
+basis says so: it read 1-15% slower than the C loop on the 2-core EPYC VM, and slower than
+infercost's own float32 GEMVs stream the same weights (2026-12-07).
 
 Why the model's own buffers: on a shared or virtualised host, separately allocated buffers of
 one process read at different speeds (27 to 55 GB/s seen side by side on the 2-core EPYC VM), so
@@ -19,11 +20,16 @@ sweep / ATen's 0.958 to 1.112, median 0.999 (both 24-38 GB/s as the VM's memory 
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
+
+from infercost.kernels.cpu_native import build_library
 
 NATIVE = (np.dtype(np.float32), np.dtype(np.float64))  # read as they are; other floats as integers
 INTEGER_OF_WIDTH = {1: np.int8, 2: np.int16, 4: np.int32, 8: np.int64}
@@ -37,10 +43,27 @@ def readable(a: np.ndarray) -> np.ndarray:
     return flat if flat.dtype in NATIVE else flat.view(INTEGER_OF_WIDTH[flat.dtype.itemsize])
 
 
+@functools.cache
+def native_reader():
+    """read_sweep.c's infercost_read(pointer, bytes), or None where it cannot be built (and why)."""
+    try:
+        lib = ctypes.CDLL(str(build_library(Path(__file__).with_name("read_sweep.c"), ["-O3", "-shared", "-fPIC"])))
+    except (RuntimeError, OSError) as e:
+        return None, str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+    lib.infercost_read.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    lib.infercost_read.restype = ctypes.c_uint64
+    return lib.infercost_read, None
+
+
+def reader_name() -> str:
+    return "C reader" if native_reader()[0] is not None else f"numpy's max ({native_reader()[1]})"
+
+
 def read_sweep(arrays: list[np.ndarray], threads: int | None = None, seconds: float = 0.3) -> float:
     """Bytes/s of reading every array once, the median over repeated reads for `seconds`."""
     threads = max(1, threads or 1)
     views = [readable(a) for a in arrays]
+    native = native_reader()[0]
     parts = [[] for _ in range(threads)]
     for v in views:
         step = -(-v.size // threads)
@@ -50,7 +73,10 @@ def read_sweep(arrays: list[np.ndarray], threads: int | None = None, seconds: fl
 
     def read(part):
         for v in part:
-            np.maximum.reduce(v)
+            if native is not None:
+                native(v.ctypes.data, v.nbytes)
+            else:
+                np.maximum.reduce(v)
 
     with ThreadPoolExecutor(threads) as pool:
         def once():
@@ -81,5 +107,5 @@ def host_read_bandwidth(views: list[np.ndarray] | None, threads: int | None) -> 
     """The ceiling and how it was measured: over the model's own buffers (`views`), or, where the
     adapter could give none, over a buffer of its own."""
     if views is not None and all(v.flags.c_contiguous for v in views):
-        return read_sweep(views, threads), "measured (read of this model's weights, before and after timing)"
-    return own_buffer_sweep(threads), "measured (read of 512 MiB)"
+        return read_sweep(views, threads), f"measured ({reader_name()}: this model's weights, before and after timing)"
+    return own_buffer_sweep(threads), f"measured ({reader_name()}: 512 MiB)"
