@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from infercost.kernels.cpu_native import build_library
+from .native import build_library
 
 NATIVE = (np.dtype(np.float32), np.dtype(np.float64))  # read as they are; other floats as integers
 INTEGER_OF_WIDTH = {1: np.int8, 2: np.int16, 4: np.int32, 8: np.int64}

@@ -7,10 +7,11 @@ Two forms, both measured on 2-core EPYC and Xeon hosts:
   decode (4-8 rows) stays here: 20-30% faster than the fused form or unpacked oneDNN.
 - FusedGEMV: batch-1 decode compiled by inductor, with every one-row product written as a
   float32 multiply-reduce over W's rows and decode attention as broadcast multiply-reduces, so
-  the step (norms, rotary, cache update, softmax) becomes a few C++/OpenMP kernels between the
-  products. float32 and int8 one-row products call gemv_torch_cpu.cpp between inductor's kernels
-  (inductor's loop read float32 weights 7% slower, and was latency-bound on int8). Outside compilation
+  the whole step (norms, rotary, cache update, softmax, every GEMV) becomes one C++/OpenMP
+  kernel that streams the weights at about a read sweep's bandwidth. Outside compilation
   (the prefill beside it) it calls oneDNN on the unpacked weights, about as fast as packed.
+  int8 weights are the exception: their one-row products call int8_gemv_torch_cpu.cpp between
+  inductor's kernels (inductor's own loop was latency-bound there, not memory-bound).
 int8 weights in both forms, outside compiled code: a few rows (batched decode) by the same
 kernel's batched product, many rows (prefill) by dequantized blocks through oneDNN (int8_linear).
 """
@@ -20,8 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import gemv_torch_cpu
-from .cpu_native import F32_SWITCH, f32_wanted
+from . import int8_gemv_torch_cpu
 from .llama_torch import COMPILED_MOE_BATCH, Llama, Ops, QLinear, rms_norm, sink_softmax, strict_recompiles
 
 # oneDNN's inner product on a pre-packed weight (the kernel torch.compile's CPU path calls).
@@ -57,9 +57,9 @@ def int8_linear(x, w: QLinear, b=None):
     """y = x @ (values * scale).T without a float copy of the whole W: infercost's kernel for a
     few rows (one row: its GEMV), dequantized blocks for many."""
     rows = x.shape[:-1].numel()
-    if rows <= INT8_KERNEL_MAX_ROWS and gemv_torch_cpu.available():
+    if rows <= INT8_KERNEL_MAX_ROWS and int8_gemv_torch_cpu.available():
         x32 = x.float()
-        y = (gemv_torch_cpu.int8_gemv if rows == 1 else gemv_torch_cpu.int8_gemm)(x32, w.values, w.scale.float()).to(x.dtype)
+        y = (int8_gemv_torch_cpu.int8_gemv if rows == 1 else int8_gemv_torch_cpu.int8_gemm)(x32, w.values, w.scale.float()).to(x.dtype)
     else:
         y = dequant_linear(x, w)
     return y if b is None else y + b
@@ -85,17 +85,15 @@ def one_row(x: torch.Tensor) -> bool:
     return x.shape[:-1].numel() == 1
 
 
-def multiply_reduce(x32: torch.Tensor, w, int8_kernel: bool = False, f32_kernel: bool = False) -> torch.Tensor:
+def multiply_reduce(x32: torch.Tensor, w, int8_kernel: bool = False) -> torch.Tensor:
     """x32 @ W.T for one row, as inductor streams it: one vectorised pass over W's rows, split
     across threads, float32 accumulation as in a GEMM. A quantized W is converted inside the
     same loop (1 byte read a weight) and scaled once per output; int8 goes to our own kernel
-    where it built (gemv_torch_cpu.cpp says why: inductor's loop is latency-bound on int8)."""
+    where it built (int8_gemv_torch_cpu.cpp says why: inductor's loop is latency-bound on int8)."""
     if isinstance(w, QLinear):
         if int8_kernel and w.values.dtype == torch.int8:
-            return gemv_torch_cpu.int8_gemv(x32, w.values, w.scale.float())
+            return int8_gemv_torch_cpu.int8_gemv(x32, w.values, w.scale.float())
         return (x32.unsqueeze(-2) * w.values.float()).sum(-1) * w.scale.float()
-    if f32_kernel and w.dtype == torch.float32 and w.is_contiguous():
-        return gemv_torch_cpu.f32_gemv(x32, w)
     return (x32.unsqueeze(-2) * w.float()).sum(-1)
 
 
@@ -104,7 +102,6 @@ class FusedGEMV(Ops):
 
     int8_kernel = False  # int8 weights' rows by infercost's kernel
     kv_kernel = False    # an int8 KV cache's attention by infercost's kernels
-    f32_kernel = False   # float32 rows by infercost's GEMV
 
     def __init__(self, kv_int8: bool = False):
         self.kv_int8, self.kv_decided = kv_int8, False
@@ -113,25 +110,20 @@ class FusedGEMV(Ops):
         # Decided here, as the weights arrive, in every process that builds a part of the model (a
         # rank of a split one): compiled code cannot ask, and a float model never builds the kernel.
         if self.kv_int8 and not self.kv_decided:
-            why = gemv_torch_cpu.why_not()
+            why = int8_gemv_torch_cpu.why_not()
             self.kv_kernel, self.kv_decided = why is None, True
             self.launch_note += ("; int8 KV cache attention by infercost's kernels" if why is None
                                  else f"; int8 KV cache attention by inductor's loop ({why})")
-        if not isinstance(w, QLinear) and w.dtype == torch.float32 and "float32 rows by" not in self.launch_note:
-            why = gemv_torch_cpu.why_not() if f32_wanted() else f"{F32_SWITCH}=framework"
-            self.f32_kernel = why is None
-            self.launch_note += (f"; float32 rows by infercost's GEMV, {gemv_torch_cpu.describe()}" if why is None
-                                 else f"; float32 rows by inductor's loop ({why})")
-        if isinstance(w, QLinear) and w.values.dtype == torch.int8 and "int8 rows by" not in self.launch_note:
-            why = gemv_torch_cpu.why_not()
+        if isinstance(w, QLinear) and w.values.dtype == torch.int8 and "rows by" not in self.launch_note:
+            why = int8_gemv_torch_cpu.why_not()
             self.int8_kernel = why is None
-            self.launch_note += (f"; int8 rows by infercost's GEMV, {gemv_torch_cpu.describe()}" if why is None
+            self.launch_note += (f"; int8 rows by infercost's GEMV, {int8_gemv_torch_cpu.describe()}" if why is None
                                  else f"; int8 rows by inductor's loop ({why})")
         return w
 
     def linear(self, x, w, b=None):
         if one_row(x) and torch.compiler.is_compiling():
-            y = multiply_reduce(x.float(), w, self.int8_kernel, self.f32_kernel)
+            y = multiply_reduce(x.float(), w, self.int8_kernel)
             return (y if b is None else y + b.float()).to(x.dtype)
         if isinstance(w, QLinear):
             if w.values.dtype == torch.int8 and not torch.compiler.is_compiling():
@@ -148,7 +140,7 @@ class FusedGEMV(Ops):
             # inductor's kernel stream weights 15-35% slower than a plain multiply-reduce.
             x32 = x.float()
             scale = torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
-            y = multiply_reduce(norm_w.float() * x32, w, self.int8_kernel, self.f32_kernel) * scale
+            y = multiply_reduce(norm_w.float() * x32, w, self.int8_kernel) * scale
             return (y if b is None else y + b.float()).to(x.dtype)
         return self.linear(rms_norm(x, norm_w, eps), w, b)
 
@@ -162,8 +154,8 @@ class FusedGEMV(Ops):
         b, nh, t, hd = q.shape
         qg = q.reshape(b, k_cache.shape[1], (nh // k_cache.shape[1]) * t, hd)
         kernel = k_scale is not None and self.kv_kernel
-        if kernel:  # infercost's int8 kernels (gemv_torch_cpu.cpp says why)
-            scores = gemv_torch_cpu.int8_attn_scores(qg.float() * hd**-0.5, k_cache, k_scale)
+        if kernel:  # infercost's int8 kernels (int8_gemv_torch_cpu.cpp says why)
+            scores = int8_gemv_torch_cpu.int8_attn_scores(qg.float() * hd**-0.5, k_cache, k_scale)
         else:
             scores = (qg.unsqueeze(-2).float() * k_cache.unsqueeze(2).float()).sum(-1) * hd**-0.5
             if k_scale is not None:
@@ -172,7 +164,7 @@ class FusedGEMV(Ops):
         if v_scale is not None:
             probs = probs * v_scale.unsqueeze(2)
         if kernel:
-            o = gemv_torch_cpu.int8_attn_values(probs, v_cache).to(q.dtype)
+            o = int8_gemv_torch_cpu.int8_attn_values(probs, v_cache).to(q.dtype)
         else:
             o = (probs.unsqueeze(-1) * v_cache.unsqueeze(2).float()).sum(-2).to(q.dtype)
         return o.reshape(b, nh, t, hd)

@@ -43,7 +43,7 @@ def imports(name: str, path: Path, known: set[str]) -> set[str]:
 
 
 def framework_offenders(known: dict[str, Path]) -> dict[str, list[str]]:
-    """Modules that import a framework without naming it (torch_backend, llama_jax, gemv_torch_cpu
+    """Modules that import a framework without naming it (torch_backend, llama_jax, int8_gemv_torch_cpu
     say what they load; a module whose name does not may import none)."""
     offenders = {}
     for name, path in known.items():

@@ -14,7 +14,7 @@ from infercost.bench.backend import open_backend
 from infercost.bench.llm import TransformerWorkload
 from infercost.bench.measure import measure_case
 from infercost.bench.timing import Settings
-from infercost.kernels import gemv_torch_cpu, llama, llama_ref, models, quant
+from infercost.kernels import int8_gemv_torch_cpu, llama, llama_ref, models, quant
 from infercost.kernels.llama import CONFIGS
 from infercost.kernels.dtypes import QuantSpec
 from test_llama import run_greedy  # the same greedy loop, quantized
@@ -74,19 +74,19 @@ def test_int8_logits_match_float64_with_the_same_dequantized_weights_in_torch_an
         results[name] = logits
         if name == "torch-cpu":
             assert ("inductor" in launch) == (batch == 1)
-            if batch == 1 and gemv_torch_cpu.available():
-                assert f"infercost's GEMV, {gemv_torch_cpu.form()}" in launch  # the compiled step called our kernel
+            if batch == 1 and int8_gemv_torch_cpu.available():
+                assert f"infercost's GEMV, {int8_gemv_torch_cpu.form()}" in launch  # the compiled step called our kernel
     for a, b in zip(results["torch-cpu"], results["jax-cpu"]):
         assert np.abs(a - b).max() / np.abs(b).max() < 1e-5  # torch and JAX agree
 
 
 def runnable_forms() -> list[str]:
     from infercost.hardware.host import cpu_flags
-    return [n for n, (_, needs) in gemv_torch_cpu.FORMS.items() if all(f in cpu_flags() for f in needs)]
+    return [n for n, (_, needs) in int8_gemv_torch_cpu.FORMS.items() if all(f in cpu_flags() for f in needs)]
 
 
-@pytest.mark.skipif(not gemv_torch_cpu.available(), reason=str(gemv_torch_cpu.why_not()))
-@pytest.mark.parametrize("form", list(gemv_torch_cpu.FORMS))
+@pytest.mark.skipif(not int8_gemv_torch_cpu.available(), reason=str(int8_gemv_torch_cpu.why_not()))
+@pytest.mark.parametrize("form", list(int8_gemv_torch_cpu.FORMS))
 @pytest.mark.parametrize("out_features, k", [(37, 75), (5, 16), (130, 2048), (9, 232)])
 def test_every_form_of_the_cpu_int8_gemv_matches_float64_for_any_width(form, out_features, k):
     # Widths off its 32-wide steps (a tail), under one step, a row the size of a down projection, and
@@ -98,19 +98,19 @@ def test_every_form_of_the_cpu_int8_gemv_matches_float64_for_any_width(form, out
     rng = np.random.default_rng(k)
     q = quant.quantize_matrix(rng.standard_normal((out_features, k)).astype(np.float32), "int8")
     x = rng.standard_normal((1, 1, 2 * k)).astype(np.float32)[..., ::2]  # a strided view, as a slice gives
-    best = gemv_torch_cpu.form()
+    best = int8_gemv_torch_cpu.form()
     try:
-        assert gemv_torch_cpu.use(form) and gemv_torch_cpu.form() == form
-        y = gemv_torch_cpu.int8_gemv(torch.from_numpy(x), torch.from_numpy(q.values), torch.from_numpy(q.scale)).numpy()
+        assert int8_gemv_torch_cpu.use(form) and int8_gemv_torch_cpu.form() == form
+        y = int8_gemv_torch_cpu.int8_gemv(torch.from_numpy(x), torch.from_numpy(q.values), torch.from_numpy(q.scale)).numpy()
     finally:
-        gemv_torch_cpu.use(best)
+        int8_gemv_torch_cpu.use(best)
     ref = x.astype(np.float64) @ q.dequantized().T
     assert y.shape == (1, 1, out_features)
     assert np.abs(y - ref).max() / np.abs(ref).max() < 1e-6
 
 
-@pytest.mark.skipif(not gemv_torch_cpu.available(), reason=str(gemv_torch_cpu.why_not()))
-@pytest.mark.parametrize("form", list(gemv_torch_cpu.FORMS))
+@pytest.mark.skipif(not int8_gemv_torch_cpu.available(), reason=str(int8_gemv_torch_cpu.why_not()))
+@pytest.mark.parametrize("form", list(int8_gemv_torch_cpu.FORMS))
 @pytest.mark.parametrize("rows, k", [(2, 75), (3, 2048), (4, 16), (5, 232), (9, 96)])
 def test_the_batched_int8_product_matches_float64_in_every_form(form, rows, k):
     # Blocks of 4 rows and the rest (5 = 4 + 1, 9 = 4 + 4 + 1), widths with and without a tail.
@@ -120,12 +120,12 @@ def test_the_batched_int8_product_matches_float64_in_every_form(form, rows, k):
     rng = np.random.default_rng(rows * k)
     q = quant.quantize_matrix(rng.standard_normal((37, k)).astype(np.float32), "int8")
     x = rng.standard_normal((rows, 1, 2 * k)).astype(np.float32)[..., ::2]  # strided, as decode's slices are
-    best = gemv_torch_cpu.form()
+    best = int8_gemv_torch_cpu.form()
     try:
-        assert gemv_torch_cpu.use(form)
-        y = gemv_torch_cpu.int8_gemm(torch.from_numpy(x), torch.from_numpy(q.values), torch.from_numpy(q.scale)).numpy()
+        assert int8_gemv_torch_cpu.use(form)
+        y = int8_gemv_torch_cpu.int8_gemm(torch.from_numpy(x), torch.from_numpy(q.values), torch.from_numpy(q.scale)).numpy()
     finally:
-        gemv_torch_cpu.use(best)
+        int8_gemv_torch_cpu.use(best)
     ref = x.astype(np.float64) @ q.dequantized().T
     assert y.shape == (rows, 1, 37)
     assert np.abs(y - ref).max() / np.abs(ref).max() < 1e-6
@@ -145,28 +145,28 @@ def test_int8_linear_takes_the_kernel_for_few_rows_and_dequantized_blocks_for_ma
     bias = rng.standard_normal(7).astype(np.float32)
     used = []
     for name in ("int8_gemv", "int8_gemm"):
-        real = getattr(gemv_torch_cpu, name)
-        monkeypatch.setattr(gemv_torch_cpu, name, lambda *a, real=real, name=name: used.append(name) or real(*a))
+        real = getattr(int8_gemv_torch_cpu, name)
+        monkeypatch.setattr(int8_gemv_torch_cpu, name, lambda *a, real=real, name=name: used.append(name) or real(*a))
     y = llama_torch_cpu.int8_linear(torch.from_numpy(x), QLinear(torch.from_numpy(q.values), torch.from_numpy(q.scale)),
                                     torch.from_numpy(bias)).numpy()
     ref = x.astype(np.float64) @ q.dequantized().T + bias
     assert np.abs(y - ref).max() / np.abs(ref).max() < 1e-6
-    if gemv_torch_cpu.available():
+    if int8_gemv_torch_cpu.available():
         assert used == ([] if rows > llama_torch_cpu.INT8_KERNEL_MAX_ROWS else ["int8_gemv" if rows == 1 else "int8_gemm"])
 
 
 def test_the_int8_form_follows_the_cpu_flags_in_the_stated_order(monkeypatch):
     # The order: AVX2 with FMA (measured faster in a whole step, even where AVX-512 runs), then
     # AVX-512, then none (inductor's loop), decided from the flags alone.
-    from infercost.kernels import cpu_native, gemv_torch_cpu as k
+    from infercost.kernels import int8_gemv_torch_cpu as k
     for flags, want in (({"avx2", "fma", "avx512f", "avx512bw"}, "AVX2+FMA"), ({"avx512f", "avx512bw"}, "AVX-512"),
                         ({"avx2", "fma", "avx512f"}, "AVX2+FMA"), ({"avx2"}, None), ({"avx512f"}, None), (set(), None)):
-        monkeypatch.setattr(cpu_native, "cpu_flags", lambda flags=flags: frozenset(flags))
+        monkeypatch.setattr(k, "cpu_flags", lambda flags=flags: frozenset(flags))
         assert k.best_form() == want, flags
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not gemv_torch_cpu.available(), reason=str(gemv_torch_cpu.why_not()))
+@pytest.mark.skipif(not int8_gemv_torch_cpu.available(), reason=str(int8_gemv_torch_cpu.why_not()))
 def test_an_avx2_only_host_runs_the_avx2_form_and_records_it(tmp_path):
     # INFERCOST_CPU_ISA=avx2 takes the AVX-512 flags away (and caps torch, oneDNN and XLA): the run
     # is an AVX2-only host's, and its record says which form ran and which flags decided.
@@ -185,7 +185,7 @@ def test_an_avx2_only_host_runs_the_avx2_form_and_records_it(tmp_path):
 def test_without_the_cpu_int8_kernel_the_compiled_step_keeps_inductors_loop_and_says_why(monkeypatch):
     # A host with no compiler or no AVX-512: the same numbers, the reason in the launch label.
     from infercost.kernels import llama_torch_cpu
-    monkeypatch.setattr(llama_torch_cpu.gemv_torch_cpu, "why_not", lambda: "no C++ compiler (test)")
+    monkeypatch.setattr(llama_torch_cpu.int8_gemv_torch_cpu, "why_not", lambda: "no C++ compiler (test)")
     qw = quant.quantize_seeded(CFG, 0, "int8")
     prompt = np.random.default_rng(3).integers(0, CFG.vocab_size, (1, 5))
     tokens, logits, launch = run_quantized("torch-cpu", qw, prompt, 3)
@@ -308,7 +308,7 @@ def test_an_int8_kv_cache_holds_int8_and_matches_float64_with_its_own_rounding(b
     w64 = llama.seeded_weights_numpy(cfg, 0)
     prompt = np.random.default_rng(3).integers(0, cfg.vocab_size, (batch, 6))
     runner = backend.load_model(cfg, "float32", batch, 12, seed=0, quant=QuantSpec(kv="int8"))
-    if backend_name == "torch-cpu" and batch == 1 and gemv_torch_cpu.available():
+    if backend_name == "torch-cpu" and batch == 1 and int8_gemv_torch_cpu.available():
         assert "int8 KV cache attention by infercost's kernels" in runner.launch
     # The reference rounds its own float64 keys and values (no device values given to it).
     ref_tokens, ref_logits = llama_ref.greedy(cfg, w64, prompt, 3, kv_int8=True)
@@ -406,7 +406,7 @@ def test_bytes_are_counted_from_the_tensors_read_on_a_model_with_biases(tmp_path
     assert step_bytes({"kv_cache": "int8"}) == 720 + 16 + 96 + 40
 
 
-@pytest.mark.skipif(not gemv_torch_cpu.available(), reason=str(gemv_torch_cpu.why_not()))
+@pytest.mark.skipif(not int8_gemv_torch_cpu.available(), reason=str(int8_gemv_torch_cpu.why_not()))
 @pytest.mark.parametrize("b, h, g, s, d", [(1, 4, 3, 37, 64), (2, 2, 5, 9, 12), (1, 1, 1, 130, 16)])
 def test_int8_kv_attention_kernels_match_float64(b, h, g, s, d):
     # Groups of query rows off the kernels' 4-row blocks (3, 5), head sizes with and without an 8-wide
@@ -417,9 +417,9 @@ def test_int8_kv_attention_kernels_match_float64(b, h, g, s, d):
     k, v = (rng.integers(-127, 128, (b, h, s, d)).astype(np.int8) for _ in range(2))
     ks = rng.random((b, h, s)).astype(np.float32)
     p = rng.random((b, h, g, s)).astype(np.float32)
-    scores = gemv_torch_cpu.int8_attn_scores(torch.from_numpy(q), torch.from_numpy(k), torch.from_numpy(ks)).numpy()
+    scores = int8_gemv_torch_cpu.int8_attn_scores(torch.from_numpy(q), torch.from_numpy(k), torch.from_numpy(ks)).numpy()
     ref = np.einsum("bhgd,bhsd->bhgs", q.astype(np.float64), k.astype(np.float64)) * ks[:, :, None, :]
     assert scores.shape == (b, h, g, s) and np.abs(scores - ref).max() / np.abs(ref).max() < 1e-6
-    out = gemv_torch_cpu.int8_attn_values(torch.from_numpy(p), torch.from_numpy(v)).numpy()
+    out = int8_gemv_torch_cpu.int8_attn_values(torch.from_numpy(p), torch.from_numpy(v)).numpy()
     ref = np.einsum("bhgs,bhsd->bhgd", p.astype(np.float64), v.astype(np.float64))
     assert out.shape == (b, h, g, d) and np.abs(out - ref).max() / np.abs(ref).max() < 1e-6

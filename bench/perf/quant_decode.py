@@ -1,7 +1,7 @@
 """int8 weight-only decode on CPUs against float32, measured side by side in one run.
 
 ~125M Llama (small-125m), batch 1, context 128: torch-cpu float32 (the compiled fused GEMV),
-torch-cpu int8 (the compiled step, its int8 products by kernels/gemv_torch_cpu.cpp where it
+torch-cpu int8 (the compiled step, its int8 products by kernels/int8_gemv_torch_cpu.cpp where it
 builds) and jax-cpu int8 (dequantize-and-dot), every figure the median of alternating rounds.
 As in `infercost run` (one worker process a backend), JAX runs in a process of its own,
 answering one round at a time. The ceiling is the read bandwidth of bench/sweep.py's read of the float32
@@ -99,8 +99,8 @@ def kernel_rate(rows: int = 1024, cols: int = 768, calls: int = 200) -> float | 
     cache (a 0.75 MB matrix, in L2), the median of `calls`; None where the kernel is not built."""
     import torch
 
-    from infercost.kernels import gemv_torch_cpu
-    if not gemv_torch_cpu.available():
+    from infercost.kernels import int8_gemv_torch_cpu
+    if not int8_gemv_torch_cpu.available():
         return None
     gen = torch.Generator().manual_seed(0)
     w = torch.randint(-127, 128, (rows, cols), dtype=torch.int8, generator=gen)
@@ -108,7 +108,7 @@ def kernel_rate(rows: int = 1024, cols: int = 768, calls: int = 200) -> float | 
     times = []
     for _ in range(calls + 10):
         t0 = time.perf_counter()
-        gemv_torch_cpu.int8_gemv(x, w, scale)
+        int8_gemv_torch_cpu.int8_gemv(x, w, scale)
         times.append(time.perf_counter() - t0)
     return rows * cols / statistics.median(times[10:])
 
@@ -152,19 +152,19 @@ def main() -> int:
     sweep = lambda: read_sweep(host_views(float_buffers), threads)
     # Every form of the int8 kernel this CPU runs, on the same compiled step (it calls the op each
     # time), so the default's choice can be checked on any host: "torch-cpu int8" is the default.
-    from infercost.kernels import gemv_torch_cpu
-    default = gemv_torch_cpu.form()
-    forms = [f for f in gemv_torch_cpu.runnable_forms() if default and f != default]
+    from infercost.kernels import int8_gemv_torch_cpu
+    default = int8_gemv_torch_cpu.form()
+    forms = [f for f in int8_gemv_torch_cpu.runnable_forms() if default and f != default]
     times = {name: [] for name in [*runners, *[f"  int8 {f} form" for f in forms], "jax-cpu int8"]}
     bandwidths, jax_bandwidths, rates = [sweep()], [], []
     for r in range(args.rounds):  # alternate: drift on a shared host hits every variant alike
         for name, (backend, step, _) in runners.items():
             times[name].append(step_time(backend, step, args.steps))
         for f in forms:
-            gemv_torch_cpu.use(f)
+            int8_gemv_torch_cpu.use(f)
             backend, step, _ = runners["torch-cpu int8"]
             times[f"  int8 {f} form"].append(step_time(backend, step, args.steps))
-            gemv_torch_cpu.use(default)
+            int8_gemv_torch_cpu.use(default)
         t, jax_bw = jax_round()
         times["jax-cpu int8"].append(t)
         jax_bandwidths.append(jax_bw)
@@ -184,7 +184,7 @@ def main() -> int:
 
     print(f"\n{args.model} batch 1, context {context}, {threads} threads on {HOST}; medians of {args.rounds} "
           f"alternating rounds x {args.steps} steps; torch's int8 rows: "
-          f"{gemv_torch_cpu.describe() if default else 'inductor loop (' + str(gemv_torch_cpu.why_not()) + ')'}")
+          f"{int8_gemv_torch_cpu.describe() if default else 'inductor loop (' + str(int8_gemv_torch_cpu.why_not()) + ')'}")
     print(f"read bandwidth (bench/sweep.py over the float32 weights): {min(bandwidths) / 1e9:.1f} to "
           f"{max(bandwidths) / 1e9:.1f} GB/s; bytes per token (weights, KV cache, logits): float32 "
           f"{float_bytes / 1e6:.1f} MB, int8 {int8_bytes / 1e6:.1f} MB")

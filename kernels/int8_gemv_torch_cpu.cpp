@@ -1,7 +1,6 @@
-// One-row products on x86 CPUs, the weights streamed once: int8 weight-only y[o] = scale[o] *
-// sum_k x[k] w[o, k] (and a few rows of x, and int8 KV-cache attention), and float32 y = x @ w.T,
-// each with an AVX-512 and an AVX2+FMA form, one chosen at run time (int8_gemv_select, by the
-// CPU's flags; cpu_native.py's FORMS says which comes first).
+// One-row int8 weight-only product on x86 CPUs: y[o] = scale[o] * sum_k x[k] w[o, k], with an
+// AVX-512 and an AVX2+FMA form of the same loop, one chosen at run time (int8_gemv_select; the
+// Python side tries each form the CPU runs on a matrix in memory and keeps the faster).
 //
 // Why a kernel of our own: inductor's form of this product keeps one vector accumulator a row, so
 // each vector of weights waits on the previous add (a latency chain), and converting int8 to float
@@ -169,46 +168,6 @@ void dot_rows2_avx512(const float* x, int64_t ldx, const int8_t* w, int64_t k, f
     }
 }
 
-// float32 weights, one row at a time, four accumulators (with one, every FMA would wait on the one
-// before it), the rows of a thread's block in order: one stream a thread, which the prefetcher
-// follows. Why not inductor's multiply-reduce: small-125m's compiled decode step on the 2-core
-// AVX-512 EPYC VM ran 6% faster with this loop (median of 11 alternating rounds' ratios,
-// bench/perf/vs_llama_cpp.py --framework-loops, 2026-12-07).
-__attribute__((target("avx512f,fma")))
-float f32_dot_avx512(const float* x, const float* w, int64_t k) {
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    int64_t i = 0;
-    for (; i + 64 <= k; i += 64) {
-        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(w + i), a0);
-        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(w + i + 16), a1);
-        a2 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 32), _mm512_loadu_ps(w + i + 32), a2);
-        a3 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 48), _mm512_loadu_ps(w + i + 48), a3);
-    }
-    for (; i + 16 <= k; i += 16) a0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(w + i), a0);
-    float tail = 0.0f;
-    for (; i < k; ++i) tail += x[i] * w[i];
-    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3))) + tail;
-}
-
-__attribute__((target("avx2,fma")))
-float f32_dot_avx2(const float* x, const float* w, int64_t k) {
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    int64_t i = 0;
-    for (; i + 32 <= k; i += 32) {
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(w + i), a0);
-        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), _mm256_loadu_ps(w + i + 8), a1);
-        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), _mm256_loadu_ps(w + i + 16), a2);
-        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), _mm256_loadu_ps(w + i + 24), a3);
-    }
-    for (; i + 8 <= k; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(w + i), a0);
-    float tail = 0.0f;
-    for (; i < k; ++i) tail += x[i] * w[i];
-    return hsum8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3))) + tail;
-}
-
-using FRowDot = float (*)(const float*, const float*, int64_t);
-FRowDot chosen_f32 = nullptr;
-
 using RowDot = float (*)(const float*, const int8_t*, int64_t);
 using RowsDot = void (*)(const float*, int64_t, const int8_t*, int64_t, float*);
 using Rows2Dot = void (*)(const float*, int64_t, const int8_t*, int64_t, float*, float*);
@@ -232,7 +191,6 @@ int64_t int8_gemv_select(int64_t want) {
     for (int64_t form : {2, 1}) {
         if ((want == 0 || want == form) && supported(form)) {
             chosen = form == 2 ? dot_row_avx512 : dot_row_avx2;
-            chosen_f32 = form == 2 ? f32_dot_avx512 : f32_dot_avx2;
             if (form == 2) {
                 chosen_rows[1] = dot_rows_avx512<1>; chosen_rows[2] = dot_rows_avx512<2>;
                 chosen_rows[3] = dot_rows_avx512<3>; chosen_rows[4] = dot_rows_avx512<4>;
@@ -248,7 +206,6 @@ int64_t int8_gemv_select(int64_t want) {
         }
     }
     chosen = nullptr;
-    chosen_f32 = nullptr;
     return 0;
 }
 
@@ -275,26 +232,6 @@ at::Tensor int8_gemv(const at::Tensor& x, const at::Tensor& w, const at::Tensor&
     // would cost more than it saves; larger ones split evenly, one contiguous block a thread.
     at::parallel_for(0, out, 64, [&](int64_t begin, int64_t end) {
         for (int64_t o = begin; o < end; ++o) yp[o] = sp[o] * dot(xp, wp + o * k, k);
-    });
-    return y;
-}
-
-// x [..., K] (one row) @ w.T for float32 w [O, K]: one contiguous block of rows a thread.
-at::Tensor f32_gemv(const at::Tensor& x, const at::Tensor& w) {
-    TORCH_CHECK(chosen_f32 != nullptr, "f32_gemv: no form chosen for this CPU (int8_gemv_select first)");
-    TORCH_CHECK(x.scalar_type() == at::kFloat && w.scalar_type() == at::kFloat && w.dim() == 2 && w.is_contiguous(),
-                "f32_gemv: x float32, w a contiguous float32 matrix");
-    const int64_t out = w.size(0), k = w.size(1);
-    TORCH_CHECK(x.numel() == k, "f32_gemv: one row of x of w's width");
-    auto xc = x.contiguous();
-    std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
-    shape.back() = out;
-    auto y = at::empty(shape, x.options());
-    const float *xp = xc.data_ptr<float>(), *wp = w.data_ptr<float>();
-    float* yp = y.data_ptr<float>();
-    const FRowDot dot = chosen_f32;
-    at::parallel_for(0, out, 16, [&](int64_t begin, int64_t end) {
-        for (int64_t o = begin; o < end; ++o) yp[o] = dot(xp, wp + o * k, k);
     });
     return y;
 }
@@ -429,14 +366,12 @@ TORCH_LIBRARY(infercost, m) {
     m.def("int8_attn_scores(Tensor q, Tensor k, Tensor ks) -> Tensor");
     m.def("int8_attn_values(Tensor p, Tensor v) -> Tensor");
     m.def("int8_gemv(Tensor x, Tensor w, Tensor scale) -> Tensor");
-    m.def("f32_gemv(Tensor x, Tensor w) -> Tensor");
     m.def("int8_gemm(Tensor x, Tensor w, Tensor scale) -> Tensor");
     m.def("int8_gemv_select(int want) -> int", &int8_gemv_select);  // no tensor: one kernel for all
 }
 
 TORCH_LIBRARY_IMPL(infercost, CPU, m) {
     m.impl("int8_gemv", &int8_gemv);
-    m.impl("f32_gemv", &f32_gemv);
     m.impl("int8_gemm", &int8_gemm);
     m.impl("int8_attn_scores", &int8_attn_scores);
     m.impl("int8_attn_values", &int8_attn_values);

@@ -1,9 +1,8 @@
-"""torch.ops.infercost: infercost's CPU products of gemv_torch_cpu.cpp (one-row float32 and int8, a few
-rows of int8, int8 KV-cache attention), built on first use.
+"""torch.ops.infercost.int8_gemv: the one-row int8 product of int8_gemv_torch_cpu.cpp, built on first use.
 
 It is built with torch's own extension builder (a C++ compiler and ninja) into torch's extension
 cache, once a host. The forms are those the CPU's flags allow: AVX2 with FMA, and AVX-512
-(avx512f and avx512bw); cpu_native.FORMS says which comes first and why. Where neither runs or the kernel cannot be built, `available()` is False and
+(avx512f and avx512bw); FORMS says which comes first and why. Where neither runs or the kernel cannot be built, `available()` is False and
 `why_not()` says why; the caller keeps inductor's multiply-reduce form. `describe()` names the
 form in use and the trial (for the record's launch).
 """
@@ -17,13 +16,19 @@ from pathlib import Path
 
 import torch
 
-from .cpu_native import FORMS, runnable_forms  # noqa: F401 (FORMS: callers name it here)
+from infercost.hardware.host import cpu_flags
 
-SOURCE = Path(__file__).with_name("gemv_torch_cpu.cpp")
+SOURCE = Path(__file__).with_name("int8_gemv_torch_cpu.cpp")
 # No -m flags: each form in the file carries its own target, so the library loads on any x86-64.
 # -fopenmp: at::parallel_for splits the rows across threads only when built with OpenMP (the
 # library it links is the libgomp torch has already loaded).
 FLAGS = ["-O3", "-fopenmp"]
+# The forms, best first: name -> (the number int8_gemv_select takes, the CPU flags it needs).
+# The default is the first the CPU runs. AVX2+FMA comes first on AVX-512 hosts too: in a whole
+# int8 decode step on the 2-core AVX-512 EPYC host it reached 87-89% of the read ceiling against
+# 82-85% for the AVX-512 form (alternating in one process, bench/perf/quant_decode.py prints both
+# every round on any host); INFERCOST_INT8_FORM=AVX-512 picks the other.
+FORMS = {"AVX2+FMA": (1, ("avx2", "fma")), "AVX-512": (2, ("avx512f", "avx512bw"))}
 
 
 def _ninja_dir() -> str:
@@ -32,6 +37,12 @@ def _ninja_dir() -> str:
         return ninja.BIN_DIR
     except ImportError:
         return os.path.dirname(sys.executable)
+
+
+def runnable_forms() -> list[str]:
+    """The forms this CPU's flags allow, best first (INFERCOST_CPU_ISA can take flags away)."""
+    flags = cpu_flags()
+    return [name for name, (_, needs) in FORMS.items() if all(f in flags for f in needs)]
 
 
 def best_form() -> str | None:
@@ -56,7 +67,7 @@ def _load() -> None:
         # torch looks for ninja on PATH; a virtual environment run without activating it
         # (`.venv/bin/infercost run`) has the ninja package's binary off PATH.
         os.environ["PATH"] = os.pathsep.join([_ninja_dir(), path])
-        cpp_extension.load(name="infercost_cpu_gemv", sources=[str(SOURCE)], extra_cflags=FLAGS,
+        cpp_extension.load(name="infercost_int8_gemv", sources=[str(SOURCE)], extra_cflags=FLAGS,
                            extra_ldflags=["-fopenmp"], is_python_module=False, verbose=False)
     except Exception as e:  # no compiler, no ninja: the inductor form still runs
         first = str(e).splitlines()[0][:160] if str(e) else ""
@@ -67,10 +78,6 @@ def _load() -> None:
 
     @torch.library.register_fake("infercost::int8_gemv")
     def _(x, w, scale):
-        return x.new_empty((*x.shape[:-1], w.shape[0]))
-
-    @torch.library.register_fake("infercost::f32_gemv")
-    def _(x, w):
         return x.new_empty((*x.shape[:-1], w.shape[0]))
 
     @torch.library.register_fake("infercost::int8_gemm")
@@ -127,11 +134,6 @@ def describe() -> str:
 def int8_gemv(x32: torch.Tensor, values: torch.Tensor, scale32: torch.Tensor) -> torch.Tensor:
     """x32 [..., K] (one row, float32) @ (values [O, K] int8 * scale32 [O]).T"""
     return torch.ops.infercost.int8_gemv(x32, values, scale32)
-
-
-def f32_gemv(x32: torch.Tensor, w32: torch.Tensor) -> torch.Tensor:
-    """x32 [..., K] (one row) @ w32 [O, K].T, both float32."""
-    return torch.ops.infercost.f32_gemv(x32, w32)
 
 
 def int8_gemm(x32: torch.Tensor, values: torch.Tensor, scale32: torch.Tensor) -> torch.Tensor:
