@@ -1,8 +1,8 @@
-/* The read sweep's reader (bench/sweep.py): every byte of a buffer loaded once, OR-ed into four
+/* The read sweep's reader (bench/sweep.py): every byte of a buffer loaded once, OR-ed into eight
  * accumulators so the loads never wait on each other and nothing can be skipped. Built for the
  * widest vectors the CPU has (GCC's target_clones picks at load time). Why not numpy's max: over
- * small-125m's weights on the 2-core EPYC VM it read 1-15% slower than this loop, and slower than
- * infercost's own GEMVs stream the same weights, so a share of its "ceiling" could pass 1. */
+ * small-125m's weights on the 2-core EPYC VM it read 4-46% slower than this loop side by side
+ * (2026-12-07), so its "ceiling" sat low and a decode could seem to stream faster than it. */
 #include <stddef.h>
 #include <stdint.h>
 

@@ -6,8 +6,8 @@ threads read them, each its own slice of every buffer, as a multithreaded GEMV s
 The reader is read_sweep.c (built once a host with the C compiler; ctypes releases the GIL): every
 byte loaded once in the widest vectors the CPU has. Where no C compiler is found, numpy's max
 (SIMD code; bfloat16, float16 and fp8 read as integers of their width) reads instead, and the
-basis says so: it read 1-15% slower than the C loop on the 2-core EPYC VM, and slower than
-infercost's own float32 GEMVs stream the same weights (2026-12-07).
+basis says so: it read 4-46% slower than the C loop side by side on the 2-core EPYC VM
+(2026-12-07), a ceiling set too low.
 
 Why the model's own buffers: on a shared or virtualised host, separately allocated buffers of
 one process read at different speeds (27 to 55 GB/s seen side by side on the 2-core EPYC VM), so
