@@ -170,6 +170,8 @@ def explicit_cases(shapes: list[str], models: list[str], workloads: list[str], d
     """Cases from --shape, --model and --collective-bytes, or None to take the suite's."""
     from infercost.kernels.models import read_weights, resolve_config
 
+    if weights and not models:  # else the suite's seeded models would run and the file be ignored
+        raise InputError(f"--weights {weights}: give --model too (a model name, or the checkpoint's config.json)")
     dims = [parse_shape(s) for s in shapes]
     if not dims and not models and not collective_bytes:
         return None

@@ -339,6 +339,16 @@ def test_a_safetensors_header_is_checked_against_the_file_before_any_tensor_is_r
     assert str(weights) in err[0] and not (tmp_path / "r.jsonl").exists()
 
 
+def test_weights_without_a_model_are_refused_not_ignored(capsys, tmp_path):
+    # Without --model the suite's seeded models would run and the checkpoint be silently unused.
+    header, size = tiny_weights_header()
+    weights = tmp_path / "model.safetensors"
+    safetensors_file(weights, header, bytes(size))
+    code, err = cli(capsys, "run", "--weights", weights, "--out", tmp_path / "r.jsonl")
+    assert_refused(code, err, allowed=(2,))
+    assert "--model" in err[0] and not (tmp_path / "r.jsonl").exists()
+
+
 @PROPERTY
 @given(data=st.data())
 def test_corrupted_safetensors_files_fail_in_one_line(tmp_path, data):
