@@ -1,7 +1,6 @@
 """torch.ops.infercost.int8_gemv: the one-row int8 product of int8_gemv_torch_cpu.cpp, built on first use.
 
-It is built with torch's own extension builder (a C++ compiler and ninja) into torch's extension
-cache, once a host. The forms are those the CPU's flags allow: AVX2 with FMA, and AVX-512
+It is built by cpp_torch_cpu.build (torch's extension builder), once a host. The forms are those the CPU's flags allow: AVX2 with FMA, and AVX-512
 (avx512f and avx512bw); FORMS says which comes first and why. Where neither runs or the kernel cannot be built, `available()` is False and
 `why_not()` says why; the caller keeps inductor's multiply-reduce form. `describe()` names the
 form in use and the trial (for the record's launch).
@@ -11,32 +10,21 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
 from pathlib import Path
 
 import torch
 
 from infercost.hardware.host import cpu_flags
 
+from . import cpp_torch_cpu
+
 SOURCE = Path(__file__).with_name("int8_gemv_torch_cpu.cpp")
-# No -m flags: each form in the file carries its own target, so the library loads on any x86-64.
-# -fopenmp: at::parallel_for splits the rows across threads only when built with OpenMP (the
-# library it links is the libgomp torch has already loaded).
-FLAGS = ["-O3", "-fopenmp"]
 # The forms, best first: name -> (the number int8_gemv_select takes, the CPU flags it needs).
 # The default is the first the CPU runs. AVX2+FMA comes first on AVX-512 hosts too: in a whole
 # int8 decode step on the 2-core AVX-512 EPYC host it reached 87-89% of the read ceiling against
 # 82-85% for the AVX-512 form (alternating in one process, bench/perf/quant_decode.py prints both
 # every round on any host); INFERCOST_INT8_FORM=AVX-512 picks the other.
 FORMS = {"AVX2+FMA": (1, ("avx2", "fma")), "AVX-512": (2, ("avx512f", "avx512bw"))}
-
-
-def _ninja_dir() -> str:
-    try:
-        import ninja
-        return ninja.BIN_DIR
-    except ImportError:
-        return os.path.dirname(sys.executable)
 
 
 def runnable_forms() -> list[str]:
@@ -61,20 +49,10 @@ def _load() -> None:
     if wanted is None:
         _state["why"] = "this CPU has neither AVX-512 nor AVX2 with FMA"
         return
-    path = os.environ.get("PATH", "")
-    try:
-        from torch.utils import cpp_extension
-        # torch looks for ninja on PATH; a virtual environment run without activating it
-        # (`.venv/bin/infercost run`) has the ninja package's binary off PATH.
-        os.environ["PATH"] = os.pathsep.join([_ninja_dir(), path])
-        cpp_extension.load(name="infercost_int8_gemv", sources=[str(SOURCE)], extra_cflags=FLAGS,
-                           extra_ldflags=["-fopenmp"], is_python_module=False, verbose=False)
-    except Exception as e:  # no compiler, no ninja: the inductor form still runs
-        first = str(e).splitlines()[0][:160] if str(e) else ""
-        _state["why"] = f"the int8 kernel did not build: {type(e).__name__}: {first}"
+    failed = cpp_torch_cpu.build("infercost_int8_gemv", SOURCE)
+    if failed:  # no compiler, no ninja: the inductor form still runs
+        _state["why"] = f"the int8 kernel did not build: {failed}"
         return
-    finally:
-        os.environ["PATH"] = path
 
     @torch.library.register_fake("infercost::int8_gemv")
     def _(x, w, scale):
