@@ -575,7 +575,8 @@ class Runner:
         del w
         self._eager_decode = lambda tokens, pos: self.model(tokens, pos, prefill=False)
         self._decode = self._eager_decode if compile is None else compile(self._eager_decode, self.model)
-        self.launch = "eager" if compile is None else launch + ops.launch_note
+        # A compile function may name what it chose (llama_torch_cpu.step_kernel_or_inductor).
+        self.launch = "eager" if compile is None else getattr(self._decode, "launch", launch) + ops.launch_note
         self.prefill_launch = prefill_launch
 
     @torch.inference_mode()
@@ -586,7 +587,8 @@ class Runner:
             if self._decode is self._eager_decode:
                 raise
             self._decode = self._eager_decode
-            self.launch = f"eager (torch.compile failed: {type(e).__name__}: {str(e).splitlines()[0][:120]})"
+            what = "the step kernel" if "decode step" in self.launch else "torch.compile"
+            self.launch = f"eager ({what} failed: {type(e).__name__}: {str(e).splitlines()[0][:120]})"
             return self._decode(tokens, pos)
 
     def prefill_step(self, tokens, last_only: bool = True):

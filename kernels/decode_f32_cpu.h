@@ -1,0 +1,228 @@
+// A whole batch-1 float32 decode step of a dense Llama-family model on CPUs, framework-free: the
+// torch op (decode_f32_torch_cpu.cpp) and the XLA FFI handler (decode_f32_jax_cpu.cc) both call
+// infercost_decode_f32::step on their own tensors. One OpenMP parallel region a step: embedding,
+// per layer RMSNorm, fused QKV product (with Qwen2's biases), rotary, cache write, grouped-query
+// attention over the cache, output product, RMSNorm, gate/up product, SwiGLU and down product,
+// then the final norm and the LM head. Same math and op order as llama_torch.py in float32; sums
+// run in a different order (float32 rounding apart, the same).
+//
+// Why a kernel of our own: inductor compiles this step into one C++ kernel too, yet on the 2-core
+// EPYC host (2026-12-07) it streamed the weights at 49-62 GB/s while a plain loop of row dot
+// products over the same tensors, in the same order, with a barrier after each matrix, streamed
+// 73-84 GB/s, side by side in one process; this step streams at about the read sweep's rate
+// (bench/perf/decode_vs_hf.py prints both steps' share of it). Each thread streams its share of a
+// matrix's rows in order (one stream a thread, which the hardware prefetcher follows), two vector
+// accumulators a row so no add waits on the one before, and everything between two products is a
+// few thousand floats, done by one thread or by each thread for itself.
+//
+// Built without -mavx512f or -mavx2: each form carries its own target attribute, so the library
+// loads on any x86-64 CPU and only the chosen form's instructions run (form: 0 plain C++, 1
+// AVX2+FMA, 2 AVX-512; other CPUs build the plain form only).
+#pragma once
+#include <omp.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace infercost_decode_f32 {
+
+
+static float dot_plain(const float* w, const float* x, int64_t k) {
+    float a0 = 0.0f, a1 = 0.0f;
+    int64_t i = 0;
+    for (; i + 2 <= k; i += 2) {
+        a0 += w[i] * x[i];
+        a1 += w[i + 1] * x[i + 1];
+    }
+    for (; i < k; ++i) a0 += w[i] * x[i];
+    return a0 + a1;
+}
+
+// y += a * x: attention's value sums, and its scores where keys are held [hd, positions].
+static void axpy_plain(float a, const float* x, float* y, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma")))
+static float dot_avx2(const float* w, const float* x, int64_t k) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= k; i += 16) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+    }
+    __m256 s = _mm256_add_ps(a0, a1);
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    float tail = 0.0f;
+    for (; i < k; ++i) tail += w[i] * x[i];
+    return _mm_cvtss_f32(h) + tail;
+}
+
+__attribute__((target("avx512f,fma")))
+static float dot_avx512(const float* w, const float* x, int64_t k) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= k; i += 32) {
+        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i), _mm512_loadu_ps(x + i), a0);
+        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i + 16), _mm512_loadu_ps(x + i + 16), a1);
+    }
+    float tail = 0.0f;
+    for (; i < k; ++i) tail += w[i] * x[i];
+    return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1)) + tail;
+}
+
+__attribute__((target("avx2,fma")))
+static void axpy_avx2(float a, const float* x, float* y, int64_t n) {
+    const __m256 av = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; ++i) y[i] += a * x[i];
+}
+
+__attribute__((target("avx512f,fma")))
+static void axpy_avx512(float a, const float* x, float* y, int64_t n) {
+    const __m512 av = _mm512_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_fmadd_ps(av, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
+    for (; i < n; ++i) y[i] += a * x[i];
+}
+#endif
+
+using Dot = float (*)(const float*, const float*, int64_t);
+using Axpy = void (*)(float, const float*, float*, int64_t);
+
+struct Form {
+    Dot dot;
+    Axpy axpy;
+};
+
+static Form form_for(int64_t form) {
+#if defined(__x86_64__)
+    if (form == 2 && __builtin_cpu_supports("avx512f")) return {dot_avx512, axpy_avx512};
+    if (form >= 1 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return {dot_avx2, axpy_avx2};
+#endif
+    return {dot_plain, axpy_plain};
+}
+
+// y[r] (+)= W[r] . x for this thread's share of W's rows (called inside the parallel region; the
+// `omp for` ends with the barrier that makes y whole for every thread).
+inline void product(Dot dot, const float* w, const float* x, float* y, int64_t rows, int64_t cols,
+                    const float* bias, bool accumulate) {
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+        float v = dot(w + r * cols, x, cols);
+        if (bias) v += bias[r];
+        y[r] = accumulate ? y[r] + v : v;
+    }
+}
+
+// out = norm_w * (x * rsqrt(mean(x^2) + eps)), as llama_torch.rms_norm in float32.
+inline void rms_norm(const float* x, const float* norm_w, float* out, int64_t n, double eps) {
+    float ss = 0.0f;
+    for (int64_t i = 0; i < n; ++i) ss += x[i] * x[i];
+    const float scale = 1.0f / std::sqrt(ss / static_cast<float>(n) + static_cast<float>(eps));
+    for (int64_t i = 0; i < n; ++i) out[i] = norm_w[i] * (x[i] * scale);
+}
+
+// x * cos + rotate_half(x) * sin for one head (split-half layout, as HF's Llama).
+inline void rotate(float* x, const float* cos, const float* sin, int64_t hd) {
+    const int64_t half = hd / 2;
+    for (int64_t i = 0; i < half; ++i) {
+        const float a = x[i], b = x[i + half];
+        x[i] = a * cos[i] + (-b) * sin[i];
+        x[i + half] = b * cos[i + half] + a * sin[i + half];
+    }
+}
+
+struct Layer {
+    const float *ln1, *wqkv, *bqkv, *wo, *ln2, *w13, *w2;  // bqkv: nullptr where there is none
+    float *k, *v;  // the cache, written at the step's position
+};
+
+// Shapes as HF names them; keys_t: keys held [kv_heads, hd, max_seq] (jax-cpu's layout), else
+// [kv_heads, max_seq, hd] like the values.
+struct Model {
+    int64_t layers, vocab, hidden, heads, kv_heads, hd, inter, max_seq;
+    bool keys_t;
+    double eps;
+    const float *embed, *head, *norm, *cos, *sin;  // cos, sin: [max_seq, hd]
+    const Layer* layer;
+};
+
+// logits [vocab] for `token` at position `pos` (both checked by the caller), on `threads` threads.
+inline void step(const Model& m, int64_t token, int64_t pos, float* logits, int64_t form, int threads) {
+    const Form f = form_for(form);
+    const Dot dot = f.dot;
+    const int64_t hidden = m.hidden, hd = m.hd, heads = m.heads, kv_heads = m.kv_heads, inter = m.inter;
+    const int64_t q_width = heads * hd, kv_width = kv_heads * hd, group = heads / kv_heads, S = m.max_seq;
+    const float* cos = m.cos + pos * hd;
+    const float* sin = m.sin + pos * hd;
+    const float att_scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    std::vector<float> x(m.embed + token * hidden, m.embed + (token + 1) * hidden);
+    std::vector<float> normed(hidden), qkv(q_width + 2 * kv_width), att(q_width), gate_up(2 * inter);
+
+#pragma omp parallel num_threads(threads)
+    {
+        std::vector<float> act(inter), scores(pos + 1);  // each thread's own
+        for (int64_t l = 0; l < m.layers; ++l) {
+            const Layer& w = m.layer[l];
+#pragma omp single
+            rms_norm(x.data(), w.ln1, normed.data(), hidden, m.eps);
+            product(dot, w.wqkv, normed.data(), qkv.data(), q_width + 2 * kv_width, hidden, w.bqkv, false);
+#pragma omp single
+            {
+                for (int64_t h = 0; h < heads + kv_heads; ++h) rotate(qkv.data() + h * hd, cos, sin, hd);
+                for (int64_t h = 0; h < kv_heads; ++h) {
+                    const float* k = qkv.data() + q_width + h * hd;
+                    if (m.keys_t)
+                        for (int64_t d = 0; d < hd; ++d) w.k[(h * hd + d) * S + pos] = k[d];
+                    else
+                        std::copy_n(k, hd, w.k + (h * S + pos) * hd);
+                    std::copy_n(qkv.data() + q_width + kv_width + h * hd, hd, w.v + (h * S + pos) * hd);
+                }
+            }
+#pragma omp for schedule(static)
+            for (int64_t h = 0; h < heads; ++h) {
+                const float* q = qkv.data() + h * hd;
+                const float* keys = w.k + (h / group) * S * hd;
+                const float* values = w.v + (h / group) * S * hd;
+                if (m.keys_t) {  // one position per lane: the sum over d runs down the rows
+                    std::fill_n(scores.data(), pos + 1, 0.0f);
+                    for (int64_t d = 0; d < hd; ++d) f.axpy(q[d], keys + d * S, scores.data(), pos + 1);
+                    for (int64_t j = 0; j <= pos; ++j) scores[j] *= att_scale;
+                } else {
+                    for (int64_t j = 0; j <= pos; ++j) scores[j] = dot(keys + j * hd, q, hd) * att_scale;
+                }
+                float top = -INFINITY;
+                for (int64_t j = 0; j <= pos; ++j) top = std::max(top, scores[j]);
+                float total = 0.0f;
+                for (int64_t j = 0; j <= pos; ++j) total += (scores[j] = std::exp(scores[j] - top));
+                float* o = att.data() + h * hd;
+                std::fill_n(o, hd, 0.0f);
+                for (int64_t j = 0; j <= pos; ++j) f.axpy(scores[j] / total, values + j * hd, o, hd);
+            }
+            product(dot, w.wo, att.data(), x.data(), hidden, q_width, nullptr, true);
+#pragma omp single
+            rms_norm(x.data(), w.ln2, normed.data(), hidden, m.eps);
+            product(dot, w.w13, normed.data(), gate_up.data(), 2 * inter, hidden, nullptr, false);
+            for (int64_t i = 0; i < inter; ++i) {  // SiLU(gate) * up, each thread for itself
+                const float g = gate_up[i];
+                act[i] = g / (1.0f + std::exp(-g)) * gate_up[inter + i];
+            }
+            product(dot, w.w2, act.data(), x.data(), hidden, inter, nullptr, true);
+        }
+#pragma omp single
+        rms_norm(x.data(), m.norm, normed.data(), hidden, m.eps);
+        product(dot, m.head, normed.data(), logits, m.vocab, hidden, nullptr, false);
+    }
+}
+
+}  // namespace infercost_decode_f32

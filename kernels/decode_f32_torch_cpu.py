@@ -1,0 +1,70 @@
+"""torch.ops.infercost.decode_f32: a dense model's whole batch-1 float32 decode step in one C++
+kernel (decode_f32_cpu.h says why), built on first use by cpp_torch_cpu.build.
+
+`unsuited(model)` says why a model is not one it runs and `unavailable()` why this host or run
+does not take it (None where it does); `step(model)` is the decode function to use in place of the
+compiled one, with its `launch` label. decode_f32.py says how a form is chosen.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+
+from . import cpp_torch_cpu, decode_f32
+
+SOURCE = Path(__file__).with_name("decode_f32_torch_cpu.cpp")
+HEADER = SOURCE.with_name("decode_f32_cpu.h")  # the step itself, shared with jax-cpu
+
+
+@functools.cache
+def build_failure() -> str | None:
+    failed = cpp_torch_cpu.build("infercost_decode_f32", SOURCE, (HEADER,))
+    return None if failed is None else f"did not build: {failed}"
+
+
+def unsuited(model) -> str | None:
+    """Why `model` (a llama_torch.Llama) is not one the kernel runs; None if it is."""
+    cfg = model.cfg
+    if cfg.family != "dense" or cfg.experts_model or getattr(cfg, "qk_norm", False):
+        return f"a {cfg.family} model: the kernel runs dense Llama-family layers only"
+    if model.tp is not None or model.ep is not None:
+        return "a split model"
+    cache = model.caches[0]
+    if cache.int8 or cache.k.shape[0] != 1:
+        return "an int8 KV cache" if cache.int8 else "a batch above 1"
+    if any(not isinstance(t, torch.Tensor) or t.dtype != torch.float32 or t.is_mkldnn or not t.is_contiguous()
+           for t in tensors(model)):
+        return "weights other than contiguous float32"
+    return None
+
+
+def unavailable() -> str | None:
+    """Why this host or run does not take the kernel (not built, or not wanted); None if it does."""
+    return decode_f32.not_wanted() or build_failure()
+
+
+def tensors(model) -> list[torch.Tensor]:
+    """The kernel's tensors in its order (decode_f32_torch_cpu.cpp): model-wide, then per layer."""
+    none = torch.empty(0)
+    out = [model.embed, model.head, model.norm, model.cos, model.sin]
+    for layer, cache in zip(model.layers, model.caches):
+        out += [layer["ln1"], layer["wqkv"], layer.get("bqkv", none), layer["wo"], layer["ln2"], layer["w13"],
+                layer["w2"], cache.k, cache.v]
+    return out
+
+
+def step(model):
+    """decode(tokens [1, 1], pos [1]) -> float32 logits [1, 1, vocab], writing the new key and value
+    into the model's caches; its `launch` says which form runs and what chose it."""
+    form = decode_f32.chosen_form()[0]
+    number, heads, kv_heads, eps = decode_f32.FORMS[form][0], model.heads, model.kv_heads, float(model.cfg.norm_eps)
+
+    def decode(tokens, pos):
+        # The model's tensors as they are now (a benchmark may point them at other buffers); ~20 us.
+        return torch.ops.infercost.decode_f32(tokens, pos, tensors(model), heads, kv_heads, eps, number)
+
+    decode.launch = decode_f32.launch(form, "")
+    return decode
