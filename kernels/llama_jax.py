@@ -341,7 +341,7 @@ class Runner:
     def __init__(self, cfg: LlamaConfig, dtype: str, device, batch: int, max_seq: int,
                  seed: int = 0, weights: dict | None = None, keep_weights: bool = False,
                  multiply_reduce_attention: bool = False, mesh=None, kv_int8: bool = False,
-                 one_row_options: dict | None = None):
+                 one_row_options: dict | None = None, step_kernel_threads: int | None = None):
         self.cfg, self.device, self.batch, self.max_seq = cfg, device, batch, max_seq
         self.multiply_reduce_attention = multiply_reduce_attention
         self.one_row_options = one_row_options  # XLA options for a batch-1 decode step (the adapter's)
@@ -385,6 +385,18 @@ class Runner:
             self.cache = jax.device_put(self.cache, self._cache_shardings())
         self._compiled = {}
         self.launch_base = self.launch  # what `launch` says before a compile adds its options
+        # jax-cpu's batch-1 float32 decode by infercost's step kernel where the model is one it runs
+        # and it built (decode_f32_jax_cpu.py); else XLA's step, and `launch` says why.
+        self.kernel_decode, self.kernel_note = None, ""
+        if step_kernel_threads:
+            from . import decode_f32_jax_cpu as kernel
+            if kernel.unsuited(cfg, batch, self.dtype, mesh, kv_int8, multiply_reduce_attention) is None:
+                why = kernel.unavailable()
+                if why is None:
+                    self.kernel_decode = partial(kernel.forward, cfg, threads=step_kernel_threads)
+                    self.kernel_launch = f"{self.launch}; {kernel.launch()}"
+                else:
+                    self.kernel_note = f"; infercost's float32 step {why}"
 
     def _sharding(self, axes: tuple):
         return partition(self.mesh, self.rules, axes)
@@ -430,8 +442,14 @@ class Runner:
             # routes [layers, B x T, k] stay where their tokens are (rows are batch-major)
             out = None if self.mesh is None else (self._sharding(AXES["logits"]), self._cache_shardings(),
                                                   self._sharding((None, "batch", None)))
+            if self.kernel_decode is not None and not prefill:
+                f = self.kernel_decode
             lowered = jax.jit(f, donate_argnums=4, out_shardings=out).lower(self.params, self.rope, tokens, pos, self.cache)
-            self._compiled[key] = self._compile(lowered, self.one_row_options if not prefill and self.batch == 1 else None)
+            if self.kernel_decode is not None and not prefill:
+                self._compiled[key] = lowered.compile()
+                self.launch = self.kernel_launch
+            else:
+                self._compiled[key] = self._compile(lowered, self.one_row_options if not prefill and self.batch == 1 else None)
         return self._compiled[key]
 
     def _compile(self, lowered, options: dict | None):
@@ -439,7 +457,7 @@ class Runner:
         without the option), with its defaults, and `launch` says so."""
         if not options:
             return lowered.compile()
-        base = self.launch_base
+        base = self.launch_base + self.kernel_note
         try:
             compiled = lowered.compile(compiler_options=options)
             self.launch = f"{base}; XLA options {', '.join(f'{k}={v!r}' for k, v in options.items())}"

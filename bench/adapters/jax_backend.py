@@ -118,6 +118,7 @@ class JaxBackend(Backend):
     # converting the whole matrix first). Elsewhere, batched dots.
     multiply_reduce_attention = False
     one_row_decode_options: dict = {}  # XLA compiler options for batch-1 decode steps
+    step_kernel = False  # batch-1 float32 decode by infercost's step kernel (kernels/decode_f32_jax_cpu.py)
 
     def mesh_unsupported(self, mesh: dict) -> str | None:
         have = len(jax.devices(self.platform))
@@ -169,7 +170,8 @@ class JaxBackend(Backend):
         return llama_jax.Runner(cfg, dtype, self.device, batch, max_seq, seed=seed, weights=weights,
                                 keep_weights=keep_weights, multiply_reduce_attention=self.multiply_reduce_attention,
                                 mesh=self.make_mesh(mesh) if mesh is not None else None, kv_int8=quant.kv == "int8",
-                                one_row_options=self.one_row_decode_options)
+                                one_row_options=self.one_row_decode_options,
+                                step_kernel_threads=self.threads if self.step_kernel else None)
 
     def compile(self, fn, args, donate: tuple[int, ...] = ()):
         # Ahead-of-time: the returned object never retraces or recompiles when called.
@@ -215,6 +217,9 @@ class JaxCPU(JaxBackend):
     # (small-125m, EPYC, alternating in one process). Batched decode and prefill keep YNN: their
     # dots were 2.4-5x slower without it.
     one_row_decode_options = {"xla_cpu_experimental_ynn_fusion_type": ""}
+    # Batch-1 float32 decode of a dense model: infercost's step kernel, through XLA's FFI. XLA's own
+    # step streamed the weights at 68-82% of a read sweep on the EPYC host, ~300 small loops a step.
+    step_kernel = True
 
     def __init__(self, threads: int | None = None):
         super().__init__(threads)

@@ -1,0 +1,86 @@
+"""jax-cpu's batch-1 float32 decode step by infercost's kernel (decode_f32_cpu.h says why), called
+through XLA's FFI (decode_f32_jax_cpu.cc), built on first use by bench/native.py.
+
+`unsuited(...)` says why a model is not one it runs and `unavailable()` why this host or run does
+not take it (None where it does); `forward` is llama_jax.forward's decode with the kernel in its
+place (same arguments and results), the caches donated and written in place. decode_f32.py says
+how a form is chosen.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from infercost.bench.native import build_library
+
+from . import decode_f32
+
+SOURCE = Path(__file__).with_name("decode_f32_jax_cpu.cc")
+HEADER = SOURCE.with_name("decode_f32_cpu.h")
+TARGET = "infercost_decode_f32"
+
+
+@functools.cache
+def build_failure() -> str | None:
+    """None once the handler is built and registered with XLA, else why not."""
+    flags = ["-O3", "-std=c++17", "-fopenmp", "-shared", "-fPIC", f"-I{jax.ffi.include_dir()}"]
+    try:
+        lib = ctypes.CDLL(str(build_library(SOURCE, flags, (HEADER,))))
+        jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(lib.InfercostDecodeF32), platform="cpu")
+    except (RuntimeError, OSError, AttributeError) as e:
+        first = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        return f"did not build: {first}"
+    return None
+
+
+def unsuited(cfg, batch: int, dtype, mesh, kv_int8: bool, keys_t: bool) -> str | None:
+    """Why this model (llama_jax.Runner's arguments) is not one the kernel runs; None if it is."""
+    if cfg.family != "dense" or cfg.experts_model or getattr(cfg, "qk_norm", False):
+        return f"a {cfg.family} model: the kernel runs dense Llama-family layers only"
+    if mesh is not None:
+        return "a split model"
+    if kv_int8 or batch != 1:
+        return "an int8 KV cache" if kv_int8 else "a batch above 1"
+    if jnp.dtype(dtype) != jnp.float32:
+        return "weights other than float32"
+    if not keys_t:
+        return "keys not held [kv_heads, head_dim, positions]"
+    return None
+
+
+def unavailable() -> str | None:
+    return decode_f32.not_wanted() or build_failure()
+
+
+def launch() -> str:
+    return decode_f32.launch(decode_f32.chosen_form()[0], " via XLA's FFI")
+
+
+def forward(cfg, params, rope_tab, tokens, pos, cache, *, threads: int):
+    """(logits [1, 1, vocab] float32, the caches with this position written, no routes), as
+    llama_jax.forward's decode returns them, from one call of the kernel."""
+    layers = params["layers"]
+    has_bias = "bqkv" in layers[0]
+    weights = [params["embed"], params["head"], params["norm"], *rope_tab]
+    for layer in layers:
+        weights += [layer["ln1"], layer["wqkv"], *([layer["bqkv"]] if has_bias else []), layer["wo"], layer["ln2"],
+                    layer["w13"], layer["w2"]]
+    caches = [a for entry in cache for a in entry]
+    first = 2 + len(weights)  # the operand number of the first cache (after token and pos)
+    outs = [jax.ShapeDtypeStruct((1, 1, params["head"].shape[0]), jnp.float32),
+            *(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in caches)]
+    call = jax.ffi.ffi_call(TARGET, outs, input_output_aliases={first + i: 1 + i for i in range(len(caches))})
+    form = decode_f32.FORMS[decode_f32.chosen_form()[0]][0]
+    heads = layers[0]["wo"].shape[1] // cfg.hd
+    kv_heads = (layers[0]["wqkv"].shape[0] // cfg.hd - heads) // 2
+    got = call(tokens.astype(jnp.int32), jnp.asarray(pos, jnp.int32), *weights, *caches,
+               heads=np.int64(heads), kv_heads=np.int64(kv_heads), eps=np.float64(cfg.norm_eps),
+               has_bias=np.int64(has_bias), form=np.int64(form), threads=np.int64(threads))
+    new_cache = [tuple(got[1 + 2 * i:3 + 2 * i]) for i in range(len(cache))]
+    return got[0], new_cache, jnp.zeros((0, 1, 1), jnp.int32)

@@ -1,0 +1,91 @@
+"""The float32 decode step kernel (kernels/decode_f32_cpu.h) in torch-cpu and jax-cpu: every form
+this CPU runs, and each framework's own compiled step beside it, against the float64 reference;
+which models take it, and what the record says when a run does not."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from infercost.bench.backend import open_backend
+from infercost.kernels import decode_f32, decode_f32_jax_cpu, decode_f32_torch_cpu, llama, llama_ref
+from infercost.kernels.llama import CONFIGS, LLAMA3_SCALING
+from infercost.kernels.models import CONFIGS as ALL_CONFIGS
+from test_llama import run_greedy
+
+pytestmark = pytest.mark.skipif(decode_f32_torch_cpu.build_failure() is not None
+                                or decode_f32_jax_cpu.build_failure() is not None,
+                                reason=f"{decode_f32_torch_cpu.build_failure()}; {decode_f32_jax_cpu.build_failure()}")
+
+# GQA, qkv bias, tied head and Llama 3 rope scaling; and widths no vector divides (40 = 32 + 8,
+# head size 10), so every dot product's tail is summed too.
+SHAPES = {
+    "tiny-gqa-bias": replace(CONFIGS["tiny"], qkv_bias=True, tie_embeddings=True,
+                             rope_scaling={**LLAMA3_SCALING, "factor": 8.0, "original_max_position_embeddings": 16}),
+    "odd-widths": replace(CONFIGS["tiny"], vocab_size=97, hidden=40, heads=4, kv_heads=1, intermediate=72),
+}
+
+
+@pytest.fixture(scope="module", params=["torch-cpu", "jax-cpu"])
+def backend(request):
+    b = open_backend(request.param, threads=2)
+    b.configure("float32", False)
+    return b
+
+
+@pytest.fixture(scope="module")
+def cpu():
+    b = open_backend("torch-cpu", threads=2)
+    b.configure("float32", False)
+    return b
+
+
+COMPILED = {"torch-cpu": "torch.compile(inductor", "jax-cpu": "jit; "}  # each framework's own step
+VIA = {"torch-cpu": "", "jax-cpu": " via XLA's FFI"}
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+@pytest.mark.parametrize("form", decode_f32.runnable_forms() + ["compiled"])
+def test_every_form_decodes_the_float64_references_tokens(backend, monkeypatch, shape, form):
+    cfg = SHAPES[shape]
+    if form == "compiled":
+        monkeypatch.setenv("INFERCOST_F32_DECODE", "compiled")
+    else:
+        monkeypatch.setenv("INFERCOST_F32_FORM", form)
+    w64 = llama.seeded_weights_numpy(cfg, seed=3)
+    prompt = np.random.default_rng(5).integers(0, cfg.vocab_size, (1, 7))
+    tokens, logits, launch = run_greedy(backend, cfg, w64, prompt, steps=6)  # later steps read the cache it wrote
+    if form == "compiled":
+        assert launch.startswith(COMPILED[backend.name]) and "not taken: INFERCOST_F32_DECODE=compiled" in launch
+        assert "float32 decode step" not in launch
+    else:
+        assert f"infercost's float32 decode step (C++/OpenMP{VIA[backend.name]}), {form} (chosen by INFERCOST_F32_FORM" in launch
+    ref_tokens, ref_logits = llama_ref.greedy(cfg, w64, prompt, 6)
+    np.testing.assert_array_equal(tokens, ref_tokens)
+    for got, ref in zip(logits, ref_logits):
+        assert np.abs(got - ref).max() / np.abs(ref).max() < 1e-5
+
+
+def test_a_form_this_cpu_does_not_run_keeps_inductor_and_says_why(cpu, monkeypatch):
+    monkeypatch.setenv("INFERCOST_F32_FORM", "AVX-1024")
+    runner = cpu.load_model(CONFIGS["tiny"], "float32", 1, 12, seed=0)
+    assert runner.launch.startswith("torch.compile(inductor") and "INFERCOST_F32_FORM='AVX-1024' is not one of" in runner.launch
+
+
+def test_models_the_kernel_does_not_run_say_why(cpu):
+    from infercost.kernels import llama_torch
+    moe = llama_torch.Runner(ALL_CONFIGS["tiny-moe"], "float32", "cpu", 1, 8).model
+    int8_kv = llama_torch.Runner(CONFIGS["tiny"], "float32", "cpu", 1, 8, kv_int8=True).model
+    two_rows = llama_torch.Runner(CONFIGS["tiny"], "float32", "cpu", 2, 8).model
+    bf16 = llama_torch.Runner(CONFIGS["tiny"], "bfloat16", "cpu", 1, 8).model
+    plain = llama_torch.Runner(CONFIGS["tiny"], "float32", "cpu", 1, 8).model
+    assert "dense Llama-family layers only" in decode_f32_torch_cpu.unsuited(moe)
+    assert decode_f32_torch_cpu.unsuited(int8_kv) == "an int8 KV cache"
+    assert decode_f32_torch_cpu.unsuited(two_rows) == "a batch above 1"
+    assert decode_f32_torch_cpu.unsuited(bf16) == "weights other than contiguous float32"
+    assert decode_f32_torch_cpu.unsuited(plain) is None
+    # jax-cpu decides from the same facts before its model is made
+    assert decode_f32_jax_cpu.unsuited(CONFIGS["tiny"], 1, "float32", None, False, True) is None
+    assert "dense Llama-family layers only" in decode_f32_jax_cpu.unsuited(ALL_CONFIGS["tiny-moe"], 1, "float32", None, False, True)
+    assert decode_f32_jax_cpu.unsuited(CONFIGS["tiny"], 1, "bfloat16", None, False, True) == "weights other than float32"
+    assert decode_f32_jax_cpu.unsuited(CONFIGS["tiny"], 1, "float32", None, True, True) == "an int8 KV cache"
