@@ -11,7 +11,10 @@ On this host separately allocated buffers read at 27 to 55 GB/s depending on whe
 and the neighbours' load moves that within minutes. So torch-cpu and jax-cpu run in one process
 on the very same weight buffers (torch reads JAX's through DLPack), their generations alternate,
 and the ceiling is the time bench/sweep.py's read of those buffers takes, just before and after each
-pair of generations. HF runs in a process of its own, alternating with that one.
+pair of generations. HF runs in a process of its own, alternating with that one. torch-cpu
+and jax-cpu run infercost's float32 step kernel (kernels/decode_f32_cpu.h); each framework's own
+compiled step (inductor's, XLA's) runs beside it on the same buffers, so the kernel's gain is a ratio
+measured side by side.
 
     python bench/perf/decode_vs_hf.py [--rounds 3]
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -32,6 +36,8 @@ from targets import cap_isa, report  # bench/perf/targets.py, beside this script
 HOST = cap_isa()  # before torch and jax start
 
 PROMPT, NEW = 128, 64
+INDUCTOR, XLA = "torch-cpu inductor", "jax-cpu XLA"  # with INFERCOST_F32_DECODE=compiled
+COMPILED = {INDUCTOR: "torch-cpu", XLA: "jax-cpu"}  # each beside the kernel's run
 
 
 def make_checkpoint(folder: Path) -> None:
@@ -92,17 +98,24 @@ def run_infercost(folder: Path, prompt, repeats: int) -> dict:
     cfg = from_hf_config(folder / "config.json")
     weights = host_weights(str(folder / "model.safetensors"), cfg)
     backends, runners = {}, {}
-    for name in ("jax-cpu", "torch-cpu"):
-        backend = backends[name] = open_backend(name, threads=available_cpus())
-        backend.configure("float32", False)
-        runners[name] = backend.load_model(cfg, "float32", 1, PROMPT + NEW, weights=weights)
-    share_buffers(runners["torch-cpu"], runners["jax-cpu"])
+    for name in ("jax-cpu", "torch-cpu", *COMPILED):
+        if name in COMPILED:  # the framework's own compiled step, on the same buffers
+            os.environ["INFERCOST_F32_DECODE"] = "compiled"
+            backends[name] = backends[COMPILED[name]]
+        else:
+            backends[name] = open_backend(name, threads=available_cpus())
+            backends[name].configure("float32", False)
+        runners[name] = backends[name].load_model(cfg, "float32", 1, PROMPT + NEW, weights=weights)
+    os.environ.pop("INFERCOST_F32_DECODE")
+    for name in ("torch-cpu", INDUCTOR):
+        share_buffers(runners[name], runners["jax-cpu"])
+    runners[XLA].params = runners["jax-cpu"].params
     for name, runner in runners.items():
         generate(backends[name], runner, np.asarray(prompt), 4)  # warm-up and compile
     streamed = runners["jax-cpu"].streamed()
     weight_bytes = sum(a.nbytes for a in streamed)  # every matrix and norm, read once a token
     sweep = lambda: read_sweep([np.asarray(a) for a in streamed], available_cpus())
-    runs, shares, sweeps, ratios = {n: [] for n in runners}, {n: [] for n in runners}, [sweep()], []
+    runs, shares, sweeps, ratios, kernel_ratios = {n: [] for n in runners}, {n: [] for n in runners}, [sweep()], [], {n: [] for n in COMPILED}
     for _ in range(repeats):
         for name, runner in runners.items():
             runs[name].append(generate(backends[name], runner, np.asarray(prompt), NEW))
@@ -111,8 +124,11 @@ def run_infercost(folder: Path, prompt, repeats: int) -> dict:
         for name in runners:
             shares[name].append(ceiling / runs[name][-1]["tpot_s"])
         ratios.append(runs["jax-cpu"][-1]["tpot_s"] / runs["torch-cpu"][-1]["tpot_s"])
+        for name, kernel in COMPILED.items():
+            kernel_ratios[name].append(runs[name][-1]["tpot_s"] / runs[kernel][-1]["tpot_s"])
     out = {"weight_bytes": weight_bytes, "bandwidth": statistics.median(sweeps),
-           "jax_over_torch_tpot": statistics.median(ratios), "jax_over_torch_each": ratios}
+           "jax_over_torch_tpot": statistics.median(ratios), "jax_over_torch_each": ratios,
+           "compiled_over_kernel_tpot": {name: statistics.median(r) for name, r in kernel_ratios.items()}}
     for name, runner in runners.items():
         out[name] = {"tokens_per_s": statistics.median(r["tokens_per_s"] for r in runs[name]),
                      "tpot_s": statistics.median(r["tpot_s"] for r in runs[name]),
@@ -163,21 +179,26 @@ def main() -> int:
     hf, tc, jx = med("hf", "tokens_per_s"), mine("torch-cpu", "tokens_per_s"), mine("jax-cpu", "tokens_per_s")
     share_t = mine("torch-cpu", "share_of_ceiling")
     sweeps = [x["bandwidth"] for x in both]  # a median per process
-    same = runs["hf"][-1]["tokens"] == both[-1]["torch-cpu"]["tokens"] == both[-1]["jax-cpu"]["tokens"]
+    same = (runs["hf"][-1]["tokens"] == both[-1]["torch-cpu"]["tokens"] == both[-1]["jax-cpu"]["tokens"]
+            == both[-1][INDUCTOR]["tokens"] == both[-1][XLA]["tokens"])
     print(f"\n~125M Llama float32, batch 1, prompt {PROMPT}, {NEW} new tokens; medians of {args.rounds} alternating "
           f"rounds x {args.repeats} generations; torch-cpu and jax-cpu read the same weight buffers; {HOST}")
     print(f"read bandwidth (bench/sweep.py over those weights, around each generation): {min(sweeps) / 1e9:.1f} to "
           f"{max(sweeps) / 1e9:.1f} GB/s (process medians); weight bytes per token {both[0]['weight_bytes'] / 1e6:.0f} MB")
-    print(f"greedy tokens identical across HF, torch-cpu, jax-cpu: {same}")
-    print(f"{'':<22}{'tok/s (e2e)':>12}{'TPOT ms':>9}{'decode tok/s':>13}{'of ceiling':>11}  launch")
-    print(f"{'HF generate':<22}{hf:>12.1f}")
-    for name, tps in (("torch-cpu", tc), ("jax-cpu", jx)):
+    print(f"greedy tokens identical across HF, torch-cpu, jax-cpu (each with both steps): {same}")
+    print(f"{'':<28}{'tok/s (e2e)':>12}{'TPOT ms':>9}{'decode tok/s':>13}{'of ceiling':>11}  launch")
+    print(f"{'HF generate':<28}{hf:>12.1f}")
+    for name, tps in (("torch-cpu", tc), ("jax-cpu", jx), *((n, mine(n, "tokens_per_s")) for n in COMPILED)):
         tpot = mine(name, "tpot_s")
-        print(f"{'infercost ' + name:<22}{tps:>12.1f}{tpot * 1e3:>9.2f}{1 / tpot:>13.1f}"
+        print(f"{'infercost ' + name:<28}{tps:>12.1f}{tpot * 1e3:>9.2f}{1 / tpot:>13.1f}"
               f"{mine(name, 'share_of_ceiling'):>11.1%}  {both[-1][name]['launch']}")
     each = [r for x in both for r in x["jax_over_torch_each"]]
     # The host's memory speed moves within a process; torch's kernel follows it, XLA's less so.
     print(f"jax-cpu TPOT / torch-cpu TPOT, each pair of generations: {min(each):.2f} to {max(each):.2f}")
+    for name, kernel in COMPILED.items():
+        ratio = statistics.median(x["compiled_over_kernel_tpot"][name] for x in both)
+        print(f"{kernel}'s step kernel against its compiled step (same buffers, alternating): {name} TPOT / the "
+              f"kernel's {ratio:.2f}")
     checks = [("torch-cpu / HF tokens/s", tc / hf, 1.5, ">="),
               ("torch-cpu decode / bandwidth ceiling", share_t, 0.90, ">="),
               ("jax-cpu decode / bandwidth ceiling", mine("jax-cpu", "share_of_ceiling"), 0.90, ">="),
