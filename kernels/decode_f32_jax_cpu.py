@@ -39,8 +39,8 @@ def build_failure() -> str | None:
     return None
 
 
-def unsuited(cfg, batch: int, dtype, mesh, kv_int8: bool, keys_t: bool) -> str | None:
-    """Why this model (llama_jax.Runner's arguments) is not one the kernel runs; None if it is."""
+def unsuited(cfg, batch: int, dtype, mesh, kv_int8: bool, keys_t: bool, params: dict | None = None) -> str | None:
+    """Why this model (llama_jax.Runner's arguments and params) is not one the kernel runs; None if it is."""
     if cfg.family != "dense" or cfg.experts_model or getattr(cfg, "qk_norm", False):
         return f"a {cfg.family} model: the kernel runs dense Llama-family layers only"
     if mesh is not None:
@@ -49,6 +49,8 @@ def unsuited(cfg, batch: int, dtype, mesh, kv_int8: bool, keys_t: bool) -> str |
         return "an int8 KV cache" if kv_int8 else "a batch above 1"
     if jnp.dtype(dtype) != jnp.float32:
         return "weights other than float32"
+    if params is not None and any(isinstance(v, dict) for v in (params["head"], *params["layers"][0].values())):
+        return "quantized weights"
     if not keys_t:
         return "keys not held [kv_heads, head_dim, positions]"
     return None

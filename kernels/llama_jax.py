@@ -390,7 +390,7 @@ class Runner:
         self.kernel_decode, self.kernel_note = None, ""
         if step_kernel_threads:
             from . import decode_f32_jax_cpu as kernel
-            if kernel.unsuited(cfg, batch, self.dtype, mesh, kv_int8, multiply_reduce_attention) is None:
+            if kernel.unsuited(cfg, batch, self.dtype, mesh, kv_int8, multiply_reduce_attention, self.params) is None:
                 why = kernel.unavailable()
                 if why is None:
                     self.kernel_decode = partial(kernel.forward, cfg, threads=step_kernel_threads)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from infercost.bench.backend import open_backend
-from infercost.kernels import decode_f32, decode_f32_jax_cpu, decode_f32_torch_cpu, llama, llama_ref
+from infercost.kernels import decode_f32, decode_f32_jax_cpu, decode_f32_torch_cpu, llama, llama_jax, llama_ref
 from infercost.kernels.llama import CONFIGS, LLAMA3_SCALING
 from infercost.kernels.models import CONFIGS as ALL_CONFIGS
 from test_llama import run_greedy
@@ -89,3 +89,6 @@ def test_models_the_kernel_does_not_run_say_why(cpu):
     assert "dense Llama-family layers only" in decode_f32_jax_cpu.unsuited(ALL_CONFIGS["tiny-moe"], 1, "float32", None, False, True)
     assert decode_f32_jax_cpu.unsuited(CONFIGS["tiny"], 1, "bfloat16", None, False, True) == "weights other than float32"
     assert decode_f32_jax_cpu.unsuited(CONFIGS["tiny"], 1, "float32", None, True, True) == "an int8 KV cache"
+    int8 = llama_jax.prepare(CONFIGS["tiny"], {k: {"q": v, "s": v[:, 0]} if v.ndim == 2 else v for k, v in
+                                               llama.seeded_weights_numpy(CONFIGS["tiny"], 0).items()})
+    assert decode_f32_jax_cpu.unsuited(CONFIGS["tiny"], 1, "float32", None, False, True, int8) == "quantized weights"

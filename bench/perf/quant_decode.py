@@ -1,6 +1,6 @@
 """int8 weight-only decode on CPUs against float32, measured side by side in one run.
 
-~125M Llama (small-125m), batch 1, context 128: torch-cpu float32 (the compiled fused GEMV),
+~125M Llama (small-125m), batch 1, context 128: torch-cpu float32 (infercost's float32 step kernel),
 torch-cpu int8 (the compiled step, its int8 products by kernels/int8_gemv_torch_cpu.cpp where it
 builds) and jax-cpu int8 (dequantize-and-dot), every figure the median of alternating rounds.
 As in `infercost run` (one worker process a backend), JAX runs in a process of its own,
