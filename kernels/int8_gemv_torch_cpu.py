@@ -49,7 +49,7 @@ def _load() -> None:
     if wanted is None:
         _state["why"] = "this CPU has neither AVX-512 nor AVX2 with FMA"
         return
-    failed = cpp_torch_cpu.build("infercost_int8_gemv", SOURCE)
+    failed = cpp_torch_cpu.build("infercost_int8_gemv", SOURCE, (SOURCE.with_name("int8_dot_cpu.h"),))
     if failed:  # no compiler, no ninja: the inductor form still runs
         _state["why"] = f"the int8 kernel did not build: {failed}"
         return
