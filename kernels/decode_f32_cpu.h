@@ -22,6 +22,8 @@
 #include <omp.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
+
+#include "int8_dot_cpu.h"
 #endif
 
 #include <algorithm>
@@ -40,6 +42,18 @@ static float dot_plain(const float* w, const float* x, int64_t k) {
         a1 += w[i + 1] * x[i + 1];
     }
     for (; i < k; ++i) a0 += w[i] * x[i];
+    return a0 + a1;
+}
+
+// int8 weights (converted in the loop; their rows' scales applied by the caller).
+static float dot8_plain(const float* x, const int8_t* w, int64_t k) {
+    float a0 = 0.0f, a1 = 0.0f;
+    int64_t i = 0;
+    for (; i + 2 <= k; i += 2) {
+        a0 += x[i] * static_cast<float>(w[i]);
+        a1 += x[i + 1] * static_cast<float>(w[i + 1]);
+    }
+    for (; i < k; ++i) a0 += x[i] * static_cast<float>(w[i]);
     return a0 + a1;
 }
 
@@ -98,27 +112,41 @@ static void axpy_avx512(float a, const float* x, float* y, int64_t n) {
 
 using Dot = float (*)(const float*, const float*, int64_t);
 using Axpy = void (*)(float, const float*, float*, int64_t);
+using Dot8 = float (*)(const float*, const int8_t*, int64_t);
 
 struct Form {
     Dot dot;
     Axpy axpy;
+    Dot8 dot8;
 };
 
 static Form form_for(int64_t form) {
 #if defined(__x86_64__)
-    if (form == 2 && __builtin_cpu_supports("avx512f")) return {dot_avx512, axpy_avx512};
-    if (form >= 1 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return {dot_avx2, axpy_avx2};
+    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (form == 2 && __builtin_cpu_supports("avx512f"))
+        return {dot_avx512, axpy_avx512,
+                __builtin_cpu_supports("avx512bw") ? infercost_int8::dot_row_avx512 : avx2 ? infercost_int8::dot_row_avx2 : dot8_plain};
+    if (form >= 1 && avx2) return {dot_avx2, axpy_avx2, infercost_int8::dot_row_avx2};
 #endif
-    return {dot_plain, axpy_plain};
+    return {dot_plain, axpy_plain, dot8_plain};
 }
 
+// A weight matrix [rows, cols]: float32 values, or int8 values with a float32 scale a row.
+struct Matrix {
+    const void* values;
+    const float* scale;  // nullptr: float32 values
+};
+
 // y[r] (+)= W[r] . x for this thread's share of W's rows (called inside the parallel region; the
-// `omp for` ends with the barrier that makes y whole for every thread).
-inline void product(Dot dot, const float* w, const float* x, float* y, int64_t rows, int64_t cols,
+// `omp for` ends with the barrier that makes y whole for every thread). int8 rows: the sum, then
+// its row's scale, as (x @ values.T) * scale.
+inline void product(const Form& f, Matrix w, const float* x, float* y, int64_t rows, int64_t cols,
                     const float* bias, bool accumulate) {
+    const float* wf = static_cast<const float*>(w.values);
+    const int8_t* w8 = static_cast<const int8_t*>(w.values);
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; ++r) {
-        float v = dot(w + r * cols, x, cols);
+        float v = w.scale ? f.dot8(x, w8 + r * cols, cols) * w.scale[r] : f.dot(wf + r * cols, x, cols);
         if (bias) v += bias[r];
         y[r] = accumulate ? y[r] + v : v;
     }
@@ -143,7 +171,8 @@ inline void rotate(float* x, const float* cos, const float* sin, int64_t hd) {
 }
 
 struct Layer {
-    const float *ln1, *wqkv, *bqkv, *wo, *ln2, *w13, *w2;  // bqkv: nullptr where there is none
+    const float *ln1, *bqkv, *ln2;  // bqkv: nullptr where there is none
+    Matrix wqkv, wo, w13, w2;
     float *k, *v;  // the cache, written at the step's position
 };
 
@@ -153,7 +182,8 @@ struct Model {
     int64_t layers, vocab, hidden, heads, kv_heads, hd, inter, max_seq;
     bool keys_t;
     double eps;
-    const float *embed, *head, *norm, *cos, *sin;  // cos, sin: [max_seq, hd]
+    const float *embed, *norm, *cos, *sin;  // cos, sin: [max_seq, hd]
+    Matrix head;
     const Layer* layer;
 };
 
@@ -176,7 +206,7 @@ inline void step(const Model& m, int64_t token, int64_t pos, float* logits, int6
             const Layer& w = m.layer[l];
 #pragma omp single
             rms_norm(x.data(), w.ln1, normed.data(), hidden, m.eps);
-            product(dot, w.wqkv, normed.data(), qkv.data(), q_width + 2 * kv_width, hidden, w.bqkv, false);
+            product(f, w.wqkv, normed.data(), qkv.data(), q_width + 2 * kv_width, hidden, w.bqkv, false);
 #pragma omp single
             {
                 for (int64_t h = 0; h < heads + kv_heads; ++h) rotate(qkv.data() + h * hd, cos, sin, hd);
@@ -209,19 +239,19 @@ inline void step(const Model& m, int64_t token, int64_t pos, float* logits, int6
                 std::fill_n(o, hd, 0.0f);
                 for (int64_t j = 0; j <= pos; ++j) f.axpy(scores[j] / total, values + j * hd, o, hd);
             }
-            product(dot, w.wo, att.data(), x.data(), hidden, q_width, nullptr, true);
+            product(f, w.wo, att.data(), x.data(), hidden, q_width, nullptr, true);
 #pragma omp single
             rms_norm(x.data(), w.ln2, normed.data(), hidden, m.eps);
-            product(dot, w.w13, normed.data(), gate_up.data(), 2 * inter, hidden, nullptr, false);
+            product(f, w.w13, normed.data(), gate_up.data(), 2 * inter, hidden, nullptr, false);
             for (int64_t i = 0; i < inter; ++i) {  // SiLU(gate) * up, each thread for itself
                 const float g = gate_up[i];
                 act[i] = g / (1.0f + std::exp(-g)) * gate_up[inter + i];
             }
-            product(dot, w.w2, act.data(), x.data(), hidden, inter, nullptr, true);
+            product(f, w.w2, act.data(), x.data(), hidden, inter, nullptr, true);
         }
 #pragma omp single
         rms_norm(x.data(), m.norm, normed.data(), hidden, m.eps);
-        product(dot, m.head, normed.data(), logits, m.vocab, hidden, nullptr, false);
+        product(f, m.head, normed.data(), logits, m.vocab, hidden, nullptr, false);
     }
 }
 

@@ -32,13 +32,14 @@ ffi::Error DecodeF32(ffi::Buffer<ffi::S32> token, ffi::Buffer<ffi::S32> pos, ffi
     m.layers = layers, m.vocab = embed[0], m.hidden = embed[1], m.max_seq = cos[0], m.hd = cos[1];
     m.heads = heads, m.kv_heads = kv_heads, m.keys_t = true, m.eps = eps;
     m.inter = args.get<ffi::AnyBuffer>(fixed + 5 - (has_bias ? 0 : 1)).value().dimensions()[0] / 2;
-    m.embed = arg(0), m.head = arg(1), m.norm = arg(2), m.cos = arg(3), m.sin = arg(4);
+    m.embed = arg(0), m.head = {arg(1), nullptr}, m.norm = arg(2), m.cos = arg(3), m.sin = arg(4);
     std::vector<infercost_decode_f32::Layer> layer(layers);
     for (int64_t l = 0; l < layers; ++l) {
         int64_t i = fixed + l * per_layer;
-        layer[l].ln1 = arg(i++), layer[l].wqkv = arg(i++);
+        layer[l].ln1 = arg(i++), layer[l].wqkv = {arg(i++), nullptr};
         layer[l].bqkv = has_bias ? arg(i++) : nullptr;
-        layer[l].wo = arg(i++), layer[l].ln2 = arg(i++), layer[l].w13 = arg(i++), layer[l].w2 = arg(i++);
+        layer[l].wo = {arg(i++), nullptr}, layer[l].ln2 = arg(i++);
+        layer[l].w13 = {arg(i++), nullptr}, layer[l].w2 = {arg(i++), nullptr};
         layer[l].k = ret(1 + 2 * l), layer[l].v = ret(2 + 2 * l);
     }
     m.layer = layer.data();

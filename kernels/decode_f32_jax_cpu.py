@@ -22,7 +22,7 @@ from infercost.bench.native import build_library
 from . import decode_f32
 
 SOURCE = Path(__file__).with_name("decode_f32_jax_cpu.cc")
-HEADER = SOURCE.with_name("decode_f32_cpu.h")
+HEADERS = (SOURCE.with_name("decode_f32_cpu.h"), SOURCE.with_name("int8_dot_cpu.h"))
 TARGET = "infercost_decode_f32"
 
 
@@ -31,7 +31,7 @@ def build_failure() -> str | None:
     """None once the handler is built and registered with XLA, else why not."""
     flags = ["-O3", "-std=c++17", "-fopenmp", "-shared", "-fPIC", f"-I{jax.ffi.include_dir()}"]
     try:
-        lib = ctypes.CDLL(str(build_library(SOURCE, flags, (HEADER,))))
+        lib = ctypes.CDLL(str(build_library(SOURCE, flags, HEADERS)))
         jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(lib.InfercostDecodeF32), platform="cpu")
     except (RuntimeError, OSError, AttributeError) as e:
         first = str(e).splitlines()[0][:160] if str(e) else type(e).__name__

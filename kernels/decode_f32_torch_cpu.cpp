@@ -9,29 +9,43 @@
 
 namespace {
 
-// The tensors, in this order: embed [V, H], head [V, H], norm [H], cos [S, hd], sin [S, hd], then
-// per layer ln1 [H], wqkv [(nh + 2 nkv) hd, H], bqkv (or an empty tensor), wo [H, nh hd], ln2 [H],
-// w13 [2 I, H], w2 [H, I], k cache [1, nkv, S, hd], v cache [1, nkv, S, hd]. Float32, contiguous.
-constexpr int64_t FIXED = 5, PER_LAYER = 9;
+// The tensors, in this order: embed [V, H], head [V, H], head's scales [V] (or an empty tensor), norm
+// [H], cos [S, hd], sin [S, hd], then per layer ln1 [H], wqkv [(nh + 2 nkv) hd, H] and its scales,
+// bqkv (or an empty tensor), wo [H, nh hd] and its scales, ln2 [H], w13 [2 I, H] and its scales, w2
+// [H, I] and its scales, k cache [1, nkv, S, hd], v cache [1, nkv, S, hd]. Contiguous, on the CPU;
+// a matrix is float32 with an empty scales tensor, or int8 with float32 scales a row; all else float32.
+constexpr int64_t FIXED = 6, PER_LAYER = 13;
+
+const float* floats(const at::Tensor& t) { return t.numel() ? t.data_ptr<float>() : nullptr; }
+
+infercost_decode_f32::Matrix matrix(const at::Tensor& values, const at::Tensor& scale) {
+    if (!scale.numel()) {
+        TORCH_CHECK(values.scalar_type() == at::kFloat, "decode_f32: a matrix without scales must be float32");
+        return {values.data_ptr<float>(), nullptr};
+    }
+    TORCH_CHECK(values.scalar_type() == at::kChar && scale.numel() == values.size(0),
+                "decode_f32: a matrix with scales must be int8 with one scale a row");
+    return {values.data_ptr<int8_t>(), scale.data_ptr<float>()};
+}
 
 at::Tensor decode_f32(const at::Tensor& token, const at::Tensor& pos, at::TensorList t, int64_t heads,
                       int64_t kv_heads, double eps, int64_t form) {
     TORCH_CHECK(t.size() > FIXED && (t.size() - FIXED) % PER_LAYER == 0, "decode_f32: wrong number of tensors");
     for (const auto& x : t)
-        TORCH_CHECK(x.scalar_type() == at::kFloat && x.is_contiguous() && x.is_cpu(),
-                    "decode_f32: every tensor must be contiguous float32 on the CPU");
+        TORCH_CHECK((x.scalar_type() == at::kFloat || x.scalar_type() == at::kChar) && x.is_contiguous() && x.is_cpu(),
+                    "decode_f32: every tensor must be contiguous float32 (or int8 weights) on the CPU");
     infercost_decode_f32::Model m{};
     m.layers = (t.size() - FIXED) / PER_LAYER;
-    m.vocab = t[0].size(0), m.hidden = t[0].size(1), m.hd = t[3].size(1), m.max_seq = t[3].size(0);
-    m.heads = heads, m.kv_heads = kv_heads, m.inter = t[FIXED + 5].size(0) / 2, m.keys_t = false, m.eps = eps;
-    m.embed = t[0].data_ptr<float>(), m.head = t[1].data_ptr<float>(), m.norm = t[2].data_ptr<float>();
-    m.cos = t[3].data_ptr<float>(), m.sin = t[4].data_ptr<float>();
+    m.vocab = t[0].size(0), m.hidden = t[0].size(1), m.hd = t[4].size(1), m.max_seq = t[4].size(0);
+    m.heads = heads, m.kv_heads = kv_heads, m.inter = t[FIXED + 7].size(0) / 2, m.keys_t = false, m.eps = eps;
+    TORCH_CHECK(t[0].scalar_type() == at::kFloat, "decode_f32: the embedding must be float32");
+    m.embed = t[0].data_ptr<float>(), m.head = matrix(t[1], t[2]), m.norm = t[3].data_ptr<float>();
+    m.cos = t[4].data_ptr<float>(), m.sin = t[5].data_ptr<float>();
     std::vector<infercost_decode_f32::Layer> layers(m.layers);
     for (int64_t l = 0; l < m.layers; ++l) {
         const at::Tensor* w = &t[FIXED + l * PER_LAYER];
-        layers[l] = {w[0].data_ptr<float>(), w[1].data_ptr<float>(), w[2].numel() ? w[2].data_ptr<float>() : nullptr,
-                     w[3].data_ptr<float>(), w[4].data_ptr<float>(), w[5].data_ptr<float>(), w[6].data_ptr<float>(),
-                     w[7].data_ptr<float>(), w[8].data_ptr<float>()};
+        layers[l] = {floats(w[0]), floats(w[3]), floats(w[6]), matrix(w[1], w[2]), matrix(w[4], w[5]),
+                     matrix(w[7], w[8]), matrix(w[9], w[10]), w[11].data_ptr<float>(), w[12].data_ptr<float>()};
     }
     m.layer = layers.data();
     const int64_t p = pos.item<int64_t>(), tok = token.item<int64_t>();

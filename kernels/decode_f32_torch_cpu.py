@@ -14,14 +14,15 @@ from pathlib import Path
 import torch
 
 from . import cpp_torch_cpu, decode_f32
+from .llama_torch import QLinear
 
 SOURCE = Path(__file__).with_name("decode_f32_torch_cpu.cpp")
-HEADER = SOURCE.with_name("decode_f32_cpu.h")  # the step itself, shared with jax-cpu
+HEADERS = (SOURCE.with_name("decode_f32_cpu.h"), SOURCE.with_name("int8_dot_cpu.h"))  # the step, shared with jax-cpu
 
 
 @functools.cache
 def build_failure() -> str | None:
-    failed = cpp_torch_cpu.build("infercost_decode_f32", SOURCE, (HEADER,))
+    failed = cpp_torch_cpu.build("infercost_decode_f32", SOURCE, HEADERS)
     return None if failed is None else f"did not build: {failed}"
 
 
@@ -35,9 +36,11 @@ def unsuited(model) -> str | None:
     cache = model.caches[0]
     if cache.int8 or cache.k.shape[0] != 1:
         return "an int8 KV cache" if cache.int8 else "a batch above 1"
-    if any(not isinstance(t, torch.Tensor) or t.dtype != torch.float32 or t.is_mkldnn or not t.is_contiguous()
-           for t in tensors(model)):
-        return "weights other than contiguous float32"
+    matrices = [model.head, *(layer[k] for layer in model.layers for k in ("wqkv", "wo", "w13", "w2"))]
+    if any(isinstance(w, QLinear) and (w.values.dtype != torch.int8 or w.scale.dtype != torch.float32) for w in matrices):
+        return "quantized weights other than int8 with float32 scales"
+    if any(t.dtype not in (torch.float32, torch.int8) or t.is_mkldnn or not t.is_contiguous() for t in tensors(model)):
+        return "weights other than contiguous float32 (or int8)"
     return None
 
 
@@ -47,24 +50,33 @@ def unavailable() -> str | None:
 
 
 def tensors(model) -> list[torch.Tensor]:
-    """The kernel's tensors in its order (decode_f32_torch_cpu.cpp): model-wide, then per layer."""
+    """The kernel's tensors in its order (decode_f32_torch_cpu.cpp): model-wide, then per layer; a
+    matrix as its values and its rows' scales (an empty tensor for float32 values)."""
     none = torch.empty(0)
-    out = [model.embed, model.head, model.norm, model.cos, model.sin]
+
+    def matrix(w):
+        return [w.values, w.scale] if isinstance(w, QLinear) else [w, none]
+    out = [model.embed, *matrix(model.head), model.norm, model.cos, model.sin]
     for layer, cache in zip(model.layers, model.caches):
-        out += [layer["ln1"], layer["wqkv"], layer.get("bqkv", none), layer["wo"], layer["ln2"], layer["w13"],
-                layer["w2"], cache.k, cache.v]
+        out += [layer["ln1"], *matrix(layer["wqkv"]), layer.get("bqkv", none), *matrix(layer["wo"]), layer["ln2"],
+                *matrix(layer["w13"]), *matrix(layer["w2"]), cache.k, cache.v]
     return out
 
 
-def step(model):
+def int8_weights(model) -> bool:
+    return isinstance(model.head, QLinear) or isinstance(model.layers[0]["wqkv"], QLinear)
+
+
+def step(model, form: str | None = None):
     """decode(tokens [1, 1], pos [1]) -> float32 logits [1, 1, vocab], writing the new key and value
-    into the model's caches; its `launch` says which form runs and what chose it."""
-    form = decode_f32.chosen_form()[0]
+    into the model's caches; its `launch` says which form runs and what chose it. `form`: one of
+    decode_f32.runnable_forms() in place of the chosen one (a benchmark's side-by-side runs)."""
+    form = form or decode_f32.chosen_form()[0]
     number, heads, kv_heads, eps = decode_f32.FORMS[form][0], model.heads, model.kv_heads, float(model.cfg.norm_eps)
 
     def decode(tokens, pos):
         # The model's tensors as they are now (a benchmark may point them at other buffers); ~20 us.
         return torch.ops.infercost.decode_f32(tokens, pos, tensors(model), heads, kv_heads, eps, number)
 
-    decode.launch = decode_f32.launch(form, "")
+    decode.launch = decode_f32.launch(form, "") + ("; int8 weights, converted in its loops" if int8_weights(model) else "")
     return decode

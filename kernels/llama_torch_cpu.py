@@ -178,12 +178,14 @@ def inductor(forward, model: Llama):
 
 
 def step_kernel_or_inductor(forward, model: Llama):
-    """Batch-1 decode by infercost's float32 step kernel where the model is one it runs and the
-    kernel built (decode_f32_torch_cpu.cpp: it streams the weights 25-30% faster than inductor's
-    step on the EPYC host), else compiled by inductor; the function's `launch` says which and why."""
+    """Batch-1 decode by infercost's step kernel where the model is one it runs (dense, float32
+    activations, float32 or int8 weights) and the kernel built (decode_f32_cpu.h: it streamed the
+    weights 1.1-1.2x faster than inductor's step on the same buffers, EPYC host), else compiled by
+    inductor; the function's `launch` says which and why."""
     if decode_f32_torch_cpu.unsuited(model) is None:
         why = decode_f32_torch_cpu.unavailable()
         if why is None:
+            model.ops.launch_note = ""  # it named the int8 GEMV op, which the step kernel does not call
             return decode_f32_torch_cpu.step(model)
         compiled = inductor(forward, model)
         compiled.launch = f"torch.compile(inductor, CPU): fused GEMVs (infercost's float32 step {why})"

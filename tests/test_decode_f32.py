@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from infercost.bench.backend import open_backend
-from infercost.kernels import decode_f32, decode_f32_jax_cpu, decode_f32_torch_cpu, llama, llama_jax, llama_ref
+from infercost.kernels import decode_f32, decode_f32_jax_cpu, decode_f32_torch_cpu, llama, llama_jax, llama_ref, quant
+from infercost.kernels.dtypes import QuantSpec
 from infercost.kernels.llama import CONFIGS, LLAMA3_SCALING
 from infercost.kernels.models import CONFIGS as ALL_CONFIGS
 from test_llama import run_greedy
@@ -66,6 +67,22 @@ def test_every_form_decodes_the_float64_references_tokens(backend, monkeypatch, 
         assert np.abs(got - ref).max() / np.abs(ref).max() < 1e-5
 
 
+@pytest.mark.parametrize("shape", list(SHAPES))
+@pytest.mark.parametrize("form", decode_f32.runnable_forms())
+def test_int8_weights_decode_the_float64_references_tokens_in_every_form(cpu, monkeypatch, shape, form):
+    # torch-cpu's int8 models take the kernel too, each row converted in the loop and scaled after its sum.
+    cfg = SHAPES[shape]
+    monkeypatch.setenv("INFERCOST_F32_FORM", form)
+    qw = quant.quantize_seeded(cfg, 3, "int8")
+    prompt = np.random.default_rng(6).integers(0, cfg.vocab_size, (1, 7))
+    tokens, logits, launch = run_greedy(cpu, cfg, qw, prompt, steps=6, quant=QuantSpec("int8"))
+    assert f"float32 decode step (C++/OpenMP), {form}" in launch and launch.endswith("; int8 weights, converted in its loops")
+    ref_tokens, ref_logits = llama_ref.greedy(cfg, quant.dequantized(qw), prompt, 6)
+    np.testing.assert_array_equal(tokens, ref_tokens)
+    for got, ref in zip(logits, ref_logits):
+        assert np.abs(got - ref).max() / np.abs(ref).max() < 1e-5
+
+
 def test_a_form_this_cpu_does_not_run_keeps_inductor_and_says_why(cpu, monkeypatch):
     monkeypatch.setenv("INFERCOST_F32_FORM", "AVX-1024")
     runner = cpu.load_model(CONFIGS["tiny"], "float32", 1, 12, seed=0)
@@ -82,7 +99,7 @@ def test_models_the_kernel_does_not_run_say_why(cpu):
     assert "dense Llama-family layers only" in decode_f32_torch_cpu.unsuited(moe)
     assert decode_f32_torch_cpu.unsuited(int8_kv) == "an int8 KV cache"
     assert decode_f32_torch_cpu.unsuited(two_rows) == "a batch above 1"
-    assert decode_f32_torch_cpu.unsuited(bf16) == "weights other than contiguous float32"
+    assert decode_f32_torch_cpu.unsuited(bf16) == "weights other than contiguous float32 (or int8)"
     assert decode_f32_torch_cpu.unsuited(plain) is None
     # jax-cpu decides from the same facts before its model is made
     assert decode_f32_jax_cpu.unsuited(CONFIGS["tiny"], 1, "float32", None, False, True) is None
