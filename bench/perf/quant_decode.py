@@ -1,8 +1,9 @@
 """int8 weight-only decode on CPUs against float32, measured side by side in one run.
 
-~125M Llama (small-125m), batch 1, context 128: torch-cpu float32 (infercost's float32 step kernel),
-torch-cpu int8 (the compiled step, its int8 products by kernels/int8_gemv_torch_cpu.cpp where it
-builds) and jax-cpu int8 (dequantize-and-dot), every figure the median of alternating rounds.
+~125M Llama (small-125m), batch 1, context 128: torch-cpu float32 and int8 (infercost's step
+kernel, kernels/decode_f32_cpu.h, its int8 rows converted in its loops; beside the int8 one, the
+kernel's other vector forms and inductor's compiled step with the int8 GEMV op, on the same model)
+and jax-cpu int8 (dequantize-and-dot), every figure the median of alternating rounds.
 As in `infercost run` (one worker process a backend), JAX runs in a process of its own,
 answering one round at a time. The ceiling is the read bandwidth of bench/sweep.py's read of the float32
 model's own weight buffers, swept before the first round and after each one; each round is held
@@ -150,21 +151,28 @@ def main() -> int:
     float_buffers = runners["torch-cpu float32"][2].streamed()
     float_bytes, int8_bytes = (step_bytes(args.model, context, mode) for mode in (None, "int8"))
     sweep = lambda: read_sweep(host_views(float_buffers), threads)
-    # Every form of the int8 kernel this CPU runs, on the same compiled step (it calls the op each
-    # time), so the default's choice can be checked on any host: "torch-cpu int8" is the default.
-    from infercost.kernels import int8_gemv_torch_cpu
-    default = int8_gemv_torch_cpu.form()
-    forms = [f for f in int8_gemv_torch_cpu.runnable_forms() if default and f != default]
-    times = {name: [] for name in [*runners, *[f"  int8 {f} form" for f in forms], "jax-cpu int8"]}
+    # The int8 step's other forms on the very same model and buffers, so the default's choice can be
+    # checked on any host ("torch-cpu int8" is the default): the step kernel's other vector forms
+    # where it runs the step, and inductor's compiled step (the int8 GEMV op between its loops).
+    from infercost.kernels import decode_f32, decode_f32_torch_cpu, llama_torch_cpu
+    int8_runner = runners["torch-cpu int8"][2]
+    default_decode = int8_runner._decode
+    variants = {}
+    if "decode step" in int8_runner.launch:
+        default = decode_f32.chosen_form()[0]
+        variants = {f"  int8 {f} form": decode_f32_torch_cpu.step(int8_runner.model, f)
+                    for f in decode_f32.runnable_forms() if f not in (default, "plain C++")}
+        variants["  int8 inductor + GEMV op"] = llama_torch_cpu.inductor(int8_runner._eager_decode, int8_runner.model)
+    times = {name: [] for name in [*runners, *variants, "jax-cpu int8"]}
     bandwidths, jax_bandwidths, rates = [sweep()], [], []
     for r in range(args.rounds):  # alternate: drift on a shared host hits every variant alike
         for name, (backend, step, _) in runners.items():
             times[name].append(step_time(backend, step, args.steps))
-        for f in forms:
-            int8_gemv_torch_cpu.use(f)
+        for name, decode in variants.items():
+            int8_runner._decode = decode
             backend, step, _ = runners["torch-cpu int8"]
-            times[f"  int8 {f} form"].append(step_time(backend, step, args.steps))
-            int8_gemv_torch_cpu.use(default)
+            times[name].append(step_time(backend, step, args.steps))
+            int8_runner._decode = default_decode
         t, jax_bw = jax_round()
         times["jax-cpu int8"].append(t)
         jax_bandwidths.append(jax_bw)
@@ -183,8 +191,7 @@ def main() -> int:
     jax_ratio = statistics.median(j / t for j, t in zip(times["jax-cpu int8"], times["torch-cpu int8"]))
 
     print(f"\n{args.model} batch 1, context {context}, {threads} threads on {HOST}; medians of {args.rounds} "
-          f"alternating rounds x {args.steps} steps; torch's int8 rows: "
-          f"{int8_gemv_torch_cpu.describe() if default else 'inductor loop (' + str(int8_gemv_torch_cpu.why_not()) + ')'}")
+          f"alternating rounds x {args.steps} steps; torch's int8 step: {int8_runner.launch}")
     print(f"read bandwidth (bench/sweep.py over the float32 weights): {min(bandwidths) / 1e9:.1f} to "
           f"{max(bandwidths) / 1e9:.1f} GB/s; bytes per token (weights, KV cache, logits): float32 "
           f"{float_bytes / 1e6:.1f} MB, int8 {int8_bytes / 1e6:.1f} MB")
@@ -194,7 +201,8 @@ def main() -> int:
           f"{max(jax_bandwidths) / 1e9:.1f} GB/s")
     if all(rates):
         int8_weights = sum(b.numel() for b in runners["torch-cpu int8"][2].streamed() if b.element_size() == 1)
-        print(f"torch's int8 kernel from cache: {min(rates) / 1e9:.1f} to {max(rates) / 1e9:.1f} G weights/s (the step's "
+        print(f"torch's int8 GEMV op from cache (the loop the step kernel's int8 rows share): {min(rates) / 1e9:.1f} to "
+              f"{max(rates) / 1e9:.1f} G weights/s (the step's "
               f"{int8_weights / 1e6:.1f} M int8 weights in {int8_weights / max(rates) * 1e3:.2f} ms at best); read "
               f"bandwidth over arithmetic rate per round: "
               + ", ".join(f"{c / r:.2f}" for c, r in zip(ceilings, rates)))
