@@ -173,7 +173,7 @@ def test_a_decode_case_reports_serving_metrics(backend, batch):
     assert r["status"] == "ok" or all(x.startswith(("too noisy", "time does not grow")) for x in r["reasons"])
     m = r["metrics"]
     assert (m["output_tokens_per_s"] is None) == (r["status"] != "ok")
-    if m["bandwidth_basis"] is None:  # a busy host disturbed the sweep: MBU withheld, and the record says why
+    if m["bandwidth_basis"] is None:  # the sweeps read slower than the step streamed: MBU withheld, and the record says why
         assert m["mbu"] is None and any("MBU withheld" in w for w in r["warnings"])
     else:
         assert m["bandwidth_basis"].startswith("measured") and m["bandwidth_gbs"] > 1
