@@ -49,8 +49,11 @@ def unsuited(cfg, batch: int, dtype, mesh, kv_int8: bool, keys_t: bool, params: 
         return "an int8 KV cache" if kv_int8 else "a batch above 1"
     if jnp.dtype(dtype) != jnp.float32:
         return "weights other than float32"
-    if params is not None and any(isinstance(v, dict) for v in (params["head"], *params["layers"][0].values())):
-        return "quantized weights"
+    if params is not None:
+        matrices = [params["head"], *(layer[k] for layer in params["layers"] for k in ("wqkv", "wo", "w13", "w2"))]
+        if any(isinstance(w, dict) for w in matrices) and not all(
+                isinstance(w, dict) and w["q"].dtype == jnp.int8 and w["s"].dtype == jnp.float32 for w in matrices):
+            return "quantized weights other than int8 with float32 scales"
     if not keys_t:
         return "keys not held [kv_heads, head_dim, positions]"
     return None
@@ -60,29 +63,31 @@ def unavailable() -> str | None:
     return decode_f32.not_wanted() or build_failure()
 
 
-def launch() -> str:
-    return decode_f32.launch(decode_f32.chosen_form()[0], " via XLA's FFI")
+def launch(params: dict) -> str:
+    int8 = isinstance(params["head"], dict)
+    return decode_f32.launch(decode_f32.chosen_form()[0], " via XLA's FFI") + ("; int8 weights, converted in its loops" if int8 else "")
 
 
 def forward(cfg, params, rope_tab, tokens, pos, cache, *, threads: int):
     """(logits [1, 1, vocab] float32, the caches with this position written, no routes), as
     llama_jax.forward's decode returns them, from one call of the kernel."""
     layers = params["layers"]
-    has_bias = "bqkv" in layers[0]
-    weights = [params["embed"], params["head"], params["norm"], *rope_tab]
+    has_bias, int8 = "bqkv" in layers[0], isinstance(params["head"], dict)
+    matrix = (lambda w: [w["q"], w["s"]]) if int8 else (lambda w: [w])  # int8: values, then the rows' scales
+    weights = [params["embed"], *matrix(params["head"]), params["norm"], *rope_tab]
     for layer in layers:
-        weights += [layer["ln1"], layer["wqkv"], *([layer["bqkv"]] if has_bias else []), layer["wo"], layer["ln2"],
-                    layer["w13"], layer["w2"]]
+        weights += [layer["ln1"], *matrix(layer["wqkv"]), *([layer["bqkv"]] if has_bias else []), *matrix(layer["wo"]),
+                    layer["ln2"], *matrix(layer["w13"]), *matrix(layer["w2"])]
     caches = [a for entry in cache for a in entry]
     first = 2 + len(weights)  # the operand number of the first cache (after token and pos)
-    outs = [jax.ShapeDtypeStruct((1, 1, params["head"].shape[0]), jnp.float32),
+    outs = [jax.ShapeDtypeStruct((1, 1, matrix(params["head"])[0].shape[0]), jnp.float32),
             *(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in caches)]
     call = jax.ffi.ffi_call(TARGET, outs, input_output_aliases={first + i: 1 + i for i in range(len(caches))})
     form = decode_f32.FORMS[decode_f32.chosen_form()[0]][0]
-    heads = layers[0]["wo"].shape[1] // cfg.hd
-    kv_heads = (layers[0]["wqkv"].shape[0] // cfg.hd - heads) // 2
+    heads = matrix(layers[0]["wo"])[0].shape[1] // cfg.hd
+    kv_heads = (matrix(layers[0]["wqkv"])[0].shape[0] // cfg.hd - heads) // 2
     got = call(tokens.astype(jnp.int32), jnp.asarray(pos, jnp.int32), *weights, *caches,
                heads=np.int64(heads), kv_heads=np.int64(kv_heads), eps=np.float64(cfg.norm_eps),
-               has_bias=np.int64(has_bias), form=np.int64(form), threads=np.int64(threads))
+               has_bias=np.int64(has_bias), int8=np.int64(int8), form=np.int64(form), threads=np.int64(threads))
     new_cache = [tuple(got[1 + 2 * i:3 + 2 * i]) for i in range(len(cache))]
     return got[0], new_cache, jnp.zeros((0, 1, 1), jnp.int32)

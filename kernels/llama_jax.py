@@ -394,7 +394,7 @@ class Runner:
                 why = kernel.unavailable()
                 if why is None:
                     self.kernel_decode = partial(kernel.forward, cfg, threads=step_kernel_threads)
-                    self.kernel_launch = f"{self.launch}; {kernel.launch()}"
+                    self.kernel_launch = f"{self.launch}; {kernel.launch(self.params)}"
                 else:
                     self.kernel_note = f"; infercost's float32 step {why}"
 

@@ -69,14 +69,14 @@ def test_every_form_decodes_the_float64_references_tokens(backend, monkeypatch, 
 
 @pytest.mark.parametrize("shape", list(SHAPES))
 @pytest.mark.parametrize("form", decode_f32.runnable_forms())
-def test_int8_weights_decode_the_float64_references_tokens_in_every_form(cpu, monkeypatch, shape, form):
-    # torch-cpu's int8 models take the kernel too, each row converted in the loop and scaled after its sum.
+def test_int8_weights_decode_the_float64_references_tokens_in_every_form(backend, monkeypatch, shape, form):
+    # int8 models take the kernel too, each row converted in the loop and scaled after its sum.
     cfg = SHAPES[shape]
     monkeypatch.setenv("INFERCOST_F32_FORM", form)
     qw = quant.quantize_seeded(cfg, 3, "int8")
     prompt = np.random.default_rng(6).integers(0, cfg.vocab_size, (1, 7))
-    tokens, logits, launch = run_greedy(cpu, cfg, qw, prompt, steps=6, quant=QuantSpec("int8"))
-    assert f"float32 decode step (C++/OpenMP), {form}" in launch and launch.endswith("; int8 weights, converted in its loops")
+    tokens, logits, launch = run_greedy(backend, cfg, qw, prompt, steps=6, quant=QuantSpec("int8"))
+    assert f"float32 decode step (C++/OpenMP{VIA[backend.name]}), {form}" in launch and launch.endswith("; int8 weights, converted in its loops")
     ref_tokens, ref_logits = llama_ref.greedy(cfg, quant.dequantized(qw), prompt, 6)
     np.testing.assert_array_equal(tokens, ref_tokens)
     for got, ref in zip(logits, ref_logits):
@@ -106,6 +106,10 @@ def test_models_the_kernel_does_not_run_say_why(cpu):
     assert "dense Llama-family layers only" in decode_f32_jax_cpu.unsuited(ALL_CONFIGS["tiny-moe"], 1, "float32", None, False, True)
     assert decode_f32_jax_cpu.unsuited(CONFIGS["tiny"], 1, "bfloat16", None, False, True) == "weights other than float32"
     assert decode_f32_jax_cpu.unsuited(CONFIGS["tiny"], 1, "float32", None, True, True) == "an int8 KV cache"
-    int8 = llama_jax.prepare(CONFIGS["tiny"], {k: {"q": v, "s": v[:, 0]} if v.ndim == 2 else v for k, v in
+    int8 = llama_jax.prepare(CONFIGS["tiny"], {k: {"q": (v * 1000).astype(np.int8), "s": v[:, 0].astype(np.float32)}
+                                               if v.ndim == 2 else v for k, v in
                                                llama.seeded_weights_numpy(CONFIGS["tiny"], 0).items()})
-    assert decode_f32_jax_cpu.unsuited(CONFIGS["tiny"], 1, "float32", None, False, True, int8) == "quantized weights"
+    assert decode_f32_jax_cpu.unsuited(CONFIGS["tiny"], 1, "float32", None, False, True, int8) is None
+    fp8ish = {**int8, "head": {"q": int8["head"]["q"].astype(np.float32), "s": int8["head"]["s"]}}
+    assert decode_f32_jax_cpu.unsuited(CONFIGS["tiny"], 1, "float32", None, False, True, fp8ish) == (
+        "quantized weights other than int8 with float32 scales")
