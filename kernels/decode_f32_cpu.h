@@ -137,20 +137,39 @@ struct Matrix {
     const float* scale;  // nullptr: float32 values
 };
 
-// y[r] (+)= W[r] . x for this thread's share of W's rows (called inside the parallel region; the
-// `omp for` ends with the barrier that makes y whole for every thread). int8 rows: the sum, then
-// its row's scale, as (x @ values.T) * scale.
-inline void product(const Form& f, Matrix w, const float* x, float* y, int64_t rows, int64_t cols,
-                    const float* bias, bool accumulate) {
+// Rows [begin, end) of n that thread `id` of `size` takes: contiguous blocks, as OpenMP's static
+// schedule splits them (each row's sum is one thread's, so the split never changes a result).
+inline void share(int64_t n, int id, int size, int64_t& begin, int64_t& end) {
+    const int64_t base = n / size, extra = n % size;
+    begin = id * base + std::min<int64_t>(id, extra);
+    end = begin + base + (id < extra ? 1 : 0);
+}
+
+// y[r] (+)= W[r] . x for this thread's share of W's rows, then the barrier that makes y whole for
+// every thread. int8 rows: the sum, then its row's scale, as (x @ values.T) * scale.
+template <class Team>
+void product(Team& team, const Form& f, Matrix w, const float* x, float* y, int64_t rows, int64_t cols,
+             const float* bias, bool accumulate) {
     const float* wf = static_cast<const float*>(w.values);
     const int8_t* w8 = static_cast<const int8_t*>(w.values);
-#pragma omp for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
+    int64_t begin, end;
+    share(rows, team.id(), team.size(), begin, end);
+    for (int64_t r = begin; r < end; ++r) {
         float v = w.scale ? f.dot8(x, w8 + r * cols, cols) * w.scale[r] : f.dot(wf + r * cols, x, cols);
         if (bias) v += bias[r];
         y[r] = accumulate ? y[r] + v : v;
     }
+    team.barrier();
 }
+
+// The threads of a step as OpenMP runs them (torch-cpu: torch's own OpenMP threads).
+struct OmpTeam {
+    int id() const { return omp_get_thread_num(); }
+    int size() const { return omp_get_num_threads(); }
+    void barrier() const {
+#pragma omp barrier
+    }
+};
 
 // out = norm_w * (x * rsqrt(mean(x^2) + eps)), as llama_torch.rms_norm in float32.
 inline void rms_norm(const float* x, const float* norm_w, float* out, int64_t n, double eps) {
@@ -187,71 +206,93 @@ struct Model {
     const Layer* layer;
 };
 
-// logits [vocab] for `token` at position `pos` (both checked by the caller), on `threads` threads.
-inline void step(const Model& m, int64_t token, int64_t pos, float* logits, int64_t form, int threads) {
-    const Form f = form_for(form);
+// The buffers every thread of a step shares.
+struct Shared {
+    std::vector<float> x, normed, qkv, att, gate_up;
+};
+
+// One thread's part of a step (every thread of `team` calls it): logits [vocab] for `token` at
+// position `pos` (both checked by the caller).
+template <class Team>
+void step_in(Team& team, const Model& m, int64_t token, int64_t pos, float* logits, const Form& f, Shared& s) {
     const Dot dot = f.dot;
     const int64_t hidden = m.hidden, hd = m.hd, heads = m.heads, kv_heads = m.kv_heads, inter = m.inter;
     const int64_t q_width = heads * hd, kv_width = kv_heads * hd, group = heads / kv_heads, S = m.max_seq;
     const float* cos = m.cos + pos * hd;
     const float* sin = m.sin + pos * hd;
     const float att_scale = 1.0f / std::sqrt(static_cast<float>(hd));
-    std::vector<float> x(m.embed + token * hidden, m.embed + (token + 1) * hidden);
-    std::vector<float> normed(hidden), qkv(q_width + 2 * kv_width), att(q_width), gate_up(2 * inter);
+    const bool first = team.id() == 0;
+    std::vector<float> act(inter), scores(pos + 1);  // each thread's own
+    float *x = s.x.data(), *normed = s.normed.data(), *qkv = s.qkv.data(), *att = s.att.data(), *gate_up = s.gate_up.data();
+    for (int64_t l = 0; l < m.layers; ++l) {
+        const Layer& w = m.layer[l];
+        if (first) rms_norm(x, w.ln1, normed, hidden, m.eps);
+        team.barrier();
+        product(team, f, w.wqkv, normed, qkv, q_width + 2 * kv_width, hidden, w.bqkv, false);
+        if (first) {
+            for (int64_t h = 0; h < heads + kv_heads; ++h) rotate(qkv + h * hd, cos, sin, hd);
+            for (int64_t h = 0; h < kv_heads; ++h) {
+                const float* k = qkv + q_width + h * hd;
+                if (m.keys_t)
+                    for (int64_t d = 0; d < hd; ++d) w.k[(h * hd + d) * S + pos] = k[d];
+                else
+                    std::copy_n(k, hd, w.k + (h * S + pos) * hd);
+                std::copy_n(qkv + q_width + kv_width + h * hd, hd, w.v + (h * S + pos) * hd);
+            }
+        }
+        team.barrier();
+        int64_t h0, h1;
+        share(heads, team.id(), team.size(), h0, h1);
+        for (int64_t h = h0; h < h1; ++h) {
+            const float* q = qkv + h * hd;
+            const float* keys = w.k + (h / group) * S * hd;
+            const float* values = w.v + (h / group) * S * hd;
+            if (m.keys_t) {  // one position per lane: the sum over d runs down the rows
+                std::fill_n(scores.data(), pos + 1, 0.0f);
+                for (int64_t d = 0; d < hd; ++d) f.axpy(q[d], keys + d * S, scores.data(), pos + 1);
+                for (int64_t j = 0; j <= pos; ++j) scores[j] *= att_scale;
+            } else {
+                for (int64_t j = 0; j <= pos; ++j) scores[j] = dot(keys + j * hd, q, hd) * att_scale;
+            }
+            float top = -INFINITY;
+            for (int64_t j = 0; j <= pos; ++j) top = std::max(top, scores[j]);
+            float total = 0.0f;
+            for (int64_t j = 0; j <= pos; ++j) total += (scores[j] = std::exp(scores[j] - top));
+            float* o = att + h * hd;
+            std::fill_n(o, hd, 0.0f);
+            for (int64_t j = 0; j <= pos; ++j) f.axpy(scores[j] / total, values + j * hd, o, hd);
+        }
+        team.barrier();
+        product(team, f, w.wo, att, x, hidden, q_width, nullptr, true);
+        if (first) rms_norm(x, w.ln2, normed, hidden, m.eps);
+        team.barrier();
+        product(team, f, w.w13, normed, gate_up, 2 * inter, hidden, nullptr, false);
+        for (int64_t i = 0; i < inter; ++i) {  // SiLU(gate) * up, each thread for itself
+            const float g = gate_up[i];
+            act[i] = g / (1.0f + std::exp(-g)) * gate_up[inter + i];
+        }
+        product(team, f, w.w2, act.data(), x, hidden, inter, nullptr, true);
+    }
+    if (first) rms_norm(x, m.norm, normed, hidden, m.eps);
+    team.barrier();
+    product(team, f, m.head, normed, logits, m.vocab, hidden, nullptr, false);
+}
 
+inline Shared shared_for(const Model& m, int64_t token) {
+    const int64_t qkv = (m.heads + 2 * m.kv_heads) * m.hd;
+    return {std::vector<float>(m.embed + token * m.hidden, m.embed + (token + 1) * m.hidden),
+            std::vector<float>(m.hidden), std::vector<float>(qkv), std::vector<float>(m.heads * m.hd),
+            std::vector<float>(2 * m.inter)};
+}
+
+// A step on `threads` OpenMP threads (torch-cpu's: the calling thread's team).
+inline void step(const Model& m, int64_t token, int64_t pos, float* logits, int64_t form, int threads) {
+    const Form f = form_for(form);
+    Shared s = shared_for(m, token);
 #pragma omp parallel num_threads(threads)
     {
-        std::vector<float> act(inter), scores(pos + 1);  // each thread's own
-        for (int64_t l = 0; l < m.layers; ++l) {
-            const Layer& w = m.layer[l];
-#pragma omp single
-            rms_norm(x.data(), w.ln1, normed.data(), hidden, m.eps);
-            product(f, w.wqkv, normed.data(), qkv.data(), q_width + 2 * kv_width, hidden, w.bqkv, false);
-#pragma omp single
-            {
-                for (int64_t h = 0; h < heads + kv_heads; ++h) rotate(qkv.data() + h * hd, cos, sin, hd);
-                for (int64_t h = 0; h < kv_heads; ++h) {
-                    const float* k = qkv.data() + q_width + h * hd;
-                    if (m.keys_t)
-                        for (int64_t d = 0; d < hd; ++d) w.k[(h * hd + d) * S + pos] = k[d];
-                    else
-                        std::copy_n(k, hd, w.k + (h * S + pos) * hd);
-                    std::copy_n(qkv.data() + q_width + kv_width + h * hd, hd, w.v + (h * S + pos) * hd);
-                }
-            }
-#pragma omp for schedule(static)
-            for (int64_t h = 0; h < heads; ++h) {
-                const float* q = qkv.data() + h * hd;
-                const float* keys = w.k + (h / group) * S * hd;
-                const float* values = w.v + (h / group) * S * hd;
-                if (m.keys_t) {  // one position per lane: the sum over d runs down the rows
-                    std::fill_n(scores.data(), pos + 1, 0.0f);
-                    for (int64_t d = 0; d < hd; ++d) f.axpy(q[d], keys + d * S, scores.data(), pos + 1);
-                    for (int64_t j = 0; j <= pos; ++j) scores[j] *= att_scale;
-                } else {
-                    for (int64_t j = 0; j <= pos; ++j) scores[j] = dot(keys + j * hd, q, hd) * att_scale;
-                }
-                float top = -INFINITY;
-                for (int64_t j = 0; j <= pos; ++j) top = std::max(top, scores[j]);
-                float total = 0.0f;
-                for (int64_t j = 0; j <= pos; ++j) total += (scores[j] = std::exp(scores[j] - top));
-                float* o = att.data() + h * hd;
-                std::fill_n(o, hd, 0.0f);
-                for (int64_t j = 0; j <= pos; ++j) f.axpy(scores[j] / total, values + j * hd, o, hd);
-            }
-            product(f, w.wo, att.data(), x.data(), hidden, q_width, nullptr, true);
-#pragma omp single
-            rms_norm(x.data(), w.ln2, normed.data(), hidden, m.eps);
-            product(f, w.w13, normed.data(), gate_up.data(), 2 * inter, hidden, nullptr, false);
-            for (int64_t i = 0; i < inter; ++i) {  // SiLU(gate) * up, each thread for itself
-                const float g = gate_up[i];
-                act[i] = g / (1.0f + std::exp(-g)) * gate_up[inter + i];
-            }
-            product(f, w.w2, act.data(), x.data(), hidden, inter, nullptr, true);
-        }
-#pragma omp single
-        rms_norm(x.data(), m.norm, normed.data(), hidden, m.eps);
-        product(f, m.head, normed.data(), logits, m.vocab, hidden, nullptr, false);
+        OmpTeam team;
+        step_in(team, m, token, pos, logits, f, s);
     }
 }
 

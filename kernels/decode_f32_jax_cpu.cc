@@ -1,6 +1,8 @@
 // infercost_decode_f32 as an XLA FFI handler: decode_f32_cpu.h's step on a jax-cpu model's buffers
 // (kernels/decode_f32_jax_cpu.py lists them). The caches come in as operands and go out as results
 // aliased to them, so the step writes its key and value in place.
+#include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -15,45 +17,87 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-// Every step's parallel region starts from this one thread. Why: XLA runs a custom call on whichever
-// thread dispatches it (the caller's, or one of its own), and OpenMP keeps a team a calling thread;
-// with two teams, each one's idle worker spun while the other worked, and an int8 step of small-125m
-// took 4.4-5.4 ms instead of 2.3-2.4 (2-core EPYC host). The caller waits, asleep, for the step.
-class StepThread {
+// The step's threads: the calling thread and threads - 1 of ours, kept for the process. Why not
+// OpenMP here: XLA runs a custom call on whichever thread dispatches it (the caller's, or one of
+// its own), OpenMP keeps a team a calling thread, and with two teams libgomp throttles its spinning
+// (more threads than cores) and every barrier became a sleep and a wake: an int8 step of
+// small-125m took 4.4-5.4 ms instead of 2.3-2.4 (2-core EPYC host); a process that also runs torch
+// (bench/perf/decode_vs_hf.py) had torch's steps slowed the same way. Our threads spin at a step's
+// barriers and sleep between steps.
+class Pool {
   public:
-    void run(const std::function<void()>& step) {
-        std::lock_guard<std::mutex> one_at_a_time(calls_);
-        std::unique_lock<std::mutex> lock(mu_);
-        if (!started_) {
-            std::thread([this] { serve(); }).detach();  // lives as long as the process
-            started_ = true;
+    explicit Pool(int size) : size_(size) {
+        for (int id = 1; id < size; ++id) std::thread([this, id] { serve(id); }).detach();  // live as long as the process
+    }
+    int size() const { return size_; }
+
+    void barrier() {  // sense-reversing: the last to arrive flips the sense and frees the others
+        const int sense = sense_.load(std::memory_order_acquire);
+        if (arrived_.fetch_add(1, std::memory_order_acq_rel) + 1 == size_) {
+            arrived_.store(0, std::memory_order_relaxed);
+            sense_.store(sense ^ 1, std::memory_order_release);
+        } else {
+            while (sense_.load(std::memory_order_acquire) == sense) pause();
         }
-        job_ = &step, done_ = false;
+    }
+
+    // Runs job(id) on every thread (the caller is id 0); returns when all have finished it.
+    void run(const std::function<void(int)>& job) {
+        {
+            std::lock_guard<std::mutex> lock(mu_);
+            job_ = &job;
+            finished_.store(0, std::memory_order_relaxed);
+            generation_.fetch_add(1, std::memory_order_release);
+        }
         cv_.notify_all();
-        cv_.wait(lock, [this] { return done_; });
+        job(0);
+        while (finished_.load(std::memory_order_acquire) < size_ - 1) pause();
     }
 
   private:
-    void serve() {
-        std::unique_lock<std::mutex> lock(mu_);
+    static void pause() {
+#if defined(__x86_64__)
+        _mm_pause();
+#endif
+    }
+
+    void serve(int id) {
+        uint64_t seen = 0;
         for (;;) {
-            cv_.wait(lock, [this] { return !done_; });
-            lock.unlock();
-            (*job_)();
-            lock.lock();
-            done_ = true;
-            cv_.notify_all();
+            // Spin a little (the next step usually comes within microseconds), then sleep.
+            for (int spins = 0; generation_.load(std::memory_order_acquire) == seen && spins < 20000; ++spins) pause();
+            if (generation_.load(std::memory_order_acquire) == seen) {
+                std::unique_lock<std::mutex> lock(mu_);
+                cv_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
+            }
+            seen = generation_.load(std::memory_order_acquire);
+            (*job_)(id);
+            finished_.fetch_add(1, std::memory_order_acq_rel);
         }
     }
-    std::mutex calls_, mu_;
+
+    const int size_;
+    std::mutex mu_;
     std::condition_variable cv_;
-    const std::function<void()>* job_ = nullptr;
-    bool done_ = true, started_ = false;
+    const std::function<void(int)>* job_ = nullptr;
+    std::atomic<uint64_t> generation_{0};
+    std::atomic<int> finished_{0}, arrived_{0}, sense_{0};
 };
 
-StepThread& step_thread() {
-    static StepThread* one = new StepThread();  // never destroyed: its thread outlives static teardown
-    return *one;
+struct PoolTeam {  // one thread's view of the pool, as decode_f32_cpu.h's step_in takes it
+    Pool* pool;
+    int thread;
+    int id() const { return thread; }
+    int size() const { return pool->size(); }
+    void barrier() const { pool->barrier(); }
+};
+
+std::mutex pool_mu;  // one step at a time, on the pool of the size asked for
+
+Pool& pool_of(int size) {
+    static Pool* pool = nullptr;  // never destroyed: its threads outlive static teardown
+    if (!pool || pool->size() != size) pool = new Pool(size);
+    return *pool;
 }
 
 // Operands: token [1, 1] int32, pos [] int32, then embed, head, norm, cos, sin, then per layer ln1,
@@ -105,7 +149,14 @@ ffi::Error DecodeF32(ffi::Buffer<ffi::S32> token, ffi::Buffer<ffi::S32> pos, ffi
     if (p < 0 || p >= m.max_seq) return ffi::Error::InvalidArgument("infercost_decode_f32: position outside the cache");
     if (tok < 0 || tok >= m.vocab) return ffi::Error::InvalidArgument("infercost_decode_f32: token outside the vocabulary");
     float* logits = ret(0);
-    step_thread().run([&] { infercost_decode_f32::step(m, tok, p, logits, form, static_cast<int>(threads)); });
+    const infercost_decode_f32::Form f = infercost_decode_f32::form_for(form);
+    infercost_decode_f32::Shared shared = infercost_decode_f32::shared_for(m, tok);
+    std::lock_guard<std::mutex> lock(pool_mu);
+    Pool& pool = pool_of(static_cast<int>(std::max<int64_t>(threads, 1)));
+    pool.run([&](int id) {
+        PoolTeam team{&pool, id};
+        infercost_decode_f32::step_in(team, m, tok, p, logits, f, shared);
+    });
     return ffi::Error::Success();
 }
 
