@@ -42,7 +42,8 @@ def not_wanted() -> str | None:
     return None if form is not None else f"not taken: {why}"
 
 
-def launch(form: str, via: str) -> str:
+def launch(form: str, runs_as: str) -> str:
+    """The record's launch label; runs_as: how the framework calls it, e.g. "C++/OpenMP"."""
     how = "INFERCOST_F32_FORM" if os.environ.get("INFERCOST_F32_FORM") else "the CPU flags"
-    return (f"infercost's float32 decode step (C++/OpenMP{via}), {form} (chosen by {how}; "
+    return (f"infercost's float32 decode step ({runs_as}), {form} (chosen by {how}; "
             f"this CPU runs {', '.join(runnable_forms())})")

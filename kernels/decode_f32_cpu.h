@@ -1,6 +1,7 @@
-// A whole batch-1 float32 decode step of a dense Llama-family model on CPUs, framework-free: the
-// torch op (decode_f32_torch_cpu.cpp) and the XLA FFI handler (decode_f32_jax_cpu.cc) both call
-// infercost_decode_f32::step on their own tensors. One OpenMP parallel region a step: embedding,
+// A whole batch-1 decode step of a dense Llama-family model on CPUs (float32 activations; float32 or
+// int8 weights), framework-free: the torch op (decode_f32_torch_cpu.cpp) and the XLA FFI handler
+// (decode_f32_jax_cpu.cc) both run infercost_decode_f32::step_in on their own tensors, every thread
+// of one team at once (OpenMP's in torch, a pool of its own in jax-cpu; step_in takes either): embedding,
 // per layer RMSNorm, fused QKV product (with Qwen2's biases), rotary, cache write, grouped-query
 // attention over the cache, output product, RMSNorm, gate/up product, SwiGLU and down product,
 // then the final norm and the LM head. Same math and op order as llama_torch.py in float32; sums

@@ -42,7 +42,7 @@ def cpu():
 
 
 COMPILED = {"torch-cpu": "torch.compile(inductor", "jax-cpu": "jit; "}  # each framework's own step
-VIA = {"torch-cpu": "", "jax-cpu": " via XLA's FFI"}
+RUNS_AS = {"torch-cpu": "C++/OpenMP", "jax-cpu": "C++ on its own threads, via XLA's FFI"}
 
 
 @pytest.mark.parametrize("shape", list(SHAPES))
@@ -60,7 +60,7 @@ def test_every_form_decodes_the_float64_references_tokens(backend, monkeypatch, 
         assert launch.startswith(COMPILED[backend.name]) and "not taken: INFERCOST_F32_DECODE=compiled" in launch
         assert "float32 decode step" not in launch
     else:
-        assert f"infercost's float32 decode step (C++/OpenMP{VIA[backend.name]}), {form} (chosen by INFERCOST_F32_FORM" in launch
+        assert f"infercost's float32 decode step ({RUNS_AS[backend.name]}), {form} (chosen by INFERCOST_F32_FORM" in launch
     ref_tokens, ref_logits = llama_ref.greedy(cfg, w64, prompt, 6)
     np.testing.assert_array_equal(tokens, ref_tokens)
     for got, ref in zip(logits, ref_logits):
@@ -76,7 +76,7 @@ def test_int8_weights_decode_the_float64_references_tokens_in_every_form(backend
     qw = quant.quantize_seeded(cfg, 3, "int8")
     prompt = np.random.default_rng(6).integers(0, cfg.vocab_size, (1, 7))
     tokens, logits, launch = run_greedy(backend, cfg, qw, prompt, steps=6, quant=QuantSpec("int8"))
-    assert f"float32 decode step (C++/OpenMP{VIA[backend.name]}), {form}" in launch and launch.endswith("; int8 weights, converted in its loops")
+    assert f"float32 decode step ({RUNS_AS[backend.name]}), {form}" in launch and launch.endswith("; int8 weights, converted in its loops")
     ref_tokens, ref_logits = llama_ref.greedy(cfg, quant.dequantized(qw), prompt, 6)
     np.testing.assert_array_equal(tokens, ref_tokens)
     for got, ref in zip(logits, ref_logits):
