@@ -32,7 +32,7 @@ def test_benchmarks_run_under_pytest_benchmark_and_ingest_without_loss(tmp_path)
         assert r["raw_times_s"] == b["stats"]["data"]
         assert r["stats"]["mean"] == b["stats"]["mean"] and r["stats"]["n"] == b["stats"]["rounds"]
         assert r["case"]["backend"] == b["params"]["backend"] and r["check"]["error"] < 1e-4
-        assert r["status"] == "ok" or r["reasons"][0].startswith("too noisy"), r["reasons"]
+        assert r["status"] == "ok" or r["reasons"][0].startswith(("too noisy", "time does not grow")), r["reasons"]
         assert r["metrics"]["flops"] == 33554432  # 2 x 256^3, counted by the plugin
     assert export(records) == data  # nothing lost: the original file comes back
 

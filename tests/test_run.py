@@ -68,8 +68,9 @@ def test_a_run_writes_one_valid_record_per_case_and_prints_a_table(tmp_path):
     df = infercost.load_results(out)
     assert len(df) == 4 and set(df["backend"]) == {"torch-cpu", "jax-cpu"}
     assert df["check_passed"].all()
-    # A loaded 2-core machine can make a case too noisy to count; nothing else may fail.
-    assert all(r == "" or r.startswith("too noisy") for r in df["reasons"]), list(df["reasons"])
+    # A loaded 2-core machine can make a case's timing fail its gates (too noisy, or twice the calls
+    # not taking about twice the time); nothing else may fail.
+    assert all(r == "" or r.startswith(("too noisy", "time does not grow")) for r in df["reasons"]), list(df["reasons"])
     assert (df[df["valid"]]["tflops"] > 0).all() and df["valid"].any()
     for col in ("TFLOP/s", "spread", "valid", "torch-cpu", "jax-cpu"):
         assert col in stdout
