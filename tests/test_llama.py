@@ -85,12 +85,13 @@ def test_prefill_and_decode_match_the_float64_reference(backend, batch):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("batch", [1, 2])  # batch 1: the CPU step kernel on a real checkpoint's weights
 @pytest.mark.parametrize("kind", ["llama3", "qwen2"])
-def test_logits_and_greedy_tokens_match_hugging_face(tmp_path, backend, kind):
+def test_logits_and_greedy_tokens_match_hugging_face(tmp_path, backend, kind, batch):
     model = hf_checkpoint(tmp_path, kind)
     cfg = models.from_hf_config(tmp_path / "config.json")
     assert cfg.qkv_bias == (kind == "qwen2") and cfg.tie_embeddings == (kind == "qwen2")
-    prompt = np.random.default_rng(2).integers(0, 300, (2, 12))
+    prompt = np.random.default_rng(2).integers(0, 300, (batch, 12))
     with torch.no_grad():
         hf_logits = model(torch.as_tensor(prompt)).logits.double().numpy()
         hf_tokens = model.generate(torch.as_tensor(prompt), max_new_tokens=6, min_new_tokens=6,
