@@ -385,8 +385,9 @@ class Runner:
             self.cache = jax.device_put(self.cache, self._cache_shardings())
         self._compiled = {}
         self.launch_base = self.launch  # what `launch` says before a compile adds its options
-        # jax-cpu's batch-1 float32 decode by infercost's step kernel where the model is one it runs
-        # and it built (decode_f32_jax_cpu.py); else XLA's step, and `launch` says why.
+        # jax-cpu's batch-1 decode by infercost's step kernel where the model is one it runs (dense,
+        # float32 or int8 weights) and it built (decode_f32_jax_cpu.py); else XLA's step, and
+        # `launch` says why.
         self.kernel_decode, self.kernel_note = None, ""
         if step_kernel_threads:
             from . import decode_f32_jax_cpu as kernel
@@ -442,10 +443,10 @@ class Runner:
             # routes [layers, B x T, k] stay where their tokens are (rows are batch-major)
             out = None if self.mesh is None else (self._sharding(AXES["logits"]), self._cache_shardings(),
                                                   self._sharding((None, "batch", None)))
-            if self.kernel_decode is not None and not prefill:
-                f = self.kernel_decode
-            lowered = jax.jit(f, donate_argnums=4, out_shardings=out).lower(self.params, self.rope, tokens, pos, self.cache)
-            if self.kernel_decode is not None and not prefill:
+            kernel = self.kernel_decode is not None and not prefill
+            lowered = jax.jit(self.kernel_decode if kernel else f, donate_argnums=4,
+                              out_shardings=out).lower(self.params, self.rope, tokens, pos, self.cache)
+            if kernel:
                 self._compiled[key] = lowered.compile()
                 self.launch = self.kernel_launch
             else:
