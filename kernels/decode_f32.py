@@ -3,7 +3,8 @@ its forms, the CPU flags each needs, and the two settings a user can give.
 
 INFERCOST_F32_FORM picks a form ("AVX-512", "AVX2+FMA", "plain C++"); the default is the best the
 CPU runs. INFERCOST_F32_DECODE=compiled keeps the framework's own compiled step (inductor's, XLA's)
-instead of the kernel, for side-by-side runs (bench/perf/decode_vs_hf.py).
+instead of the kernel, for side-by-side runs (bench/perf/decode_vs_hf.py); "kernel" (or unset) is the
+default. A value it does not know keeps the compiled step too, and the launch label says why.
 """
 
 from __future__ import annotations
@@ -36,14 +37,17 @@ def chosen_form() -> tuple[str | None, str | None]:
 
 def not_wanted() -> str | None:
     """Why this run does not take the kernel whatever the host (the user's settings); None if it does."""
-    if os.environ.get("INFERCOST_F32_DECODE") == "compiled":
+    asked = os.environ.get("INFERCOST_F32_DECODE", "kernel") or "kernel"
+    if asked == "compiled":
         return "not taken: INFERCOST_F32_DECODE=compiled"
+    if asked != "kernel":  # a typo keeps the framework's step, as an unknown form does, and says so
+        return f"not taken: INFERCOST_F32_DECODE={asked!r} is neither 'kernel' nor 'compiled'"
     form, why = chosen_form()
     return None if form is not None else f"not taken: {why}"
 
 
-def launch(form: str, runs_as: str) -> str:
+def launch(form: str, runs_as: str, int8: bool) -> str:
     """The record's launch label; runs_as: how the framework calls it, e.g. "C++/OpenMP"."""
     how = "INFERCOST_F32_FORM" if os.environ.get("INFERCOST_F32_FORM") else "the CPU flags"
     return (f"infercost's float32 decode step ({runs_as}), {form} (chosen by {how}; "
-            f"this CPU runs {', '.join(runnable_forms())})")
+            f"this CPU runs {', '.join(runnable_forms())})" + ("; int8 weights, converted in its loops" if int8 else ""))

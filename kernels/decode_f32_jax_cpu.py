@@ -64,8 +64,8 @@ def unavailable() -> str | None:
 
 
 def launch(params: dict) -> str:
-    int8 = isinstance(params["head"], dict)
-    return decode_f32.launch(decode_f32.chosen_form()[0], "C++ on its own threads, via XLA's FFI") + ("; int8 weights, converted in its loops" if int8 else "")
+    return decode_f32.launch(decode_f32.chosen_form()[0], "C++ on its own threads, via XLA's FFI",
+                             isinstance(params["head"], dict))
 
 
 def forward(cfg, params, rope_tab, tokens, pos, cache, *, threads: int):

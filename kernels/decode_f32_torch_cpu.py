@@ -78,5 +78,5 @@ def step(model, form: str | None = None):
         # The model's tensors as they are now (a benchmark may point them at other buffers); ~20 us.
         return torch.ops.infercost.decode_f32(tokens, pos, tensors(model), heads, kv_heads, eps, number)
 
-    decode.launch = decode_f32.launch(form, "C++/OpenMP") + ("; int8 weights, converted in its loops" if int8_weights(model) else "")
+    decode.launch = decode_f32.launch(form, "C++/OpenMP", int8_weights(model))
     return decode

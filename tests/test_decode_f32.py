@@ -83,10 +83,12 @@ def test_int8_weights_decode_the_float64_references_tokens_in_every_form(backend
         assert np.abs(got - ref).max() / np.abs(ref).max() < 1e-5
 
 
-def test_a_form_this_cpu_does_not_run_keeps_inductor_and_says_why(cpu, monkeypatch):
-    monkeypatch.setenv("INFERCOST_F32_FORM", "AVX-1024")
+@pytest.mark.parametrize("name, value, said", [("INFERCOST_F32_FORM", "AVX-1024", "is not one of the forms"),
+                                               ("INFERCOST_F32_DECODE", "inductr", "is neither 'kernel' nor 'compiled'")])
+def test_a_setting_it_does_not_know_keeps_inductor_and_says_why(cpu, monkeypatch, name, value, said):
+    monkeypatch.setenv(name, value)
     runner = cpu.load_model(CONFIGS["tiny"], "float32", 1, 12, seed=0)
-    assert runner.launch.startswith("torch.compile(inductor") and "INFERCOST_F32_FORM='AVX-1024' is not one of" in runner.launch
+    assert runner.launch.startswith("torch.compile(inductor") and f"{name}={value!r} {said}" in runner.launch
 
 
 def test_models_the_kernel_does_not_run_say_why(cpu):
