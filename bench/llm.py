@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from infercost.kernels import llama, llama_ref, models, quant
+from infercost.kernels import decode_f32, llama, llama_ref, models, quant
 from infercost.kernels.dtypes import ITEMSIZE, NO_QUANT, QuantSpec, model_tolerance
 
 from . import gates
@@ -83,17 +83,22 @@ def check_model(backend, cfg, dtype: str, tf32: bool, seed: int, weights_path: s
         got.append(backend.fetch(runner.decode_step(ref_tokens[:, i:i + 1], CHECK_PROMPT + i)()))
         routes += [runner.routes().reshape(-1, batch, 1, ccfg.top_k)] if moe else []
     kv_given = runner.kv_numpy() if q.kv == "int8" else None
-    if q.kv == "int8":  # the reference attends to the int8 cache the device wrote, as to its weights
-        _, ref_logits = llama_ref.greedy(ccfg, w64, prompt, CHECK_STEPS, kv_int8=True, kv_given=kv_given)
+    # int8 weights in the CPU step kernel: its decode steps quantize their activations to int8 too, as
+    # its launch says (jax-cpu's says so once a step has run)
+    act_int8 = decode_f32.quantizes_activations(runner.launch)
+    sequence = np.concatenate([prompt, ref_tokens], axis=1)
     tolerance = model_tolerance(dtype, tf32)
-    routing = None
+    routing = follow = None
     if moe:
-        sequence = np.concatenate([prompt, ref_tokens], axis=1)
         routing, follow = compare_routes(ccfg, w64, sequence, np.concatenate(routes, axis=2), tolerance)
-        if follow is not None:  # near-ties the device decided the other way: the reference takes its side
-            logits = llama_ref.forward(ccfg, w64, sequence, CHECK_PROMPT if kv_given else None, kv_given, follow=follow)
-            ref_logits = [logits[:, :CHECK_PROMPT]] + [logits[:, CHECK_PROMPT + i:CHECK_PROMPT + i + 1]
-                                                       for i in range(CHECK_STEPS)]
+    # The reference again on the same tokens where the device's arithmetic is one it takes as given:
+    # the int8 cache the device wrote (as its weights), near-tie routes it decided the other way,
+    # its quantized activations.
+    if kv_given is not None or follow is not None or act_int8:
+        logits = llama_ref.forward(ccfg, w64, sequence, CHECK_PROMPT if kv_given is not None else None, kv_given,
+                                   follow=follow, act_int8_from=CHECK_PROMPT if act_int8 else None)
+        ref_logits = [logits[:, :CHECK_PROMPT]] + [logits[:, CHECK_PROMPT + i:CHECK_PROMPT + i + 1]
+                                                   for i in range(CHECK_STEPS)]
     finite = all(np.isfinite(g).all() for g in got)
     error = max(float(np.abs(g - r).max()) / float(np.abs(r).max()) for g, r in zip(got, ref_logits)) if finite else float("inf")
     device_tokens = np.stack([g[:, -1].argmax(-1) for g in got[:-1]], axis=1)
@@ -108,7 +113,6 @@ def check_model(backend, cfg, dtype: str, tf32: bool, seed: int, weights_path: s
         out["routing"] = routing
     if q and finite:
         float_weights = host_weights(weights_path, ccfg) or llama.seeded_weights_numpy(ccfg, seed)
-        sequence = np.concatenate([prompt, ref_tokens], axis=1)
         out["quality"] = quant.quality(got, llama_ref.forward(ccfg, float_weights, sequence))
     return out
 

@@ -106,7 +106,7 @@ Pool& pool_of(int size) {
 // rows' float32 scales. Results: logits [1, 1, V], then the caches in the same order (aliased).
 ffi::Error DecodeF32(ffi::Buffer<ffi::S32> token, ffi::Buffer<ffi::S32> pos, ffi::RemainingArgs args,
                      ffi::RemainingRets rets, int64_t heads, int64_t kv_heads, double eps, int64_t has_bias,
-                     int64_t int8, int64_t form, int64_t threads) {
+                     int64_t int8, int64_t form, int64_t int8_dot, int64_t threads) {
     const int64_t scales = int8 ? 1 : 0, per_layer = 6 + (has_bias ? 1 : 0) + 4 * scales, fixed = 5 + scales;
     const int64_t layers = static_cast<int64_t>(rets.size()) / 2;
     if (layers < 1 || static_cast<int64_t>(args.size()) != fixed + layers * (per_layer + 2))
@@ -149,7 +149,7 @@ ffi::Error DecodeF32(ffi::Buffer<ffi::S32> token, ffi::Buffer<ffi::S32> pos, ffi
     if (p < 0 || p >= m.max_seq) return ffi::Error::InvalidArgument("infercost_decode_f32: position outside the cache");
     if (tok < 0 || tok >= m.vocab) return ffi::Error::InvalidArgument("infercost_decode_f32: token outside the vocabulary");
     float* logits = ret(0);
-    const infercost_decode_f32::Form f = infercost_decode_f32::form_for(form);
+    const infercost_decode_f32::Form f = infercost_decode_f32::form_for(form, int8_dot);
     infercost_decode_f32::Shared shared = infercost_decode_f32::shared_for(m, tok);
     std::lock_guard<std::mutex> lock(pool_mu);
     Pool& pool = pool_of(static_cast<int>(std::max<int64_t>(threads, 1)));
@@ -174,4 +174,5 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(InfercostDecodeF32, DecodeF32,
                                   .Attr<int64_t>("has_bias")
                                   .Attr<int64_t>("int8")
                                   .Attr<int64_t>("form")
+                                  .Attr<int64_t>("int8_dot")
                                   .Attr<int64_t>("threads"));

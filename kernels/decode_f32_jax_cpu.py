@@ -65,7 +65,7 @@ def unavailable() -> str | None:
 
 def launch(params: dict) -> str:
     return decode_f32.launch(decode_f32.chosen_form()[0], "C++ on its own threads, via XLA's FFI",
-                             isinstance(params["head"], dict))
+                             decode_f32.chosen_int8_dot()[0] if isinstance(params["head"], dict) else None)
 
 
 def forward(cfg, params, rope_tab, tokens, pos, cache, *, threads: int):
@@ -88,6 +88,7 @@ def forward(cfg, params, rope_tab, tokens, pos, cache, *, threads: int):
     kv_heads = (matrix(layers[0]["wqkv"])[0].shape[0] // cfg.hd - heads) // 2
     got = call(tokens.astype(jnp.int32), jnp.asarray(pos, jnp.int32), *weights, *caches,
                heads=np.int64(heads), kv_heads=np.int64(kv_heads), eps=np.float64(cfg.norm_eps),
-               has_bias=np.int64(has_bias), int8=np.int64(int8), form=np.int64(form), threads=np.int64(threads))
+               has_bias=np.int64(has_bias), int8=np.int64(int8), form=np.int64(form),
+               int8_dot=np.int64(decode_f32.INT8_DOTS[decode_f32.chosen_int8_dot()[0]][0]), threads=np.int64(threads))
     new_cache = [tuple(got[1 + 2 * i:3 + 2 * i]) for i in range(len(cache))]
     return got[0], new_cache, jnp.zeros((0, 1, 1), jnp.int32)

@@ -29,7 +29,7 @@ infercost_decode_f32::Matrix matrix(const at::Tensor& values, const at::Tensor& 
 }
 
 at::Tensor decode_f32(const at::Tensor& token, const at::Tensor& pos, at::TensorList t, int64_t heads,
-                      int64_t kv_heads, double eps, int64_t form) {
+                      int64_t kv_heads, double eps, int64_t form, int64_t int8_dot) {
     TORCH_CHECK(t.size() > FIXED && (t.size() - FIXED) % PER_LAYER == 0, "decode_f32: wrong number of tensors");
     for (const auto& x : t)
         TORCH_CHECK((x.scalar_type() == at::kFloat || x.scalar_type() == at::kChar) && x.is_contiguous() && x.is_cpu(),
@@ -52,14 +52,14 @@ at::Tensor decode_f32(const at::Tensor& token, const at::Tensor& pos, at::Tensor
     TORCH_CHECK(p >= 0 && p < m.max_seq, "decode_f32: position ", p, " is outside the cache of ", m.max_seq);
     TORCH_CHECK(tok >= 0 && tok < m.vocab, "decode_f32: token ", tok, " is outside the vocabulary of ", m.vocab);
     at::Tensor logits = at::empty({1, 1, m.vocab}, t[0].options());
-    infercost_decode_f32::step(m, tok, p, logits.data_ptr<float>(), form, static_cast<int>(at::get_num_threads()));
+    infercost_decode_f32::step(m, tok, p, logits.data_ptr<float>(), form, int8_dot, static_cast<int>(at::get_num_threads()));
     return logits;
 }
 
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(infercost, m) {
-    m.def("decode_f32(Tensor token, Tensor pos, Tensor[] tensors, int heads, int kv_heads, float eps, int form) -> Tensor");
+    m.def("decode_f32(Tensor token, Tensor pos, Tensor[] tensors, int heads, int kv_heads, float eps, int form, int int8_dot) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(infercost, CPU, m) {

@@ -67,16 +67,19 @@ def int8_weights(model) -> bool:
     return isinstance(model.head, QLinear) or isinstance(model.layers[0]["wqkv"], QLinear)
 
 
-def step(model, form: str | None = None):
+def step(model, form: str | None = None, int8_dot: str | None = None):
     """decode(tokens [1, 1], pos [1]) -> float32 logits [1, 1, vocab], writing the new key and value
-    into the model's caches; its `launch` says which form runs and what chose it. `form`: one of
-    decode_f32.runnable_forms() in place of the chosen one (a benchmark's side-by-side runs)."""
+    into the model's caches; its `launch` says which form runs and what chose it. `form`, `int8_dot`:
+    one of decode_f32.runnable_forms() (INT8_DOTS') in place of the chosen one (a benchmark's
+    side-by-side runs)."""
     form = form or decode_f32.chosen_form()[0]
+    int8_dot = int8_dot or decode_f32.chosen_int8_dot()[0]
     number, heads, kv_heads, eps = decode_f32.FORMS[form][0], model.heads, model.kv_heads, float(model.cfg.norm_eps)
+    dot_number = decode_f32.INT8_DOTS[int8_dot][0]
 
     def decode(tokens, pos):
         # The model's tensors as they are now (a benchmark may point them at other buffers); ~20 us.
-        return torch.ops.infercost.decode_f32(tokens, pos, tensors(model), heads, kv_heads, eps, number)
+        return torch.ops.infercost.decode_f32(tokens, pos, tensors(model), heads, kv_heads, eps, number, dot_number)
 
-    decode.launch = decode_f32.launch(form, "C++/OpenMP", int8_weights(model))
+    decode.launch = decode_f32.launch(form, "C++/OpenMP", int8_dot if int8_weights(model) else None)
     return decode

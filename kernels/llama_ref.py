@@ -42,8 +42,23 @@ def int8_round_trip(x: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(x / scale), -127, 127) * scale
 
 
+def q8_round_trip(x: np.ndarray) -> np.ndarray:
+    """x [..., k] as int8 activations hold it, quantized as llama.cpp's Q8_0 quantizes them: blocks
+    of 32 along the last axis (the last may be shorter), each with scale max|x| / 127, values
+    x * 127 / max|x| rounded half to even."""
+    k = x.shape[-1]
+    out = np.empty_like(x)
+    for b in range(0, k, 32):
+        block = x[..., b:b + 32]
+        amax = np.abs(block).max(axis=-1, keepdims=True)
+        inv = np.where(amax > 0, 127.0 / np.where(amax > 0, amax, 1.0), 0.0)
+        out[..., b:b + 32] = np.rint(block * inv) * (amax / 127.0)
+    return out
+
+
 def forward(cfg: LlamaConfig, w: dict, tokens: np.ndarray, kv_int8_from: int | None = None,
-            kv_given: list | None = None, routes: list | None = None, follow: list | None = None) -> np.ndarray:
+            kv_given: list | None = None, routes: list | None = None, follow: list | None = None,
+            act_int8_from: int | None = None) -> np.ndarray:
     """Logits [B, T, V] for a whole sequence with causal attention (no cache: the reference
     recomputes everything, so the frameworks' caches are checked rather than trusted).
 
@@ -54,8 +69,16 @@ def forward(cfg: LlamaConfig, w: dict, tokens: np.ndarray, kv_int8_from: int | N
     input both share: float32 and float64 keys can round to different int8 values).
     routes: a list that gets, for every mixture-of-experts layer, its Routing.
     follow: for every mixture-of-experts layer, the experts [B * T, k] to route to instead of
-    this reference's own choice (a check follows a device's choice where a near-tie decided it)."""
+    this reference's own choice (a check follows a device's choice where a near-tie decided it).
+    act_int8_from: from this position on, every input of a dense model's weight matrices (q/k/v, o,
+    gate/up, down, head) is taken as int8 activations hold it (q8_round_trip), as the CPU step kernel's
+    decode steps take it with int8 weights; earlier positions (the prefill) as they are."""
     b, t = tokens.shape
+
+    def act(y):  # a weight matrix's input
+        if act_int8_from is None:
+            return y
+        return np.where((np.arange(t) >= act_int8_from)[None, :, None], q8_round_trip(y), y)
     cos, sin = rope_tables(cfg, t)
     causal = np.tril(np.ones((t, t), dtype=bool))
     x = w["model.embed_tokens.weight"][tokens]
@@ -65,7 +88,7 @@ def forward(cfg: LlamaConfig, w: dict, tokens: np.ndarray, kv_int8_from: int | N
         if cfg.family == "mla":
             x = x + mla_attention(cfg, w, p + "self_attn.", h, cos, sin, causal)
         else:
-            x = x + gqa_attention(cfg, w, p + "self_attn.", h, cos, sin, causal, i, kv_int8_from, kv_given)
+            x = x + gqa_attention(cfg, w, p + "self_attn.", h, cos, sin, causal, i, kv_int8_from, kv_given, act)
         h = rms_norm(x, w[p + "post_attention_layernorm.weight"], cfg.norm_eps)
         if cfg.moe_layer(i):
             given = follow[sum(cfg.moe_layer(j) for j in range(i))] if follow is not None else None
@@ -74,17 +97,17 @@ def forward(cfg: LlamaConfig, w: dict, tokens: np.ndarray, kv_int8_from: int | N
             if routes is not None:
                 routes.append(routing)
         else:
-            x = x + mlp(w, p + "mlp.", h)
+            x = x + mlp(w, p + "mlp.", h, act)
     x = rms_norm(x, w["model.norm.weight"], cfg.norm_eps)
     head = w["lm_head.weight"] if "lm_head.weight" in w else w["model.embed_tokens.weight"]  # quantized: its own head
-    return x @ head.T
+    return act(x) @ head.T
 
 
-def gqa_attention(cfg, w, p, h, cos, sin, causal, i, kv_int8_from, kv_given) -> np.ndarray:
+def gqa_attention(cfg, w, p, h, cos, sin, causal, i, kv_int8_from, kv_given, act=lambda y: y) -> np.ndarray:
     """Grouped-query attention's output (after o_proj) for normed inputs h [B, T, hidden]."""
     b, t, _ = h.shape
     hd, nh, nkv = cfg.hd, cfg.heads, cfg.kv_heads
-    q, k, v = (h @ w[p + f"{n}_proj.weight"].T for n in "qkv")
+    q, k, v = (act(h) @ w[p + f"{n}_proj.weight"].T for n in "qkv")
     if cfg.qkv_bias:
         q, k, v = (y + w[p + f"{n}_proj.bias"] for y, n in zip((q, k, v), "qkv"))
     q, k = q.reshape(b, t, nh, hd), k.reshape(b, t, nkv, hd)
@@ -103,7 +126,7 @@ def gqa_attention(cfg, w, p, h, cos, sin, causal, i, kv_int8_from, kv_given) -> 
         kc, vc = (kv_given[i][0][:, :, :t], kv_given[i][1][:, :, :t]) if kv_given else (int8_round_trip(k), int8_round_trip(v))
         cached = attend(q, kc, vc, causal, nh // nkv)
         attn = np.where((np.arange(t) >= kv_int8_from)[None, :, None], cached, attn)
-    return attn @ w[p + "o_proj.weight"].T + w.get(p + "o_proj.bias", 0.0)
+    return act(attn) @ w[p + "o_proj.weight"].T + w.get(p + "o_proj.bias", 0.0)
 
 
 def mla_attention(cfg, w, p, h, cos, sin, causal) -> np.ndarray:
@@ -132,10 +155,11 @@ def mla_attention(cfg, w, p, h, cos, sin, causal) -> np.ndarray:
     return o @ w[p + "o_proj.weight"].T
 
 
-def mlp(w: dict, p: str, h: np.ndarray) -> np.ndarray:
+def mlp(w: dict, p: str, h: np.ndarray, act=lambda y: y) -> np.ndarray:
     """The SwiGLU MLP whose weights are named p + gate_proj/up_proj/down_proj (a dense layer's, an
-    expert's, a shared expert's)."""
-    return (silu(h @ w[p + "gate_proj.weight"].T) * (h @ w[p + "up_proj.weight"].T)) @ w[p + "down_proj.weight"].T
+    expert's, a shared expert's); act: what its matrices' inputs go through (forward's act)."""
+    h = act(h)
+    return act(silu(h @ w[p + "gate_proj.weight"].T) * (h @ w[p + "up_proj.weight"].T)) @ w[p + "down_proj.weight"].T
 
 
 def attend(q, k, v, causal, group: int, sinks: np.ndarray | None = None) -> np.ndarray:
@@ -151,9 +175,10 @@ def attend(q, k, v, causal, group: int, sinks: np.ndarray | None = None) -> np.n
     return (probs @ v).transpose(0, 2, 1, 3).reshape(b, t, nh * hd)
 
 
-def greedy(cfg: LlamaConfig, w: dict, prompt: np.ndarray, steps: int,
-           kv_int8: bool = False, kv_given: list | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Greedy tokens and the logits that chose each: prefill logits first, then one per step."""
+def greedy(cfg: LlamaConfig, w: dict, prompt: np.ndarray, steps: int, kv_int8: bool = False,
+           kv_given: list | None = None, act_int8: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Greedy tokens and the logits that chose each: prefill logits first, then one per step.
+    act_int8: decode steps take int8 activations (forward's act_int8_from), the prefill not."""
     tokens = prompt.copy()
     logits = forward(cfg, w, tokens)
     chosen, step_logits = [], [logits]
@@ -161,7 +186,8 @@ def greedy(cfg: LlamaConfig, w: dict, prompt: np.ndarray, steps: int,
         nxt = logits[:, -1].argmax(-1)
         chosen.append(nxt)
         tokens = np.concatenate([tokens, nxt[:, None]], axis=1)
-        logits = forward(cfg, w, tokens, prompt.shape[1] if kv_int8 else None, kv_given)
+        logits = forward(cfg, w, tokens, prompt.shape[1] if kv_int8 else None, kv_given,
+                         act_int8_from=prompt.shape[1] if act_int8 else None)
         step_logits.append(logits[:, -1:])
     return np.stack(chosen, axis=1), step_logits
 

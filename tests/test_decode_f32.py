@@ -69,21 +69,57 @@ def test_every_form_decodes_the_float64_references_tokens(backend, monkeypatch, 
 
 @pytest.mark.parametrize("shape", list(SHAPES))
 @pytest.mark.parametrize("form", decode_f32.runnable_forms())
-def test_int8_weights_decode_the_float64_references_tokens_in_every_form(backend, monkeypatch, shape, form):
-    # int8 models take the kernel too, each row converted in the loop and scaled after its sum.
+def test_int8_weights_with_float32_activations_decode_the_float64_references_tokens(backend, monkeypatch, shape, form):
+    # INFERCOST_INT8_DOT="float32 activations": each row converted in the loop and scaled after its sum.
     cfg = SHAPES[shape]
     monkeypatch.setenv("INFERCOST_F32_FORM", form)
+    monkeypatch.setenv("INFERCOST_INT8_DOT", "float32 activations")
     qw = quant.quantize_seeded(cfg, 3, "int8")
     prompt = np.random.default_rng(6).integers(0, cfg.vocab_size, (1, 7))
     tokens, logits, launch = run_greedy(backend, cfg, qw, prompt, steps=6, quant=QuantSpec("int8"))
-    assert f"float32 decode step ({RUNS_AS[backend.name]}), {form}" in launch and launch.endswith("; int8 weights, converted in its loops")
+    assert f"float32 decode step ({RUNS_AS[backend.name]}), {form}" in launch
+    assert launch.endswith("; int8 weights, converted in its loops, float32 activations (chosen by INFERCOST_INT8_DOT)")
     ref_tokens, ref_logits = llama_ref.greedy(cfg, quant.dequantized(qw), prompt, 6)
     np.testing.assert_array_equal(tokens, ref_tokens)
     for got, ref in zip(logits, ref_logits):
         assert np.abs(got - ref).max() / np.abs(ref).max() < 1e-5
 
 
+INT8_X_DOTS = [d for d in decode_f32.runnable(decode_f32.INT8_DOTS) if d != "float32 activations"]
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+@pytest.mark.parametrize("dot", INT8_X_DOTS)
+def test_int8_activations_decode_the_float64_q8_references_tokens_in_every_form(backend, monkeypatch, shape, dot):
+    # The default for int8 weights: decode steps quantize each matrix's input as llama.cpp's Q8_0 does
+    # and sum in int32. Held against a float64 reference that rounds the decode steps' inputs the
+    # same way (q8_round_trip), and, looser, against the one that does not (what quantizing costs).
+    cfg = SHAPES[shape]
+    monkeypatch.setenv("INFERCOST_INT8_DOT", dot)
+    qw = quant.quantize_seeded(cfg, 3, "int8")
+    prompt = np.random.default_rng(6).integers(0, cfg.vocab_size, (1, 7))
+    tokens, logits, launch = run_greedy(backend, cfg, qw, prompt, steps=6, quant=QuantSpec("int8"))
+    assert launch.endswith(f"; int8 weights by int8 activations (quantized as llama.cpp's Q8_0: blocks of 32, "
+                           f"a scale each), {dot} dot products (chosen by INFERCOST_INT8_DOT)")
+    ref_tokens, ref_logits = llama_ref.greedy(cfg, quant.dequantized(qw), prompt, 6, act_int8=True)
+    _, exact_logits = llama_ref.greedy(cfg, quant.dequantized(qw), prompt, 6)
+    np.testing.assert_array_equal(tokens, ref_tokens)
+    for got, ref, exact in zip(logits, ref_logits, exact_logits):
+        scale = np.abs(ref).max()
+        # 1e-4: float32 and float64 can round a value near a half to different int8s (seen: 2.5e-7)
+        assert np.abs(got - ref).max() / scale < 1e-4
+        assert np.abs(got - exact).max() / scale < 2e-2  # seen: 2.5e-3 to 4.4e-3 of the largest logit
+
+
+def test_the_best_int8_dot_is_the_default(cpu, monkeypatch):
+    monkeypatch.delenv("INFERCOST_INT8_DOT", raising=False)
+    runner = cpu.load_model(CONFIGS["tiny"], "float32", 1, 12, weights=quant.quantize_seeded(CONFIGS["tiny"], 0, "int8"),
+                            quant=QuantSpec("int8"))
+    assert f"{INT8_X_DOTS[0]} dot products (chosen by the CPU flags)" in runner.launch
+
+
 @pytest.mark.parametrize("name, value, said", [("INFERCOST_F32_FORM", "AVX-1024", "is not one of the forms"),
+                                               ("INFERCOST_INT8_DOT", "AMX", "is not one this CPU runs"),
                                                ("INFERCOST_F32_DECODE", "inductr", "is neither 'kernel' nor 'compiled'")])
 def test_a_setting_it_does_not_know_keeps_inductor_and_says_why(cpu, monkeypatch, name, value, said):
     monkeypatch.setenv(name, value)
