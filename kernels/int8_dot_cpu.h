@@ -95,6 +95,8 @@ inline float dot_row_avx2(const float* x, const int8_t* w, int64_t k) {
 
 constexpr int64_t QBLOCK = 32;
 
+// A block holding a NaN or an infinity gets a NaN scale, so the sums over it come out NaN as float32
+// activations' would (a check then sees it), not a finite number from the int8 values.
 // x quantized, held so that every vector form reads its parts directly: lane j is values 4j..4j+3
 // (a 32-bit lane of a VNNI sum), lane_scale[j] its block's scale, lane_bias[j] = -128 * their sum
 // (the AVX-512 form sums (w + 128) * q, unsigned by signed, and starts each lane at this bias).
@@ -110,13 +112,17 @@ inline void quantize_blocks_plain(const float* x, int64_t begin, int64_t k, Quan
     for (int64_t b = begin; b < k; b += QBLOCK) {
         const int64_t n = std::min<int64_t>(QBLOCK, k - b);
         float amax = 0.0f;
-        for (int64_t i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[b + i]));
-        const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+        bool finite = true;
+        for (int64_t i = 0; i < n; ++i) {
+            amax = std::max(amax, std::fabs(x[b + i]));
+            finite &= std::isfinite(x[b + i]);
+        }
+        const float inv = finite && amax > 0.0f ? 127.0f / amax : 0.0f;
         for (int64_t i = 0; i < n; ++i) out.q[b + i] = static_cast<int8_t>(std::nearbyint(x[b + i] * inv));
         for (int64_t j = b / 4; j < (b + n + 3) / 4; ++j) {
             int32_t sum = 0;
             for (int64_t i = 4 * j; i < std::min(4 * j + 4, k); ++i) sum += out.q[i];
-            out.lane_scale[j] = amax / 127.0f;
+            out.lane_scale[j] = finite ? amax / 127.0f : NAN;
             out.lane_bias[j] = -128 * sum;
         }
     }
@@ -172,7 +178,13 @@ inline void quantize_avx2(const float* x, int64_t k, QuantizedX& out) {
         h = _mm_max_ps(h, _mm_movehl_ps(h, h));
         h = _mm_max_ss(h, _mm_movehdup_ps(h));
         const float amax = _mm_cvtss_f32(h);
-        const __m256 inv = _mm256_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
+        // a NaN or an infinity (max_ps may drop a NaN): the block's scale is NaN, so every sum over it is
+        const __m256 inf = _mm256_set1_ps(INFINITY);
+        const __m256 bad = _mm256_or_ps(
+            _mm256_or_ps(_mm256_cmp_ps(_mm256_andnot_ps(sign, v0), inf, _CMP_NLT_UQ), _mm256_cmp_ps(_mm256_andnot_ps(sign, v1), inf, _CMP_NLT_UQ)),
+            _mm256_or_ps(_mm256_cmp_ps(_mm256_andnot_ps(sign, v2), inf, _CMP_NLT_UQ), _mm256_cmp_ps(_mm256_andnot_ps(sign, v3), inf, _CMP_NLT_UQ)));
+        const bool finite = _mm256_movemask_ps(bad) == 0;
+        const __m256 inv = _mm256_set1_ps(finite && amax > 0.0f ? 127.0f / amax : 0.0f);
         const __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(v0, inv)), i1 = _mm256_cvtps_epi32(_mm256_mul_ps(v1, inv));
         const __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(v2, inv)), i3 = _mm256_cvtps_epi32(_mm256_mul_ps(v3, inv));
         const __m256i q = _mm256_permutevar8x32_epi32(
@@ -181,7 +193,7 @@ inline void quantize_avx2(const float* x, int64_t k, QuantizedX& out) {
         // lane sums of 4: ones (unsigned) times q (signed), then the int16 pairs added
         const __m256i sums = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, q), ones16);
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(out.lane_bias.data() + b / 4), _mm256_slli_epi32(_mm256_sub_epi32(_mm256_setzero_si256(), sums), 7));
-        _mm256_storeu_ps(out.lane_scale.data() + b / 4, _mm256_set1_ps(amax / 127.0f));
+        _mm256_storeu_ps(out.lane_scale.data() + b / 4, _mm256_set1_ps(finite ? amax / 127.0f : NAN));
     }
     quantize_blocks_plain(x, b, k, out);
 }

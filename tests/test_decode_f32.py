@@ -111,6 +111,21 @@ def test_int8_activations_decode_the_float64_q8_references_tokens_in_every_form(
         assert np.abs(got - exact).max() / scale < 2e-2  # seen: 2.5e-3 to 4.4e-3 of the largest logit
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize("dot", decode_f32.runnable(decode_f32.INT8_DOTS))
+def test_a_nan_or_infinity_in_the_activations_comes_out_as_non_finite_logits(cpu, dot, bad):
+    # Quantizing must not turn a NaN into a finite int8 value: the run's check would then pass a
+    # broken model. The first norm's weight carries it into the QKV product's input.
+    import torch
+
+    from infercost.kernels import llama_torch
+    cfg = CONFIGS["tiny"]
+    model = llama_torch.Runner(cfg, "float32", "cpu", 1, 8, weights=quant.quantize_seeded(cfg, 0, "int8")).model
+    model.layers[0]["ln1"][5] = bad
+    logits = decode_f32_torch_cpu.step(model, int8_dot=dot)(torch.tensor([[1]]), torch.tensor([0])).numpy()
+    assert not np.isfinite(logits).any()
+
+
 def test_the_best_int8_dot_is_the_default(cpu, monkeypatch):
     monkeypatch.delenv("INFERCOST_INT8_DOT", raising=False)
     runner = cpu.load_model(CONFIGS["tiny"], "float32", 1, 12, weights=quant.quantize_seeded(CONFIGS["tiny"], 0, "int8"),
