@@ -1,4 +1,4 @@
-"""int8 weight-only decode on CPUs against float32, measured side by side in one run.
+"""int8 decode on CPUs against float32, measured side by side in one run.
 
 ~125M Llama (small-125m), batch 1, context 128: torch-cpu float32 and int8 (infercost's step
 kernel, kernels/decode_f32_cpu.h, by default each matrix's input quantized to int8 as llama.cpp's

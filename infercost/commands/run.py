@@ -47,8 +47,9 @@ def arguments(p) -> None:
     p.add_argument("--mesh", default=None, help="a device layout, e.g. tp=4,dp=2 (tensor and data parallel) or ep=4 "
                    "(a mixture of experts' experts and batch split over 4 devices)")
     p.add_argument("--quant", choices=("int8", "fp8"), default=None,
-                   help="quantize the transformer cases' weights: int8 (per-channel, weight-only) or fp8 (e4m3, "
-                        "per-channel scales; only on devices with native fp8); matmul cases are left out")
+                   help="quantize the transformer cases' weights: int8 (per-channel; a CPU's batch-1 decode also "
+                        "quantizes its activations as llama.cpp's Q8_0 does, INFERCOST_INT8_DOT says how) or fp8 "
+                        "(e4m3, per-channel scales; only on devices with native fp8); matmul cases are left out")
     p.add_argument("--kv-cache", choices=("int8",), default=None,
                    help="hold the transformer cases' KV cache in int8 (a float32 scale per head and position)")
     p.add_argument("--weights", default=None, help="safetensors file or folder with Hugging Face names (default: seeded random weights)")
