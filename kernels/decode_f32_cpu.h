@@ -29,7 +29,6 @@
 #include "int8_dot_cpu.h"
 
 #include <algorithm>
-#include <cstdlib>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -190,7 +189,7 @@ void product(Team& team, const Form& f, Matrix w, const float* x, float* y, int6
     const char* bytes = static_cast<const char*>(w.values);
     const char *ahead = bytes + begin * cols, *share_end = bytes + end * cols;
     float sums[4];
-    for (int64_t r0 = begin; r0 < end; r0 += 4) {
+    for (int64_t r0 = begin; r0 < end; r0 += 4) {  // four rows a turn: a prefetch, then their sums
         const int64_t n = std::min<int64_t>(4, end - r0);
         if (w.scale)
             for (const char* upto = std::min(share_end, bytes + (r0 + n) * cols + INT8_AHEAD); ahead < upto; ahead += 64)
