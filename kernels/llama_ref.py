@@ -107,7 +107,8 @@ def gqa_attention(cfg, w, p, h, cos, sin, causal, i, kv_int8_from, kv_given, act
     """Grouped-query attention's output (after o_proj) for normed inputs h [B, T, hidden]."""
     b, t, _ = h.shape
     hd, nh, nkv = cfg.hd, cfg.heads, cfg.kv_heads
-    q, k, v = (act(h) @ w[p + f"{n}_proj.weight"].T for n in "qkv")
+    h = act(h)
+    q, k, v = (h @ w[p + f"{n}_proj.weight"].T for n in "qkv")
     if cfg.qkv_bias:
         q, k, v = (y + w[p + f"{n}_proj.bias"] for y, n in zip((q, k, v), "qkv"))
     q, k = q.reshape(b, t, nh, hd), k.reshape(b, t, nkv, hd)
