@@ -481,7 +481,12 @@ class Runner:
         else:
             tokens = jax.device_put(np.asarray(tokens, np.int32), self._sharding(AXES["tokens"]))
             pos = jax.device_put(np.int32(pos), self._sharding(()))
-        fn = self._fn(key + tokens.shape, tokens, pos, prefill, last_only)
+        if host_inputs:  # compiled for this runner's device, which host inputs alone would not say
+            on = jax.sharding.SingleDeviceSharding(self.device)
+            fn = self._fn(key + tokens.shape, jax.ShapeDtypeStruct(tokens.shape, np.int32, sharding=on),
+                          jax.ShapeDtypeStruct((), np.int32, sharding=on), prefill, last_only)
+        else:
+            fn = self._fn(key + tokens.shape, tokens, pos, prefill, last_only)
 
         def step():
             with jax.transfer_guard_host_to_device("allow") if host_inputs else contextlib.nullcontext():

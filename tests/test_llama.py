@@ -1,6 +1,9 @@
 """The Llama-family decoder: identical weights everywhere, logits against float64 and against
 Hugging Face transformers, analytic FLOPs and bytes against the frameworks' own counters."""
 
+import json
+import subprocess
+import sys
 from dataclasses import replace
 
 import jax
@@ -333,3 +336,33 @@ def test_jax_cpu_batch1_decode_takes_its_xla_options_and_says_so_or_falls_back()
     assert launches[2].startswith("jit; XLA's defaults (xla_cpu_no_such_option not taken")
     np.testing.assert_allclose(logits[1], logits[0], rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(logits[2], logits[0])
+
+
+SECOND_DEVICE = """
+import json, jax
+import numpy as np
+from infercost.kernels import llama_jax
+from infercost.kernels.llama import CONFIGS
+cfg = CONFIGS["tiny"]
+prompt = np.arange(8)[None] % cfg.vocab_size
+out = {}
+for index in (0, 1):
+    r = llama_jax.Runner(cfg, "float32", jax.devices()[index], 1, 16)
+    first = r.prefill_step(prompt)()
+    with jax.transfer_guard("disallow"):  # as a timed block runs it: the token alone comes from the host
+        step = r.decode_step(np.array([[3]]), 8)()
+    out[index] = {"devices": sorted({d.id for a in (first, step, *r.cache[0]) for d in a.devices()}),
+                  "logits": np.asarray(step).ravel()[:64].tolist()}
+print(json.dumps(out))
+"""
+
+
+def test_a_jax_model_on_a_second_device_runs_there_with_its_token_from_the_host():
+    """A decode step takes its token and position as host arrays (no device_put to wait on);
+    the compiled step still runs where the model lives, not on JAX's default device."""
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([sys.executable, "-c", SECOND_DEVICE], capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["0"]["devices"] == [0] and out["1"]["devices"] == [1]
+    assert out["0"]["logits"] == out["1"]["logits"]  # same seed, same program, another device
