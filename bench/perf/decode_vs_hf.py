@@ -14,7 +14,9 @@ and the ceiling is the time bench/sweep.py's read of those buffers takes, just b
 pair of generations. HF runs in a process of its own, alternating with that one. torch-cpu
 and jax-cpu run infercost's float32 step kernel (kernels/decode_f32_cpu.h); each framework's own
 compiled step (inductor's, XLA's) runs beside it on the same buffers, so the kernel's gain is a ratio
-measured side by side.
+measured side by side. Each generation starts SETTLE_S after the one before: torch's OpenMP threads
+spin for ~7 ms after its last step (libgomp's default wait), and on 2 cores jax-cpu's first step in
+that window took twice its time (16.8 against 9.8 ms), a cost no framework pays in a process of its own.
 
     python bench/perf/decode_vs_hf.py [--rounds 3]
 """
@@ -36,6 +38,7 @@ from targets import cap_isa, report  # bench/perf/targets.py, beside this script
 HOST = cap_isa()  # before torch and jax start
 
 PROMPT, NEW = 128, 64
+SETTLE_S = 0.05  # a pause before each generation (the docstring says why)
 INDUCTOR, XLA = "torch-cpu inductor", "jax-cpu XLA"  # with INFERCOST_F32_DECODE=compiled
 COMPILED = {INDUCTOR: "torch-cpu", XLA: "jax-cpu"}  # each beside the kernel's run
 
@@ -118,6 +121,7 @@ def run_infercost(folder: Path, prompt, repeats: int) -> dict:
     runs, shares, sweeps, ratios, kernel_ratios = {n: [] for n in runners}, {n: [] for n in runners}, [sweep()], [], {n: [] for n in COMPILED}
     for _ in range(repeats):
         for name, runner in runners.items():
+            time.sleep(SETTLE_S)  # the previous framework's threads asleep again
             runs[name].append(generate(backends[name], runner, np.asarray(prompt), NEW))
         sweeps.append(sweep())
         ceiling = weight_bytes / ((sweeps[-2] + sweeps[-1]) / 2)  # seconds per token
