@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from infercost.kernels import decode_f32, llama, llama_ref, models, quant
-from infercost.kernels.dtypes import ITEMSIZE, NO_QUANT, QuantSpec, model_tolerance
+from infercost.kernels.dtypes import INT8_ACTIVATION_TOLERANCE, ITEMSIZE, NO_QUANT, QuantSpec, model_tolerance
 
 from . import gates
 from .layout import Layout
@@ -90,7 +90,10 @@ def check_model(backend, cfg, dtype: str, tf32: bool, seed: int, weights_path: s
     tolerance = model_tolerance(dtype, tf32)
     routing = follow = None
     if moe:
-        routing, follow = compare_routes(ccfg, w64, sequence, np.concatenate(routes, axis=2), tolerance)
+        routing, follow = compare_routes(ccfg, w64, sequence, np.concatenate(routes, axis=2), tolerance,
+                                         CHECK_PROMPT if act_int8 else None)
+    if act_int8:  # a Q8 rounding boundary can fall either way (dtypes.INT8_ACTIVATION_TOLERANCE)
+        tolerance = max(tolerance, INT8_ACTIVATION_TOLERANCE)
     # The reference again on the same tokens where the device's arithmetic is one it takes as given:
     # the int8 cache the device wrote (as its weights), near-tie routes it decided the other way,
     # its quantized activations.
@@ -123,14 +126,17 @@ def experts_touched(routes: np.ndarray) -> float:
     return float(np.mean([len(np.unique(layer)) for layer in routes]))
 
 
-def compare_routes(cfg, w64: dict, sequence: np.ndarray, device: np.ndarray, near_tie: float) -> tuple[dict, list | None]:
+def compare_routes(cfg, w64: dict, sequence: np.ndarray, device: np.ndarray, near_tie: float,
+                   act_int8_from: int | None = None) -> tuple[dict, list | None]:
     """The device's routing [moe layers, batch, positions, k] against the float64 reference's on
     the same sequence. A choice the reference made by a probability gap under `near_tie` (the
     check's own tolerance) is one the device's rounding may flip: where the device chose
     otherwise there, the reference is rerun following the device (the list returned), and the
-    record says how many such choices there were. Any other difference fails the check."""
+    record says how many such choices there were. Any other difference fails the check.
+    act_int8_from: the reference's matrices take int8 activations from there on, as the device's
+    decode steps did (their rounding reaches the next layers' routers)."""
     routes = []
-    llama_ref.forward(cfg, w64, sequence, routes=routes)
+    llama_ref.forward(cfg, w64, sequence, routes=routes, act_int8_from=act_int8_from)
     ref = np.stack([r.experts for r in routes])                       # [layers, B * T, k]
     margin = np.stack([r.margin for r in routes])                     # [layers, B * T]
     got = device.reshape(ref.shape)

@@ -98,3 +98,19 @@ def launch(form: str, runs_as: str, int8_dot: str | None) -> str:
         return label + f"; int8 weights, converted in its loops, float32 activations (chosen by {how})"
     return label + (f"; {INT8_ACTIVATIONS} (quantized as llama.cpp's Q8_0: blocks of 32, a scale "
                     f"each), {int8_dot} dot products (chosen by {how})")
+
+
+def model_unsuited(cfg) -> str | None:
+    """Why the step kernel does not run this model's layers (None where it does): dense Llama-family
+    layers, or mixtures of experts routed as Mixtral and Qwen-MoE route (softmax over every expert,
+    the k best, renormalised or not), every layer routed, no shared expert."""
+    if cfg.family == "dense" and not cfg.experts_model and not getattr(cfg, "qk_norm", False):
+        return None
+    if cfg.family != "moe":
+        return f"a {cfg.family} model: the kernel runs dense Llama-family layers and Mixtral-style experts"
+    why = ("a router other than softmax over every expert" if cfg.scoring != "softmax" or cfg.score_bias
+           or cfg.groups > 1 or cfg.routed_scale != 1.0 else
+           "a shared expert" if cfg.shared_intermediate else
+           "query and key norms" if cfg.qk_norm else
+           "dense layers among the routed ones" if cfg.dense_layers else None)
+    return f"a mixture of experts with {why}: the kernel routes Mixtral-style experts only" if why else None

@@ -1,12 +1,14 @@
-// A whole batch-1 decode step of a dense Llama-family model on CPUs (float32 activations; float32 or
-// int8 weights, int8 ones by default summed against their input quantized to int8, int8_dot_cpu.h),
-// framework-free: the torch op (decode_f32_torch_cpu.cpp) and the XLA FFI handler
-// (decode_f32_jax_cpu.cc) both run infercost_decode_f32::step_in on their own tensors, every thread
-// of one team at once (OpenMP's in torch, a pool of its own in jax-cpu; step_in takes either): embedding,
-// per layer RMSNorm, fused QKV product (with Qwen2's biases), rotary, cache write, grouped-query
-// attention over the cache, output product, RMSNorm, gate/up product, SwiGLU and down product,
-// then the final norm and the LM head. Same math and op order as llama_torch.py in float32; sums
-// run in a different order (float32 rounding apart, the same).
+// A whole batch-1 decode step of a Llama-family model on CPUs, dense or with Mixtral-style experts
+// (float32 activations; float32 or int8 weights, int8 ones by default summed against their input
+// quantized to int8, int8_dot_cpu.h), framework-free: the torch op (decode_f32_torch_cpu.cpp) and
+// the XLA FFI handler (decode_f32_jax_cpu.cc) both run infercost_decode_f32::step_in on their own
+// tensors, every thread of one team at once (OpenMP's in torch, a pool of its own in jax-cpu;
+// step_in takes either): embedding, per layer RMSNorm, fused QKV product (with Qwen2's biases),
+// rotary, cache write, grouped-query attention over the cache, output product, RMSNorm, gate/up
+// product, SwiGLU and down product (a mixture of experts: the router, then the k chosen experts'
+// gate/up rows as one product and their down rows as another, no other expert read), then the
+// final norm and the LM head. Same math and op order as llama_torch.py in float32; sums run in a
+// different order (float32 rounding apart, the same).
 //
 // Why a kernel of our own: inductor compiles this step into one C++ kernel too, yet on the 2-core
 // EPYC host (2026-12-07) it streamed the weights at 49-62 GB/s while a plain loop of row dot
@@ -173,18 +175,12 @@ inline void share(int64_t n, int id, int size, int64_t& begin, int64_t& end) {
 // it (2.47 against 2.59 ms; 8 KB: 2.53), a float32 step 3% slower (so float32 rows have none).
 constexpr int64_t INT8_AHEAD = 4096;
 
-// y[r] (+)= W[r] . x for this thread's share of W's rows, then the barrier that makes y whole for
-// every thread. int8 rows: the sum, then its row's scale, as (x @ values.T) * scale; with f.dotq, x
-// quantized first (each thread its own copy into qx: a few thousand values, cheaper than a barrier).
-template <class Team>
-void product(Team& team, const Form& f, Matrix w, const float* x, float* y, int64_t rows, int64_t cols,
-             const float* bias, bool accumulate, QuantizedX& qx) {
+// y[r] (+)= W[r] . x for rows [begin, end) of W, by one thread: int8 rows as (x @ values.T) * scale,
+// with f.dotq against x quantized (qx, which the caller filled for this x: int8_x).
+inline void rows_into(const Form& f, Matrix w, const float* x, float* y, int64_t begin, int64_t end, int64_t cols,
+                      const float* bias, bool accumulate, const QuantizedX& qx, bool int8_x) {
     const float* wf = static_cast<const float*>(w.values);
     const int8_t* w8 = static_cast<const int8_t*>(w.values);
-    int64_t begin, end;
-    share(rows, team.id(), team.size(), begin, end);
-    const bool int8_x = w.scale && f.dotq;
-    if (int8_x) f.quantize(x, cols, qx);
     // int8 rows: requested INT8_AHEAD bytes before they are summed, from the share's first row on
     const char* bytes = static_cast<const char*>(w.values);
     const char *ahead = bytes + begin * cols, *share_end = bytes + end * cols;
@@ -203,7 +199,49 @@ void product(Team& team, const Form& f, Matrix w, const float* x, float* y, int6
             y[r] = accumulate ? y[r] + v : v;
         }
     }
+}
+
+// y[r] (+)= W[r] . x for this thread's share of W's rows, then the barrier that makes y whole for
+// every thread. With f.dotq, int8 rows' x is quantized first (each thread its own copy into qx: a
+// few thousand values, cheaper than a barrier).
+template <class Team>
+void product(Team& team, const Form& f, Matrix w, const float* x, float* y, int64_t rows, int64_t cols,
+             const float* bias, bool accumulate, QuantizedX& qx) {
+    int64_t begin, end;
+    share(rows, team.id(), team.size(), begin, end);
+    const bool int8_x = w.scale && f.dotq;
+    if (int8_x) f.quantize(x, cols, qx);
+    rows_into(f, w, x, y, begin, end, cols, bias, accumulate, qx, int8_x);
     team.barrier();
+}
+
+// One matrix of several multiplied at once (a token's routed experts): y = W . x.
+struct Segment {
+    Matrix w;
+    const float* x;
+    float* y;
+};
+
+// product for n matrices of the same shape, their rows shared among the threads as one matrix of
+// n * rows (one barrier for all, instead of one each).
+template <class Team>
+void product_segments(Team& team, const Form& f, const Segment* seg, int64_t n, int64_t rows, int64_t cols,
+                      QuantizedX& qx) {
+    int64_t begin, end;
+    share(n * rows, team.id(), team.size(), begin, end);
+    for (int64_t j = begin / rows; j < n && j * rows < end; ++j) {
+        const int64_t from = std::max(begin, j * rows) - j * rows, to = std::min(end, (j + 1) * rows) - j * rows;
+        const bool int8_x = seg[j].w.scale && f.dotq;
+        if (int8_x) f.quantize(seg[j].x, cols, qx);
+        rows_into(f, seg[j].w, seg[j].x, seg[j].y, from, to, cols, nullptr, false, qx, int8_x);
+    }
+    team.barrier();
+}
+
+// Expert e of experts stacked [experts, rows, cols] (their scales [experts, rows]).
+inline Matrix expert(Matrix stacked, int64_t e, int64_t rows, int64_t cols) {
+    const int64_t item = stacked.scale ? 1 : 4;
+    return {static_cast<const char*>(stacked.values) + e * rows * cols * item, stacked.scale ? stacked.scale + e * rows : nullptr};
 }
 
 // The threads of a step as OpenMP runs them (torch-cpu: torch's own OpenMP threads).
@@ -233,10 +271,13 @@ inline void rotate(float* x, const float* cos, const float* sin, int64_t hd) {
     }
 }
 
+// A mixture-of-experts layer (router set): w13, w2 are its experts stacked [experts, 2 inter,
+// hidden] and [experts, hidden, inter] (scales [experts, rows]), the router float32 [experts, hidden].
 struct Layer {
     const float *ln1, *bqkv, *ln2;  // bqkv: nullptr where there is none
     Matrix wqkv, wo, w13, w2;
     float *k, *v;  // the cache, written at the step's position
+    const float* router;  // nullptr: a dense MLP
 };
 
 // Shapes as HF names them; keys_t: keys held [kv_heads, hd, max_seq] (jax-cpu's layout), else
@@ -248,12 +289,39 @@ struct Model {
     const float *embed, *norm, *cos, *sin;  // cos, sin: [max_seq, hd]
     Matrix head;
     const Layer* layer;
+    // Mixture-of-experts layers (Mixtral's and Qwen-MoE's router: softmax over every expert, the
+    // top_k best, renormalised to sum 1 where norm_topk): each layer's chosen experts, best first,
+    // go to routes [layers, top_k].
+    int64_t experts = 0, top_k = 0;
+    bool norm_topk = false;
+    int32_t* routes = nullptr;
 };
 
 // The buffers every thread of a step shares.
 struct Shared {
-    std::vector<float> x, normed, qkv, att, gate_up;
+    std::vector<float> x, normed, qkv, att, gate_up, down;  // down: the routed experts' outputs
 };
+
+// The top_k experts for normed input x and their weights, as llama_torch.route computes them in
+// float32 (softmax over all, the k largest, best first; ties to the lower expert). Every thread
+// computes it for itself: the same inputs and code give the same choice in each.
+inline void route(const Form& f, const Model& m, const float* router, const float* x, int32_t* chosen, float* weight,
+                  std::vector<float>& probs) {
+    float top = -INFINITY, total = 0.0f;
+    for (int64_t e = 0; e < m.experts; ++e) top = std::max(top, probs[e] = f.dot(router + e * m.hidden, x, m.hidden));
+    for (int64_t e = 0; e < m.experts; ++e) total += (probs[e] = std::exp(probs[e] - top));
+    for (int64_t e = 0; e < m.experts; ++e) probs[e] /= total;
+    float sum = 0.0f;
+    for (int64_t j = 0; j < m.top_k; ++j) {
+        int64_t best = -1;
+        for (int64_t e = 0; e < m.experts; ++e)
+            if ((best < 0 || probs[e] > probs[best]) && std::find(chosen, chosen + j, e) == chosen + j) best = e;
+        chosen[j] = static_cast<int32_t>(best);
+        sum += (weight[j] = probs[best]);
+    }
+    if (m.norm_topk)
+        for (int64_t j = 0; j < m.top_k; ++j) weight[j] /= sum;
+}
 
 // One thread's part of a step (every thread of `team` calls it): logits [vocab] for `token` at
 // position `pos` (both checked by the caller).
@@ -266,7 +334,10 @@ void step_in(Team& team, const Model& m, int64_t token, int64_t pos, float* logi
     const float* sin = m.sin + pos * hd;
     const float att_scale = 1.0f / std::sqrt(static_cast<float>(hd));
     const bool first = team.id() == 0;
-    std::vector<float> act(inter), scores(pos + 1);  // each thread's own
+    const int64_t k = m.experts ? m.top_k : 1;
+    std::vector<float> act(k * inter), scores(pos + 1), probs(m.experts), weight(k);  // each thread's own
+    std::vector<int32_t> chosen(k);
+    std::vector<Segment> seg(k);
     QuantizedX qx;
     float *x = s.x.data(), *normed = s.normed.data(), *qkv = s.qkv.data(), *att = s.att.data(), *gate_up = s.gate_up.data();
     for (int64_t l = 0; l < m.layers; ++l) {
@@ -311,6 +382,26 @@ void step_in(Team& team, const Model& m, int64_t token, int64_t pos, float* logi
         product(team, f, w.wo, att, x, hidden, q_width, nullptr, true, qx);
         if (first) rms_norm(x, w.ln2, normed, hidden, m.eps);
         team.barrier();
+        if (w.router) {  // the routed experts' gate/up rows as one product, then their down rows
+            route(f, m, w.router, normed, chosen.data(), weight.data(), probs);
+            if (first && m.routes) std::copy_n(chosen.data(), k, m.routes + l * k);
+            for (int64_t j = 0; j < k; ++j)
+                seg[j] = {expert(w.w13, chosen[j], 2 * inter, hidden), normed, gate_up + j * 2 * inter};
+            product_segments(team, f, seg.data(), k, 2 * inter, hidden, qx);
+            for (int64_t j = 0; j < k; ++j) {
+                const float* gu = gate_up + j * 2 * inter;
+                for (int64_t i = 0; i < inter; ++i) act[j * inter + i] = gu[i] / (1.0f + std::exp(-gu[i])) * gu[inter + i];
+                seg[j] = {expert(w.w2, chosen[j], hidden, inter), act.data() + j * inter, s.down.data() + j * hidden};
+            }
+            product_segments(team, f, seg.data(), k, hidden, inter, qx);
+            if (first)  // weighted as llama_torch's routed_experts: sum over j of weight_j * y_j
+                for (int64_t r = 0; r < hidden; ++r) {
+                    float y = 0.0f;
+                    for (int64_t j = 0; j < k; ++j) y += weight[j] * s.down[j * hidden + r];
+                    x[r] += y;
+                }
+            continue;
+        }
         product(team, f, w.w13, normed, gate_up, 2 * inter, hidden, nullptr, false, qx);
         for (int64_t i = 0; i < inter; ++i) {  // SiLU(gate) * up, each thread for itself
             const float g = gate_up[i];
@@ -327,7 +418,8 @@ inline Shared shared_for(const Model& m, int64_t token) {
     const int64_t qkv = (m.heads + 2 * m.kv_heads) * m.hd;
     return {std::vector<float>(m.embed + token * m.hidden, m.embed + (token + 1) * m.hidden),
             std::vector<float>(m.hidden), std::vector<float>(qkv), std::vector<float>(m.heads * m.hd),
-            std::vector<float>(2 * m.inter)};
+            std::vector<float>(2 * m.inter * std::max<int64_t>(m.top_k, 1)),
+            std::vector<float>(m.hidden * std::max<int64_t>(m.top_k, 1))};
 }
 
 // A step on `threads` OpenMP threads (torch-cpu's: the calling thread's team).

@@ -103,12 +103,16 @@ Pool& pool_of(int size) {
 // Operands: token [1, 1] int32, pos [] int32, then embed, head, norm, cos, sin, then per layer ln1,
 // wqkv, (bqkv where has_bias), wo, ln2, w13, w2, then per layer its keys [1, nkv, hd, S] and values
 // [1, nkv, S, hd]. With `int8`, every matrix (head, wqkv, wo, w13, w2) is int8 and followed by its
-// rows' float32 scales. Results: logits [1, 1, V], then the caches in the same order (aliased).
+// rows' float32 scales. With `top_k` > 0 every layer is a mixture of experts: w13 and w2 are its
+// experts stacked [E, 2 I, H] and [E, H, I] (scales [E, rows]), followed by its router [E, H].
+// Results: logits [1, 1, V], then the caches in the same order (aliased), then with `top_k` the
+// experts each layer chose [layers, 1, top_k] int32.
 ffi::Error DecodeF32(ffi::Buffer<ffi::S32> token, ffi::Buffer<ffi::S32> pos, ffi::RemainingArgs args,
                      ffi::RemainingRets rets, int64_t heads, int64_t kv_heads, double eps, int64_t has_bias,
-                     int64_t int8, int64_t form, int64_t int8_dot, int64_t threads) {
-    const int64_t scales = int8 ? 1 : 0, per_layer = 6 + (has_bias ? 1 : 0) + 4 * scales, fixed = 5 + scales;
-    const int64_t layers = static_cast<int64_t>(rets.size()) / 2;
+                     int64_t int8, int64_t top_k, int64_t norm_topk, int64_t form, int64_t int8_dot, int64_t threads) {
+    const int64_t moe = top_k > 0 ? 1 : 0;
+    const int64_t scales = int8 ? 1 : 0, per_layer = 6 + (has_bias ? 1 : 0) + 4 * scales + moe, fixed = 5 + scales;
+    const int64_t layers = (static_cast<int64_t>(rets.size()) - 1 - moe) / 2;
     if (layers < 1 || static_cast<int64_t>(args.size()) != fixed + layers * (per_layer + 2))
         return ffi::Error::InvalidArgument("infercost_decode_f32: wrong number of operands");
     auto buffer = [&](int64_t i) { return args.get<ffi::AnyBuffer>(i).value(); };
@@ -137,14 +141,25 @@ ffi::Error DecodeF32(ffi::Buffer<ffi::S32> token, ffi::Buffer<ffi::S32> pos, ffi
         layer[l].ln1 = floats(), layer[l].wqkv = matrix();
         layer[l].bqkv = has_bias ? floats() : nullptr;
         layer[l].wo = matrix(), layer[l].ln2 = floats();
-        if (l == 0) m.inter = buffer(i).dimensions()[0] / 2;
+        if (l == 0) m.inter = buffer(i).dimensions()[moe] / 2;
+        if (moe && (buffer(i).dimensions().size() != 3 || buffer(i + 1 + scales).dimensions().size() != 3))
+            return ffi::Error::InvalidArgument("infercost_decode_f32: experts must be stacked [experts, rows, cols]");
         layer[l].w13 = matrix(), layer[l].w2 = matrix();
+        if (moe) {
+            if (l == 0) m.experts = buffer(i).dimensions()[0];
+            layer[l].router = floats();
+        }
         layer[l].k = ret(1 + 2 * l), layer[l].v = ret(2 + 2 * l);
     }
     for (; i < static_cast<int64_t>(args.size()); ++i) types_ok &= buffer(i).element_type() == ffi::DataType::F32;
     if (!types_ok)
         return ffi::Error::InvalidArgument("infercost_decode_f32: weights and caches must be float32 (matrices int8 with `int8`)");
     m.layer = layer.data();
+    if (moe) {
+        if (top_k > m.experts) return ffi::Error::InvalidArgument("infercost_decode_f32: top_k above the experts");
+        m.top_k = top_k, m.norm_topk = norm_topk != 0;
+        m.routes = reinterpret_cast<int32_t*>((*rets.get<ffi::AnyBuffer>(1 + 2 * layers).value()).untyped_data());
+    }
     const int64_t p = pos.typed_data()[0], tok = token.typed_data()[0];
     if (p < 0 || p >= m.max_seq) return ffi::Error::InvalidArgument("infercost_decode_f32: position outside the cache");
     if (tok < 0 || tok >= m.vocab) return ffi::Error::InvalidArgument("infercost_decode_f32: token outside the vocabulary");
@@ -173,6 +188,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(InfercostDecodeF32, DecodeF32,
                                   .Attr<double>("eps")
                                   .Attr<int64_t>("has_bias")
                                   .Attr<int64_t>("int8")
+                                  .Attr<int64_t>("top_k")
+                                  .Attr<int64_t>("norm_topk")
                                   .Attr<int64_t>("form")
                                   .Attr<int64_t>("int8_dot")
                                   .Attr<int64_t>("threads"));

@@ -41,8 +41,8 @@ def build_failure() -> str | None:
 
 def unsuited(cfg, batch: int, dtype, mesh, kv_int8: bool, keys_t: bool, params: dict | None = None) -> str | None:
     """Why this model (llama_jax.Runner's arguments and params) is not one the kernel runs; None if it is."""
-    if cfg.family != "dense" or cfg.experts_model or getattr(cfg, "qk_norm", False):
-        return f"a {cfg.family} model: the kernel runs dense Llama-family layers only"
+    if why := decode_f32.model_unsuited(cfg):
+        return why
     if mesh is not None:
         return "a split model"
     if kv_int8 or batch != 1:
@@ -50,13 +50,18 @@ def unsuited(cfg, batch: int, dtype, mesh, kv_int8: bool, keys_t: bool, params: 
     if jnp.dtype(dtype) != jnp.float32:
         return "weights other than float32"
     if params is not None:
-        matrices = [params["head"], *(layer[k] for layer in params["layers"] for k in ("wqkv", "wo", "w13", "w2"))]
+        matrices = [params["head"], *(w for layer in params["layers"] for w in (layer["wqkv"], layer["wo"], *mlp(layer)))]
         if any(isinstance(w, dict) for w in matrices) and not all(
                 isinstance(w, dict) and w["q"].dtype == jnp.int8 and w["s"].dtype == jnp.float32 for w in matrices):
             return "quantized weights other than int8 with float32 scales"
     if not keys_t:
         return "keys not held [kv_heads, head_dim, positions]"
     return None
+
+
+def mlp(layer: dict) -> tuple:
+    """A layer's gate/up and down matrices: its own, or its experts stacked."""
+    return (layer["we13"], layer["we2"]) if "router" in layer else (layer["w13"], layer["w2"])
 
 
 def unavailable() -> str | None:
@@ -69,26 +74,31 @@ def launch(params: dict) -> str:
 
 
 def forward(cfg, params, rope_tab, tokens, pos, cache, *, threads: int):
-    """(logits [1, 1, vocab] float32, the caches with this position written, no routes), as
-    llama_jax.forward's decode returns them, from one call of the kernel."""
+    """(logits [1, 1, vocab] float32, the caches with this position written, the experts each
+    layer chose [layers, 1, k] (none for a dense model)), as llama_jax.forward's decode returns
+    them, from one call of the kernel."""
     layers = params["layers"]
     has_bias, int8 = "bqkv" in layers[0], isinstance(params["head"], dict)
     matrix = (lambda w: [w["q"], w["s"]]) if int8 else (lambda w: [w])  # int8: values, then the rows' scales
     weights = [params["embed"], *matrix(params["head"]), params["norm"], *rope_tab]
+    top_k = cfg.top_k if "router" in layers[0] else 0
     for layer in layers:
+        w13, w2 = mlp(layer)
         weights += [layer["ln1"], *matrix(layer["wqkv"]), *([layer["bqkv"]] if has_bias else []), *matrix(layer["wo"]),
-                    layer["ln2"], *matrix(layer["w13"]), *matrix(layer["w2"])]
+                    layer["ln2"], *matrix(w13), *matrix(w2), *([layer["router"]] if top_k else [])]
     caches = [a for entry in cache for a in entry]
     first = 2 + len(weights)  # the operand number of the first cache (after token and pos)
     outs = [jax.ShapeDtypeStruct((1, 1, matrix(params["head"])[0].shape[0]), jnp.float32),
-            *(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in caches)]
+            *(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in caches),
+            *([jax.ShapeDtypeStruct((len(layers), 1, top_k), jnp.int32)] if top_k else [])]
     call = jax.ffi.ffi_call(TARGET, outs, input_output_aliases={first + i: 1 + i for i in range(len(caches))})
     form = decode_f32.FORMS[decode_f32.chosen_form()[0]][0]
     heads = matrix(layers[0]["wo"])[0].shape[1] // cfg.hd
     kv_heads = (matrix(layers[0]["wqkv"])[0].shape[0] // cfg.hd - heads) // 2
     got = call(tokens.astype(jnp.int32), jnp.asarray(pos, jnp.int32), *weights, *caches,
                heads=np.int64(heads), kv_heads=np.int64(kv_heads), eps=np.float64(cfg.norm_eps),
-               has_bias=np.int64(has_bias), int8=np.int64(int8), form=np.int64(form),
+               has_bias=np.int64(has_bias), int8=np.int64(int8), top_k=np.int64(top_k),
+               norm_topk=np.int64(getattr(cfg, "norm_topk", False)), form=np.int64(form),
                int8_dot=np.int64(decode_f32.INT8_DOTS[decode_f32.chosen_int8_dot()[0]][0]), threads=np.int64(threads))
     new_cache = [tuple(got[1 + 2 * i:3 + 2 * i]) for i in range(len(cache))]
-    return got[0], new_cache, jnp.zeros((0, 1, 1), jnp.int32)
+    return got[0], new_cache, got[-1] if top_k else jnp.zeros((0, 1, 1), jnp.int32)

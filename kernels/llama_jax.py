@@ -389,8 +389,8 @@ class Runner:
             self.cache = jax.device_put(self.cache, self._cache_shardings())
         self._compiled = {}
         self.launch_base = self.launch  # what `launch` says before a compile adds its options
-        # jax-cpu's batch-1 decode by infercost's step kernel where the model is one it runs (dense,
-        # float32 or int8 weights) and it built (decode_f32_jax_cpu.py); else XLA's step, and
+        # jax-cpu's batch-1 decode by infercost's step kernel where the model is one it runs (dense
+        # or Mixtral-style experts, float32 or int8 weights) and it built (decode_f32_jax_cpu.py); else XLA's step, and
         # `launch` says why.
         self.kernel_decode, self.kernel_note = None, ""
         if step_kernel_threads:

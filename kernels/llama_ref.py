@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from functools import partial
 
 import numpy as np
 
@@ -70,15 +69,21 @@ def forward(cfg: LlamaConfig, w: dict, tokens: np.ndarray, kv_int8_from: int | N
     routes: a list that gets, for every mixture-of-experts layer, its Routing.
     follow: for every mixture-of-experts layer, the experts [B * T, k] to route to instead of
     this reference's own choice (a check follows a device's choice where a near-tie decided it).
-    act_int8_from: from this position on, every input of a dense model's weight matrices (q/k/v, o,
-    gate/up, down, head) is taken as int8 activations hold it (q8_round_trip), as the CPU step kernel's
-    decode steps take it with int8 weights; earlier positions (the prefill) as they are."""
+    act_int8_from: from this position on, every input of the weight matrices (q/k/v, o, gate/up,
+    down, the routed experts' (not the float router's), head) is taken as int8 activations hold it
+    (q8_round_trip), as the CPU step kernel's decode steps take it with int8 weights; earlier
+    positions (the prefill) as they are."""
     b, t = tokens.shape
 
     def act(y):  # a weight matrix's input
         if act_int8_from is None:
             return y
         return np.where((np.arange(t) >= act_int8_from)[None, :, None], q8_round_trip(y), y)
+
+    def act_rows(y, rows):  # the same for rows of the flattened [B * T] tokens
+        if act_int8_from is None:
+            return y
+        return np.where((rows % t >= act_int8_from)[:, None], q8_round_trip(y), y)
     cos, sin = rope_tables(cfg, t)
     causal = np.tril(np.ones((t, t), dtype=bool))
     x = w["model.embed_tokens.weight"][tokens]
@@ -92,7 +97,7 @@ def forward(cfg: LlamaConfig, w: dict, tokens: np.ndarray, kv_int8_from: int | N
         h = rms_norm(x, w[p + "post_attention_layernorm.weight"], cfg.norm_eps)
         if cfg.moe_layer(i):
             given = follow[sum(cfg.moe_layer(j) for j in range(i))] if follow is not None else None
-            out, routing = moe_block(cfg, w, p + "mlp.", h, given)
+            out, routing = moe_block(cfg, w, p + "mlp.", h, given, act_rows)
             x = x + out
             if routes is not None:
                 routes.append(routing)
@@ -245,20 +250,22 @@ def gptoss_expert(cfg, w: dict, p: str, e: int, x: np.ndarray) -> np.ndarray:
     return act @ w[p + "down_proj"][e] + w[p + "down_proj_bias"][e]
 
 
-def moe_block(cfg, w: dict, p: str, h: np.ndarray, given: np.ndarray | None = None) -> tuple[np.ndarray, Routing]:
-    """The layer's output for h [..., hidden] and its routing (tokens flattened in order)."""
+def moe_block(cfg, w: dict, p: str, h: np.ndarray, given: np.ndarray | None = None,
+              act_rows=lambda y, rows: y) -> tuple[np.ndarray, Routing]:
+    """The layer's output for h [..., hidden] and its routing (tokens flattened in order); act_rows:
+    what the routed experts' inputs for those rows go through (forward's act_rows)."""
     shape = h.shape
     x = h.reshape(-1, shape[-1])
     if cfg.family == "gptoss":
         routing = route(cfg, x @ w[p + "router.weight"].T + w[p + "router.bias"], given)
-        expert = partial(gptoss_expert, cfg, w, p + "experts.")
+        expert = lambda e, rows: gptoss_expert(cfg, w, p + "experts.", e, x[rows])
     else:
         routing = route(cfg, x @ w[p + "gate.weight"].T, given, w.get(p + "gate.e_score_correction_bias"))
-        expert = lambda e, rows: mlp(w, p + f"experts.{e}.", rows)
+        expert = lambda e, rows: mlp(w, p + f"experts.{e}.", x[rows], lambda y: act_rows(y, rows))
     out = np.zeros_like(x)
     for e in np.unique(routing.experts):
         rows, slot = np.nonzero(routing.experts == e)
-        out[rows] += routing.weights[rows, slot][:, None] * expert(e, x[rows])
+        out[rows] += routing.weights[rows, slot][:, None] * expert(e, rows)
     if cfg.shared_intermediate:
         gate = 1.0 / (1.0 + np.exp(-(x @ w[p + "shared_expert_gate.weight"].T))) if cfg.shared_gate else 1.0
         out += gate * mlp(w, p + "shared_expert.", x)

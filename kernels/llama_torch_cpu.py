@@ -178,8 +178,8 @@ def inductor(forward, model: Llama):
 
 
 def step_kernel_or_inductor(forward, model: Llama):
-    """Batch-1 decode by infercost's step kernel where the model is one it runs (dense, float32
-    activations, float32 or int8 weights) and the kernel built (decode_f32_cpu.h: it streamed the
+    """Batch-1 decode by infercost's step kernel where the model is one it runs (dense or
+    Mixtral-style experts, float32 or int8 weights) and the kernel built (decode_f32_cpu.h: it streamed the
     weights 1.1-1.2x faster than inductor's step on the same buffers, EPYC host), else compiled by
     inductor; the function's `launch` says which and why."""
     if decode_f32_torch_cpu.unsuited(model) is None:

@@ -144,19 +144,29 @@ def test_a_setting_it_does_not_know_keeps_inductor_and_says_why(cpu, monkeypatch
 
 def test_models_the_kernel_does_not_run_say_why(cpu):
     from infercost.kernels import llama_torch
-    moe = llama_torch.Runner(ALL_CONFIGS["tiny-moe"], "float32", "cpu", 1, 8).model
+    shared = replace(ALL_CONFIGS["tiny-moe"], shared_intermediate=32)
+    moe = llama_torch.Runner(shared, "float32", "cpu", 1, 8).model
+    mla = llama_torch.Runner(ALL_CONFIGS["tiny-mla"], "float32", "cpu", 1, 8).model
     int8_kv = llama_torch.Runner(CONFIGS["tiny"], "float32", "cpu", 1, 8, kv_int8=True).model
     two_rows = llama_torch.Runner(CONFIGS["tiny"], "float32", "cpu", 2, 8).model
     bf16 = llama_torch.Runner(CONFIGS["tiny"], "bfloat16", "cpu", 1, 8).model
     plain = llama_torch.Runner(CONFIGS["tiny"], "float32", "cpu", 1, 8).model
-    assert "dense Llama-family layers only" in decode_f32_torch_cpu.unsuited(moe)
+    assert decode_f32_torch_cpu.unsuited(moe) == ("a mixture of experts with a shared expert: the kernel routes "
+                                                  "Mixtral-style experts only")
+    assert "dense Llama-family layers and Mixtral-style experts" in decode_f32_torch_cpu.unsuited(mla)
+    assert decode_f32_torch_cpu.unsuited(llama_torch.Runner(ALL_CONFIGS["tiny-moe"], "float32", "cpu", 1, 8).model) is None
     assert decode_f32_torch_cpu.unsuited(int8_kv) == "an int8 KV cache"
     assert decode_f32_torch_cpu.unsuited(two_rows) == "a batch above 1"
     assert decode_f32_torch_cpu.unsuited(bf16) == "weights other than contiguous float32 (or int8)"
     assert decode_f32_torch_cpu.unsuited(plain) is None
     # jax-cpu decides from the same facts before its model is made
     assert decode_f32_jax_cpu.unsuited(CONFIGS["tiny"], 1, "float32", None, False, True) is None
-    assert "dense Llama-family layers only" in decode_f32_jax_cpu.unsuited(ALL_CONFIGS["tiny-moe"], 1, "float32", None, False, True)
+    assert decode_f32_jax_cpu.unsuited(ALL_CONFIGS["tiny-moe"], 1, "float32", None, False, True) is None
+    for cfg, why in ((replace(ALL_CONFIGS["tiny-moe"], scoring="sigmoid"), "a router other than softmax"),
+                     (replace(ALL_CONFIGS["tiny-moe"], qk_norm=True), "query and key norms"),
+                     (replace(ALL_CONFIGS["tiny-moe"], dense_layers=(0,)), "dense layers among the routed ones"),
+                     (ALL_CONFIGS["tiny-gptoss"], "a gptoss model")):
+        assert why in decode_f32_jax_cpu.unsuited(cfg, 1, "float32", None, False, True)
     assert decode_f32_jax_cpu.unsuited(CONFIGS["tiny"], 1, "bfloat16", None, False, True) == "weights other than float32"
     assert decode_f32_jax_cpu.unsuited(CONFIGS["tiny"], 1, "float32", None, True, True) == "an int8 KV cache"
     int8 = llama_jax.prepare(CONFIGS["tiny"], {k: {"q": (v * 1000).astype(np.int8), "s": v[:, 0].astype(np.float32)}
@@ -166,3 +176,33 @@ def test_models_the_kernel_does_not_run_say_why(cpu):
     fp8ish = {**int8, "head": {"q": int8["head"]["q"].astype(np.float32), "s": int8["head"]["s"]}}
     assert decode_f32_jax_cpu.unsuited(CONFIGS["tiny"], 1, "float32", None, False, True, fp8ish) == (
         "quantized weights other than int8 with float32 scales")
+
+
+MOE = replace(ALL_CONFIGS["tiny-moe"], vocab_size=97, hidden=40, heads=4, kv_heads=1, experts=6, top_k=3,
+              expert_intermediate=40, norm_topk=False)  # widths no vector divides; weights not renormalised
+
+
+@pytest.mark.parametrize("cfg", [MOE, ALL_CONFIGS["tiny-moe"]], ids=["odd-widths-moe", "tiny-moe"])
+@pytest.mark.parametrize("mode", [f"float32 {f}" for f in decode_f32.runnable_forms()] +
+                         [f"int8 {d}" for d in decode_f32.runnable(decode_f32.INT8_DOTS)])
+def test_the_kernel_routes_a_mixture_of_experts_as_the_float64_reference_does(backend, monkeypatch, cfg, mode):
+    """Mixtral-style experts in the step kernel: the router's choice (every layer's k experts, best
+    first) is the reference's, and the logits follow it (int8: against the reference with Q8 inputs)."""
+    from infercost.bench.llm import check_model
+    weights, setting = mode.split(" ", 1)
+    monkeypatch.setenv("INFERCOST_F32_FORM" if weights == "float32" else "INFERCOST_INT8_DOT", setting)
+    q = QuantSpec("int8") if weights == "int8" else QuantSpec()
+    r = check_model(backend, cfg, "float32", False, 0, None, batch=1, q=q)
+    assert f"infercost's float32 decode step ({RUNS_AS[backend.name]})" in r["launch"] and setting in r["launch"]
+    assert r["passed"] and r["routing"]["passed"] and r["routing"]["agree"] == r["routing"]["choices"], r
+    assert r["error"] < (1e-5 if weights == "float32" or setting == "float32 activations" else 1e-4), r
+
+
+def test_a_q8_rounding_boundary_does_not_fail_a_mixture_of_experts_check(cpu):
+    """small-moe's checked layers (seed 0) hold an activation on a Q8 rounding boundary, which the
+    float32 step and the float64 reference round apart: the check allows for that, no more."""
+    from infercost.bench.llm import check_model
+    from infercost.kernels.dtypes import INT8_ACTIVATION_TOLERANCE
+    r = check_model(cpu, ALL_CONFIGS["small-moe"], "float32", False, 0, None, batch=1, q=QuantSpec("int8"))
+    assert decode_f32.INT8_ACTIVATIONS in r["launch"] and r["tolerance"] == INT8_ACTIVATION_TOLERANCE
+    assert r["passed"] and r["routing"]["passed"] and r["quality"]["top1_agreement"] >= 0.9, r
