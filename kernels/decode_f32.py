@@ -114,3 +114,9 @@ def model_unsuited(cfg) -> str | None:
            "query and key norms" if cfg.qk_norm else
            "dense layers among the routed ones" if cfg.dense_layers else None)
     return f"a mixture of experts with {why}: the kernel routes Mixtral-style experts only" if why else None
+
+
+def mlp(layer: dict) -> tuple:
+    """A layer's gate/up and down matrices as the kernel takes them (either framework's layer dict):
+    its own, or its experts stacked."""
+    return (layer["we13"], layer["we2"]) if "router" in layer else (layer["w13"], layer["w2"])

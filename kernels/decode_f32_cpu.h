@@ -241,7 +241,8 @@ void product_segments(Team& team, const Form& f, const Segment* seg, int64_t n, 
 // Expert e of experts stacked [experts, rows, cols] (their scales [experts, rows]).
 inline Matrix expert(Matrix stacked, int64_t e, int64_t rows, int64_t cols) {
     const int64_t item = stacked.scale ? 1 : 4;
-    return {static_cast<const char*>(stacked.values) + e * rows * cols * item, stacked.scale ? stacked.scale + e * rows : nullptr};
+    return {static_cast<const char*>(stacked.values) + e * rows * cols * item,
+            stacked.scale ? stacked.scale + e * rows : nullptr};
 }
 
 // The threads of a step as OpenMP runs them (torch-cpu: torch's own OpenMP threads).

@@ -50,18 +50,14 @@ def unsuited(cfg, batch: int, dtype, mesh, kv_int8: bool, keys_t: bool, params: 
     if jnp.dtype(dtype) != jnp.float32:
         return "weights other than float32"
     if params is not None:
-        matrices = [params["head"], *(w for layer in params["layers"] for w in (layer["wqkv"], layer["wo"], *mlp(layer)))]
+        matrices = [params["head"], *(w for layer in params["layers"]
+                                      for w in (layer["wqkv"], layer["wo"], *decode_f32.mlp(layer)))]
         if any(isinstance(w, dict) for w in matrices) and not all(
                 isinstance(w, dict) and w["q"].dtype == jnp.int8 and w["s"].dtype == jnp.float32 for w in matrices):
             return "quantized weights other than int8 with float32 scales"
     if not keys_t:
         return "keys not held [kv_heads, head_dim, positions]"
     return None
-
-
-def mlp(layer: dict) -> tuple:
-    """A layer's gate/up and down matrices: its own, or its experts stacked."""
-    return (layer["we13"], layer["we2"]) if "router" in layer else (layer["w13"], layer["w2"])
 
 
 def unavailable() -> str | None:
@@ -83,7 +79,7 @@ def forward(cfg, params, rope_tab, tokens, pos, cache, *, threads: int):
     weights = [params["embed"], *matrix(params["head"]), params["norm"], *rope_tab]
     top_k = cfg.top_k if "router" in layers[0] else 0
     for layer in layers:
-        w13, w2 = mlp(layer)
+        w13, w2 = decode_f32.mlp(layer)
         weights += [layer["ln1"], *matrix(layer["wqkv"]), *([layer["bqkv"]] if has_bias else []), *matrix(layer["wo"]),
                     layer["ln2"], *matrix(w13), *matrix(w2), *([layer["router"]] if top_k else [])]
     caches = [a for entry in cache for a in entry]

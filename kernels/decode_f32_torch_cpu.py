@@ -36,7 +36,7 @@ def unsuited(model) -> str | None:
     cache = model.caches[0]
     if cache.int8 or cache.k.shape[0] != 1:
         return "an int8 KV cache" if cache.int8 else "a batch above 1"
-    matrices = [model.head, *(w for layer in model.layers for w in (layer["wqkv"], layer["wo"], *mlp(layer)))]
+    matrices = [model.head, *(w for layer in model.layers for w in (layer["wqkv"], layer["wo"], *decode_f32.mlp(layer)))]
     if any(isinstance(w, QLinear) and (w.values.dtype != torch.int8 or w.scale.dtype != torch.float32) for w in matrices):
         return "quantized weights other than int8 with float32 scales"
     if any(t.dtype not in (torch.float32, torch.int8) or t.is_mkldnn or not t.is_contiguous() for t in tensors(model)):
@@ -49,11 +49,6 @@ def unavailable() -> str | None:
     return decode_f32.not_wanted() or build_failure()
 
 
-def mlp(layer: dict) -> tuple:
-    """A layer's gate/up and down matrices: its own, or its experts stacked."""
-    return (layer["we13"], layer["we2"]) if "router" in layer else (layer["w13"], layer["w2"])
-
-
 def tensors(model) -> list[torch.Tensor]:
     """The kernel's tensors in its order (decode_f32_torch_cpu.cpp): model-wide, then per layer; a
     matrix as its values and its rows' scales (an empty tensor for float32 values)."""
@@ -63,7 +58,7 @@ def tensors(model) -> list[torch.Tensor]:
         return [w.values, w.scale] if isinstance(w, QLinear) else [w, none]
     out = [model.embed, *matrix(model.head), model.norm, model.cos, model.sin]
     for layer, cache in zip(model.layers, model.caches):
-        w13, w2 = mlp(layer)
+        w13, w2 = decode_f32.mlp(layer)
         out += [layer["ln1"], *matrix(layer["wqkv"]), layer.get("bqkv", none), *matrix(layer["wo"]), layer["ln2"],
                 *matrix(w13), *matrix(w2), cache.k, cache.v, layer.get("router", none)]
     return out
