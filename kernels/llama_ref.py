@@ -75,15 +75,13 @@ def forward(cfg: LlamaConfig, w: dict, tokens: np.ndarray, kv_int8_from: int | N
     positions (the prefill) as they are."""
     b, t = tokens.shape
 
-    def act(y):  # a weight matrix's input
-        if act_int8_from is None:
-            return y
-        return np.where((np.arange(t) >= act_int8_from)[None, :, None], q8_round_trip(y), y)
-
-    def act_rows(y, rows):  # the same for rows of the flattened [B * T] tokens
+    def act_rows(y, rows):  # a weight matrix's input [rows, k], for those rows of the flattened [B * T] tokens
         if act_int8_from is None:
             return y
         return np.where((rows % t >= act_int8_from)[:, None], q8_round_trip(y), y)
+
+    def act(y):  # the same for [B, T, k]
+        return act_rows(y.reshape(b * t, -1), np.arange(b * t)).reshape(y.shape)
     cos, sin = rope_tables(cfg, t)
     causal = np.tril(np.ones((t, t), dtype=bool))
     x = w["model.embed_tokens.weight"][tokens]
