@@ -83,6 +83,20 @@ def nothing_is_written_into_the_checkout():
         pytest.fail(f"tests wrote into the checkout: {new[:5]}", pytrace=False)
 
 
+@pytest.fixture(autouse=True)
+def secrets_registered_in_a_test_stay_in_it():
+    """The secrets a test registers (redact.register: process-wide, as a run needs) are forgotten
+    after it. Hypothesis draws a secret's text partly from the test module's own string constants,
+    so a property test once registered one holding "-requests", and a later test's one-line error
+    ("fewer than --min-requests") came out masked."""
+    from infercost import redact
+    registered, fragments = set(redact._registered), set(redact._fragments)
+    yield
+    for live, kept in ((redact._registered, registered), (redact._fragments, fragments)):
+        live.clear()
+        live.update(kept)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def frozen_objects_freed_at_exit():
     """Reading records freezes what it built out of the cycle collector's reach (records.py); thawed
