@@ -345,16 +345,19 @@ class TransformerWorkload:
 
 def generate(backend, runner, prompt: np.ndarray, new_tokens: int) -> dict:
     """Greedy generation as a request sees it: TTFT (prefill and first token), then each
-    decode step; TPOT = (end-to-end - TTFT) / (new_tokens - 1), per request."""
+    decode step; TPOT = (end-to-end - TTFT) / (new_tokens - 1), per request. step_s: each decode
+    step's seconds (the step, its logits fetched, the next token chosen)."""
     batch, length = prompt.shape
     start = time.perf_counter()
     logits = backend.fetch(runner.prefill_step(prompt, last_only=True)())
     tokens = [logits[:, -1].argmax(-1)]
-    ttft = time.perf_counter() - start
+    stamps = [time.perf_counter()]
     for i in range(new_tokens - 1):
         logits = backend.fetch(runner.decode_step(tokens[-1][:, None], length + i)())
         tokens.append(logits[:, -1].argmax(-1))
-    total = time.perf_counter() - start
+        stamps.append(time.perf_counter())
+    ttft, total = stamps[0] - start, stamps[-1] - start
     tpot = (total - ttft) / max(new_tokens - 1, 1)
     return {"tokens": np.stack(tokens, axis=1), "ttft_s": ttft, "total_s": total, "tpot_s": tpot,
-            "tokens_per_s": batch * new_tokens / total, "per_user_tokens_per_s": 1.0 / tpot}
+            "step_s": np.diff(stamps).tolist(), "tokens_per_s": batch * new_tokens / total,
+            "per_user_tokens_per_s": 1.0 / tpot}

@@ -225,6 +225,8 @@ def test_generate_is_greedy_and_times_each_request(backend):
     ref_tokens, _ = llama_ref.greedy(CFG, w64, prompt, 5)
     np.testing.assert_array_equal(out["tokens"], ref_tokens)
     assert 0 < out["ttft_s"] < out["total_s"] and out["tpot_s"] > 0
+    assert len(out["step_s"]) == 4 and min(out["step_s"]) > 0  # one a decode step
+    assert out["ttft_s"] + sum(out["step_s"]) == pytest.approx(out["total_s"])
 
 
 def test_safetensors_reader_handles_bf16_and_rejects_bad_input(tmp_path):

@@ -11,7 +11,11 @@ On this host separately allocated buffers read at 27 to 55 GB/s depending on whe
 and the neighbours' load moves that within minutes. So torch-cpu and jax-cpu run in one process
 on the very same weight buffers (torch reads JAX's through DLPack), their generations alternate,
 and the ceiling is the time bench/sweep.py's read of those buffers takes, just before and after each
-pair of generations. HF runs in a process of its own, alternating with that one. torch-cpu
+generation (the VM's read bandwidth moved 30 to 64 GB/s between sweeps 0.3 s apart on 2026-12-07, so
+a generation is held against the sweeps nearest it, and the share is the median over generations).
+The sweep's figure is the median of its reads, so a generation's is the median of its decode steps
+(each with its logits fetched and its token chosen); the mean step (TPOT, stalls included: on the
+VM a few steps in a generation took 2-3x the rest) is held against the same ceiling beside it. HF runs in a process of its own, alternating with that one. torch-cpu
 and jax-cpu run infercost's float32 step kernel (kernels/decode_f32_cpu.h); each framework's own
 compiled step (inductor's, XLA's) runs beside it on the same buffers, so the kernel's gain is a ratio
 measured side by side. Each generation starts SETTLE_S after the one before: torch's OpenMP threads
@@ -89,7 +93,7 @@ def share_buffers(torch_runner, jax_runner) -> None:
 
 def run_infercost(folder: Path, prompt, repeats: int) -> dict:
     """torch-cpu and jax-cpu on the same weight buffers in one process, generations alternating,
-    each between read sweeps of those buffers."""
+    each between two read sweeps of those buffers."""
     import numpy as np
 
     from infercost.bench.backend import open_backend
@@ -118,15 +122,17 @@ def run_infercost(folder: Path, prompt, repeats: int) -> dict:
     streamed = runners["jax-cpu"].streamed()
     weight_bytes = sum(a.nbytes for a in streamed)  # every matrix and norm, read once a token
     sweep = lambda: read_sweep([np.asarray(a) for a in streamed], available_cpus())
-    runs, shares, sweeps, ratios, kernel_ratios = {n: [] for n in runners}, {n: [] for n in runners}, [sweep()], [], {n: [] for n in COMPILED}
+    runs, sweeps, ratios, kernel_ratios = {n: [] for n in runners}, [sweep()], [], {n: [] for n in COMPILED}
+    shares, mean_shares = {n: [] for n in runners}, {n: [] for n in runners}
     for _ in range(repeats):
         for name, runner in runners.items():
             time.sleep(SETTLE_S)  # the previous framework's threads asleep again
             runs[name].append(generate(backends[name], runner, np.asarray(prompt), NEW))
-        sweeps.append(sweep())
-        ceiling = weight_bytes / ((sweeps[-2] + sweeps[-1]) / 2)  # seconds per token
-        for name in runners:
-            shares[name].append(ceiling / runs[name][-1]["tpot_s"])
+            sweeps.append(sweep())  # each generation between two sweeps of its own
+            ceiling = weight_bytes / ((sweeps[-2] + sweeps[-1]) / 2)  # seconds per token
+            # the sweep's figure is a median read, so the step's is its median step
+            shares[name].append(ceiling / statistics.median(runs[name][-1]["step_s"]))
+            mean_shares[name].append(ceiling / runs[name][-1]["tpot_s"])
         ratios.append(runs["jax-cpu"][-1]["tpot_s"] / runs["torch-cpu"][-1]["tpot_s"])
         for name, kernel in COMPILED.items():
             kernel_ratios[name].append(runs[name][-1]["tpot_s"] / runs[kernel][-1]["tpot_s"])
@@ -136,7 +142,8 @@ def run_infercost(folder: Path, prompt, repeats: int) -> dict:
     for name, runner in runners.items():
         out[name] = {"tokens_per_s": statistics.median(r["tokens_per_s"] for r in runs[name]),
                      "tpot_s": statistics.median(r["tpot_s"] for r in runs[name]),
-                     "share_of_ceiling": statistics.median(shares[name]), "launch": runner.launch,
+                     "share_of_ceiling": statistics.median(shares[name]),
+                     "mean_share_of_ceiling": statistics.median(mean_shares[name]), "launch": runner.launch,
                      "tokens": runs[name][-1]["tokens"].tolist()}
     return out
 
@@ -190,12 +197,15 @@ def main() -> int:
     print(f"read bandwidth (bench/sweep.py over those weights, around each generation): {min(sweeps) / 1e9:.1f} to "
           f"{max(sweeps) / 1e9:.1f} GB/s (process medians); weight bytes per token {both[0]['weight_bytes'] / 1e6:.0f} MB")
     print(f"greedy tokens identical across HF, torch-cpu, jax-cpu (each with both steps): {same}")
-    print(f"{'':<28}{'tok/s (e2e)':>12}{'TPOT ms':>9}{'decode tok/s':>13}{'of ceiling':>11}  launch")
+    print("of ceiling: the ceiling's time per token over the median decode step of each generation (the sweep's "
+          "figure is its median read); TPOT's: over its mean step, stalls on a shared host included")
+    print(f"{'':<28}{'tok/s (e2e)':>12}{'TPOT ms':>9}{'decode tok/s':>13}{'of ceiling':>11}{'TPOT':>6}  launch")
     print(f"{'HF generate':<28}{hf:>12.1f}")
     for name, tps in (("torch-cpu", tc), ("jax-cpu", jx), *((n, mine(n, "tokens_per_s")) for n in COMPILED)):
         tpot = mine(name, "tpot_s")
         print(f"{'infercost ' + name:<28}{tps:>12.1f}{tpot * 1e3:>9.2f}{1 / tpot:>13.1f}"
-              f"{mine(name, 'share_of_ceiling'):>11.1%}  {both[-1][name]['launch']}")
+              f"{mine(name, 'share_of_ceiling'):>11.1%}{mine(name, 'mean_share_of_ceiling'):>6.0%}"
+              f"  {both[-1][name]['launch']}")
     each = [r for x in both for r in x["jax_over_torch_each"]]
     # The host's memory speed moves within a process; torch's kernel follows it, XLA's less so.
     print(f"jax-cpu TPOT / torch-cpu TPOT, each pair of generations: {min(each):.2f} to {max(each):.2f}")

@@ -8,13 +8,14 @@ loops) and inductor's compiled step with the int8 GEMV op, on the same model) an
 and int8 (the same kernel through XLA's FFI), every figure the median of alternating rounds.
 As in `infercost run` (one worker process a backend), JAX runs in a process of its own,
 answering one round at a time. The ceiling is the read bandwidth of bench/sweep.py's read of the float32
-model's own weight buffers, swept before the first round and after each one; each round is held
-against the mean of the sweeps on either side of it (a shared host's memory speed can move by a
-third within a run, and a run-wide median would pair one state's times with another's), and the
-share printed is the median over rounds. A step's ceiling time is its bytes over that bandwidth,
+model's own weight buffers, swept before the first timed block and after every one (each model or
+form's steps, JAX's round); each block is held against the mean of the sweeps on either side of it
+(a shared host's memory speed moved 30 to 64 GB/s between sweeps 0.3 s apart, and a round-wide
+pair of sweeps would hold one state's times against another's), and the share printed is the
+median over rounds. A step's ceiling time is its bytes over that bandwidth,
 counted as `infercost run` counts them for MBU (weights as stored, so int8 values and scales,
 plus the KV cache, the embedding row and the logits). JAX's process also sweeps its own
-float32 and int8 weights, each right after that model's steps ("of own"): on a VM, two processes'
+float32 and int8 weights, each right before and after that model's steps ("of own"): on a VM, two processes'
 buffers can read at different speeds. After each round the int8 GEMV op runs on a matrix that stays in cache: the arithmetic
 rate of the "float32 activations" dot's loop, which bounds that form wherever memory reads faster
 than it converts (the step's int8 weights over that rate). Targets (the quantization issue and issue 30):
@@ -91,15 +92,17 @@ def decode_steps(backend_name: str, models: list[str], model: str, context: int)
 
 def child(backend_name: str, model: str, context: int, steps: int) -> None:
     """Answer each line on stdin with one round of `backend_name`'s float32 and int8 models, as a
-    JSON line: name -> [median step time, read bandwidth of a sweep over that model's own buffers,
-    taken right after its steps]."""
+    JSON line: name -> [median step time, read bandwidth of sweeps over that model's own buffers,
+    the mean of one right before its steps and one right after]."""
     models = decode_steps(backend_name, ["float32", "int8"], model, context)
     print("ready", flush=True)
+    sweep = lambda runner: (backend.read_bandwidth(runner.streamed()) or (0.0,))[0]
     for _ in sys.stdin:
         out = {}
         for name, (backend, step, runner) in models.items():
+            before = sweep(runner)
             t = step_time(backend, step, steps)
-            out[name] = [t, (backend.read_bandwidth(runner.streamed()) or (0.0,))[0]]
+            out[name] = [t, (before + sweep(runner)) / 2]
         print(json.dumps(out), flush=True)
 
 
@@ -174,30 +177,38 @@ def main() -> int:
         variants["  int8 inductor + GEMV op"] = llama_torch_cpu.inductor(int8_runner._eager_decode, int8_runner.model)
     jax_names = ("jax-cpu float32", "jax-cpu int8")
     times = {name: [] for name in [*runners, *variants, *jax_names]}
+    ceilings = {name: [] for name in times}  # per timed block: the mean of the sweeps either side of it
     bandwidths, jax_bandwidths, rates = [sweep()], {name: [] for name in jax_names}, []
+
+    def swept(*names: str) -> None:  # a sweep after these names' latest blocks, which it closes
+        bandwidths.append(sweep())
+        for name in names:
+            ceilings[name].append((bandwidths[-2] + bandwidths[-1]) / 2)
+
     for r in range(args.rounds):  # alternate: drift on a shared host hits every variant alike
         for name, (backend, step, _) in runners.items():
             times[name].append(step_time(backend, step, args.steps))
+            swept(name)
         for name, decode in variants.items():
             int8_runner._decode = decode
             backend, step, _ = runners["torch-cpu int8"]
             times[name].append(step_time(backend, step, args.steps))
             int8_runner._decode = default_decode
+            swept(name)
         for name, (t, jax_bw) in jax_round().items():
             times[name].append(t)
             jax_bandwidths[name].append(jax_bw)
-        bandwidths.append(sweep())
+        swept(*jax_names)
         rates.append(kernel_rate())
         print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
     jax.stdin.close()
     jax.wait()
-    ceilings = [(a + b) / 2 for a, b in zip(bandwidths, bandwidths[1:])]  # the sweeps around each round
     tpot = {name: statistics.median(t) for name, t in times.items()}
     ratio = tpot["torch-cpu float32"] / tpot["torch-cpu int8"]
 
     def share(name: str, bws: list[float]) -> float:
         nbytes = float_bytes if name.endswith("float32") else int8_bytes
-        return statistics.median(nbytes / bw / t for bw, t in zip(bws, times[name]))
+        return statistics.median(nbytes / bw / t for bw, t in zip(bws, times[name], strict=True))
     jax_ratio = statistics.median(j / t for j, t in zip(times["jax-cpu int8"], times["torch-cpu int8"]))
 
     print(f"\n{args.model} batch 1, context {context}, {threads} threads on {HOST}; medians of {args.rounds} "
@@ -217,19 +228,19 @@ def main() -> int:
               f"{max(rates) / 1e9:.1f} G weights/s (the step's "
               f"{int8_weights / 1e6:.1f} M int8 weights in {int8_weights / max(rates) * 1e3:.2f} ms at best); read "
               f"bandwidth over arithmetic rate per round: "
-              + ", ".join(f"{c / r:.2f}" for c, r in zip(ceilings, rates)))
+              + ", ".join(f"{c / r:.2f}" for c, r in zip(ceilings["torch-cpu int8"], rates)))
     if max(bandwidths) > 1.25 * min(bandwidths):
         print(f"note: the host's read bandwidth moved by {max(bandwidths) / min(bandwidths) - 1:.0%} during this run; "
-              "each round is held against the sweeps on either side of it")
+              "each timed block is held against the sweeps on either side of it")
     print(f"{'':<32}{'TPOT ms':>9}{'tok/s':>9}{'of ceiling':>12}{'of own':>9}")
     for name, t in tpot.items():
         own = f"{share(name, jax_bandwidths[name]):>9.1%}" if all(jax_bandwidths.get(name, [0])) else ""
-        print(f"{name:<32}{t * 1e3:>9.2f}{1 / t:>9.1f}{share(name, ceilings):>12.1%}{own}")
+        print(f"{name:<32}{t * 1e3:>9.2f}{1 / t:>9.1f}{share(name, ceilings[name]):>12.1%}{own}")
     checks = [("torch-cpu int8 / float32 tokens/s", ratio, 2.5, ">="),
-              ("torch-cpu int8 share of its ceiling", share("torch-cpu int8", ceilings), 0.80, ">="),
+              ("torch-cpu int8 share of its ceiling", share("torch-cpu int8", ceilings["torch-cpu int8"]), 0.80, ">="),
               ("jax-cpu int8 share of its own ceiling", share("jax-cpu int8", jax_bandwidths["jax-cpu int8"]), 0.80, ">="),
               ("jax-cpu int8 TPOT / torch-cpu int8 TPOT", jax_ratio, 1.25, "<="),
-              ("torch-cpu float32 share of its ceiling", share("torch-cpu float32", ceilings), 0.90, ">="),
+              ("torch-cpu float32 share of its ceiling", share("torch-cpu float32", ceilings["torch-cpu float32"]), 0.90, ">="),
               ("jax-cpu float32 share of its own ceiling",
                share("jax-cpu float32", jax_bandwidths["jax-cpu float32"]), 0.90, ">=")]
     return 0 if report(checks) else 1
