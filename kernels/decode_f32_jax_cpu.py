@@ -3,8 +3,8 @@ through XLA's FFI (decode_f32_jax_cpu.cc), built on first use by bench/native.py
 
 `unsuited(...)` says why a model is not one it runs and `unavailable()` why this host or run does
 not take it (None where it does); `forward` is llama_jax.forward's decode with the kernel in its
-place (same arguments and results), the caches donated and written in place. decode_f32.py says
-how a form is chosen.
+place (same arguments and results, but the cache stacked: llama_jax.stacked_cache), the cache
+donated and written in place. decode_f32.py says how a form is chosen.
 """
 
 from __future__ import annotations
@@ -70,9 +70,9 @@ def launch(params: dict) -> str:
 
 
 def forward(cfg, params, rope_tab, tokens, pos, cache, *, threads: int):
-    """(logits [1, 1, vocab] float32, the caches with this position written, the experts each
+    """(logits [1, 1, vocab] float32, the cache with this position written, the experts each
     layer chose [layers, 1, k] (none for a dense model)), as llama_jax.forward's decode returns
-    them, from one call of the kernel."""
+    them, from one call of the kernel; the cache is (keys, values), each every layer's stacked."""
     layers = params["layers"]
     has_bias, int8 = "bqkv" in layers[0], isinstance(params["head"], dict)
     matrix = (lambda w: [w["q"], w["s"]]) if int8 else (lambda w: [w])  # int8: values, then the rows' scales
@@ -82,19 +82,18 @@ def forward(cfg, params, rope_tab, tokens, pos, cache, *, threads: int):
         w13, w2 = decode_f32.mlp(layer)
         weights += [layer["ln1"], *matrix(layer["wqkv"]), *([layer["bqkv"]] if has_bias else []), *matrix(layer["wo"]),
                     layer["ln2"], *matrix(w13), *matrix(w2), *([layer["router"]] if top_k else [])]
-    caches = [a for entry in cache for a in entry]
-    first = 2 + len(weights)  # the operand number of the first cache (after token and pos)
+    keys, values = cache  # every layer's, stacked (llama_jax.stacked_cache)
+    first = 2 + len(weights)  # the operand number of the keys (after token and pos)
     outs = [jax.ShapeDtypeStruct((1, 1, matrix(params["head"])[0].shape[0]), jnp.float32),
-            *(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in caches),
+            jax.ShapeDtypeStruct(keys.shape, keys.dtype), jax.ShapeDtypeStruct(values.shape, values.dtype),
             *([jax.ShapeDtypeStruct((len(layers), 1, top_k), jnp.int32)] if top_k else [])]
-    call = jax.ffi.ffi_call(TARGET, outs, input_output_aliases={first + i: 1 + i for i in range(len(caches))})
+    call = jax.ffi.ffi_call(TARGET, outs, input_output_aliases={first: 1, first + 1: 2})
     form = decode_f32.FORMS[decode_f32.chosen_form()[0]][0]
     heads = matrix(layers[0]["wo"])[0].shape[1] // cfg.hd
     kv_heads = (matrix(layers[0]["wqkv"])[0].shape[0] // cfg.hd - heads) // 2
-    got = call(tokens.astype(jnp.int32), jnp.asarray(pos, jnp.int32), *weights, *caches,
+    got = call(tokens.astype(jnp.int32), jnp.asarray(pos, jnp.int32), *weights, keys, values,
                heads=np.int64(heads), kv_heads=np.int64(kv_heads), eps=np.float64(cfg.norm_eps),
                has_bias=np.int64(has_bias), int8=np.int64(int8), top_k=np.int64(top_k),
                norm_topk=np.int64(getattr(cfg, "norm_topk", False)), form=np.int64(form),
                int8_dot=np.int64(decode_f32.INT8_DOTS[decode_f32.chosen_int8_dot()[0]][0]), threads=np.int64(threads))
-    new_cache = [tuple(got[1 + 2 * i:3 + 2 * i]) for i in range(len(cache))]
-    return got[0], new_cache, got[-1] if top_k else jnp.zeros((0, 1, 1), jnp.int32)
+    return got[0], (got[1], got[2]), got[-1] if top_k else jnp.zeros((0, 1, 1), jnp.int32)
