@@ -206,3 +206,33 @@ def test_a_q8_rounding_boundary_does_not_fail_a_mixture_of_experts_check(cpu):
     r = check_model(cpu, ALL_CONFIGS["small-moe"], "float32", False, 0, None, batch=1, q=QuantSpec("int8"))
     assert decode_f32.INT8_ACTIVATIONS in r["launch"] and r["tolerance"] == INT8_ACTIVATION_TOLERANCE
     assert r["passed"] and r["routing"]["passed"] and r["quality"]["top1_agreement"] >= 0.9, r
+
+
+def test_jax_cpus_kernel_keeps_the_cache_stacked_and_gives_it_back_per_layer(monkeypatch):
+    # Its cache is two buffers (every layer's keys, every layer's values): XLA's prefill writes it,
+    # the kernel's steps add their positions, and kv_numpy reads it per layer as XLA's own step has it.
+    cfg = SHAPES["odd-widths"]
+    w64 = llama.seeded_weights_numpy(cfg, seed=3)
+    prompt = np.random.default_rng(5).integers(0, cfg.vocab_size, (1, 7))
+    ref_tokens, _ = llama_ref.greedy(cfg, w64, prompt, 4)
+    b = open_backend("jax-cpu", threads=2)
+    b.configure("float32", False)
+    caches = {}
+    for way in ("kernel", "compiled"):
+        if way == "compiled":
+            monkeypatch.setenv("INFERCOST_F32_DECODE", "compiled")
+        runner = b.load_model(cfg, "float32", 1, 7 + 4, weights=w64)
+        runner.prefill_step(prompt)()
+        for i in range(3):
+            b.sync(runner.decode_step(ref_tokens[:, i:i + 1], 7 + i)())
+        caches[way] = runner.kv_numpy()
+        if way == "kernel":
+            assert "float32 decode step" in runner.launch
+            assert [a.shape[0] for a in runner.cache] == [cfg.layers, cfg.layers]
+    assert len(caches["kernel"]) == len(caches["compiled"]) == cfg.layers
+    for got, want in zip(caches["kernel"], caches["compiled"]):
+        for g, w in zip(got, want, strict=True):
+            assert g.shape == w.shape == (1, cfg.kv_heads, 7 + 4, cfg.hd)
+            assert np.abs(w[:, :, :10]).max(axis=(0, 1, 3)).min() > 0  # positions 0-9 all written
+            np.testing.assert_allclose(g, w, rtol=0, atol=1e-5 * np.abs(w).max())
+            assert not g[:, :, 10:].any()  # the position no step reached
