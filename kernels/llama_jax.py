@@ -174,20 +174,14 @@ def prompt_attention(q, k, v, sinks, window: int | None):
     return o.reshape(b, nkv, nh // nkv, t, hd).transpose(0, 3, 1, 2, 4).reshape(b, t, nh, hd)
 
 
-def stacked_cache(cache: list) -> tuple:
-    """Per-layer (keys, values) as two arrays, every layer's keys [layers, ...] and values: the
-    step kernel's cache. Every buffer costs XLA's dispatch time, the more as a step leaves the
+def stacked_cache(cfg: LlamaConfig, batch: int, max_seq: int, dtype) -> tuple:
+    """The step kernel's cache: every layer's keys [layers, batch, kv_heads, head_dim, max_seq]
+    and every layer's values [layers, batch, kv_heads, max_seq, head_dim], two buffers instead of
+    two a layer. Every buffer a call takes costs XLA's dispatch time, the more as a step leaves the
     caches cold: with two a layer XLA took 0.40-0.50 ms around a small-125m step, stacked
-    0.27-0.30 (2-core EPYC VM, 2026-12-07; 5% of an int8 step)."""
-    return tuple(jnp.stack(parts) for parts in zip(*cache))
-
-
-def on_stacked_cache(f):
-    """forward-like f (a list of per-layer (keys, values)) over a stacked cache, in and out."""
-    def over_stacked(params, rope_tab, tokens, pos, cache):
-        logits, new, routes = f(params, rope_tab, tokens, pos, list(zip(*cache)))
-        return logits, stacked_cache(new), routes
-    return over_stacked
+    0.27-0.30 (2-core EPYC VM, 2026-12-07; 5% of an int8 step). forward's prefill writes it in place."""
+    return (jnp.zeros((cfg.layers, batch, cfg.kv_heads, cfg.hd, max_seq), dtype),
+            jnp.zeros((cfg.layers, batch, cfg.kv_heads, max_seq, cfg.hd), dtype))
 
 
 def decode_attention(q, k_cache, v_cache, length, multiply_reduce: bool, sinks=None, window: int | None = None):
@@ -275,14 +269,22 @@ def forward(cfg: LlamaConfig, params, rope_tab, tokens, pos, cache, prefill: boo
     keep_scale = (lambda a: a) if scale_sharding is None else (lambda a: jax.lax.with_sharding_constraint(a, scale_sharding))
     keys_t = multiply_reduce_attention  # keys held [B, kv_heads, hd, S] (decode_attention says why)
     update = lambda old, new, keep, axis=2: keep(jax.lax.dynamic_update_slice_in_dim(old, keep(new), pos, axis=axis))
-    update_keys = lambda old, new, keep: (update(old, new.swapaxes(2, 3), keep, axis=3) if keys_t
-                                          else update(old, new, keep))
+    # A stacked cache (stacked_cache: the step kernel's, one device) is written in place at layer i.
+    stacked = isinstance(cache, tuple)
+    at_layer = lambda i: lambda old, new, keep, axis=2: jax.lax.dynamic_update_slice(
+        old, new[None], tuple(i if d == 0 else pos if d == axis + 1 else 0 for d in range(old.ndim)))
+    keys_of = lambda upd: lambda old, new, keep: (upd(old, new.swapaxes(2, 3), keep, axis=3) if keys_t
+                                                  else upd(old, new, keep))
     cos_all, sin_all = rope_tab
     cos = jax.lax.dynamic_slice_in_dim(cos_all, pos, t)[None, :, None, :]
     sin = jax.lax.dynamic_slice_in_dim(sin_all, pos, t)[None, :, None, :]
     x = keep(params["embed"][tokens])
     new_cache, routes = [], []
-    for i, (layer, entry) in enumerate(zip(params["layers"], cache)):
+    if stacked and not prefill:
+        raise ValueError("a stacked cache is the step kernel's; only a prefill writes it here")
+    for i, layer in enumerate(params["layers"]):
+        entry = cache if stacked else cache[i]
+        upd = at_layer(i) if stacked else update
         h = rms_norm(x, layer["ln1"], cfg.norm_eps)
         if "wqa_kva" in layer:  # multi-head latent attention (kernels/mla_jax.py)
             out, entry = mla_jax.attention(cfg, layer, entry, h, cos, sin, pos, prefill, lin, rms_norm, rotate_half)
@@ -290,8 +292,11 @@ def forward(cfg: LlamaConfig, params, rope_tab, tokens, pos, cache, prefill: boo
         else:
             window = cfg.window(i) if cfg.family == "gptoss" else None
             x, entry = gqa_block(cfg, layer, entry, x, h, cos, sin, pos, t, prefill, lin, keep, keep_cache, keep_scale,
-                                 update, update_keys, multiply_reduce_attention, window)
-        new_cache.append(entry)
+                                 upd, keys_of(upd), multiply_reduce_attention, window)
+        if stacked:
+            cache = entry
+        else:
+            new_cache.append(entry)
         h = rms_norm(x, layer["ln2"], cfg.norm_eps)
         if "router" in layer:  # the experts here, or split over devices (moe_jax.experts_ep: plain products)
             flat = h.reshape(b * t, -1)
@@ -309,7 +314,7 @@ def forward(cfg: LlamaConfig, params, rope_tab, tokens, pos, cache, prefill: boo
         x = x[:, -1:]
     x = rms_norm(x, params["norm"], cfg.norm_eps)
     routes = jnp.stack(routes) if routes else jnp.zeros((0, b * t, 1), jnp.int32)
-    return lin(x, params["head"]).astype(jnp.float32), new_cache, routes
+    return lin(x, params["head"]).astype(jnp.float32), cache if stacked else new_cache, routes
 
 
 def gqa_block(cfg, layer, entry, x, h, cos, sin, pos, t, prefill, lin, keep, keep_cache, keep_scale, update,
@@ -396,15 +401,6 @@ class Runner:
                         layer[key] = jax.device_put(layer[key], by_expert)
         self.weights = w if keep_weights else None  # the params hold fused copies
         del w
-        with jax.default_device(device):
-            self.rope = rope(cfg, max_seq, self.dtype)
-            self.cache = (mla_jax.new_cache(cfg, batch, max_seq, self.dtype) if cfg.family == "mla" else
-                          new_cache(cfg, batch, max_seq, self.dtype, kv_int8, keys_t=multiply_reduce_attention))
-        if mesh is not None:
-            self.rope = jax.device_put(self.rope, self._sharding(()))
-            self.cache = jax.device_put(self.cache, self._cache_shardings())
-        self._compiled = {}
-        self.launch_base = self.launch  # what `launch` says before a compile adds its options
         # jax-cpu's batch-1 decode by infercost's step kernel where the model is one it runs (dense
         # or Mixtral-style experts, float32 or int8 weights) and it built (decode_f32_jax_cpu.py); else XLA's step, and
         # `launch` says why.
@@ -416,10 +412,20 @@ class Runner:
                 if why is None:
                     self.kernel_decode = partial(kernel.forward, cfg, threads=step_kernel_threads)
                     self.kernel_launch = f"{self.launch}; {kernel.launch(self.params)}"
-                    with jax.default_device(device):
-                        self.cache = stacked_cache(self.cache)
                 else:
                     self.kernel_note = f"; infercost's float32 step {why}"
+        with jax.default_device(device):
+            self.rope = rope(cfg, max_seq, self.dtype)
+            if self.kernel_decode is not None:
+                self.cache = stacked_cache(cfg, batch, max_seq, self.dtype)
+            else:
+                self.cache = (mla_jax.new_cache(cfg, batch, max_seq, self.dtype) if cfg.family == "mla" else
+                              new_cache(cfg, batch, max_seq, self.dtype, kv_int8, keys_t=multiply_reduce_attention))
+        if mesh is not None:
+            self.rope = jax.device_put(self.rope, self._sharding(()))
+            self.cache = jax.device_put(self.cache, self._cache_shardings())
+        self._compiled = {}
+        self.launch_base = self.launch  # what `launch` says before a compile adds its options
 
     def _sharding(self, axes: tuple):
         return partition(self.mesh, self.rules, axes)
@@ -466,8 +472,6 @@ class Runner:
             out = None if self.mesh is None else (self._sharding(AXES["logits"]), self._cache_shardings(),
                                                   self._sharding((None, "batch", None)))
             kernel = self.kernel_decode is not None and not prefill
-            if self.kernel_decode is not None and prefill:  # the kernel's cache is stacked
-                f = on_stacked_cache(f)
             lowered = jax.jit(self.kernel_decode if kernel else f, donate_argnums=4,
                               out_shardings=out).lower(self.params, self.rope, tokens, pos, self.cache)
             if kernel:
