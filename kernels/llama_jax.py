@@ -251,7 +251,8 @@ def forward(cfg: LlamaConfig, params, rope_tab, tokens, pos, cache, prefill: boo
     """Logits (float32) [B, T, V], the updated cache, and the experts each token chose in each
     mixture-of-experts layer ([layers, B * T, k] int32; [0, B * T, 1] for a dense model), for
     tokens [B, T] starting at `pos` (a scalar). Prefill starts at 0 and attends causally within the prompt; decode attends
-    the whole static cache, masked to the positions written so far. replicated (sharded
+    the whole static cache, masked to the positions written so far. cache: per layer (keys,
+    values), or (prefill only) stacked_cache's two buffers, written in place. replicated (sharded
     models): the sharding every chip's copy of the activations takes after embedding and after
     each row-parallel product, which is where the all-reduces fall."""
     b, t = tokens.shape
