@@ -125,9 +125,9 @@ Pool& pool_of(int size) {
 
 // Operands: token [1, 1] int32, pos [] int32, then embed, head, norm, cos, sin, then per layer ln1,
 // wqkv, (bqkv where has_bias), wo, ln2, w13, w2, then every layer's keys [layers, 1, nkv, hd, S] and
-// values [layers, 1, nkv, S, hd] (stacked: each buffer costs XLA's dispatch time; with two a layer XLA
-// took 0.40-0.50 ms around a small-125m step, stacked 0.27-0.30, 5% of an int8 step). With `int8`, every matrix (head, wqkv, wo,
-// w13, w2) is int8 and followed by its rows' float32 scales. With `top_k` > 0 every layer is a mixture
+// values [layers, 1, nkv, S, hd] (stacked: each buffer costs XLA's dispatch time; with two a layer
+// XLA took 0.40-0.50 ms around a small-125m step, stacked 0.21-0.30, 5-6% of an int8 step). With
+// `int8`, every matrix (head, wqkv, wo, w13, w2) is int8 and followed by its rows' float32 scales. With `top_k` > 0 every layer is a mixture
 // of experts: w13 and w2 are its experts stacked [E, 2 I, H] and [E, H, I] (scales [E, rows]),
 // followed by its router [E, H]. Results: logits [1, 1, V], then the keys and values (aliased), then
 // with `top_k` the experts each layer chose [layers, 1, top_k] int32.

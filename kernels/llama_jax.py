@@ -179,7 +179,7 @@ def stacked_cache(cfg: LlamaConfig, batch: int, max_seq: int, dtype) -> tuple:
     and every layer's values [layers, batch, kv_heads, max_seq, head_dim], two buffers instead of
     two a layer. Every buffer a call takes costs XLA's dispatch time, the more as a step leaves the
     caches cold: with two a layer XLA took 0.40-0.50 ms around a small-125m step, stacked
-    0.27-0.30 (2-core EPYC VM, 2026-12-07; 5% of an int8 step). forward's prefill writes it in place."""
+    0.21-0.30 (2-core EPYC VM, 2026-12-07; 5-6% of an int8 step). forward's prefill writes it in place."""
     return (jnp.zeros((cfg.layers, batch, cfg.kv_heads, cfg.hd, max_seq), dtype),
             jnp.zeros((cfg.layers, batch, cfg.kv_heads, max_seq, cfg.hd), dtype))
 
