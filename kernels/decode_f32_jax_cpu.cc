@@ -127,10 +127,11 @@ Pool& pool_of(int size) {
 // wqkv, (bqkv where has_bias), wo, ln2, w13, w2, then every layer's keys [layers, 1, nkv, hd, S] and
 // values [layers, 1, nkv, S, hd] (stacked: each buffer costs XLA's dispatch time; with two a layer
 // XLA took 0.40-0.50 ms around a small-125m step, stacked 0.21-0.30, 5-6% of an int8 step). With
-// `int8`, every matrix (head, wqkv, wo, w13, w2) is int8 and followed by its rows' float32 scales. With `top_k` > 0 every layer is a mixture
-// of experts: w13 and w2 are its experts stacked [E, 2 I, H] and [E, H, I] (scales [E, rows]),
-// followed by its router [E, H]. Results: logits [1, 1, V], then the keys and values (aliased), then
-// with `top_k` the experts each layer chose [layers, 1, top_k] int32.
+// `int8`, every matrix (head, wqkv, wo, w13, w2) is int8 and followed by its rows' float32 scales.
+// With `top_k` > 0 every layer is a mixture of experts: w13 and w2 are its experts stacked
+// [E, 2 I, H] and [E, H, I] (scales [E, rows]), followed by its router [E, H]. Results: logits
+// [1, 1, V], then the keys and values (aliased), then with `top_k` the experts each layer chose
+// [layers, 1, top_k] int32.
 ffi::Error DecodeF32(ffi::Buffer<ffi::S32> token, ffi::Buffer<ffi::S32> pos, ffi::RemainingArgs args,
                      ffi::RemainingRets rets, int64_t heads, int64_t kv_heads, double eps, int64_t has_bias,
                      int64_t int8, int64_t top_k, int64_t norm_topk, int64_t form, int64_t int8_dot, int64_t threads) {
