@@ -270,10 +270,15 @@ def forward(cfg: LlamaConfig, params, rope_tab, tokens, pos, cache, prefill: boo
     keep_scale = (lambda a: a) if scale_sharding is None else (lambda a: jax.lax.with_sharding_constraint(a, scale_sharding))
     keys_t = multiply_reduce_attention  # keys held [B, kv_heads, hd, S] (decode_attention says why)
     update = lambda old, new, keep, axis=2: keep(jax.lax.dynamic_update_slice_in_dim(old, keep(new), pos, axis=axis))
-    # A stacked cache (stacked_cache: the step kernel's, one device) is written in place at layer i.
-    stacked = isinstance(cache, tuple)
-    at_layer = lambda i: lambda old, new, keep, axis=2: jax.lax.dynamic_update_slice(
-        old, new[None], tuple(i if d == 0 else pos if d == axis + 1 else 0 for d in range(old.ndim)))
+    stacked = isinstance(cache, tuple)  # stacked_cache's two buffers (the step kernel's, one device)
+
+    def at_layer(i):  # update for a stacked cache: layer i's entry written in place at pos
+        def update_stacked(old, new, keep, axis=2):
+            start = [0] * old.ndim
+            start[0], start[axis + 1] = i, pos
+            return jax.lax.dynamic_update_slice(old, new[None], start)
+        return update_stacked
+
     keys_of = lambda upd: lambda old, new, keep: (upd(old, new.swapaxes(2, 3), keep, axis=3) if keys_t
                                                   else upd(old, new, keep))
     cos_all, sin_all = rope_tab

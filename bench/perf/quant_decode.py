@@ -96,13 +96,13 @@ def child(backend_name: str, model: str, context: int, steps: int) -> None:
     the mean of one right before its steps and one right after]."""
     models = decode_steps(backend_name, ["float32", "int8"], model, context)
     print("ready", flush=True)
-    sweep = lambda runner: (backend.read_bandwidth(runner.streamed()) or (0.0,))[0]
+    sweep = lambda backend, runner: (backend.read_bandwidth(runner.streamed()) or (0.0,))[0]
     for _ in sys.stdin:
         out = {}
         for name, (backend, step, runner) in models.items():
-            before = sweep(runner)
+            before = sweep(backend, runner)
             t = step_time(backend, step, steps)
-            out[name] = [t, (before + sweep(runner)) / 2]
+            out[name] = [t, (before + sweep(backend, runner)) / 2]
         print(json.dumps(out), flush=True)
 
 
